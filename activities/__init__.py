@@ -1,0 +1,1 @@
+"""One module per outside system; classes built with injected clients and settings."""

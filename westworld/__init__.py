@@ -1,0 +1,1 @@
+"""Westworld's pure core: models and rules, with no I/O, clocks or randomness of its own."""

@@ -1,0 +1,72 @@
+"""The project's one error tree.
+
+Every failure a user or service can cause has a type constant here. Workflows and activities raise
+``temporalio.exceptions.ApplicationError(message, type=<CONSTANT>, non_retryable=True)`` for permanent
+failures (bad input, a forged signature, a vote after its deadline); transient outside failures (a chain
+node or database that does not answer) are left to raise and retry under explicit retry policies.
+
+The core raises :class:`WestworldError` subclasses carrying the same constants, so the layer that wraps
+them into ``ApplicationError`` does not need to guess the type.
+
+    WestworldError                      permanent: retrying cannot help
+    +-- InvalidInput        INVALID_INPUT       malformed model, YAML, file
+    +-- VoteRejected        VOTE_REJECTED       (with .reason: one of the VOTE_* constants)
+    +-- AuditTampered       AUDIT_TAMPERED      the audit log fails verification
+    +-- AuditUnavailable    AUDIT_UNAVAILABLE   the log cannot be written: the decision is refused
+    +-- ChainRejected       CHAIN_REJECTED      a transaction reverted for a reason that will not change
+"""
+
+from __future__ import annotations
+
+INVALID_INPUT = "InvalidInput"
+VOTE_REJECTED = "VoteRejected"
+AUDIT_TAMPERED = "AuditTampered"
+AUDIT_UNAVAILABLE = "AuditUnavailable"
+CHAIN_REJECTED = "ChainRejected"
+CONFIG_ERROR = "ConfigError"
+
+# Reasons a vote is refused; they are also the ApplicationError types of refused votes.
+VOTE_BAD_SIGNATURE = "BadSignature"
+VOTE_UNKNOWN_PROPOSAL = "UnknownProposal"
+VOTE_AFTER_DEADLINE = "VoteAfterDeadline"
+VOTE_ALREADY_CAST = "AlreadyVoted"
+VOTE_NO_POWER = "NoVotingPower"
+VOTE_BAD_CHOICE = "InvalidChoice"
+VOTE_CLOSED = "VotingClosed"
+
+
+class WestworldError(Exception):
+    """A permanent failure; ``type`` is the constant an ``ApplicationError`` carries."""
+
+    type: str = INVALID_INPUT
+
+    def __init__(self, message: str, *, type: str | None = None) -> None:  # noqa: A002
+        super().__init__(message)
+        if type is not None:
+            self.type = type
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidInput(WestworldError):
+    type = INVALID_INPUT
+
+
+class VoteRejected(WestworldError):
+    """A vote that cannot be accepted; ``type`` is one of the ``VOTE_*`` reasons."""
+
+    type = VOTE_REJECTED
+
+
+class AuditTampered(WestworldError):
+    type = AUDIT_TAMPERED
+
+
+class AuditUnavailable(WestworldError):
+    type = AUDIT_UNAVAILABLE
+
+
+class ChainRejected(WestworldError):
+    type = CHAIN_REJECTED

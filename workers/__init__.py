@@ -1,0 +1,1 @@
+"""Processes and wiring: worker, CLI, settings, local stack supervisor, schedules, codec server."""

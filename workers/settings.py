@@ -1,0 +1,94 @@
+"""Settings: the only place that reads the environment.
+
+Every field can be set by an environment variable ``WESTWORLD_<FIELD>`` (upper case) or in a TOML file named
+by ``WESTWORLD_CONFIG``; the environment wins over the file. The README's settings table mirrors this class.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+# anvil's first well-known development account: only ever funded on a local dev chain.
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "westworld"
+
+
+class Settings(BaseSettings):
+    """Westworld settings (env ``WESTWORLD_<NAME>``, or the TOML file named by ``WESTWORLD_CONFIG``)."""
+
+    model_config = SettingsConfigDict(env_prefix="WESTWORLD_", extra="forbid")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="State, logs and databases.")
+    temporal_address: str = Field("127.0.0.1:7233", description="Temporal frontend host:port.")
+    temporal_namespace: str = Field("default", description="Temporal namespace.")
+    task_queue: str = Field("westworld", description="Task queue of the worker.")
+    temporal_ui_port: int = Field(8233, description="Port of the Temporal UI started by `westworld up`.")
+    temporal_http_port: int = Field(7243, description="Temporal HTTP API port started by `westworld up`.")
+    temporal_metrics_port: int = Field(7235, description="Temporal server metrics port.")
+    chain_rpc_url: str = Field("http://127.0.0.1:8545", description="EVM JSON-RPC endpoint.")
+    chain_deployer_key: str = Field(ANVIL_DEV_KEY, description="Key that deploys contracts and relays votes.")
+    chain_dev_time_travel: bool = Field(
+        True, description="On a local dev chain (id 31337), advance chain time to deadlines the workflow reached."
+    )
+    database_url: str = Field(
+        "", description="SQLAlchemy URL; empty means SQLite in the data dir. PostgreSQL: postgresql+asyncpg://..."
+    )
+    codec_key_file: Path | None = Field(None, description="Payload encryption keys (JSON); default in data dir.")
+    codec_server_port: int = Field(8234, description="Port of the codec server the Temporal UI calls.")
+    codec_cors_origin: str = Field("http://127.0.0.1:8233", description="Origin allowed to call the codec server.")
+    worker_metrics_port: int = Field(9464, description="Prometheus endpoint of the worker (SDK + own counters).")
+    snapshot_hub_url: str = Field("https://hub.snapshot.org", description="Snapshot hub (GraphQL at /graphql).")
+    snapshot_sequencer_url: str = Field("https://seq.snapshot.org", description="Snapshot sequencer endpoint.")
+    snapshot_space: str = Field("westworld.eth", description="Snapshot space of the DAO.")
+    notify_webhook_url: str = Field("", description="Webhook for notifications; empty logs them only.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        config_file = os.environ.get("WESTWORLD_CONFIG")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'westworld.db'}"
+
+    @property
+    def resolved_codec_key_file(self) -> Path:
+        return self.codec_key_file or self.data_dir / "codec-keys.json"
+
+    @property
+    def contracts_file(self) -> Path:
+        """Deployed contract addresses and ABIs, written by `westworld up`, read by the chain activities."""
+        return self.data_dir / "contracts.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and the optional TOML file), with explicit overrides on top."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Durable processes: deterministic orchestration; decisions in westworld/, effects in activities/."""
