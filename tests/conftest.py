@@ -1,0 +1,7 @@
+"""Shared fixtures: real local servers started by the project's own code, never mocks."""
+
+pytest_plugins = [
+    "tests.fixtures.temporal",
+    "tests.fixtures.anvil",
+    "tests.fixtures.postgres",
+]
