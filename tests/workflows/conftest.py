@@ -1,0 +1,82 @@
+"""A real worker (all activities against real anvil and SQLite) on a per-test task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from temporalio.client import Client
+from temporalio.testing._timeskipping import TimeSkipper, TimeSkippingConfig
+
+from activities.chain import save_deployment
+from activities.chain_deploy import distribute_voting_power
+from westworld.chain import Deployment
+from workers.codec import build_data_converter, create_keyring, load_keyring
+from workers.settings import Settings
+from workers.worker import Resources, build_worker, open_resources
+
+T = TypeVar("T")
+TOKEN = 10**18
+
+
+@dataclass
+class Harness:
+    client: Client
+    skipper: TimeSkipper
+    task_queue: str
+    settings: Settings
+    resources: Resources
+    voters: list[LocalAccount]
+
+
+@pytest.fixture(scope="session")
+async def funded_voters(deployment: Deployment, anvil_url: str) -> list[LocalAccount]:
+    """Thirty funded voters with self-delegated power: voter i holds (i + 1) * 10 tokens."""
+    voters = [Account.create(f"voter-{i}") for i in range(30)]
+    holders = {a.key.hex(): (i + 1) * 10 * TOKEN for i, a in enumerate(voters)}
+    await distribute_voting_power(anvil_url, deployment, holders)
+    return voters
+
+
+@pytest.fixture
+async def harness(
+    tmp_path: Path, temporal_address: str, anvil_url: str, deployment: Deployment, funded_voters: list[LocalAccount]
+) -> AsyncIterator[Harness]:
+    settings = Settings(data_dir=tmp_path, temporal_address=temporal_address, chain_rpc_url=anvil_url)
+    save_deployment(settings.contracts_file, deployment)
+    create_keyring(settings.resolved_codec_key_file)
+    client = await Client.connect(
+        temporal_address, data_converter=build_data_converter(load_keyring(settings.resolved_codec_key_file))
+    )
+    task_queue = str(uuid.uuid4())
+    async with open_resources(settings) as res:
+        worker = build_worker(client, res, task_queue)
+        async with worker:
+            yield Harness(
+                client=client,
+                skipper=TimeSkipper(client, config=TimeSkippingConfig(enabled=False)),
+                task_queue=task_queue,
+                settings=settings,
+                resources=res,
+                voters=funded_voters,
+            )
+
+
+async def eventually(fn: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 15.0) -> T:
+    """Poll ``fn`` until ``check`` holds (visibility and queries are eventually consistent)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fn()
+        if check(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.1)
+

@@ -1,0 +1,90 @@
+"""Tally rules: weights per choice, quorum, approval, and when the outcome can no longer change."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+ABSTAIN = "abstain"
+
+
+class Decision(StrEnum):
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    NO_QUORUM = "no-quorum"
+
+
+@dataclass(frozen=True)
+class TallyRules:
+    """How a vote is decided. ``choices[0]`` approves; ``abstain`` counts toward quorum only."""
+
+    choices: tuple[str, ...]
+    total_supply: int
+    quorum: float
+    approval_threshold: float
+
+    @property
+    def approve(self) -> str:
+        return self.choices[0]
+
+    @property
+    def quorum_weight(self) -> int:
+        # Ceiling without floats drifting on huge integers: quorum is applied in parts per million.
+        ppm = round(self.quorum * 1_000_000)
+        return -(-self.total_supply * ppm // 1_000_000)
+
+
+def empty_tally(choices: tuple[str, ...] | list[str]) -> dict[str, int]:
+    return dict.fromkeys(choices, 0)
+
+
+def add_vote(tally: dict[str, int], choice: str, weight: int, *, previous: tuple[str, int] | None = None) -> None:
+    """Add ``weight`` to ``choice``; when a vote is changed, remove its ``previous`` (choice, weight) first."""
+    if weight < 0:
+        raise ValueError("weight must be non-negative")
+    if previous is not None:
+        tally[previous[0]] -= previous[1]
+    tally[choice] += weight
+
+
+def cast_weight(tally: dict[str, int]) -> int:
+    return sum(tally.values())
+
+
+def _passes(approve: int, decisive: int, threshold: float) -> bool:
+    # approve / decisive > threshold, in exact integer arithmetic (parts per million).
+    ppm = round(threshold * 1_000_000)
+    return decisive > 0 and approve * 1_000_000 > decisive * ppm
+
+
+def approve_share(tally: dict[str, int], rules: TallyRules) -> float:
+    decisive = cast_weight(tally) - tally.get(ABSTAIN, 0)
+    return tally[rules.approve] / decisive if decisive else 0.0
+
+
+def decide(tally: dict[str, int], rules: TallyRules) -> Decision:
+    """The decision when voting closes with this tally."""
+    if cast_weight(tally) < rules.quorum_weight or cast_weight(tally) == 0:
+        return Decision.NO_QUORUM
+    decisive = cast_weight(tally) - tally.get(ABSTAIN, 0)
+    return Decision.APPROVED if _passes(tally[rules.approve], decisive, rules.approval_threshold) else Decision.REJECTED
+
+
+def settled(tally: dict[str, int], rules: TallyRules) -> Decision | None:
+    """The decision if no remaining voting power could change it, else None (allows an early close).
+
+    Remaining power is everything not yet cast at the snapshot. A vote is settled as approved when quorum is
+    met and approval holds even if all remaining power rejects; as rejected when approval fails even if all
+    remaining power approves. No-quorum is never settled early: anyone may still vote.
+    """
+    cast = cast_weight(tally)
+    remaining = max(rules.total_supply - cast, 0)
+    decisive = cast - tally.get(ABSTAIN, 0)
+    approve = tally[rules.approve]
+    if cast >= rules.quorum_weight and cast > 0 and _passes(approve, decisive + remaining, rules.approval_threshold):
+        return Decision.APPROVED
+    if not _passes(approve + remaining, decisive + remaining, rules.approval_threshold):
+        # Rejected whatever happens; quorum is reachable or not, but a rejection stands either way
+        # only if quorum is met already, otherwise the honest answer is still open (could be no-quorum).
+        return Decision.REJECTED if cast >= rules.quorum_weight else None
+    return None

@@ -1,0 +1,176 @@
+"""Models of a DAO vote: the proposal, the workflow's input, a signed vote, the live state and the result."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from westworld.chain import ChainSnapshot, GovernorProposal, OnChainCall
+
+PROPOSAL_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+ADDRESS_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}$")
+GOVERNOR_CHOICES = ("against", "for", "abstain")  # index = Governor `support` value
+
+
+class VoteKind(StrEnum):
+    NORMAL = "normal"
+    EMERGENCY = "emergency"
+
+
+class VoteBackend(StrEnum):
+    """Where the vote lives: tallied here only, on the Governor, or published to a Snapshot hub."""
+
+    OFFCHAIN = "offchain"
+    GOVERNOR = "governor"
+    SNAPSHOT = "snapshot"
+
+
+DEFAULT_WINDOWS = {VoteKind.NORMAL: timedelta(hours=72), VoteKind.EMERGENCY: timedelta(hours=2)}
+
+
+class Proposal(BaseModel):
+    """What the DAO is asked. ``choices[0]`` approves, ``choices[1]`` rejects, an ``abstain`` choice is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=PROPOSAL_ID_PATTERN, description="Business key, e.g. 'mesh-mtu-1400'.")
+    title: str = Field(min_length=1, max_length=200)
+    body: str = ""
+    evidence_url: str | None = None
+    choices: list[str] = Field(default_factory=lambda: ["for", "against", "abstain"], min_length=2)
+    allow_vote_change: bool = False
+    calls: list[OnChainCall] = Field(default_factory=list, description="Executed through the timelock if passed.")
+
+    @field_validator("choices")
+    @classmethod
+    def _unique_choices(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("choices must be distinct")
+        return v
+
+
+class VoteCarry(BaseModel):
+    """State carried across continue-as-new (small: the votes themselves stay in the project database)."""
+
+    snapshot: ChainSnapshot
+    governor: GovernorProposal | None = None
+    deadline: datetime
+    tally: dict[str, int]
+    votes: int
+    rejected: int
+    run: int
+
+
+class DaoVoteInput(BaseModel):
+    """Input of ``DaoVoteWorkflow``: one JSON object, startable from the Temporal UI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposal: Proposal
+    kind: VoteKind = VoteKind.NORMAL
+    voting_window: timedelta | None = Field(None, description="Default 72 h (normal) or 2 h (emergency).")
+    quorum: float = Field(0.04, gt=0, le=1, description="Share of total voting power at the snapshot.")
+    approval_threshold: float = Field(0.5, ge=0, lt=1, description="Approve share of non-abstain weight must exceed this.")
+    backend: VoteBackend = VoteBackend.OFFCHAIN
+    early_close: bool = True
+    continue_after_votes: int = Field(2000, ge=10, description="Votes per run before continue-as-new.")
+    carry: VoteCarry | None = None
+
+    @property
+    def window(self) -> timedelta:
+        return self.voting_window or DEFAULT_WINDOWS[self.kind]
+
+    @model_validator(mode="after")
+    def _governor_choices(self) -> DaoVoteInput:
+        if self.backend is VoteBackend.GOVERNOR and set(self.proposal.choices) != set(GOVERNOR_CHOICES):
+            raise ValueError("proposal.choices: the governor backend takes exactly for, against, abstain")
+        if self.proposal.calls and self.backend is not VoteBackend.GOVERNOR:
+            raise ValueError("proposal.calls: on-chain calls need backend 'governor'")
+        return self
+
+
+class VoteRequest(BaseModel):
+    """A signed vote, submitted through the workflow's ``cast_vote`` update."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    proposal_id: str
+    voter: str
+    choice: str
+    reason: str = ""
+    signature: str = Field(description="0x-prefixed 65-byte EIP-712 signature.")
+    nonce: int = Field(0, ge=0, description="Governor ballot nonce (governor backend).")
+    timestamp: int = Field(0, ge=0, description="Signing time, unix seconds (snapshot backend).")
+
+    @field_validator("voter")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if not ADDRESS_PATTERN.match(v):
+            raise ValueError(f"voter: {v!r} is not a 0x-prefixed 20-byte address")
+        return v.lower()
+
+
+class VoteReceipt(BaseModel):
+    vote_hash: str
+    voter: str
+    choice: str
+    weight: int
+    replaced_choice: str | None = None
+
+
+class RecordVoteInput(BaseModel):
+    """Activity input: weigh a verified vote at the snapshot and store it (and relay it for the governor)."""
+
+    request: VoteRequest
+    vote_hash: str
+    timepoint: int
+    allow_change: bool
+    governor: GovernorProposal | None = None
+    support: int | None = None
+
+
+class RecordVoteResult(BaseModel):
+    weight: int
+    previous_choice: str | None = None
+    previous_weight: int | None = None
+
+
+class VoteState(StrEnum):
+    OPENING = "opening"
+    OPEN = "open"
+    CLOSED = "closed"
+    EXECUTING = "executing"
+    DONE = "done"
+
+
+class DaoVoteStatus(BaseModel):
+    """The live view returned by the ``status`` query."""
+
+    proposal_id: str
+    state: VoteState
+    step: str
+    deadline: datetime | None
+    tally: dict[str, int]
+    votes: int
+    rejected: int
+    total_supply: int
+    quorum_weight: int
+    decided: str | None = None
+
+
+class DaoVoteResult(BaseModel):
+    proposal_id: str
+    decision: str = Field(description="'approved', 'rejected' or 'no-quorum'.")
+    tally: dict[str, int]
+    votes: int
+    turnout: float
+    quorum_met: bool
+    approve_share: float
+    closed_early: bool
+    votes_root: str = Field(description="RFC 6962 root over the accepted votes' hashes (ordered by voter).")
+    audit_seq: int
+    executed_tx: str | None = None
+    onchain_state: str | None = None

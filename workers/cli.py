@@ -1,0 +1,171 @@
+"""The `westworld` command line: the stack, votes, on-call and the audit log."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from workers import stack
+from workers.settings import Settings, load_settings
+
+app = typer.Typer(help="Westworld: governance and safety for a community mesh network.", no_args_is_help=True)
+vote_app = typer.Typer(help="Propose, vote and follow DAO votes.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+keys_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
+app.add_typer(vote_app, name="vote")
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override WESTWORLD_DATA_DIR.")]
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    return load_settings(**({"data_dir": data_dir} if data_dir else {}))
+
+
+def fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def up(data_dir: DataDir = None) -> None:
+    """Bring the local stack up (a second `up` is a no-op) and print where everything is."""
+    s = _settings(data_dir)
+    try:
+        stack.up(s, typer.echo)
+    except Exception as err:
+        raise fail(str(err)) from err
+    typer.echo(f"\nTemporal UI: http://127.0.0.1:{s.temporal_ui_port}   data dir: {s.data_dir}")
+
+
+@app.command()
+def down(data_dir: DataDir = None) -> None:
+    """Stop what `westworld up` started, nothing else."""
+    stack.down(_settings(data_dir), typer.echo)
+
+
+@app.command()
+def status(data_dir: DataDir = None) -> None:
+    """Health and address of each component."""
+    for name, health, address in stack.status(_settings(data_dir)):
+        typer.echo(f"{name:13} {health:28} {address}")
+
+
+@app.command()
+def worker() -> None:
+    """Run the worker in the foreground (what `up` starts)."""
+    from workers.worker import main
+
+    main()
+
+
+@app.command("codec-server")
+def codec_server() -> None:
+    """Run the codec server in the foreground (what `up` starts)."""
+    from workers.codec_server import serve
+
+    logging.basicConfig(level=logging.INFO)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(load_settings()))
+
+
+@app.command()
+def demo(data_dir: DataDir = None) -> None:
+    """Walk through a real vote: proposal, signed votes, quorum, audit, on-chain execution."""
+    from workers.demo import run_demo
+
+    try:
+        asyncio.run(run_demo(_settings(data_dir), typer.echo))
+    except Exception as err:
+        raise fail(f"{type(err).__name__}: {err}") from err
+
+
+@app.command()
+def stuck(
+    older_than: Annotated[str, typer.Option(help="Only steps older than this, e.g. 30m, 2h, 1d.")] = "1h",
+    data_dir: DataDir = None,
+) -> None:
+    """Running workflows whose current step has lasted too long, and why."""
+    from workers.stuck import find_stuck, parse_duration, render
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as err:
+        raise fail(str(err)) from err
+    rows = asyncio.run(find_stuck(_settings(data_dir), age))
+    typer.echo(render(rows, older_than))
+
+
+@vote_app.command("propose")
+def vote_propose(
+    file: Annotated[Path, typer.Argument(help="Proposal YAML/JSON (a DaoVoteInput).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Start a DaoVoteWorkflow from a file."""
+    from workers.vote_cli import propose
+
+    asyncio.run(propose(_settings(data_dir), file, typer.echo))
+
+
+@vote_app.command("cast")
+def vote_cast(
+    proposal_id: str,
+    choice: Annotated[str, typer.Option(help="One of the proposal's choices.")],
+    key: Annotated[Path, typer.Option(help="File holding the voter's hex private key.")],
+    reason: Annotated[str, typer.Option(help="Why (signed with the vote).")] = "",
+    data_dir: DataDir = None,
+) -> None:
+    """Sign a vote locally with KEY and submit it; prints the weighted receipt or why it was refused."""
+    from workers.vote_cli import cast
+
+    asyncio.run(cast(_settings(data_dir), proposal_id, choice, key, reason, typer.echo))
+
+
+@vote_app.command("status")
+def vote_status(proposal_id: str, data_dir: DataDir = None) -> None:
+    """Live tally, or the result once decided."""
+    from workers.vote_cli import show_status
+
+    asyncio.run(show_status(_settings(data_dir), proposal_id, typer.echo))
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDir = None) -> None:
+    """Recompute the audit log's Merkle tree; name any changed, removed or reordered entry."""
+    from workers.audit_cli import verify
+
+    if not asyncio.run(verify(_settings(data_dir), typer.echo)):
+        raise typer.Exit(code=2)
+
+
+@audit_app.command("show")
+def audit_show(
+    last: Annotated[int, typer.Option(help="How many of the latest entries.")] = 10, data_dir: DataDir = None
+) -> None:
+    """The latest entries with the current root."""
+    from workers.audit_cli import show
+
+    asyncio.run(show(_settings(data_dir), last, typer.echo))
+
+
+@keys_app.command("rotate")
+def keys_rotate(data_dir: DataDir = None) -> None:
+    """Add a new payload key and make it active; old keys keep decrypting old payloads."""
+    from workers.codec import rotate_keyring
+
+    s = _settings(data_dir)
+    typer.echo(f"active key is now {rotate_keyring(s.resolved_codec_key_file)}; restart the worker to use it")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

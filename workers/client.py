@@ -1,0 +1,31 @@
+"""Connecting to Temporal with the project's data converter (pydantic JSON, AES-GCM encrypted payloads)."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.runtime import Runtime
+
+from workers.codec import build_data_converter, load_keyring
+from workers.settings import Settings
+
+
+class NotConfigured(RuntimeError):
+    """The stack has not been set up here (no keys, no contracts): the message says what to run."""
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    """A client whose payloads are encrypted with the key ring in the data directory."""
+    key_file = settings.resolved_codec_key_file
+    if not key_file.exists():
+        raise NotConfigured(f"no payload keys at {key_file}; run `westworld up` first (it creates them)")
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=build_data_converter(load_keyring(key_file)),
+            runtime=runtime,
+        )
+    except RuntimeError as err:
+        raise NotConfigured(
+            f"cannot reach Temporal at {settings.temporal_address}: {err}. Is the stack up? (`westworld status`)"
+        ) from err

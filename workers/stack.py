@@ -1,0 +1,158 @@
+"""`westworld up | down | status`: the embedded single-machine stack.
+
+Components (each only started if not already answering on its port): the Temporal dev server (SQLite file in
+the data dir, UI on, search attributes registered), anvil with the project's contracts deployed (addresses
+in ``contracts.json``), the codec server, the worker. What ``up`` started is recorded in ``stack.json`` so that
+``down`` stops exactly that and nothing else. Logs go to ``<data dir>/logs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from workers import processes
+from workers.anvil import find_anvil
+from workers.codec import create_keyring
+from workers.settings import Settings
+from workflows.steps import SEARCH_ATTRIBUTES
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    port: int
+    address: str
+    command: Callable[[Settings], list[str]]
+    timeout: float = 30.0
+
+
+def _chain_port(s: Settings) -> int:
+    return urlparse(s.chain_rpc_url).port or 8545
+
+
+def _temporal_port(s: Settings) -> int:
+    return int(s.temporal_address.rsplit(":", 1)[1])
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workers.cli", *args]
+
+
+def components(s: Settings) -> list[Component]:
+    codec_url = f"http://127.0.0.1:{s.codec_server_port}"
+    return [
+        Component(
+            "temporal", _temporal_port(s), f"UI http://127.0.0.1:{s.temporal_ui_port}  gRPC {s.temporal_address}",
+            lambda s: processes.temporal_args(
+                db_file=s.data_dir / "temporal.db", port=_temporal_port(s), ui_port=s.temporal_ui_port,
+                http_port=s.temporal_http_port, metrics_port=s.temporal_metrics_port,
+                search_attributes=SEARCH_ATTRIBUTES, codec_endpoint=codec_url,
+            ),
+        ),
+        Component(
+            "chain", _chain_port(s), s.chain_rpc_url,
+            lambda s: [str(find_anvil()), "--host", "127.0.0.1", "--port", str(_chain_port(s)), "--silent",
+                       "--chain-id", "31337", "--state", str(s.data_dir / "anvil-state.json")],
+        ),
+        Component("codec-server", s.codec_server_port, codec_url, lambda s: _cli("codec-server")),
+        Component("worker", s.worker_metrics_port, f"metrics http://127.0.0.1:{s.worker_metrics_port}/metrics "
+                  f"(own counters :{s.worker_metrics_port + 1})", lambda s: _cli("worker"), timeout=60.0),
+    ]
+
+
+def _state_file(s: Settings) -> Path:
+    return s.data_dir / "stack.json"
+
+
+def _read_state(s: Settings) -> dict[str, int]:
+    try:
+        data: dict[str, int] = json.loads(_state_file(s).read_text())
+        return data
+    except FileNotFoundError:
+        return {}
+
+
+def _write_state(s: Settings, state: dict[str, int]) -> None:
+    _state_file(s).write_text(json.dumps(state, indent=2))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _settings_env(s: Settings) -> dict[str, str]:
+    """Child processes get the same settings the parent resolved."""
+    env = {f"WESTWORLD_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None}
+    env["WESTWORLD_DATA_DIR"] = str(s.data_dir)
+    return env
+
+
+def up(s: Settings, echo: Callable[[str], None]) -> None:
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.logs_dir.mkdir(parents=True, exist_ok=True)
+    if not s.resolved_codec_key_file.exists():
+        create_keyring(s.resolved_codec_key_file)
+        echo(f"created payload encryption keys at {s.resolved_codec_key_file}")
+    state = _read_state(s)
+    for comp in components(s):
+        if comp.name == "worker":
+            _ensure_contracts(s, echo)
+        if processes.port_open(comp.port):
+            echo(f"{comp.name:13} already running  {comp.address}")
+            continue
+        log = s.logs_dir / f"{comp.name}.log"
+        proc = processes.spawn(comp.command(s), log, env=_settings_env(s))
+        try:
+            processes.wait_for_port(proc, comp.port, comp.name, log, comp.timeout)
+        except processes.StartError:
+            processes.stop(proc)
+            raise
+        state[comp.name] = proc.pid
+        _write_state(s, state)
+        echo(f"{comp.name:13} started          {comp.address}  (log {log})")
+
+
+def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
+    """Deploy the contracts unless the recorded deployment is live on this chain."""
+    import asyncio
+
+    from activities.chain_deploy import deploy_if_needed
+
+    deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file))
+    if deployed:
+        echo(f"{'contracts':13} deployed         addresses in {s.contracts_file}")
+
+
+def down(s: Settings, echo: Callable[[str], None]) -> None:
+    state = _read_state(s)
+    if not state:
+        echo("nothing to stop: `westworld up` started nothing recorded in " + str(_state_file(s)))
+    for comp in reversed(components(s)):
+        pid = state.pop(comp.name, None)
+        if pid is None:
+            continue
+        stopped = processes.stop_pid(pid)
+        echo(f"{comp.name:13} {'stopped' if stopped else 'was not running'}")
+        _write_state(s, state)
+
+
+def status(s: Settings) -> list[tuple[str, str, str]]:
+    """(component, health, address) for each component."""
+    state = _read_state(s)
+    rows = []
+    for comp in components(s):
+        healthy = processes.port_open(comp.port)
+        pid = state.get(comp.name)
+        owner = f"pid {pid}" if pid and _alive(pid) else "not started by up"
+        rows.append((comp.name, f"{'up' if healthy else 'DOWN'} ({owner})", comp.address))
+    return rows

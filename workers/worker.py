@@ -1,0 +1,93 @@
+"""The worker process: every workflow and activity of the project on one task queue."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account import Account
+from temporalio.client import Client
+from temporalio.worker import Worker
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from activities.audit import AuditActivities
+from activities.chain import ChainActivities, ChainClient, load_deployment
+from activities.store import AuditLog, Database, VoteStore
+from activities.votes import VoteActivities
+from workers.client import connect
+from workers.metrics import make_runtime, start_own_metrics
+from workers.settings import Settings, load_settings
+from workflows.dao_vote import DaoVoteWorkflow
+
+log = logging.getLogger("westworld.worker")
+
+WORKFLOWS: Sequence[type] = (DaoVoteWorkflow,)
+
+
+@dataclass
+class Resources:
+    """Clients the activities are built with; closed when the worker stops."""
+
+    database: Database
+    audit: AuditLog
+    votes: VoteStore
+    chain: ChainClient
+
+
+@contextlib.asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    database = Database(settings.resolved_database_url)
+    await database.init()
+    w3 = AsyncWeb3(AsyncHTTPProvider(settings.chain_rpc_url))
+    deployment = load_deployment(settings.contracts_file)
+    chain = ChainClient(w3, deployment, Account.from_key(settings.chain_deployer_key), settings.chain_dev_time_travel)
+    try:
+        yield Resources(database, AuditLog(database), VoteStore(database), chain)
+    finally:
+        await database.close()
+
+
+def activities_of(res: Resources) -> list[Any]:
+    chain_acts = ChainActivities(res.chain)
+    votes = VoteActivities(res.votes, res.chain)
+    audit = AuditActivities(res.audit)
+    return [
+        chain_acts.chain_snapshot, chain_acts.governor_propose, chain_acts.governor_finalize,
+        chain_acts.governor_queue, chain_acts.governor_execute, chain_acts.governor_state,
+        votes.record_vote, votes.vote_set_root, votes.chain_time,
+        audit.append_audit,
+    ]
+
+
+def build_worker(client: Client, res: Resources, task_queue: str) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities_of(res),
+        activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
+        max_concurrent_local_activities=64,
+    )
+
+
+async def run_worker(settings: Settings | None = None) -> None:
+    """Run until cancelled (SIGINT/SIGTERM)."""
+    settings = settings or load_settings()
+    runtime = make_runtime(settings)
+    start_own_metrics(settings)
+    client = await connect(settings, runtime)
+    async with open_resources(settings) as res:
+        worker = build_worker(client, res, settings.task_queue)
+        log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+        await worker.run()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker())

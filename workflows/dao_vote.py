@@ -1,0 +1,334 @@
+"""DaoVoteWorkflow: a proposal, signed token-weighted votes until the deadline or an early close, the result
+audited, and, on the governor backend, the decision queued and executed through the timelock.
+
+Votes arrive through the ``cast_vote`` update: its validator refuses (without touching history) a vote for
+another proposal, after the deadline or close, with a bad signature or choice, or a repeat within this run;
+the handler weighs the vote at the snapshot and stores it (a local activity against the chain and the
+project database, which also refuses repeats across continue-as-new runs and voters without power).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from westworld import ballot, tally
+    from westworld.audit import AuditEntryInput, AuditReceipt
+    from westworld.chain import (
+        ChainSnapshot,
+        ExecuteResult,
+        GovernorProposal,
+        GovernorProposeInput,
+        GovernorStateResult,
+        QueueResult,
+    )
+    from westworld.errors import (
+        INVALID_INPUT,
+        VOTE_AFTER_DEADLINE,
+        VOTE_ALREADY_CAST,
+        VOTE_CLOSED,
+        VOTE_UNKNOWN_PROPOSAL,
+        VoteRejected,
+    )
+    from westworld.vote import (
+        GOVERNOR_CHOICES,
+        DaoVoteInput,
+        DaoVoteResult,
+        DaoVoteStatus,
+        RecordVoteInput,
+        RecordVoteResult,
+        VoteBackend,
+        VoteCarry,
+        VoteKind,
+        VoteReceipt,
+        VoteRequest,
+        VoteState,
+    )
+    from workflows.steps import PROPOSAL_ID, VOTE_STATE, set_step
+
+CHAIN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+ON_CHAIN_FINAL = {"Succeeded", "Defeated", "Queued", "Executed", "Canceled", "Expired"}
+
+
+@workflow.defn
+class DaoVoteWorkflow:
+    """One proposal's vote. Workflow id: ``vote:<proposal id>``."""
+
+    @workflow.init
+    def __init__(self, input: DaoVoteInput) -> None:  # noqa: A002
+        self._input = input
+        self._state = VoteState.OPENING
+        self._step = "opening"
+        self._tally = tally.empty_tally(input.proposal.choices)
+        self._votes = 0
+        self._rejected = 0
+        self._run_votes = 0
+        self._run_voters: set[str] = set()
+        self._snapshot: ChainSnapshot | None = None
+        self._governor: GovernorProposal | None = None
+        self._deadline: datetime | None = None
+        self._ctx: ballot.BallotContext | None = None
+        self._settled: tally.Decision | None = None
+        self._run = 0
+        if input.carry:
+            c = input.carry
+            self._snapshot, self._governor, self._deadline = c.snapshot, c.governor, c.deadline
+            self._tally, self._votes, self._rejected, self._run = dict(c.tally), c.votes, c.rejected, c.run + 1
+
+    @workflow.run
+    async def run(self, input: DaoVoteInput) -> DaoVoteResult:  # noqa: A002
+        self._step_to("opening", VoteState.OPENING)
+        if self._snapshot is None:
+            await self._open()
+        assert self._snapshot is not None and self._deadline is not None
+        self._ctx = ballot.BallotContext(
+            backend=input.backend,
+            chain_id=self._snapshot.chain_id,
+            proposal_id=input.proposal.id,
+            choices=input.proposal.choices,
+            governor=self._governor.governor if self._governor else None,
+            governor_name=self._governor.governor_name if self._governor else None,
+            onchain_id=self._governor.onchain_id if self._governor else None,
+        )
+        self._settled = tally.settled(self._tally, self._rules())
+        self._step_to("collecting votes", VoteState.OPEN)
+        closed_early = await self._collect(input)
+        self._state = VoteState.CLOSED
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return await self._close(input, closed_early)
+
+    async def _open(self) -> None:
+        inp = self._input
+        if inp.backend is VoteBackend.GOVERNOR:
+            self._governor = await workflow.execute_activity(
+                "governor_propose",
+                GovernorProposeInput(
+                    proposal_key=inp.proposal.id,
+                    description=f"# {inp.proposal.title}\n\n{inp.proposal.body}\n\n[{inp.proposal.id}]",
+                    calls=inp.proposal.calls,
+                    emergency=inp.kind is VoteKind.EMERGENCY,
+                ),
+                result_type=GovernorProposal,
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=CHAIN_RETRY,
+            )
+            g = self._governor
+            self._snapshot = ChainSnapshot(
+                chain_id=g.chain_id, timepoint=g.snapshot, total_supply=g.total_supply, token=""
+            )
+        else:
+            self._snapshot = await workflow.execute_activity(
+                "chain_snapshot",
+                result_type=ChainSnapshot,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CHAIN_RETRY,
+            )
+        self._deadline = workflow.now() + inp.window
+        if self._snapshot.total_supply == 0:
+            raise ApplicationError(
+                f"proposal {inp.proposal.id}: no voting power exists at the snapshot", type=INVALID_INPUT,
+                non_retryable=True,
+            )
+
+    async def _collect(self, input: DaoVoteInput) -> bool:
+        """Wait for the deadline, an early close, or the point to continue as new. True if closed early."""
+        assert self._deadline is not None
+        while True:
+            remaining = self._deadline - workflow.now()
+            if remaining <= timedelta(0):
+                return False
+            try:
+                await workflow.wait_condition(
+                    lambda: (input.early_close and self._settled is not None)
+                    or self._run_votes >= input.continue_after_votes
+                    or workflow.info().is_continue_as_new_suggested(),
+                    timeout=remaining,
+                )
+            except TimeoutError:
+                return False
+            if input.early_close and self._settled is not None:
+                return True
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            if input.early_close and self._settled is not None:
+                return True
+            workflow.continue_as_new(input.model_copy(update={"carry": self._carry()}))
+
+    async def _close(self, input: DaoVoteInput, closed_early: bool) -> DaoVoteResult:
+        self._step_to("closing", VoteState.CLOSED)
+        rules = self._rules()
+        decision = tally.decide(self._tally, rules)
+        votes_root: str = await workflow.execute_activity(
+            "vote_set_root", input.proposal.id, result_type=str,
+            start_to_close_timeout=timedelta(minutes=2), retry_policy=CHAIN_RETRY,
+        )
+        cast = tally.cast_weight(self._tally)
+        result = DaoVoteResult(
+            proposal_id=input.proposal.id,
+            decision=decision.value,
+            tally=dict(self._tally),
+            votes=self._votes,
+            turnout=cast / rules.total_supply,
+            quorum_met=cast >= rules.quorum_weight,
+            approve_share=tally.approve_share(self._tally, rules),
+            closed_early=closed_early,
+            votes_root=votes_root,
+            audit_seq=-1,
+        )
+        if self._governor is not None:
+            result = await self._settle_on_chain(result)
+        self._step_to("recording result", self._state)
+        receipt = await workflow.execute_activity(
+            "append_audit",
+            AuditEntryInput(kind="vote.result", subject=input.proposal.id, payload=result.model_dump(mode="json")),
+            result_type=AuditReceipt,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
+        )
+        self._step_to("done", VoteState.DONE)
+        return result.model_copy(update={"audit_seq": receipt.seq})
+
+    async def _settle_on_chain(self, result: DaoVoteResult) -> DaoVoteResult:
+        """Wait for the Governor's verdict (the chain is authoritative), then queue and execute if it passed."""
+        g = self._governor
+        assert g is not None
+        self._step_to("awaiting on-chain deadline", VoteState.CLOSED)
+        while True:
+            state = await workflow.execute_activity(
+                "governor_finalize", g, result_type=GovernorStateResult,
+                start_to_close_timeout=timedelta(minutes=1), retry_policy=CHAIN_RETRY,
+            )
+            if state.state in ON_CHAIN_FINAL:
+                break
+            await workflow.sleep(timedelta(minutes=10))
+        result = result.model_copy(update={"onchain_state": state.state})
+        if state.state != "Succeeded" or not self._input.proposal.calls:
+            return result
+        self._step_to("queued in timelock", VoteState.EXECUTING)
+        queued = await workflow.execute_activity(
+            "governor_queue", g, result_type=QueueResult,
+            start_to_close_timeout=timedelta(minutes=2), retry_policy=CHAIN_RETRY,
+        )
+        chain_now: int = await workflow.execute_activity(
+            "chain_time", result_type=int, start_to_close_timeout=timedelta(seconds=30), retry_policy=CHAIN_RETRY
+        )
+        if queued.eta > chain_now:
+            await workflow.sleep(timedelta(seconds=queued.eta - chain_now + 1))
+        self._step_to("executing", VoteState.EXECUTING)
+        executed = await workflow.execute_activity(
+            "governor_execute", g, result_type=ExecuteResult,
+            start_to_close_timeout=timedelta(minutes=2), retry_policy=CHAIN_RETRY,
+        )
+        return result.model_copy(update={"executed_tx": executed.tx_hash, "onchain_state": "Executed"})
+
+    @workflow.update
+    async def cast_vote(self, vote: VoteRequest) -> VoteReceipt:
+        """Accept a signed vote; the caller gets the weighted receipt or a typed rejection."""
+        assert self._ctx is not None and self._snapshot is not None
+        if self._state is not VoteState.OPEN:
+            raise ApplicationError(f"voting on {vote.proposal_id} is closed", type=VOTE_CLOSED, non_retryable=True)
+        vote_hash = ballot.vote_hash(vote, self._ctx)
+        self._run_voters.add(vote.voter)
+        support = GOVERNOR_CHOICES.index(vote.choice) if self._governor else None
+        try:
+            recorded = await workflow.execute_local_activity(
+                "record_vote",
+                RecordVoteInput(
+                    request=vote, vote_hash=vote_hash, timepoint=self._snapshot.timepoint,
+                    allow_change=self._input.proposal.allow_vote_change, governor=self._governor, support=support,
+                ),
+                result_type=RecordVoteResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RECORD_RETRY,
+            )
+        except ActivityError as err:
+            self._rejected += 1
+            if not _is_duplicate(err):
+                self._run_voters.discard(vote.voter)  # a refused vote does not count as this voter's vote
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from err
+            raise
+        previous = None
+        if recorded.previous_choice is not None and recorded.previous_weight is not None:
+            previous = (recorded.previous_choice, recorded.previous_weight)
+        else:
+            self._votes += 1
+            self._run_votes += 1
+        tally.add_vote(self._tally, vote.choice, recorded.weight, previous=previous)
+        self._settled = tally.settled(self._tally, self._rules())
+        return VoteReceipt(
+            vote_hash=vote_hash, voter=vote.voter, choice=vote.choice, weight=recorded.weight,
+            replaced_choice=recorded.previous_choice,
+        )
+
+    @cast_vote.validator
+    def _validate_vote(self, vote: VoteRequest) -> None:
+        if vote.proposal_id != self._input.proposal.id:
+            raise _reject(f"unknown proposal {vote.proposal_id!r}: this vote is {self._input.proposal.id!r}",
+                          VOTE_UNKNOWN_PROPOSAL)
+        if self._state is not VoteState.OPEN or self._ctx is None or self._deadline is None:
+            raise _reject(f"voting on {vote.proposal_id} is not open (state: {self._state.value})", VOTE_CLOSED)
+        if workflow.now() >= self._deadline:
+            raise _reject(f"vote on {vote.proposal_id} arrived after its deadline {self._deadline.isoformat()}",
+                          VOTE_AFTER_DEADLINE)
+        if vote.voter in self._run_voters and not self._input.proposal.allow_vote_change:
+            raise _reject(f"{vote.voter} already voted on {vote.proposal_id}", VOTE_ALREADY_CAST)
+        try:
+            ballot.verify(vote, self._ctx)
+        except VoteRejected as err:
+            raise _reject(err.message, err.type) from err
+
+    @workflow.query
+    def status(self) -> DaoVoteStatus:
+        rules = self._rules() if self._snapshot else None
+        return DaoVoteStatus(
+            proposal_id=self._input.proposal.id,
+            state=self._state,
+            step=self._step,
+            deadline=self._deadline,
+            tally=dict(self._tally),
+            votes=self._votes,
+            rejected=self._rejected,
+            total_supply=self._snapshot.total_supply if self._snapshot else 0,
+            quorum_weight=rules.quorum_weight if rules else 0,
+            decided=self._settled.value if self._settled else None,
+        )
+
+    @workflow.query
+    def ballot_context(self) -> ballot.BallotContext | None:
+        """What a voter signs against (None until the vote is open)."""
+        return self._ctx
+
+    def _rules(self) -> tally.TallyRules:
+        assert self._snapshot is not None
+        return tally.TallyRules(
+            choices=tuple(self._input.proposal.choices),
+            total_supply=self._snapshot.total_supply,
+            quorum=self._input.quorum,
+            approval_threshold=self._input.approval_threshold,
+        )
+
+    def _carry(self) -> VoteCarry:
+        assert self._snapshot is not None and self._deadline is not None
+        return VoteCarry(
+            snapshot=self._snapshot, governor=self._governor, deadline=self._deadline, tally=self._tally,
+            votes=self._votes, rejected=self._rejected, run=self._run,
+        )
+
+    def _step_to(self, step: str, state: VoteState) -> None:
+        self._step, self._state = step, state
+        set_step(step, PROPOSAL_ID.value_set(self._input.proposal.id), VOTE_STATE.value_set(state.value))
+
+
+def _reject(message: str, reason: str) -> ApplicationError:
+    return ApplicationError(message, type=reason, non_retryable=True)
+
+
+def _is_duplicate(err: ActivityError) -> bool:
+    return isinstance(err.cause, ApplicationError) and err.cause.type == VOTE_ALREADY_CAST
+
