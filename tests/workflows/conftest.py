@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from workers.worker import Resources, build_worker, open_resources
 
 T = TypeVar("T")
 TOKEN = 10**18
+REPLAY_DIR = Path(__file__).parents[1] / "replay" / "histories"
 
 
 @dataclass
@@ -47,6 +50,7 @@ async def funded_voters(deployment: Deployment, anvil_url: str) -> list[LocalAcc
 
 @pytest.fixture
 async def harness(
+    request: pytest.FixtureRequest,
     tmp_path: Path, temporal_address: str, anvil_url: str, deployment: Deployment, funded_voters: list[LocalAccount]
 ) -> AsyncIterator[Harness]:
     settings = Settings(data_dir=tmp_path, temporal_address=temporal_address, chain_rpc_url=anvil_url)
@@ -59,7 +63,7 @@ async def harness(
     async with open_resources(settings) as res:
         worker = build_worker(client, res, task_queue)
         async with worker:
-            yield Harness(
+            h = Harness(
                 client=client,
                 skipper=TimeSkipper(client, config=TimeSkippingConfig(enabled=False)),
                 task_queue=task_queue,
@@ -67,6 +71,18 @@ async def harness(
                 resources=res,
                 voters=funded_voters,
             )
+            yield h
+            if os.environ.get("WESTWORLD_RECORD_HISTORIES"):
+                await record_histories(h, request.node.name)
+
+
+async def record_histories(h: Harness, test_name: str) -> None:
+    """Save the closed workflows' histories (and their key ring) as replay fixtures."""
+    async for wf in h.client.list_workflows(f'TaskQueue = "{h.task_queue}" AND ExecutionStatus = "Completed"'):
+        history = await h.client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
+        stem = f"{wf.workflow_type}--{test_name}--{wf.run_id[:8]}"
+        (REPLAY_DIR / f"{stem}.history.json").write_text(history.to_json())
+        shutil.copy(h.settings.resolved_codec_key_file, REPLAY_DIR / f"{stem}.keyring.json")
 
 
 async def eventually(fn: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 15.0) -> T:

@@ -1,0 +1,105 @@
+"""End to end: the `westworld` CLI brings a private stack up on free ports, runs a vote, verifies, goes down."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from workers.processes import free_port, port_open
+
+pytestmark = pytest.mark.e2e
+
+
+def run(env: dict[str, str], *args: str, ok: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"westworld {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    data = tmp_path_factory.mktemp("stack")
+    metrics = free_port()
+    while port_open(metrics + 1):
+        metrics = free_port()
+    env = {
+        **os.environ,
+        "WESTWORLD_DATA_DIR": str(data),
+        "WESTWORLD_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+        "WESTWORLD_TEMPORAL_UI_PORT": str(free_port()),
+        "WESTWORLD_TEMPORAL_HTTP_PORT": str(free_port()),
+        "WESTWORLD_TEMPORAL_METRICS_PORT": str(free_port()),
+        "WESTWORLD_CHAIN_RPC_URL": f"http://127.0.0.1:{free_port()}",
+        "WESTWORLD_CODEC_SERVER_PORT": str(free_port()),
+        "WESTWORLD_WORKER_METRICS_PORT": str(metrics),
+    }
+    run(env, "up", timeout=300)
+    try:
+        yield env
+    finally:
+        run(env, "down", ok=False)
+
+
+def test_up_twice_is_a_no_op_and_status_shows_health(stack_env: dict[str, str]) -> None:
+    again = run(stack_env, "up")
+    assert again.stdout.count("already running") == 4
+    status = run(stack_env, "status").stdout
+    assert status.count(" up (pid ") == 4, status
+
+
+def test_vote_through_the_cli(stack_env: dict[str, str], tmp_path: Path) -> None:
+    data = Path(stack_env["WESTWORLD_DATA_DIR"])
+    demo = run(stack_env, "demo", timeout=300).stdout
+    assert "APPROVED" in demo and "executed" in demo.lower()
+    keys = sorted((data / "demo-keys").glob("*.key"))
+    assert len(keys) >= 3
+    pid = f"cli-{uuid.uuid4().hex[:8]}"
+    spec = tmp_path / "proposal.yaml"
+    spec.write_text(f"proposal:\n  id: {pid}\n  title: Rotate relay keys\nkind: emergency\nquorum: 0.01\n")
+    assert "started vote:" + pid in run(stack_env, "vote", "propose", str(spec)).stdout
+    assert "already exists" in run(stack_env, "vote", "propose", str(spec), ok=False).stderr
+    accepted = run(stack_env, "vote", "cast", pid, "--choice", "for", "--key", str(keys[0])).stdout
+    assert "accepted" in accepted
+    again = run(stack_env, "vote", "cast", pid, "--choice", "against", "--key", str(keys[0]), ok=False)
+    assert again.returncode == 1 and "AlreadyVoted" in again.stderr
+    stranger = tmp_path / "stranger.key"
+    stranger.write_text(Account.create("stranger").key.hex())
+    nopower = run(stack_env, "vote", "cast", pid, "--choice", "for", "--key", str(stranger), ok=False)
+    assert "NoVotingPower" in nopower.stderr
+    assert "unknown proposal" in run(stack_env, "vote", "status", "no-such-proposal", ok=False).stderr
+    assert f"{pid}: open" in run(stack_env, "vote", "status", pid).stdout
+    assert f"vote:{pid}" in run(stack_env, "stuck", "--older-than", "0s").stdout
+    assert "audit log OK" in run(stack_env, "audit", "verify").stdout
+
+
+def test_malformed_proposal_names_each_problem(stack_env: dict[str, str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("proposal:\n  id: Not Valid!\nquorum: 2\n")
+    out = run(stack_env, "vote", "propose", str(bad), ok=False).stderr
+    assert "proposal.id" in out and "proposal.title" in out and "quorum" in out
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("proposal: [unclosed\n")
+    assert "malformed YAML" in run(stack_env, "vote", "propose", str(broken), ok=False).stderr
+
+
+def test_tampered_audit_log_is_named(stack_env: dict[str, str]) -> None:
+    import sqlite3
+
+    db = Path(stack_env["WESTWORLD_DATA_DIR"]) / "westworld.db"
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT seq, payload FROM audit_entries ORDER BY seq LIMIT 1").fetchone()
+        payload = json.loads(row[1])
+        payload["decision"] = "rejected"
+        conn.execute("UPDATE audit_entries SET payload = ? WHERE seq = ?", (json.dumps(payload), row[0]))
+    out = run(stack_env, "audit", "verify", ok=False)
+    assert out.returncode == 2 and f"entry {row[0]}" in out.stdout

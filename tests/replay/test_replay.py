@@ -1,0 +1,32 @@
+"""Replay every saved history against today's workflow code: a non-deterministic change fails here.
+
+Histories are recorded by running the workflow tests with ``WESTWORLD_RECORD_HISTORIES=1``; each history is
+saved with the (test-only) key ring its payloads were encrypted with.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from workers.codec import build_data_converter, load_keyring
+from workflows.dao_vote import DaoVoteWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+FILES = sorted(HISTORIES.glob("*.history.json"))
+
+
+def test_histories_exist_for_every_shipped_workflow() -> None:
+    recorded = {f.name.split("--")[0] for f in FILES}
+    assert {"DaoVoteWorkflow"} <= recorded, f"no saved history for: {sorted({'DaoVoteWorkflow'} - recorded)}"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+async def test_replay(path: Path) -> None:
+    keyring = load_keyring(path.with_name(path.name.replace(".history.json", ".keyring.json")))
+    replayer = Replayer(workflows=[DaoVoteWorkflow], data_converter=build_data_converter(keyring))
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await replayer.replay_workflow(history)

@@ -1,0 +1,146 @@
+"""`westworld demo`: a real emergency vote on the Governor, from proposal to on-chain execution.
+
+Five local voters get voting power and sign EIP-712 ballots; a forged ballot is refused; quorum is reached
+and the outcome settles early, so a late ballot is refused as closed; the result goes to the audit log, and the decision is
+queued in the timelock, waited out with a durable timer, and executed on chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from temporalio.client import WorkflowUpdateFailedError
+
+from activities.chain import load_deployment
+from activities.chain_deploy import distribute_voting_power
+from activities.store import AuditLog, Database
+from westworld import ballot
+from westworld.chain import OnChainCall
+from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteBackend, VoteKind, VoteRequest, VoteState
+from workers.client import connect
+from workers.settings import Settings
+from workers.vote_cli import explain_refusal, start_vote, submit_vote
+from workflows.dao_vote import DaoVoteWorkflow
+
+Echo = Callable[[str], None]
+TOKEN = 10**18
+# Shares of the token supply given to the five demo voters (the deployer keeps the rest, undelegated).
+SHARES = (0.30, 0.25, 0.10, 0.05, 0.05)
+BALLOTS = (("voter-3", "against"), ("voter-4", "abstain"), ("voter-1", "for"), ("voter-2", "for"),
+           ("voter-5", "for"))
+
+
+def demo_voters(keys_dir: Path) -> dict[str, LocalAccount]:
+    """Five voter keys, made once and kept (mode 0600) so `westworld vote cast --key` can use them."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    voters = {}
+    for i in range(1, 6):
+        path = keys_dir / f"voter-{i}.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(Account.create().key.hex())
+        voters[f"voter-{i}"] = Account.from_key(path.read_text().strip())
+    return voters
+
+
+async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
+    client = await connect(s)
+    deployment = load_deployment(s.contracts_file)
+    voters = demo_voters(s.data_dir / "demo-keys")
+    supply = await distribute_voting_power(
+        s.chain_rpc_url, deployment,
+        {acct.key.hex(): share for acct, share in zip(voters.values(), SHARES, strict=True)},
+        as_share_of_supply=True,
+    )
+    echo(f"1. voters: {', '.join(f'{n} {sh:.0%}' for n, sh in zip(voters, SHARES, strict=True))} "
+         f"of {supply / TOKEN:,.0f} WEST (keys in {s.data_dir / 'demo-keys'})")
+    pid = f"demo-mtu-{int(time.time())}"
+    inp = DaoVoteInput(
+        proposal=Proposal(
+            id=pid, title="Raise the mesh MTU to 1400",
+            body="Measured in the Cradle: fewer fragmented frames, no loss increase.",
+            evidence_url="https://example.invalid/evidence/mtu-1400",
+            choices=["against", "for", "abstain"],
+            calls=[OnChainCall(target="MeshConfig", signature="setParameter(string,string)", args=["mtu", "1400"])],
+        ),
+        kind=VoteKind.EMERGENCY, backend=VoteBackend.GOVERNOR, quorum=0.04,
+    )
+    wf_id = await start_vote(client, s, inp)
+    echo(f"2. proposal {pid} on the Emergency Governor (2 h window); watch it at "
+         f"http://127.0.0.1:{s.temporal_ui_port}/namespaces/{s.temporal_namespace}/workflows/{wf_id}")
+    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, wf_id)
+    while (await handle.query(DaoVoteWorkflow.status)).state is VoteState.OPENING:
+        await asyncio.sleep(0.2)
+    await _show_refusals(client, s, handle, voters, pid, echo)
+    echo("4. signed ballots:")
+    for name, choice in BALLOTS:
+        try:
+            r = await submit_vote(client, s, pid, choice, voters[name].key.hex(), reason="demo")
+            echo(f"   {name} {choice:8} weight {r.weight / TOKEN:>12,.0f}  accepted")
+        except WorkflowUpdateFailedError as err:
+            echo(f"   {name} {choice:8} refused: {explain_refusal(err)}")
+    echo("5. outcome settled; on chain: finalize -> queue in timelock -> durable timer -> execute")
+    last_step = ""
+    while True:
+        st = await handle.query(DaoVoteWorkflow.status)
+        if st.step != last_step:
+            echo(f"   step: {st.step}")
+            last_step = st.step
+        if st.state is VoteState.DONE:
+            break
+        await asyncio.sleep(0.5)
+    result = await handle.result()
+    echo(f"6. result: {result.decision.upper()}  turnout {result.turnout:.1%}  approve {result.approve_share:.1%}  "
+         f"on chain: {result.onchain_state}, executed in tx {result.executed_tx}")
+    await _show_audit(s, result, echo)
+    return result
+
+
+async def _show_refusals(client: object, s: Settings, handle: object, voters: dict[str, LocalAccount], pid: str,
+                         echo: Echo) -> None:
+    from temporalio.client import WorkflowHandle
+
+    assert isinstance(handle, WorkflowHandle)
+    ctx = await handle.query(DaoVoteWorkflow.ballot_context)
+    assert ctx is not None
+    mallory, victim = voters["voter-5"], voters["voter-1"]
+    forged = VoteRequest(proposal_id=pid, voter=victim.address, choice="against", signature="0x")
+    forged = forged.model_copy(update={"signature": ballot.sign(forged, ctx, mallory.key.hex())})
+    try:
+        await handle.execute_update(DaoVoteWorkflow.cast_vote, forged)
+        raise RuntimeError("a forged ballot was accepted")
+    except WorkflowUpdateFailedError as err:
+        echo(f"3. forged ballot for voter-1 signed by voter-5: {explain_refusal(err)}")
+
+
+async def _show_audit(s: Settings, result: DaoVoteResult, echo: Echo) -> None:
+    db = Database(s.resolved_database_url)
+    await db.init()
+    try:
+        log = AuditLog(db)
+        report = await log.verify()
+        proof = await log.inclusion_proof(result.audit_seq)
+        echo(f"7. audit log entry #{result.audit_seq}: inclusion proof of {len(proof.path)} hashes; log verified: "
+             f"{'OK' if report.ok else 'FAILED'} ({report.tree_size} entries, root {report.root[:16]}…)")
+    finally:
+        await db.close()
+    value = await _read_parameter(s, "mtu")
+    echo(f"8. MeshConfig.parameters('mtu') on chain = {value!r}")
+
+
+async def _read_parameter(s: Settings, key: str) -> str:
+    from eth_account import Account as Acct
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+
+    from activities.chain import ChainClient
+
+    chain = ChainClient(AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url)), load_deployment(s.contracts_file),
+                        Acct.from_key(s.chain_deployer_key), s.chain_dev_time_travel)
+    return await chain.read_parameter(key)
