@@ -8,6 +8,7 @@ in ``contracts.json``), the codec server, the worker. What ``up`` started is rec
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -120,12 +121,18 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
         state[comp.name] = proc.pid
         _write_state(s, state)
         echo(f"{comp.name:13} started          {comp.address}  (log {log})")
+    asyncio.run(_sync_schedules(s, echo))
+
+
+async def _sync_schedules(s: Settings, echo: Callable[[str], None]) -> None:
+    from workers.client import connect
+    from workers.schedules import sync_schedules
+
+    await sync_schedules(await connect(s), s.task_queue, echo)
 
 
 def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
     """Deploy the contracts unless the recorded deployment is live on this chain."""
-    import asyncio
-
     from activities.chain_deploy import deploy_if_needed
 
     deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file))

@@ -1,0 +1,58 @@
+"""Temporal Schedules declared in code and synced idempotently by `westworld up` (create, or update in place)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
+)
+
+from workflows.audit_anchor import AuditAnchorWorkflow
+
+
+@dataclass(frozen=True)
+class Declared:
+    schedule_id: str
+    workflow: str
+    every: timedelta
+    note: str
+
+
+DECLARED = (
+    Declared("audit-anchor", AuditAnchorWorkflow.__name__, timedelta(hours=1),
+             "verify the audit log and anchor its root on chain"),
+)
+
+
+def _schedule(d: Declared, task_queue: str) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(d.workflow, id=d.schedule_id, task_queue=task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=d.every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def sync_schedules(client: Client, task_queue: str, echo: Callable[[str], None]) -> None:
+    for d in DECLARED:
+        desired = _schedule(d, task_queue)
+        try:
+            await client.create_schedule(d.schedule_id, desired)
+            echo(f"schedule {d.schedule_id:14} created: every {d.every} {d.note}")
+        except ScheduleAlreadyRunningError:
+            async def replace(_: ScheduleUpdateInput, new: Schedule = desired) -> ScheduleUpdate:
+                return ScheduleUpdate(schedule=new)
+
+            await client.get_schedule_handle(d.schedule_id).update(replace)
+            echo(f"schedule {d.schedule_id:14} in sync: every {d.every}")
