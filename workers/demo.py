@@ -22,7 +22,15 @@ from activities.chain_deploy import distribute_voting_power
 from activities.store import AuditLog, Database
 from westworld import ballot
 from westworld.chain import OnChainCall
-from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteBackend, VoteKind, VoteRequest, VoteState
+from westworld.vote import (
+    DaoVoteInput,
+    DaoVoteResult,
+    Proposal,
+    VoteBackend,
+    VoteKind,
+    VoteRequest,
+    VoteState,
+)
 from workers.client import connect
 from workers.settings import Settings
 from workers.vote_cli import explain_refusal, start_vote, submit_vote
@@ -57,7 +65,7 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
     supply = await distribute_voting_power(
         s.chain_rpc_url, deployment,
         {acct.key.hex(): share for acct, share in zip(voters.values(), SHARES, strict=True)},
-        as_share_of_supply=True,
+        s.chain_deployer_key, as_share_of_supply=True,
     )
     echo(f"1. voters: {', '.join(f'{n} {sh:.0%}' for n, sh in zip(voters, SHARES, strict=True))} "
          f"of {supply / TOKEN:,.0f} WEST (keys in {s.data_dir / 'demo-keys'})")

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from workers import processes
-from workers.anvil import find_anvil
+from workers.anvil import anvil_args
 from workers.codec import create_keyring
 from workers.settings import Settings
 from workflows.steps import SEARCH_ATTRIBUTES
@@ -58,8 +58,7 @@ def components(s: Settings) -> list[Component]:
         ),
         Component(
             "chain", _chain_port(s), s.chain_rpc_url,
-            lambda s: [str(find_anvil()), "--host", "127.0.0.1", "--port", str(_chain_port(s)), "--silent",
-                       "--chain-id", "31337", "--state", str(s.data_dir / "anvil-state.json")],
+            lambda s: anvil_args(_chain_port(s), s.data_dir / "anvil-state.json"),
         ),
         Component("codec-server", s.codec_server_port, codec_url, lambda s: _cli("codec-server")),
         Component("worker", s.worker_metrics_port, f"metrics http://127.0.0.1:{s.worker_metrics_port}/metrics "

@@ -60,7 +60,7 @@ class DaoVoteWorkflow:
     """One proposal's vote. Workflow id: ``vote:<proposal id>``."""
 
     @workflow.init
-    def __init__(self, input: DaoVoteInput) -> None:  # noqa: A002
+    def __init__(self, input: DaoVoteInput) -> None:
         self._input = input
         self._state = VoteState.OPENING
         self._step = "opening"
@@ -81,7 +81,7 @@ class DaoVoteWorkflow:
             self._tally, self._votes, self._rejected, self._run = dict(c.tally), c.votes, c.rejected, c.run + 1
 
     @workflow.run
-    async def run(self, input: DaoVoteInput) -> DaoVoteResult:  # noqa: A002
+    async def run(self, input: DaoVoteInput) -> DaoVoteResult:
         self._step_to("opening", VoteState.OPENING)
         if self._snapshot is None:
             await self._open()

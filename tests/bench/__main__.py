@@ -15,7 +15,6 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client, WorkflowHandle

@@ -21,7 +21,7 @@ from activities.chain import save_deployment
 from activities.chain_deploy import distribute_voting_power
 from westworld.chain import Deployment
 from workers.codec import build_data_converter, create_keyring, load_keyring
-from workers.settings import Settings
+from workers.settings import ANVIL_DEV_KEY, Settings
 from workers.worker import Resources, build_worker, open_resources
 
 T = TypeVar("T")
@@ -41,10 +41,12 @@ class Harness:
 
 @pytest.fixture(scope="session")
 async def funded_voters(deployment: Deployment, anvil_url: str) -> list[LocalAccount]:
-    """Thirty funded voters with self-delegated power: voter i holds (i + 1) * 10 tokens."""
-    voters = [Account.create(f"voter-{i}") for i in range(30)]
-    holders = {a.key.hex(): (i + 1) * 10 * TOKEN for i, a in enumerate(voters)}
-    await distribute_voting_power(anvil_url, deployment, holders)
+    """Thirty voters with self-delegated power (voter i holds (i + 1) * 10 tokens), then a whale with half the
+    supply (the last in the list)."""
+    voters = [Account.create(f"voter-{i}") for i in range(31)]
+    holders = {a.key.hex(): (i + 1) * 10 * TOKEN for i, a in enumerate(voters[:30])}
+    holders[voters[30].key.hex()] = 500_000 * TOKEN
+    await distribute_voting_power(anvil_url, deployment, holders, ANVIL_DEV_KEY)
     return voters
 
 

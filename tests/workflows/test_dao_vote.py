@@ -196,7 +196,7 @@ async def test_governor_vote_executes_through_the_timelock(harness: Harness) -> 
     chain = harness.resources.chain
     ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     assert ctx is not None and ctx.governor is not None
-    for voter in harness.voters[20:30]:
+    for voter in harness.voters[20:31]:
         nonce = await chain.ballot_nonce(ctx.governor, voter.address)
         await vote(handle, voter, "for", nonce=nonce)
     await harness.skipper.fast_forward(handle, timedelta(hours=4))
