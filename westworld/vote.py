@@ -73,7 +73,9 @@ class DaoVoteInput(BaseModel):
     kind: VoteKind = VoteKind.NORMAL
     voting_window: timedelta | None = Field(None, description="Default 72 h (normal) or 2 h (emergency).")
     quorum: float = Field(0.04, gt=0, le=1, description="Share of total voting power at the snapshot.")
-    approval_threshold: float = Field(0.5, ge=0, lt=1, description="Approve share of non-abstain weight must exceed this.")
+    approval_threshold: float = Field(
+        0.5, ge=0, lt=1, description="Approve share of non-abstain weight must exceed this."
+    )
     backend: VoteBackend = VoteBackend.OFFCHAIN
     early_close: bool = True
     continue_after_votes: int = Field(2000, ge=10, description="Votes per run before continue-as-new.")

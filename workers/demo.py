@@ -1,8 +1,8 @@
 """`westworld demo`: a real emergency vote on the Governor, from proposal to on-chain execution.
 
-Five local voters get voting power and sign EIP-712 ballots; a forged ballot is refused; quorum is reached
-and the outcome settles early, so a late ballot is refused as closed; the result goes to the audit log, and the decision is
-queued in the timelock, waited out with a durable timer, and executed on chain.
+Five local voters get voting power and sign EIP-712 ballots; a forged ballot is refused; quorum is
+reached and the outcome settles early, so a late ballot is refused as closed; the result goes to the
+audit log, and the decision is queued in the timelock, waited out with a durable timer, and executed.
 """
 
 from __future__ import annotations

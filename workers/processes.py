@@ -60,7 +60,7 @@ def wait_for_port(proc: subprocess.Popen[bytes] | None, port: int, what: str, lo
             return
         if proc is not None and proc.poll() is not None:
             raise StartError(f"{what} exited with code {proc.returncode} before listening on {port}; see {log_path}")
-        time.sleep(0.05)  # noqa: TID251 - process supervision outside any workflow
+        time.sleep(0.05)
     raise StartError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s; see {log_path}")
 
 
@@ -85,7 +85,7 @@ def stop_pid(pid: int, timeout: float = 10.0) -> bool:
             return True
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        time.sleep(0.05)  # noqa: TID251
+        time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     return True

@@ -57,7 +57,8 @@ async def propose(s: Settings, file: Path, echo: Echo) -> None:
     try:
         wf_id = await start_vote(client, s, inp)
     except WorkflowAlreadyStartedError as err:
-        raise _fail(f"a vote on proposal {inp.proposal.id!r} already exists ({vote_workflow_id(inp.proposal.id)})") from err
+        wf_id = vote_workflow_id(inp.proposal.id)
+        raise _fail(f"a vote on proposal {inp.proposal.id!r} already exists ({wf_id})") from err
     echo(f"started {wf_id}: {inp.kind.value} vote, window {inp.window}, backend {inp.backend.value}")
 
 

@@ -132,7 +132,9 @@ async def run_figures(client: Client, tq: str, voters: BenchVoters, args: argpar
         total = 0.0
         for start in range(0, args.big, 5000):
             chunk = voters.signed_votes(ctx, start, min(start + 5000, args.big))
-            secs, _ = await drive(len(chunk), lambda i, c=chunk: big.execute_update(DaoVoteWorkflow.cast_vote, c[i]))
+            secs, _ = await drive(
+                len(chunk), lambda i, c=chunk: big.execute_update(DaoVoteWorkflow.cast_vote, c[i])
+            )
             total += secs
             print(f"   {start + len(chunk):>7} votes  {total:7.1f} s  ({(start + len(chunk)) / total:.0f}/s)", flush=True)
         status = await big.query(DaoVoteWorkflow.status)
