@@ -1,116 +1,280 @@
-"""Payload encryption: AES-256-GCM codec with a key ring (key id in the payload metadata), and its key file.
+"""Payload encryption: the AES-256-GCM codec of the data converter and the key ring file it reads.
 
-Encoding uses the active key; decoding picks the key named in the payload, so after a rotation old histories
-still decrypt. Payloads that are not encrypted (the Temporal UI's start form sends plain JSON) pass through.
+Every payload the SDK writes to workflow history is serialized whole (data *and* metadata), encrypted
+with the active key of the ring and stored as ``binary/encrypted`` with the key id in its metadata. Decoding
+picks the key by that id, so payloads written before a key rotation stay readable. Payloads that are not
+encrypted (the Temporal UI's start form sends plain JSON) pass through unchanged.
+
+The key file is JSON ``{"active": "k-…", "keys": {"k-…": "<base64 of 32 bytes>"}}`` with mode 0600. Error
+messages name key ids, never key material.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import json
 import os
+import re
 import secrets
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel
+from google.protobuf.message import DecodeError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, PayloadCodec
 
 ENCODING = b"binary/encrypted"
-KEY_ID = "encryption-key-id"
+"""Value of the ``encoding`` metadata of an encrypted payload."""
+KEY_ID_METADATA = "encryption-key-id"
+"""Metadata key naming the key a payload was encrypted with."""
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+_AAD_PREFIX = b"westworld-payload/v1 key-id="
+_KEY_ID = re.compile(r"^k-[0-9a-f]{8}$")
 
 
 class CodecError(ValueError):
-    """A payload that cannot be decrypted; the message names the key id, never the key."""
+    """Base of the codec's errors: the key ring file or a payload cannot be used."""
 
 
-class KeyRing(BaseModel):
-    active: str
-    keys: dict[str, str]  # key id -> base64 of 32 bytes
-
-    def key(self, key_id: str) -> bytes:
-        try:
-            return base64.b64decode(self.keys[key_id])
-        except KeyError:
-            raise CodecError(f"payload encrypted with unknown key id {key_id!r}; "
-                             f"known: {sorted(self.keys)}") from None
+class KeyRingError(CodecError):
+    """The key ring file is missing, malformed or would be overwritten."""
 
 
-def _new_key_id() -> str:
+class PayloadDecryptionError(CodecError):
+    """A payload cannot be decrypted: its key id is unknown here, or it fails authentication."""
+
+
+def new_key_id() -> str:
+    """A fresh key id such as ``k-1f2e3d4c``."""
     return f"k-{secrets.token_hex(4)}"
 
 
-def _write_private(path: Path, ring: KeyRing) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(ring.model_dump_json(indent=2))
-    os.replace(tmp, path)  # write new, then flip
+class KeyRing(BaseModel):
+    """The payload keys: which one encrypts new payloads, and all that may still decrypt old ones.
+
+    Attributes:
+        active: Id of the key used to encrypt new payloads; must be in ``keys``.
+        keys: Key id → 32-byte AES-256 key. Never shown by ``repr``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    active: str
+    keys: dict[str, bytes] = Field(repr=False)
+
+    @model_validator(mode="after")
+    def _check(self) -> KeyRing:
+        for key_id, key in self.keys.items():
+            if not _KEY_ID.match(key_id):
+                raise ValueError(f"key id {key_id!r} is not of the form k-<8 hex digits>")
+            if len(key) != KEY_BYTES:
+                raise ValueError(f"key {key_id} is {len(key)} bytes; AES-256 needs {KEY_BYTES}")
+        if self.active not in self.keys:
+            raise ValueError(f"active key {self.active!r} is not in the key ring")
+        return self
+
+    @classmethod
+    def generate(cls) -> KeyRing:
+        """A ring with one fresh random key, active."""
+        key_id = new_key_id()
+        return cls(active=key_id, keys={key_id: secrets.token_bytes(KEY_BYTES)})
+
+    def rotated(self) -> KeyRing:
+        """A copy with one more fresh key, made active; the old keys stay for decryption."""
+        key_id = new_key_id()
+        while key_id in self.keys:
+            key_id = new_key_id()
+        return KeyRing(active=key_id, keys={**self.keys, key_id: secrets.token_bytes(KEY_BYTES)})
+
+    def to_json(self) -> str:
+        """The key file's JSON form (keys in base64)."""
+        keys = {k: base64.b64encode(v).decode("ascii") for k, v in self.keys.items()}
+        return json.dumps({"active": self.active, "keys": keys}, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> KeyRing:
+        """Parse the key file's JSON form.
+
+        Raises:
+            KeyRingError: The text is not a valid key ring (the message never contains key material).
+        """
+        try:
+            raw: Any = json.loads(text)
+            keys = {str(k): base64.b64decode(v, validate=True) for k, v in raw["keys"].items()}
+            return cls(active=raw["active"], keys=keys)
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as err:
+            raise KeyRingError(f"malformed key ring: {_describe(err)}") from None
 
 
-def create_keyring(path: Path) -> KeyRing:
-    key_id = _new_key_id()
-    ring = KeyRing(active=key_id, keys={key_id: base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()})
-    _write_private(path, ring)
-    return ring
+def _describe(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        return "; ".join(str(e["msg"]) for e in err.errors())
+    if isinstance(err, KeyError):
+        return f"missing field {err}"
+    if isinstance(err, json.JSONDecodeError):
+        return f"not JSON ({err.msg})"
+    return type(err).__name__  # base64/type errors could echo key bytes: name the kind only
 
 
 def load_keyring(path: Path) -> KeyRing:
+    """Read the key ring file.
+
+    Raises:
+        KeyRingError: The file is missing or malformed.
+    """
     try:
-        return KeyRing.model_validate(json.loads(path.read_text()))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise CodecError(f"no key ring at {path}; `westworld up` creates one") from None
-    except (ValueError, json.JSONDecodeError) as err:
-        raise CodecError(f"{path}: not a valid key ring: {err}") from err
+        raise KeyRingError(f"no key ring at {path}; `westworld up` creates one") from None
+    try:
+        return KeyRing.from_json(text)
+    except KeyRingError as err:
+        raise KeyRingError(f"{path}: {err}") from None
+
+
+def _write_new(path: Path, ring: KeyRing) -> None:
+    """Create ``path`` with mode 0600 (refusing to overwrite) and write the ring to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(ring.to_json())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def create_keyring(path: Path) -> KeyRing:
+    """Create a key file with one fresh active key (mode 0600).
+
+    Raises:
+        KeyRingError: The file already exists (keys are never overwritten: old payloads need them).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ring = KeyRing.generate()
+    try:
+        _write_new(path, ring)
+    except FileExistsError:
+        raise KeyRingError(f"a key ring already exists at {path}; rotate it to add a key") from None
+    return ring
 
 
 def rotate_keyring(path: Path) -> str:
-    ring = load_keyring(path)
-    key_id = _new_key_id()
-    ring.keys[key_id] = base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
-    ring.active = key_id
-    _write_private(path, ring)
-    return key_id
+    """Add a fresh key to the file and make it active; old keys stay so old payloads still decrypt.
+
+    The new ring is written to a temporary file and renamed over the old one, so a crash leaves either ring.
+
+    Returns:
+        The id of the new active key.
+    """
+    ring = load_keyring(path).rotated()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    _write_new(tmp, ring)
+    os.replace(tmp, path)
+    return ring.active
+
+
+def _aad(key_id: str) -> bytes:
+    return _AAD_PREFIX + key_id.encode("ascii")
+
+
+def encrypt_payload(payload: Payload, ring: KeyRing) -> Payload:
+    """Encrypt one payload (serialized whole) with the ring's active key."""
+    nonce = secrets.token_bytes(NONCE_BYTES)
+    sealed = AESGCM(ring.keys[ring.active]).encrypt(nonce, payload.SerializeToString(), _aad(ring.active))
+    return Payload(
+        metadata={"encoding": ENCODING, KEY_ID_METADATA: ring.active.encode("ascii")},
+        data=nonce + sealed,
+    )
+
+
+def payload_key_id(payload: Payload) -> str | None:
+    """The key id of an encrypted payload; ``None`` if the payload is not ``binary/encrypted``.
+
+    Raises:
+        PayloadDecryptionError: The payload is encrypted but names no key id.
+    """
+    if payload.metadata.get("encoding") != ENCODING:
+        return None
+    raw_id = payload.metadata.get(KEY_ID_METADATA)
+    if raw_id is None:
+        raise PayloadDecryptionError(f"encrypted payload has no {KEY_ID_METADATA} metadata")
+    return raw_id.decode("utf-8", errors="replace")
+
+
+def decrypt_payload(payload: Payload, ring: KeyRing) -> Payload:
+    """Decrypt one payload; a payload that is not ``binary/encrypted`` is returned unchanged.
+
+    Raises:
+        PayloadDecryptionError: The key id is missing or unknown, or the payload fails authentication.
+    """
+    key_id = payload_key_id(payload)
+    if key_id is None:
+        return payload
+    key = ring.keys.get(key_id)
+    if key is None:
+        known = ", ".join(sorted(ring.keys))
+        raise PayloadDecryptionError(f"payload encrypted with key {key_id!r}, not in the key ring ({known})")
+    if len(payload.data) < NONCE_BYTES + TAG_BYTES:
+        raise PayloadDecryptionError(f"payload encrypted with key {key_id!r} is truncated")
+    nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+    try:
+        return Payload.FromString(AESGCM(key).decrypt(nonce, sealed, _aad(key_id)))
+    except (InvalidTag, DecodeError):
+        raise PayloadDecryptionError(
+            f"payload encrypted with key {key_id!r} failed authentication "
+            "(tampered, or a different key under the same id)"
+        ) from None
 
 
 class EncryptionCodec(PayloadCodec):
-    def __init__(self, ring: KeyRing) -> None:
-        self._ring = ring
-        self._ciphers = {kid: AESGCM(ring.key(kid)) for kid in ring.keys}
+    """AES-256-GCM payload codec over a :class:`KeyRing`.
+
+    Args:
+        keyring: The keys; new payloads use its active key.
+        key_file: If given, the file is re-read when a payload names a key id not in the ring, so a process
+            started before a rotation still decodes payloads written with the new key.
+    """
+
+    def __init__(self, keyring: KeyRing, key_file: Path | None = None) -> None:
+        self._ring = keyring
+        self._key_file = key_file
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The ring in use (after any reload)."""
+        return self._ring
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        kid = self._ring.active
-        out = []
-        for p in payloads:
-            nonce = secrets.token_bytes(12)
-            data = nonce + self._ciphers[kid].encrypt(nonce, p.SerializeToString(), kid.encode())
-            out.append(Payload(metadata={"encoding": ENCODING, KEY_ID: kid.encode()}, data=data))
-        return out
+        """Encrypt each payload with the active key."""
+        return [encrypt_payload(p, self._ring) for p in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
-        out = []
-        for p in payloads:
-            if p.metadata.get("encoding") != ENCODING:
-                out.append(p)
-                continue
-            kid = p.metadata.get(KEY_ID, b"").decode()
-            cipher = self._ciphers.get(kid)
-            if cipher is None:
-                self._ring.key(kid)  # raises the named error
-                raise CodecError(f"unknown key id {kid!r}")
-            try:
-                plain = cipher.decrypt(p.data[:12], p.data[12:], kid.encode())
-            except InvalidTag:
-                raise CodecError(f"payload under key {kid!r} failed authentication (tampered or wrong key)") from None
-            out.append(Payload.FromString(plain))
-        return out
+        """Decrypt each encrypted payload; pass others through.
+
+        Raises:
+            PayloadDecryptionError: A payload names an unknown key id or fails authentication.
+        """
+        return [self._decrypt(p) for p in payloads]
+
+    def _decrypt(self, payload: Payload) -> Payload:
+        key_id = payload_key_id(payload)
+        if key_id is not None and key_id not in self._ring.keys and self._key_file is not None:
+            self._ring = load_keyring(self._key_file)
+        return decrypt_payload(payload, self._ring)
 
 
-def build_data_converter(ring: KeyRing) -> DataConverter:
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(ring))
+def build_data_converter(keyring: KeyRing, key_file: Path | None = None) -> DataConverter:
+    """The project's data converter: pydantic JSON payloads, encrypted by :class:`EncryptionCodec`.
+
+    Args:
+        keyring: The keys to encrypt and decrypt with.
+        key_file: Optional path to re-read on an unknown key id (see :class:`EncryptionCodec`).
+    """
+    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keyring, key_file))
