@@ -22,7 +22,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
-            data_converter=build_data_converter(load_keyring(key_file)),
+            data_converter=build_data_converter(load_keyring(key_file), key_file=key_file),
             runtime=runtime,
         )
     except RuntimeError as err:

@@ -20,7 +20,7 @@ from activities.chain import ChainActivities, ChainClient, load_deployment
 from activities.store import AuditLog, Database, VoteStore
 from activities.votes import VoteActivities
 from workers.client import connect
-from workers.metrics import make_runtime, start_own_metrics
+from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
 from workers.settings import Settings, load_settings
 from workflows.dao_vote import DaoVoteWorkflow
 
@@ -64,10 +64,11 @@ def activities_of(res: Resources) -> list[Any]:
     ]
 
 
-def build_worker(client: Client, res: Resources, task_queue: str) -> Worker:
+def build_worker(client: Client, res: Resources, task_queue: str, metrics: Metrics | None = None) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
+        interceptors=[MetricsInterceptor(metrics)] if metrics else [],
         workflows=list(WORKFLOWS),
         activities=activities_of(res),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
@@ -79,10 +80,10 @@ async def run_worker(settings: Settings | None = None) -> None:
     """Run until cancelled (SIGINT/SIGTERM)."""
     settings = settings or load_settings()
     runtime = make_runtime(settings)
-    start_own_metrics(settings)
+    metrics = start_own_metrics(settings)
     client = await connect(settings, runtime)
     async with open_resources(settings) as res:
-        worker = build_worker(client, res, settings.task_queue)
+        worker = build_worker(client, res, settings.task_queue, metrics)
         log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
         await worker.run()
 
