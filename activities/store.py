@@ -1,41 +1,51 @@
-"""The project's one SQL layer (SQLAlchemy Core, async): SQLite in the data dir by default, PostgreSQL by URL.
+"""The project's one SQL layer (SQLAlchemy 2 async Core): the audit log and the vote store.
 
-Holds the audit log (append-only, RFC 6962 Merkle tree over its entries) and the votes of every proposal.
+One schema serves both backends: SQLite through aiosqlite (the embedded default, WAL journal) and PostgreSQL
+through asyncpg (at scale). On SQLite every transaction starts with ``BEGIN IMMEDIATE`` so a read followed by
+a write in one transaction can never fail to upgrade its lock when another connection wrote in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.engine import make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from westworld import merkle
 from westworld.audit import (
     AuditEntry,
-    AuditProblem,
     AuditReceipt,
+    ConsistencyProof,
     InclusionProof,
+    StoredEntry,
+    TreeHead,
     VerifyReport,
     canonical_json,
-    leaf_data,
+    consistency_proof_of,
+    entry_leaf,
+    inclusion_proof_of,
+    verify_entries,
 )
-from westworld.errors import VOTE_ALREADY_CAST, AuditUnavailable, VoteRejected
+from westworld.errors import VOTE_ALREADY_CAST, AuditTampered, AuditUnavailable, InvalidInput, VoteRejected
 
 metadata = sa.MetaData()
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 audit_entries = sa.Table(
     "audit_entries", metadata,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("kind", sa.String(100), nullable=False),
-    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("seq", SEQ, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(256), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     sa.Column("root_after", sa.String(64), nullable=False),
@@ -44,29 +54,61 @@ audit_entries = sa.Table(
 
 votes = sa.Table(
     "votes", metadata,
-    sa.Column("proposal_id", sa.String(100), primary_key=True),
+    sa.Column("proposal_id", sa.String(128), primary_key=True),
     sa.Column("voter", sa.String(42), primary_key=True),
-    sa.Column("choice", sa.String(200), nullable=False),
-    sa.Column("weight", sa.Numeric(78, 0), nullable=False),
+    sa.Column("choice", sa.String(64), nullable=False),
+    sa.Column("weight", sa.String(80), nullable=False),  # decimal string: voting power exceeds 2**63
     sa.Column("vote_hash", sa.String(66), nullable=False),
     sa.Column("signature", sa.Text, nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("previous_choice", sa.String(64)),  # what a change replaced, so a retried change answers the same
+    sa.Column("previous_weight", sa.String(80)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+AUDIT_LOCK_KEY = 0x5745_5354_4155_4454  # "WESTAUDT": the PostgreSQL advisory lock serialising appends
+APPEND_ATTEMPTS = 5
+ADDRESS = re.compile(r"0x[0-9a-f]{40}")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _sqlite_begin_immediate(engine: AsyncEngine) -> None:
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver must not emit its own deferred BEGIN
+        cur = dbapi_conn.cursor()
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON"):
+            cur.execute(f"PRAGMA {pragma}")
+        cur.close()
+
+    @sa.event.listens_for(engine.sync_engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
 
 class Database:
-    """An async engine on ``url``; ``init()`` creates the tables idempotently."""
+    """An engine for ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://user:pw@host/db``."""
 
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.safe_url = make_url(url).render_as_string(hide_password=True)
-        self.is_sqlite = url.startswith("sqlite")
-        self.engine: AsyncEngine = create_async_engine(url, pool_pre_ping=not self.is_sqlite)
-        if self.is_sqlite:
-            sa.event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        self.url = make_url(url)
+        self.safe_url = self.url.render_as_string(hide_password=True)
+        self.dialect = self.url.get_backend_name()
+        connect_args = {"timeout": 10} if self.dialect == "postgresql" else {}
+        self.engine = create_async_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
+        if self.dialect == "sqlite":
+            _sqlite_begin_immediate(self.engine)
 
     async def init(self) -> None:
+        """Create the tables that do not exist yet (idempotent)."""
+        if self.dialect == "sqlite" and (path := self.url.database) and not path.startswith(("file:", ":memory:")):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         async with self.engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
 
@@ -74,174 +116,218 @@ class Database:
         await self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=5000")
-    cur.close()
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class AuditLog:
-    """Append-only, tamper-evident log. Appends are serialised; a failed write raises ``AuditUnavailable``."""
+    """The append-only, RFC 6962 Merkle-tree audit log over ``audit_entries``.
+
+    Appends are serialised in this process by a lock and across processes by the primary key (SQLite) or a
+    transaction-level advisory lock (PostgreSQL). The right edge of the tree (:class:`merkle.Frontier`) is
+    rebuilt lazily from the stored leaf hashes on first use and caught up with other writers' rows before
+    every append, so an append costs O(log n) hashing.
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
         self._lock = asyncio.Lock()
-        self._frontier: merkle.Frontier | None = None
-
-    async def _load_frontier(self, conn: sa.ext.asyncio.AsyncConnection) -> merkle.Frontier:
-        rows = await conn.execute(sa.select(audit_entries.c.leaf_hash).order_by(audit_entries.c.seq))
-        f = merkle.Frontier()
-        for (h,) in rows:
-            f.append(bytes.fromhex(h))
-        return f
+        self._frontier = merkle.Frontier()
 
     async def append(self, kind: str, subject: str, payload: dict[str, Any]) -> AuditReceipt:
-        body = canonical_json(payload)
+        """Append one entry and return where it landed.
+
+        Raises:
+            InvalidInput: the payload is not JSON-serialisable.
+            AuditTampered: the stored log has a gap, so extending it would hide the damage.
+            AuditUnavailable: the database cannot be written; the caller must refuse its decision.
+        """
+        try:
+            payload_json = canonical_json(payload)
+        except (TypeError, ValueError) as err:
+            raise InvalidInput(f"audit payload for {kind} {subject} is not plain JSON: {err}") from err
         async with self._lock:
-            try:
-                async with self._db.engine.begin() as conn:
-                    if not self._db.is_sqlite:  # serialise writers across processes
-                        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(6962)"))
-                    size = (await conn.execute(sa.select(sa.func.count()).select_from(audit_entries))).scalar_one()
-                    if self._frontier is None or self._frontier.size != size:
-                        self._frontier = await self._load_frontier(conn)
-                    frontier = merkle.Frontier(self._frontier.size, self._frontier.nodes)
-                    leaf = merkle.leaf_hash(leaf_data(size, kind, subject, body))
-                    frontier.append(leaf)
-                    root = frontier.root().hex()
-                    await conn.execute(audit_entries.insert().values(
-                        seq=size, kind=kind, subject=subject, payload=body, leaf_hash=leaf.hex(), root_after=root,
-                        created_at=_now()))
-                self._frontier = frontier
-            except (SQLAlchemyError, OSError) as err:
-                self._frontier = None
-                raise AuditUnavailable(
-                    f"audit log at {self._db.safe_url} cannot be written ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0]}); the decision that needed it is refused"
-                ) from err
-        return AuditReceipt(seq=size, leaf_hash=leaf.hex(), root=root, tree_size=size + 1)
+            for _ in range(APPEND_ATTEMPTS):
+                try:
+                    return await self._append_once(kind, subject, payload_json)
+                except IntegrityError:
+                    continue  # another writer took this seq; catch up and retry
+                except (SQLAlchemyError, OSError, TimeoutError) as err:
+                    raise AuditUnavailable(
+                        f"audit log at {self._db.safe_url} cannot be written ({type(err).__name__}: "
+                        f"{_first_line(err)}); the decision is refused"
+                    ) from err
+        raise AuditUnavailable(f"audit log at {self._db.safe_url}: {APPEND_ATTEMPTS} appends in a row collided "
+                               f"with another writer; the decision is refused")
 
-    async def _rows(self) -> Sequence[sa.Row[Any]]:
-        async with self._db.engine.connect() as conn:
-            return (await conn.execute(sa.select(audit_entries).order_by(audit_entries.c.seq))).all()
+    async def _append_once(self, kind: str, subject: str, payload_json: str) -> AuditReceipt:
+        async with self._db.engine.begin() as conn:
+            if self._db.dialect == "postgresql":
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+            frontier = await self._caught_up(conn)
+            created_at = _utcnow()
+            leaf = merkle.leaf_hash(entry_leaf(kind, subject, payload_json, created_at))
+            frontier.append(leaf)
+            root = frontier.root().hex()
+            await conn.execute(sa.insert(audit_entries).values(
+                seq=frontier.size - 1, kind=kind, subject=subject, payload=payload_json, leaf_hash=leaf.hex(),
+                root_after=root, created_at=created_at,
+            ))
+        self._frontier = frontier  # adopted only once the row is committed
+        return AuditReceipt(seq=frontier.size - 1, leaf_hash=leaf.hex(), root=root, tree_size=frontier.size)
 
-    async def _hashes(self, size: int | None = None) -> list[bytes]:
+    async def _caught_up(self, conn: AsyncConnection) -> merkle.Frontier:
+        """A copy of the frontier extended with rows other writers (or earlier runs) committed."""
+        frontier = self._frontier.copy()
+        start = max(frontier.size - 1, 0)  # re-read our own last entry: it must still be there
+        rows = list(await conn.execute(
+            sa.select(audit_entries.c.seq, audit_entries.c.leaf_hash)
+            .where(audit_entries.c.seq >= start).order_by(audit_entries.c.seq)
+        ))
+        if frontier.size and (not rows or rows[0].seq != start):
+            raise AuditTampered(f"audit log at {self._db.safe_url}: entry {start}, appended earlier, is gone; "
+                                f"refusing to extend a damaged log: run `westworld audit verify`")
+        for seq, leaf_hex in rows[1 if frontier.size else 0:]:
+            if seq != frontier.size:
+                raise AuditTampered(f"audit log at {self._db.safe_url} has no entry {frontier.size} (next is {seq}); "
+                                    f"refusing to extend a damaged log: run `westworld audit verify`")
+            frontier.append(bytes.fromhex(leaf_hex))
+        return frontier
+
+    async def _leaf_hashes(self, tree_size: int | None) -> list[bytes]:
+        query = sa.select(audit_entries.c.leaf_hash).order_by(audit_entries.c.seq)
+        if tree_size is not None:
+            query = query.where(audit_entries.c.seq < tree_size)
         async with self._db.engine.connect() as conn:
-            q = sa.select(audit_entries.c.leaf_hash).order_by(audit_entries.c.seq)
-            if size is not None:
-                q = q.limit(size)
-            return [bytes.fromhex(h) for (h,) in await conn.execute(q)]
+            hashes = [bytes.fromhex(h) for h in (await conn.execute(query)).scalars()]
+        if tree_size is not None and len(hashes) < tree_size:
+            raise InvalidInput(f"the audit log has {len(hashes)} entries, fewer than the tree size {tree_size} asked")
+        return hashes
 
     async def root(self, tree_size: int | None = None) -> str:
-        return merkle.root_of_hashes(await self._hashes(tree_size)).hex()
+        """The hex root of the first ``tree_size`` entries (all of them by default)."""
+        return merkle.root_of_hashes(await self._leaf_hashes(tree_size)).hex()
+
+    async def head(self) -> TreeHead:
+        """The current size and root."""
+        hashes = await self._leaf_hashes(None)
+        return TreeHead(tree_size=len(hashes), root=merkle.root_of_hashes(hashes).hex())
 
     async def inclusion_proof(self, seq: int, tree_size: int | None = None) -> InclusionProof:
-        hashes = await self._hashes(tree_size)
-        return InclusionProof(seq=seq, tree_size=len(hashes), leaf_hash=hashes[seq].hex(),
-                              root=merkle.root_of_hashes(hashes).hex(),
-                              path=[p.hex() for p in merkle.inclusion_proof(hashes, seq)])
+        """Proof that entry ``seq`` is in the tree of ``tree_size`` entries (the whole log by default)."""
+        return inclusion_proof_of(await self._leaf_hashes(tree_size), seq)
 
-    async def consistency_proof(self, old_size: int, new_size: int | None = None) -> list[str]:
-        return [p.hex() for p in merkle.consistency_proof(await self._hashes(new_size), old_size)]
+    async def consistency_proof(self, old_size: int, new_size: int | None = None) -> ConsistencyProof:
+        """Proof that the log of ``new_size`` entries (all by default) extends its first ``old_size``."""
+        return consistency_proof_of(await self._leaf_hashes(new_size), old_size)
 
     async def latest(self, n: int) -> list[AuditEntry]:
+        """The last ``n`` entries, oldest first."""
+        query = sa.select(audit_entries).order_by(audit_entries.c.seq.desc()).limit(n)
         async with self._db.engine.connect() as conn:
-            rows = (await conn.execute(
-                sa.select(audit_entries).order_by(audit_entries.c.seq.desc()).limit(n))).all()
-        return [AuditEntry(seq=r.seq, kind=r.kind, subject=r.subject, payload=json.loads(r.payload),
-                           leaf_hash=r.leaf_hash, root_after=r.root_after, created_at=r.created_at)
-                for r in reversed(rows)]
+            rows = list(await conn.execute(query))
+        return [
+            AuditEntry(seq=r.seq, kind=r.kind, subject=r.subject, payload=_loads(r.payload), leaf_hash=r.leaf_hash,
+                       root_after=r.root_after, created_at=_aware(r.created_at))
+            for r in reversed(rows)
+        ]
 
-    async def verify(self, trusted_size: int | None = None, trusted_root: str | None = None) -> VerifyReport:
-        """Recompute every leaf and root from the stored entries, naming each problem by entry."""
-        problems: list[AuditProblem] = []
-        frontier = merkle.Frontier()
-        expected_seq = 0
-        for r in await self._rows():
-            if r.seq != expected_seq:
-                problems.append(AuditProblem(seq=expected_seq, kind="removed",
-                                             message=f"entries {expected_seq}..{r.seq - 1} are missing"))
-                expected_seq = r.seq
-            leaf = merkle.leaf_hash(leaf_data(r.seq, r.kind, r.subject, r.payload))
-            if leaf.hex() != r.leaf_hash:
-                problems.append(AuditProblem(seq=r.seq, kind="changed", message=(
-                    "content changed after it was logged (leaf hash mismatch)"
-                    if not _matches_other_position(r, r.leaf_hash)
-                    else "entry moved from another position (reordered)")))
-            frontier.append(bytes.fromhex(r.leaf_hash))
-            if frontier.root().hex() != r.root_after:
-                problems.append(AuditProblem(seq=r.seq, kind="reordered",
-                                             message="the tree head recorded at this entry does not follow from "
-                                                     "the entries before it (removed or reordered history)"))
-            expected_seq += 1
-        root = frontier.root().hex()
-        if trusted_size is not None and trusted_root is not None:
-            hashes = await self._hashes()
-            if trusted_size > len(hashes) or merkle.root_of_hashes(hashes[:trusted_size]).hex() != trusted_root:
-                problems.append(AuditProblem(seq=trusted_size, kind="inconsistent",
-                                             message="the log is not an extension of the trusted tree head"))
-        return VerifyReport(ok=not problems, tree_size=frontier.size, root=root, problems=problems)
+    async def verify(self, trusted: TreeHead | None = None) -> VerifyReport:
+        """Recompute every leaf and root from the stored payloads; optionally check a trusted earlier head."""
+        async with self._db.engine.connect() as conn:
+            rows = await conn.execute(sa.select(audit_entries).order_by(audit_entries.c.seq))
+            entries = [
+                StoredEntry(seq=r.seq, kind=r.kind, subject=r.subject, payload_json=r.payload,
+                            leaf_hash=r.leaf_hash, root_after=r.root_after, created_at=_aware(r.created_at))
+                for r in rows
+            ]
+        return verify_entries(entries, trusted)
 
 
-def _matches_other_position(row: sa.Row[Any], stored_leaf: str) -> bool:
-    """True if the entry's content hashes to its stored leaf at some nearby other position (it was moved)."""
-    for delta in (-2, -1, 1, 2):
-        seq = row.seq + delta
-        if seq >= 0 and merkle.leaf_hash(leaf_data(seq, row.kind, row.subject, row.payload)).hex() == stored_leaf:
-            return True
-    return False
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [repr(err)])[0]
+
+
+def _loads(payload: str) -> dict[str, Any]:
+    value = json.loads(payload)
+    return value if isinstance(value, dict) else {"value": value}
 
 
 class RecordedVote(BaseModel):
+    """What recording a vote replaced, so the caller can adjust its tally."""
+
     previous_choice: str | None = None
     previous_weight: int | None = None
     replaced: bool = False
 
 
+class StoredVote(BaseModel):
+    proposal_id: str
+    voter: str
+    choice: str
+    weight: int
+    vote_hash: str
+    signature: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
 class VoteStore:
-    """Every accepted vote, one row per (proposal, voter)."""
+    """Accepted votes, one row per (proposal, voter)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record_vote(self, *, proposal_id: str, voter: str, choice: str, weight: int, vote_hash: str,
-                          signature: str, payload: dict[str, Any], allow_change: bool) -> RecordedVote:
-        row = {"proposal_id": proposal_id, "voter": voter.lower(), "choice": choice, "weight": weight,
-               "vote_hash": vote_hash, "signature": signature, "payload": canonical_json(payload),
-               "created_at": _now()}
-        key = (votes.c.proposal_id == proposal_id) & (votes.c.voter == voter.lower())
+    def _insert(self) -> Any:
+        return (postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert)(votes)
+
+    async def record_vote(
+        self, proposal_id: str, voter: str, choice: str, weight: int, vote_hash: str, signature: str,
+        payload: dict[str, Any], allow_change: bool = False,
+    ) -> RecordedVote:
+        """Store a vote once; the identical ``vote_hash`` again is a no-op answering as the first time did.
+
+        Raises:
+            InvalidInput: the voter is not a 0x address or the weight is negative.
+            VoteRejected: (type ``VOTE_ALREADY_CAST``) the voter already cast a different vote and changes are off.
+        """
+        voter = voter.lower()
+        if not ADDRESS.fullmatch(voter) or weight < 0:
+            raise InvalidInput(f"vote on {proposal_id}: voter {voter!r} must be a 0x address and weight >= 0")
+        row = {"proposal_id": proposal_id, "voter": voter, "choice": choice, "weight": str(weight),
+               "vote_hash": vote_hash, "signature": signature, "payload": canonical_json(payload)}
+        key = (votes.c.proposal_id == proposal_id) & (votes.c.voter == voter)
         async with self._db.engine.begin() as conn:
-            existing = (await conn.execute(sa.select(votes.c.choice, votes.c.weight, votes.c.vote_hash)
-                                           .where(key))).first()
-            if existing is None:
-                try:
-                    await conn.execute(votes.insert().values(**row))
-                except IntegrityError:  # a concurrent insert of the same voter won
-                    existing = (await conn.execute(sa.select(votes.c.choice, votes.c.weight, votes.c.vote_hash)
-                                                   .where(key))).first()
-                else:
-                    return RecordedVote()
-            assert existing is not None
-            if existing.vote_hash == vote_hash:  # the same vote again (an activity retry): idempotent
+            stmt = self._insert().values(**row, created_at=_utcnow()).on_conflict_do_nothing().returning(votes.c.voter)
+            if (await conn.execute(stmt)).first() is not None:
                 return RecordedVote()
+            old = (await conn.execute(sa.select(votes).where(key).with_for_update())).one()
+            if old.vote_hash == vote_hash:
+                return RecordedVote(previous_choice=old.previous_choice, replaced=old.previous_choice is not None,
+                                    previous_weight=None if old.previous_weight is None else int(old.previous_weight))
             if not allow_change:
-                raise VoteRejected(f"{voter.lower()} already voted {existing.choice!r} on {proposal_id}",
-                                   type=VOTE_ALREADY_CAST)
-            await conn.execute(votes.update().where(key).values(**row))
-            return RecordedVote(previous_choice=existing.choice, previous_weight=int(existing.weight), replaced=True)
+                raise VoteRejected(f"{voter} already voted {old.choice!r} on proposal {proposal_id}; "
+                                   f"this proposal does not allow changing a vote", type=VOTE_ALREADY_CAST)
+            await conn.execute(sa.update(votes).where(key).values(
+                **row, previous_choice=old.choice, previous_weight=old.weight, created_at=_utcnow()))
+        return RecordedVote(previous_choice=old.choice, previous_weight=int(old.weight), replaced=True)
 
     async def count(self, proposal_id: str) -> int:
         async with self._db.engine.connect() as conn:
-            q = sa.select(sa.func.count()).select_from(votes).where(votes.c.proposal_id == proposal_id)
-            return int((await conn.execute(q)).scalar_one())
+            n = await conn.scalar(sa.select(sa.func.count()).where(votes.c.proposal_id == proposal_id))
+        return int(n or 0)
 
     async def vote_hashes(self, proposal_id: str) -> list[str]:
+        """The accepted votes' hashes, ordered by voter address."""
+        query = sa.select(votes.c.vote_hash).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
         async with self._db.engine.connect() as conn:
-            q = sa.select(votes.c.vote_hash).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
-            return [h for (h,) in await conn.execute(q)]
+            return list((await conn.execute(query)).scalars())
+
+    async def list_votes(self, proposal_id: str, limit: int = 100, offset: int = 0) -> list[StoredVote]:
+        """A page of the proposal's votes, ordered by voter address."""
+        query = (sa.select(votes).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
+                 .limit(limit).offset(offset))
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        return [
+            StoredVote(proposal_id=r.proposal_id, voter=r.voter, choice=r.choice, weight=int(r.weight),
+                       vote_hash=r.vote_hash, signature=r.signature, payload=_loads(r.payload),
+                       created_at=_aware(r.created_at))
+            for r in rows
+        ]

@@ -1,31 +1,58 @@
-"""Models of the tamper-evident audit log (the Merkle math is in ``westworld.merkle``)."""
+"""The tamper-evident audit log's models and its verification rules (pure: the store feeds it the rows).
+
+Each entry's leaf is the canonical JSON (sorted keys, no spaces) of its kind, subject, payload and creation
+time. The entry's ``seq`` is deliberately not part of the leaf: rows swapped between positions keep valid leaf
+hashes and show up as a broken root chain ("reordered") rather than as changed payloads. Every row stores the
+root of the log right after it (``root_after``), which :func:`verify_entries` re-derives.
+"""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
+
+from westworld import merkle
+from westworld.errors import InvalidInput
+
+ProblemKind = Literal["payload_changed", "entry_missing", "reordered", "head_mismatch"]
 
 
-def canonical_json(payload: dict[str, Any]) -> str:
-    """The exact bytes an entry's leaf hash commits to."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: the one form entries are stored and hashed in.
+
+    Raises:
+        TypeError, ValueError: ``value`` is not plain JSON (or holds NaN/infinity).
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def leaf_data(seq: int, kind: str, subject: str, payload_json: str) -> bytes:
-    """What is hashed for entry ``seq``: its position, kind, subject and canonical payload."""
-    return canonical_json({"seq": seq, "kind": kind, "subject": subject, "payload": json.loads(payload_json)}).encode()
+def timestamp(at: datetime) -> str:
+    """The hashed form of a creation time: UTC, ISO 8601 with microseconds (a naive time is taken as UTC)."""
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return aware.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_leaf(kind: str, subject: str, payload_json: str, created_at: datetime) -> bytes:
+    """The leaf data of one entry (``payload_json`` is the stored canonical payload text)."""
+    body = {"kind": kind, "subject": subject, "payload": json.loads(payload_json), "created_at": timestamp(created_at)}
+    return canonical_json(body).encode()
 
 
 class AuditEntryInput(BaseModel):
-    kind: str = Field(min_length=1, description="e.g. 'vote.result', 'capability.denied'")
-    subject: str = Field(description="What the decision is about, e.g. a proposal id.")
+    """A decision to record: what happened (``kind``, e.g. ``vote.result``), to what, and its details."""
+
+    kind: str = Field(min_length=1, max_length=64, description="e.g. 'vote.result', 'capability.denied'")
+    subject: str = Field(max_length=256, description="What the decision is about, e.g. a proposal id.")
     payload: dict[str, Any]
 
 
 class AuditReceipt(BaseModel):
+    """Where an entry landed: its position, leaf hash, and the log's root and size right after it."""
+
     seq: int
     leaf_hash: str
     root: str
@@ -33,6 +60,8 @@ class AuditReceipt(BaseModel):
 
 
 class AuditEntry(BaseModel):
+    """One stored entry as read back from the log."""
+
     seq: int
     kind: str
     subject: str
@@ -42,22 +71,177 @@ class AuditEntry(BaseModel):
     created_at: datetime
 
 
+class StoredEntry(BaseModel):
+    """A raw row as verification sees it (the payload still as stored text)."""
+
+    seq: int
+    kind: str
+    subject: str
+    payload_json: str
+    leaf_hash: str
+    root_after: str
+    created_at: datetime
+
+
+class TreeHead(BaseModel):
+    """A (size, root) pair someone trusts, e.g. a root anchored on chain earlier."""
+
+    tree_size: int = Field(ge=0)
+    root: str
+
+
 class InclusionProof(BaseModel):
+    """Proof that entry ``seq`` is in the tree of ``tree_size`` entries with ``root`` (hex hashes)."""
+
     seq: int
     tree_size: int
     leaf_hash: str
     root: str
     path: list[str]
 
+    def verify(self) -> bool:
+        """Check the proof with the RFC 9162 algorithm."""
+        return merkle.verify_inclusion(
+            self.seq, self.tree_size, bytes.fromhex(self.leaf_hash), [bytes.fromhex(h) for h in self.path],
+            bytes.fromhex(self.root),
+        )
+
+
+class ConsistencyProof(BaseModel):
+    """Proof that the log of ``new_size`` entries extends its first ``old_size`` entries (hex hashes)."""
+
+    old_size: int
+    new_size: int
+    old_root: str
+    new_root: str
+    path: list[str]
+
+    def verify(self) -> bool:
+        """Check the proof with the RFC 9162 algorithm."""
+        return merkle.verify_consistency(
+            self.old_size, self.new_size, bytes.fromhex(self.old_root), bytes.fromhex(self.new_root),
+            [bytes.fromhex(h) for h in self.path],
+        )
+
+
+def inclusion_proof_of(hashes: Sequence[bytes], seq: int) -> InclusionProof:
+    """The inclusion proof of entry ``seq`` in the tree of the leaf ``hashes``.
+
+    Raises:
+        InvalidInput: ``seq`` is not in the tree.
+    """
+    if not 0 <= seq < len(hashes):
+        raise InvalidInput(f"audit entry {seq} is not in a tree of {len(hashes)} entries")
+    return InclusionProof(seq=seq, tree_size=len(hashes), leaf_hash=hashes[seq].hex(),
+                          root=merkle.root_of_hashes(hashes).hex(),
+                          path=[h.hex() for h in merkle.inclusion_proof(hashes, seq)])
+
+
+def consistency_proof_of(hashes: Sequence[bytes], old_size: int) -> ConsistencyProof:
+    """The proof that the tree of the leaf ``hashes`` extends its first ``old_size`` leaves.
+
+    Raises:
+        InvalidInput: ``old_size`` is larger than the tree.
+    """
+    if not 0 <= old_size <= len(hashes):
+        raise InvalidInput(f"old size {old_size} is not within a log of {len(hashes)} entries")
+    return ConsistencyProof(old_size=old_size, new_size=len(hashes),
+                            old_root=merkle.root_of_hashes(hashes[:old_size]).hex(),
+                            new_root=merkle.root_of_hashes(hashes).hex(),
+                            path=[h.hex() for h in merkle.consistency_proof(hashes, old_size)])
+
 
 class AuditProblem(BaseModel):
+    """One thing wrong with the log, at entry ``seq``."""
+
     seq: int
-    kind: str = Field(description="'changed', 'removed', 'reordered' or 'inconsistent'")
+    kind: ProblemKind
     message: str
 
 
 class VerifyReport(BaseModel):
-    ok: bool
+    """The outcome of recomputing the whole log; ``root`` is over the leaves recomputed from the payloads."""
+
     tree_size: int
     root: str
-    problems: list[AuditProblem]
+    problems: list[AuditProblem] = []
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def ok(self) -> bool:
+        """True when no problem was found."""
+        return not self.problems
+
+
+def _missing(expected: int, seq: int) -> AuditProblem:
+    gap = f"{expected}" if seq == expected + 1 else f"{expected}..{seq - 1}"
+    return AuditProblem(seq=expected, kind="entry_missing",
+                        message=f"entry {gap} removed: the log jumps from seq {expected - 1} to {seq}")
+
+
+def _changed(entry: StoredEntry) -> AuditProblem:
+    return AuditProblem(
+        seq=entry.seq, kind="payload_changed",
+        message=f"entry {entry.seq} ({entry.kind} {entry.subject}): its content no longer matches its leaf hash "
+                f"{entry.leaf_hash[:16]}…: the payload, kind, subject or time was changed",
+    )
+
+
+def _reordered(entry: StoredEntry) -> AuditProblem:
+    return AuditProblem(
+        seq=entry.seq, kind="reordered",
+        message=f"entry {entry.seq}: the root recorded after it ({entry.root_after[:16]}…) does not follow from "
+                f"the entries up to it although its own leaf hash is intact: entries were reordered (or replaced "
+                f"together with their leaf hashes)",
+    )
+
+
+def _check_rows(entries: Sequence[StoredEntry]) -> tuple[list[bytes], list[AuditProblem]]:
+    """Recompute each leaf and the root chain; returns the recomputed leaf hashes and the problems."""
+    problems: list[AuditProblem] = []
+    leaves: list[bytes] = []
+    chain = merkle.Frontier()  # over the *stored* leaf hashes, so a changed payload is reported once
+    chain_ok = True
+    for expected, entry in enumerate(entries):
+        if chain_ok and entry.seq != expected:
+            problems.append(_missing(expected, entry.seq))
+            chain_ok = False  # later roots cover the removed leaves: they cannot be rechecked
+        leaf = merkle.leaf_hash(entry_leaf(entry.kind, entry.subject, entry.payload_json, entry.created_at))
+        leaves.append(leaf)
+        if leaf.hex() != entry.leaf_hash:
+            problems.append(_changed(entry))
+        if chain_ok:
+            chain.append(bytes.fromhex(entry.leaf_hash))
+            if chain.root().hex() != entry.root_after:
+                problems.append(_reordered(entry))
+                chain_ok = False  # every later root differs too: report the first break only
+    return leaves, problems
+
+
+def _check_head(leaves: Sequence[bytes], trusted: TreeHead) -> AuditProblem | None:
+    if trusted.tree_size > len(leaves):
+        return AuditProblem(
+            seq=len(leaves), kind="head_mismatch",
+            message=f"the log has {len(leaves)} entries but a trusted head has {trusted.tree_size}: "
+                    f"entries {len(leaves)}..{trusted.tree_size - 1} were removed",
+        )
+    if merkle.root_of_hashes(leaves[: trusted.tree_size]).hex() != trusted.root:
+        return AuditProblem(
+            seq=max(trusted.tree_size - 1, 0), kind="head_mismatch",
+            message=f"the first {trusted.tree_size} entries do not hash to the trusted root {trusted.root[:16]}…: "
+                    f"the log is not an extension of the trusted head (its history was rewritten)",
+        )
+    return None
+
+
+def verify_entries(entries: Sequence[StoredEntry], trusted: TreeHead | None = None) -> VerifyReport:
+    """Recompute every leaf and root from the stored rows and name each problem by entry.
+
+    Args:
+        entries: all rows of the log in ascending ``seq``.
+        trusted: an earlier head the log must extend, checked against the recomputed leaves.
+    """
+    leaves, problems = _check_rows(entries)
+    if trusted is not None and (head := _check_head(leaves, trusted)) is not None:
+        problems.append(head)
+    return VerifyReport(tree_size=len(entries), root=merkle.root_of_hashes(leaves).hex(), problems=problems)

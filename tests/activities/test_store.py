@@ -1,0 +1,239 @@
+"""The SQL layer against real databases: a SQLite file and a real PostgreSQL server, same tests for both."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.audit import AuditActivities
+from activities.store import AuditLog, Database, RecordedVote, VoteStore, metadata
+from westworld.audit import AuditEntryInput, TreeHead
+from westworld.errors import AUDIT_UNAVAILABLE, VOTE_ALREADY_CAST, AuditTampered, AuditUnavailable, VoteRejected
+from workers.processes import free_port
+
+ALICE = "0x" + "a1" * 20
+BOB = "0x" + "b2" * 20
+CAROL = "0x" + "c3" * 20
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """An empty database of each kind (the PostgreSQL server is shared by the session; tables are reset)."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    database = Database(url)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+    await database.init()
+    await database.init()  # idempotent
+    yield database
+    await database.close()
+
+
+async def sql(db: Database, statement: str, **params: object) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(text(statement), params)
+
+
+async def fill(log: AuditLog, n: int) -> None:
+    for i in range(n):
+        await log.append("test.entry", f"subject-{i}", {"i": i, "note": "é ünïcode", "nested": {"b": 1, "a": [i]}})
+
+
+async def test_append_returns_receipts_whose_proofs_verify(db: Database) -> None:
+    log = AuditLog(db)
+    receipts = [await log.append("vote.result", f"p{i}", {"decision": "approved", "i": i}) for i in range(7)]
+    assert [r.seq for r in receipts] == list(range(7))
+    assert [r.tree_size for r in receipts] == list(range(1, 8))
+    assert receipts[-1].root == await log.root() == (await log.head()).root
+    for r in receipts:  # each receipt's root is the log's root at that size, and includes the entry
+        assert await log.root(r.tree_size) == r.root
+        proof = await log.inclusion_proof(r.seq, r.tree_size)
+        assert (proof.root, proof.leaf_hash) == (r.root, r.leaf_hash)
+        assert proof.verify()
+        assert (await log.inclusion_proof(r.seq)).verify()
+    for old in range(8):
+        consistency = await log.consistency_proof(old)
+        assert consistency.verify()
+        assert consistency.old_root == (await log.root(old))
+    report = await log.verify(trusted=TreeHead(tree_size=3, root=receipts[2].root))
+    assert report.ok, report.problems
+    assert (report.tree_size, report.root) == (7, receipts[-1].root)
+    assert report.model_dump()["ok"] is True
+    last = await log.latest(2)
+    assert [(e.seq, e.subject, e.payload["i"]) for e in last] == [(5, "p5", 5), (6, "p6", 6)]
+
+
+async def test_payload_is_stored_as_canonical_json(db: Database) -> None:
+    await AuditLog(db).append("k", "s", {"b": [1, 2], "a": "ü"})
+    async with db.engine.connect() as conn:
+        assert await conn.scalar(text("SELECT payload FROM audit_entries WHERE seq = 0")) == '{"a":"ü","b":[1,2]}'
+
+
+async def test_verify_names_a_changed_payload(db: Database) -> None:
+    log = AuditLog(db)
+    await fill(log, 6)
+    await sql(db, "UPDATE audit_entries SET payload = :p WHERE seq = 2", p='{"i":2,"note":"forged"}')
+    report = await log.verify()
+    assert not report.ok
+    assert [(p.seq, p.kind) for p in report.problems] == [(2, "payload_changed")]
+    assert "entry 2" in report.problems[0].message
+
+
+async def test_verify_names_a_removed_entry(db: Database) -> None:
+    log = AuditLog(db)
+    await fill(log, 6)
+    await sql(db, "DELETE FROM audit_entries WHERE seq = 3")
+    report = await log.verify()
+    assert [(p.seq, p.kind) for p in report.problems] == [(3, "entry_missing")]
+    assert "entry 3 removed" in report.problems[0].message
+
+
+async def test_verify_names_reordered_entries(db: Database) -> None:
+    log = AuditLog(db)
+    await fill(log, 6)
+    query = text("SELECT kind, subject, payload, leaf_hash, created_at FROM audit_entries WHERE seq = :seq")
+    async with db.engine.begin() as conn:
+        one, four = [(await conn.execute(query, {"seq": s})).one() for s in (1, 4)]
+        for seq, row in ((1, four), (4, one)):
+            await conn.execute(text("UPDATE audit_entries SET kind = :k, subject = :s, payload = :p, leaf_hash = :l, "
+                                    "created_at = :c WHERE seq = :seq"),
+                               {"k": row[0], "s": row[1], "p": row[2], "l": row[3], "c": row[4], "seq": seq})
+    report = await log.verify()
+    assert [(p.seq, p.kind) for p in report.problems] == [(1, "reordered")]
+    assert "entry 1" in report.problems[0].message and "reordered" in report.problems[0].message
+
+
+async def test_verify_checks_a_trusted_head(db: Database) -> None:
+    log = AuditLog(db)
+    await fill(log, 5)
+    head = await log.head()
+    assert (await log.verify(trusted=head)).ok
+    await sql(db, "DELETE FROM audit_entries WHERE seq = 4")  # truncating the tail leaves a self-consistent log
+    assert (await log.verify()).ok
+    report = await log.verify(trusted=head)
+    assert [(p.seq, p.kind) for p in report.problems] == [(4, "head_mismatch")]
+    assert "trusted head has 5" in report.problems[0].message
+    rewritten = await log.verify(trusted=TreeHead(tree_size=3, root="00" * 32))
+    assert [(p.seq, p.kind) for p in rewritten.problems] == [(2, "head_mismatch")]
+
+
+async def test_concurrent_appends_give_one_consistent_log(db: Database) -> None:
+    log = AuditLog(db)
+    receipts = await asyncio.gather(*(log.append("load", f"s{i}", {"i": i}) for i in range(50)))
+    assert sorted(r.seq for r in receipts) == list(range(50))
+    assert (await log.verify()).ok
+    for r in receipts[::7]:
+        proof = await log.inclusion_proof(r.seq, r.tree_size)
+        assert proof.root == r.root and proof.verify()
+
+
+async def test_two_writers_and_a_restarted_one_share_the_log(db: Database) -> None:
+    first, second = AuditLog(db), AuditLog(db)  # as two worker processes would
+    seqs = []
+    for i in range(6):
+        seqs.append((await (first if i % 2 else second).append("x", str(i), {"i": i})).seq)
+    both = await asyncio.gather(*(w.append("y", "z", {"w": n}) for n, w in enumerate([first, second] * 5)))
+    restarted = AuditLog(db)  # rebuilds its frontier from the stored leaves
+    last = await restarted.append("z", "after restart", {})
+    assert seqs == list(range(6)) and sorted(r.seq for r in both) == list(range(6, 16)) and last.seq == 16
+    report = await restarted.verify()
+    assert report.ok, report.problems
+    assert last.root == report.root
+
+
+async def test_votes_idempotent_duplicate_and_change(db: Database) -> None:
+    store = VoteStore(db)
+    first = await store.record_vote("p1", ALICE.upper().replace("0X", "0x"), "for", 10, "0xh1", "0xs1", {"n": 1})
+    assert first == RecordedVote(previous_choice=None, previous_weight=None, replaced=False)
+    assert await store.record_vote("p1", ALICE, "for", 10, "0xh1", "0xs1", {"n": 1}) == first  # activity retry
+    with pytest.raises(VoteRejected, match="already voted") as refused:
+        await store.record_vote("p1", ALICE, "against", 10, "0xh2", "0xs2", {"n": 2})
+    assert refused.value.type == VOTE_ALREADY_CAST
+    changed = await store.record_vote("p1", ALICE, "against", 12, "0xh2", "0xs2", {"n": 2}, allow_change=True)
+    assert changed == RecordedVote(previous_choice="for", previous_weight=10, replaced=True)
+    again = await store.record_vote("p1", ALICE, "against", 12, "0xh2", "0xs2", {"n": 2}, allow_change=True)
+    assert again == changed  # a retried change answers as the change did, so the tally is adjusted once
+    await store.record_vote("p1", CAROL, "abstain", 1, "0xh3", "0xs3", {})
+    await store.record_vote("p1", BOB, "for", 2, "0xh4", "0xs4", {})
+    await store.record_vote("p2", BOB, "for", 2, "0xh5", "0xs5", {})
+    assert await store.count("p1") == 3 and await store.count("p2") == 1 and await store.count("none") == 0
+    assert await store.vote_hashes("p1") == ["0xh2", "0xh4", "0xh3"]  # ordered by voter
+    page = await store.list_votes("p1", limit=2, offset=1)
+    assert [(v.voter, v.choice) for v in page] == [(BOB, "for"), (CAROL, "abstain")]
+    assert (await store.list_votes("p1", limit=1))[0].voter == ALICE
+
+
+async def test_big_weights_round_trip(db: Database) -> None:
+    store = VoteStore(db)
+    big = 10**30 + 7
+    await store.record_vote("p", ALICE, "for", big, "0xa", "0xs", {"weight": str(big)})
+    [vote] = await store.list_votes("p")
+    assert vote.weight == big and vote.payload == {"weight": str(big)}
+    changed = await store.record_vote("p", ALICE, "against", 2**255, "0xb", "0xs", {}, allow_change=True)
+    assert changed.previous_weight == big
+    assert (await store.list_votes("p"))[0].weight == 2**255
+
+
+async def test_a_vanished_tail_stops_further_appends(db: Database) -> None:
+    log = AuditLog(db)
+    await fill(log, 3)
+    await sql(db, "DELETE FROM audit_entries WHERE seq = 2")
+    with pytest.raises(AuditTampered, match="entry 2, appended earlier, is gone"):
+        await log.append("k", "s", {})
+    await sql(db, "DELETE FROM audit_entries WHERE seq = 0")
+    with pytest.raises(AuditTampered, match="has no entry 0"):
+        await AuditLog(db).append("k", "s", {})
+
+
+async def test_concurrent_votes_are_all_recorded(db: Database) -> None:
+    store = VoteStore(db)
+    voters = [f"0x{i:040x}" for i in range(30)]
+    await asyncio.gather(*(store.record_vote("p", v, "for", i, f"0x{i}", "0xs", {}) for i, v in enumerate(voters)))
+    assert await store.count("p") == 30
+
+
+async def unwritable(kind: str, tmp_path: Path) -> tuple[str, str]:
+    """A URL whose database cannot be written, and what the error must name."""
+    if kind == "sqlite":
+        path = tmp_path / "audit.db"
+        writable = Database(f"sqlite+aiosqlite:///{path}")
+        await writable.init()
+        await AuditLog(writable).append("k", "s", {})
+        await writable.close()
+        return f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", "readonly database"
+    port = free_port()  # nothing listens there
+    return f"postgresql+asyncpg://postgres:hunter2@127.0.0.1:{port}/westworld", f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_an_unwritable_database_refuses_the_append(kind: str, tmp_path: Path) -> None:
+    url, named = await unwritable(kind, tmp_path)
+    database = Database(url)
+    log = AuditLog(database)
+    try:
+        with pytest.raises(AuditUnavailable) as err:
+            await log.append("vote.result", "p1", {"decision": "approved"})
+        message = err.value.message
+        assert named in message and "cannot be written" in message and "refused" in message
+        assert "hunter2" not in message
+        with pytest.raises(ApplicationError) as app_err:  # what a workflow sees: typed, and left retryable
+            await ActivityEnvironment().run(AuditActivities(log).append_audit,
+                                            AuditEntryInput(kind="vote.result", subject="p1", payload={}))
+        assert app_err.value.type == AUDIT_UNAVAILABLE and not app_err.value.non_retryable
+    finally:
+        await database.close()
+
+
+async def test_activity_appends_and_verifies(db: Database) -> None:
+    acts = AuditActivities(AuditLog(db))
+    env = ActivityEnvironment()
+    receipt = await env.run(acts.append_audit, AuditEntryInput(kind="halt", subject="mesh", payload={"why": "test"}))
+    head = await env.run(acts.verify_audit_log)
+    assert (head.ok, head.tree_size, head.root) == (True, 1, receipt.root)
+    assert receipt.root == receipt.leaf_hash  # a one-leaf tree: the root is the leaf hash
