@@ -1,89 +1,123 @@
-"""Deploying the project's contracts to a chain, and giving holders voting power (used by `up`, tests, bench)."""
+"""Deploying the project's contracts, and giving holders voting power (used by `westworld up`, tests, bench, demo).
+
+The deployment: the token (timestamp clock), one timelock, a normal Governor (72 h) and an emergency Governor
+(2 h) that both propose to and cancel on that timelock, MeshConfig owned by the timelock, and an airdrop helper.
+The timelock's executor role is open to anyone and the deployer renounces its admin role once roles are set,
+so only proposals that pass can change MeshConfig. The deployer stays the token's owner (it can mint): on a
+real chain, transfer that ownership to the timelock after the initial distribution.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from activities.chain import ChainClient, load_deployment, save_deployment
-from westworld.chain import Deployment
+from activities.chain_tx import Signer, is_dev_chain, latest_timestamp, load_deployment, save_deployment
+from westworld.chain import (
+    AIRDROP,
+    EMERGENCY_GOVERNOR,
+    GOVERNOR,
+    MESH_CONFIG,
+    TIMELOCK,
+    TOKEN,
+    Deployment,
+    GovernorParams,
+)
+from westworld.errors import CONFIG_ERROR, WestworldError
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD = REPO / "contracts" / "build" / "Contracts.json"
+BUILD_FILE = REPO / "contracts" / "build" / "Contracts.json"
 INITIAL_SUPPLY = 1_000_000 * 10**18
 GRANTS_PER_TX = 100
+# anvil's first well-known development account: only ever used on a local dev chain.
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+_ZERO_ADDRESS = "0x" + "00" * 20
 
 
-
-def _artifacts(build: Path = BUILD) -> dict[str, Any]:
-    if not build.exists():
-        raise FileNotFoundError(f"{build} is missing: compile the contracts with `node contracts/build.mjs`")
-    data: dict[str, Any] = json.loads(build.read_text())
+def load_artifacts(path: Path = BUILD_FILE) -> dict[str, Any]:
+    """{contract name: {abi, bytecode}} written by ``node contracts/build.mjs``."""
+    if not path.exists():
+        raise WestworldError(f"{path} is missing: compile the contracts with `node contracts/build.mjs` "
+                             "(`./dev up` does it)", type=CONFIG_ERROR)
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-async def _deploy(w3: AsyncWeb3, acct: LocalAccount, art: dict[str, Any], *args: Any) -> str:
-    c = w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
-    tx = await c.constructor(*args).build_transaction({
-        "from": acct.address, "nonce": await w3.eth.get_transaction_count(acct.address, "pending")})
-    tx_hash = await w3.eth.send_raw_transaction(acct.sign_transaction(tx).raw_transaction)
-    receipt = await w3.eth.wait_for_transaction_receipt(tx_hash)
+async def _deploy(tx: Signer, art: dict[str, Any], name: str, *args: Any) -> str:
+    factory = tx.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    _, _, receipt = await tx.send(factory.constructor(*args), f"deploy {name}")
     return str(receipt["contractAddress"])
 
 
-async def deploy_contracts(rpc_url: str, deployer_key: str, *, timelock_delay: int = 3600, voting_delay: int = 1,
-                           normal_period: int = 72 * 3600, emergency_period: int = 2 * 3600,
-                           quorum_percent: int = 4) -> Deployment:
+async def deploy_contracts(
+    rpc_url: str, deployer_key: str, build_json_path: Path = BUILD_FILE, *, timelock_delay: int = 3600,
+    voting_delay: int = 1, normal_period: int = 72 * 3600, emergency_period: int = 2 * 3600,
+    quorum_percent: int = 4, initial_supply: int = INITIAL_SUPPLY,
+) -> Deployment:
+    """Deploy every contract, wire the timelock roles, renounce the deployer's admin; return the record."""
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     acct: LocalAccount = Account.from_key(deployer_key)
-    arts = _artifacts()
-    chain_id = await w3.eth.chain_id
+    arts = load_artifacts(build_json_path)
+    chain_id = int(await w3.eth.chain_id)
+    tx = Signer(w3, acct, chain_id, [a["abi"] for a in arts.values()])
     addr: dict[str, str] = {}
-    addr["WestworldToken"] = await _deploy(w3, acct, arts["WestworldToken"], INITIAL_SUPPLY)
-    addr["WestworldTimelock"] = await _deploy(w3, acct, arts["WestworldTimelock"], timelock_delay, [],
-                                              ["0x" + "00" * 20], acct.address)
-    for name, label, period in (("WestworldGovernor", "Westworld Governor", normal_period),
-                                ("EmergencyGovernor", "Westworld Emergency Governor", emergency_period)):
-        addr[name] = await _deploy(w3, acct, arts["WestworldGovernor"], label, addr["WestworldToken"],
-                                   addr["WestworldTimelock"], voting_delay, period, quorum_percent)
-    addr["MeshConfig"] = await _deploy(w3, acct, arts["MeshConfig"], addr["WestworldTimelock"])
-    addr["VotingPowerAirdrop"] = await _deploy(w3, acct, arts["VotingPowerAirdrop"])
-    abis = {n: arts[n]["abi"] for n in arts} | {"EmergencyGovernor": arts["WestworldGovernor"]["abi"]}
-    dep = Deployment(chain_id=chain_id, rpc_url=rpc_url, deployer=acct.address, addresses=addr, abis=abis,
-                     timelock_delay=timelock_delay,
-                     governors={"normal": "WestworldGovernor", "emergency": "EmergencyGovernor"})
-    client = ChainClient(w3, dep, acct, dev_time_travel=False)
-    timelock = client.contract("WestworldTimelock")
-    for gov in ("WestworldGovernor", "EmergencyGovernor"):
+    addr[TOKEN] = await _deploy(tx, arts["WestworldToken"], TOKEN, initial_supply)
+    addr[TIMELOCK] = await _deploy(tx, arts["WestworldTimelock"], TIMELOCK, timelock_delay, [], [_ZERO_ADDRESS],
+                                   acct.address)
+    governors = {
+        GOVERNOR: GovernorParams(name="Westworld Governor", voting_delay=voting_delay,
+                                 voting_period=normal_period, quorum_percent=quorum_percent),
+        EMERGENCY_GOVERNOR: GovernorParams(name="Westworld Emergency Governor", voting_delay=voting_delay,
+                                           voting_period=emergency_period, quorum_percent=quorum_percent),
+    }
+    for name, p in governors.items():
+        addr[name] = await _deploy(tx, arts["WestworldGovernor"], name, p.name, addr[TOKEN], addr[TIMELOCK],
+                                   p.voting_delay, p.voting_period, p.quorum_percent)
+    addr[MESH_CONFIG] = await _deploy(tx, arts["MeshConfig"], MESH_CONFIG, addr[TIMELOCK])
+    addr[AIRDROP] = await _deploy(tx, arts["VotingPowerAirdrop"], AIRDROP)
+    artifact_of = {TOKEN: "WestworldToken", TIMELOCK: "WestworldTimelock", GOVERNOR: "WestworldGovernor",
+                   EMERGENCY_GOVERNOR: "WestworldGovernor", MESH_CONFIG: "MeshConfig", AIRDROP: "VotingPowerAirdrop"}
+    timelock = w3.eth.contract(address=to_checksum_address(addr[TIMELOCK]), abi=arts["WestworldTimelock"]["abi"])
+    for gov in (GOVERNOR, EMERGENCY_GOVERNOR):
         for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):
             role_id = await getattr(timelock.functions, role)().call()
-            await client.send(timelock.functions.grantRole(role_id, addr[gov]), f"grant {role} to {gov}")
+            await tx.send(timelock.functions.grantRole(role_id, addr[gov]), f"grant {role} to {gov}")
     admin = await timelock.functions.DEFAULT_ADMIN_ROLE().call()
-    await client.send(timelock.functions.renounceRole(admin, acct.address), "renounce timelock admin")
-    return dep
+    await tx.send(timelock.functions.renounceRole(admin, acct.address), "renounce the timelock admin role")
+    return Deployment(
+        chain_id=chain_id, deployer=acct.address, addresses=addr,
+        abis={name: arts[artifact]["abi"] for name, artifact in artifact_of.items()},
+        timelock_delay=timelock_delay, governors=governors,
+    )
 
 
 async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path, *, timelock_delay: int = 20) -> bool:
-    """Deploy unless ``contracts_file`` names contracts that exist on this chain. True if it deployed."""
+    """Deploy unless ``contracts_file`` names contracts that exist on this chain. True if it deployed.
+
+    The local stack uses a short timelock delay (20 s) so the demo runs through in a minute.
+    """
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     if contracts_file.exists():
-        dep = load_deployment(contracts_file)
-        code = await w3.eth.get_code(to_checksum_address(dep.addresses["WestworldToken"]))
-        if dep.chain_id == await w3.eth.chain_id and len(code) > 0:
-            return False
+        dep = load_deployment(contracts_file, rpc_url)
+        if dep.chain_id == int(await w3.eth.chain_id):
+            codes = [await w3.eth.get_code(to_checksum_address(a)) for a in dep.addresses.values()]
+            if all(len(c) > 0 for c in codes):
+                return False
     save_deployment(contracts_file, await deploy_contracts(rpc_url, deployer_key, timelock_delay=timelock_delay))
     return True
 
 
 def _delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce: int, expiry: int) -> Any:
+    """The holder's EIP-712 ``Delegation`` to itself (ERC20Votes.delegateBySig; domain of ERC20Permit)."""
     msg = {
         "types": {
             "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
@@ -98,25 +132,33 @@ def _delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce
     return holder.sign_message(encode_typed_data(full_message=msg))
 
 
-async def distribute_voting_power(rpc_url: str, dep: Deployment, holders: Mapping[str, float | int],
-                                  deployer_key: str, *, as_share_of_supply: bool = False) -> int:
-    """Top each holder (private key -> amount, or share of supply) up to its amount and self-delegate it.
+async def distribute_voting_power(
+    rpc: str | AsyncWeb3[Any], dep: Deployment, holders: Mapping[str, float | int],
+    deployer_key: str | None = None, *, as_share_of_supply: bool = False,
+) -> int:
+    """Top each holder (private key -> wei, or share of the supply) up to its amount and self-delegate it.
 
-    Holders sign their own delegation (EIP-712, delegateBySig); the deployer pays gas and sends the tokens
-    through ``VotingPowerAirdrop`` in batches. Returns the token's total supply.
+    Holders sign their own delegation (EIP-712 ``delegateBySig``), so they need no ETH; the deployer pays gas
+    and sends the tokens through ``VotingPowerAirdrop`` in batches. Idempotent: holders already at their amount
+    and delegated are skipped. ``deployer_key`` defaults to anvil's dev key on a dev chain. Returns the supply.
     """
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    if deployer_key is None:
+        if not is_dev_chain(dep.chain_id):
+            raise WestworldError("distribute_voting_power: pass the deployer key on a non-dev chain",
+                                 type=CONFIG_ERROR)
+        deployer_key = ANVIL_DEV_KEY
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc)) if isinstance(rpc, str) else rpc
     deployer: LocalAccount = Account.from_key(deployer_key)
-    client = ChainClient(w3, dep, deployer, dev_time_travel=False)
-    token = client.contract("WestworldToken")
-    airdrop = client.contract("VotingPowerAirdrop")
+    tx = Signer(w3, deployer, dep.chain_id, dep.abis.values())
+    token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
+    airdrop = w3.eth.contract(address=to_checksum_address(dep.address(AIRDROP)), abi=dep.abis[AIRDROP])
     supply = int(await token.functions.totalSupply().call())
-    expiry = await client.latest_timestamp() + 3600
+    expiry = await latest_timestamp(w3) + 3600
     grants: list[tuple[str, int, int, int, int, bytes, bytes]] = []
     needed = 0
     for key, amount in holders.items():
         holder: LocalAccount = Account.from_key(key)
-        target = int(supply * amount) if as_share_of_supply else int(amount)
+        target = int(Decimal(str(amount)) * supply) if as_share_of_supply else int(amount)
         balance = int(await token.functions.balanceOf(holder.address).call())
         delegate = await token.functions.delegates(holder.address).call()
         top_up = max(target - balance, 0)
@@ -128,8 +170,8 @@ async def distribute_voting_power(rpc_url: str, dep: Deployment, holders: Mappin
                        sig.s.to_bytes(32, "big")))
         needed += top_up
     if grants:
-        await client.send(token.functions.approve(airdrop.address, needed), "approve airdrop")
+        await tx.send(token.functions.approve(airdrop.address, needed), "approve the airdrop")
         for i in range(0, len(grants), GRANTS_PER_TX):
-            await client.send(airdrop.functions.airdrop(token.address, grants[i:i + GRANTS_PER_TX]),
-                              f"airdrop voting power ({i}..{i + GRANTS_PER_TX})")
+            await tx.send(airdrop.functions.airdrop(token.address, grants[i:i + GRANTS_PER_TX]),
+                          f"airdrop voting power (holders {i}..{i + GRANTS_PER_TX - 1})")
     return supply

@@ -16,7 +16,7 @@ PROPOSAL_STATES = ("Pending", "Active", "Canceled", "Defeated", "Succeeded", "Qu
 DEV_CHAIN_ID = 31337  # anvil's default; time travel is only ever done on this chain
 
 # Deployment names (keys of ``Deployment.addresses`` and ``Deployment.abis``).
-TOKEN = "WestworldToken"
+TOKEN = "WestworldToken"  # noqa: S105 (a contract name)
 TIMELOCK = "WestworldTimelock"
 GOVERNOR = "WestworldGovernor"
 EMERGENCY_GOVERNOR = "WestworldEmergencyGovernor"

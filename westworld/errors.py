@@ -40,7 +40,7 @@ class WestworldError(Exception):
 
     type: str = INVALID_INPUT
 
-    def __init__(self, message: str, *, type: str | None = None) -> None:  # noqa: A002
+    def __init__(self, message: str, *, type: str | None = None) -> None:
         super().__init__(message)
         if type is not None:
             self.type = type
