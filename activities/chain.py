@@ -105,8 +105,15 @@ class ChainClient:
         return True
 
     async def snapshot(self) -> ChainSnapshot:
-        """A past timepoint (latest block time - 1) and the total supply then: weights of an off-chain vote."""
-        timepoint = await self.latest_timestamp() - 1
+        """A past timepoint (latest block time - 1) and the total supply then: weights of an off-chain vote.
+
+        Several dev-chain blocks can share a timestamp, so there a block one second later is mined first and
+        everything already mined is inside the snapshot; on a real chain time moves on by itself.
+        """
+        latest = await self.latest_timestamp()
+        if await self.travel_to(latest + 1):
+            latest += 1
+        timepoint = latest - 1
         token = self.contract(TOKEN)
         supply = await self.tx.call(token.functions.getPastTotalSupply(timepoint), "getPastTotalSupply")
         return ChainSnapshot(chain_id=self.dep.chain_id, timepoint=timepoint, total_supply=int(supply),

@@ -97,6 +97,8 @@ def explain_refusal(err: BaseException) -> str:
     if isinstance(cause, ApplicationError):
         return f"vote refused ({cause.type}): {cause.message}"
     if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        if "completed" in err.message:
+            return "vote refused (VotingClosed): the vote has closed and its result is final"
         return "unknown proposal: no vote workflow with that id"
     return f"vote refused: {err}"
 

@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from activities.anchor import AnchorActivities
 from activities.audit import AuditActivities
 from activities.chain import ChainActivities, ChainClient, load_deployment
 from activities.store import AuditLog, Database, VoteStore
@@ -22,11 +23,13 @@ from activities.votes import VoteActivities
 from workers.client import connect
 from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
 from workers.settings import Settings, load_settings
+from workflows.audit_anchor import AuditAnchorWorkflow
 from workflows.dao_vote import DaoVoteWorkflow
+from workflows.sandbox import workflow_runner
 
 log = logging.getLogger("westworld.worker")
 
-WORKFLOWS: Sequence[type] = (DaoVoteWorkflow,)
+WORKFLOWS: Sequence[type] = (DaoVoteWorkflow, AuditAnchorWorkflow)
 
 
 @dataclass
@@ -56,11 +59,12 @@ def activities_of(res: Resources) -> list[Any]:
     chain_acts = ChainActivities(res.chain)
     votes = VoteActivities(res.votes, res.chain)
     audit = AuditActivities(res.audit)
+    anchor = AnchorActivities(res.chain)
     return [
         chain_acts.chain_snapshot, chain_acts.governor_propose, chain_acts.governor_finalize,
         chain_acts.governor_queue, chain_acts.governor_execute, chain_acts.governor_state,
         votes.record_vote, votes.vote_set_root, votes.chain_time,
-        audit.append_audit,
+        audit.append_audit, audit.verify_audit_log, anchor.anchor_root,
     ]
 
 
@@ -69,6 +73,7 @@ def build_worker(client: Client, res: Resources, task_queue: str, metrics: Metri
         client,
         task_queue=task_queue,
         interceptors=[MetricsInterceptor(metrics)] if metrics else [],
+        workflow_runner=workflow_runner(),
         workflows=list(WORKFLOWS),
         activities=activities_of(res),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),

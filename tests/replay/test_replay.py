@@ -14,6 +14,7 @@ from temporalio.worker import Replayer
 
 from workers.codec import build_data_converter, load_keyring
 from workflows.dao_vote import DaoVoteWorkflow
+from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*.history.json"))
@@ -27,6 +28,7 @@ def test_histories_exist_for_every_shipped_workflow() -> None:
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 async def test_replay(path: Path) -> None:
     keyring = load_keyring(path.with_name(path.name.replace(".history.json", ".keyring.json")))
-    replayer = Replayer(workflows=[DaoVoteWorkflow], data_converter=build_data_converter(keyring))
+    replayer = Replayer(workflows=[DaoVoteWorkflow], data_converter=build_data_converter(keyring),
+                        workflow_runner=workflow_runner())
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     await replayer.replay_workflow(history)
