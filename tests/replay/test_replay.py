@@ -13,7 +13,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from workers.codec import build_data_converter, load_keyring
-from workflows.dao_vote import DaoVoteWorkflow
+from workers.worker import WORKFLOWS
 from workflows.sandbox import workflow_runner
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -22,13 +22,14 @@ FILES = sorted(HISTORIES.glob("*.history.json"))
 
 def test_histories_exist_for_every_shipped_workflow() -> None:
     recorded = {f.name.split("--")[0] for f in FILES}
-    assert {"DaoVoteWorkflow"} <= recorded, f"no saved history for: {sorted({'DaoVoteWorkflow'} - recorded)}"
+    missing = {w.__name__ for w in WORKFLOWS} - recorded
+    assert not missing, f"no saved history for: {sorted(missing)}"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 async def test_replay(path: Path) -> None:
     keyring = load_keyring(path.with_name(path.name.replace(".history.json", ".keyring.json")))
-    replayer = Replayer(workflows=[DaoVoteWorkflow], data_converter=build_data_converter(keyring),
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=build_data_converter(keyring),
                         workflow_runner=workflow_runner())
     history = WorkflowHistory.from_json(path.stem, path.read_text())
     await replayer.replay_workflow(history)

@@ -75,12 +75,13 @@ async def harness(
             )
             yield h
             if os.environ.get("WESTWORLD_RECORD_HISTORIES"):
+                await asyncio.sleep(1)  # visibility catches up with the closed runs
                 await record_histories(h, request.node.name)
 
 
 async def record_histories(h: Harness, test_name: str) -> None:
     """Save the closed workflows' histories (and their key ring) as replay fixtures."""
-    async for wf in h.client.list_workflows(f'TaskQueue = "{h.task_queue}" AND ExecutionStatus = "Completed"'):
+    async for wf in h.client.list_workflows(f'TaskQueue = "{h.task_queue}" AND ExecutionStatus != "Running"'):
         history = await h.client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
         stem = f"{wf.workflow_type}--{test_name}--{wf.run_id[:8]}"
         (REPLAY_DIR / f"{stem}.history.json").write_text(history.to_json())
