@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import activity
 
 from activities.chain import ChainClient
@@ -16,7 +18,7 @@ class AnchorActivities:
     async def anchor_root(self, head: LogHead) -> str:
         """Publish (tree size, root); idempotent per workflow run through the activity's own retries only."""
         w3, relayer = self._chain.w3, self._chain.relayer
-        tx = {
+        tx: dict[str, Any] = {
             "to": relayer.address, "value": 0, "data": anchor_payload(head.tree_size, head.root),
             "chainId": self._chain.dep.chain_id, "gas": 60_000,
             "nonce": await w3.eth.get_transaction_count(relayer.address, "pending"),

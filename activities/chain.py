@@ -131,8 +131,11 @@ class ChainClient:
     async def read_ballot_nonce(rpc_url: str, governor: str, voter: str) -> int:
         """A voter's current Ballot nonce on ``governor``, without a deployment file (for the CLI)."""
         w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
-        c = w3.eth.contract(address=to_checksum_address(governor), abi=_NONCES_ABI)
-        return int(await c.functions.nonces(to_checksum_address(voter)).call())
+        try:
+            c = w3.eth.contract(address=to_checksum_address(governor), abi=_NONCES_ABI)
+            return int(await c.functions.nonces(to_checksum_address(voter)).call())
+        finally:
+            await w3.provider.disconnect()
 
     async def read_parameter(self, key: str) -> str:
         return str(await self.contract(MESH_CONFIG).functions.parameters(key).call())

@@ -93,6 +93,7 @@ async def deploy_contracts(
             await tx.send(timelock.functions.grantRole(role_id, addr[gov]), f"grant {role} to {gov}")
     admin = await timelock.functions.DEFAULT_ADMIN_ROLE().call()
     await tx.send(timelock.functions.renounceRole(admin, acct.address), "renounce the timelock admin role")
+    await w3.provider.disconnect()
     return Deployment(
         chain_id=chain_id, deployer=acct.address, addresses=addr,
         abis={name: arts[artifact]["abi"] for name, artifact in artifact_of.items()},
@@ -105,13 +106,16 @@ async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path
 
     The local stack uses a short timelock delay (20 s) so the demo runs through in a minute.
     """
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     if contracts_file.exists():
         dep = load_deployment(contracts_file, rpc_url)
-        if dep.chain_id == int(await w3.eth.chain_id):
-            codes = [await w3.eth.get_code(to_checksum_address(a)) for a in dep.addresses.values()]
-            if all(len(c) > 0 for c in codes):
-                return False
+        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+        try:
+            if dep.chain_id == int(await w3.eth.chain_id):
+                codes = [await w3.eth.get_code(to_checksum_address(a)) for a in dep.addresses.values()]
+                if all(len(c) > 0 for c in codes):
+                    return False
+        finally:
+            await w3.provider.disconnect()
     save_deployment(contracts_file, await deploy_contracts(rpc_url, deployer_key, timelock_delay=timelock_delay))
     return True
 
@@ -134,7 +138,7 @@ def _delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce
 
 async def distribute_voting_power(
     rpc: str | AsyncWeb3[Any], dep: Deployment, holders: Mapping[str, float | int],
-    deployer_key: str | None = None, *, as_share_of_supply: bool = False,
+    deployer_key: str | None = None, *, as_share_of_supply: bool = False, fresh: bool = False,
 ) -> int:
     """Top each holder (private key -> wei, or share of the supply) up to its amount and self-delegate it.
 
@@ -159,12 +163,15 @@ async def distribute_voting_power(
     for key, amount in holders.items():
         holder: LocalAccount = Account.from_key(key)
         target = int(Decimal(str(amount)) * supply) if as_share_of_supply else int(amount)
-        balance = int(await token.functions.balanceOf(holder.address).call())
-        delegate = await token.functions.delegates(holder.address).call()
-        top_up = max(target - balance, 0)
-        if top_up == 0 and delegate == holder.address:
-            continue
-        nonce = int(await token.functions.nonces(holder.address).call())
+        if fresh:  # new accounts: nothing to read back (many holders at once, e.g. benchmarks)
+            top_up, nonce = target, 0
+        else:
+            balance = int(await token.functions.balanceOf(holder.address).call())
+            delegate = await token.functions.delegates(holder.address).call()
+            top_up = max(target - balance, 0)
+            if top_up == 0 and delegate == holder.address:
+                continue
+            nonce = int(await token.functions.nonces(holder.address).call())
         sig = _delegation_signature(holder, token.address, dep.chain_id, nonce, expiry)
         grants.append((holder.address, top_up, nonce, expiry, sig.v, sig.r.to_bytes(32, "big"),
                        sig.s.to_bytes(32, "big")))
@@ -174,4 +181,6 @@ async def distribute_voting_power(
         for i in range(0, len(grants), GRANTS_PER_TX):
             await tx.send(airdrop.functions.airdrop(token.address, grants[i:i + GRANTS_PER_TX]),
                           f"airdrop voting power (holders {i}..{i + GRANTS_PER_TX - 1})")
+    if isinstance(rpc, str):
+        await w3.provider.disconnect()
     return supply

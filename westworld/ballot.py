@@ -12,7 +12,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from pydantic import BaseModel
 
 from westworld.errors import VOTE_BAD_CHOICE, VOTE_BAD_SIGNATURE, VoteRejected

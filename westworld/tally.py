@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 ABSTAIN = "abstain"
+APPROVE = "for"
 
 
 class Decision(StrEnum):
@@ -16,7 +17,8 @@ class Decision(StrEnum):
 
 @dataclass(frozen=True)
 class TallyRules:
-    """How a vote is decided. ``choices[0]`` approves; ``abstain`` counts toward quorum only."""
+    """How a vote is decided. ``for`` approves if it is a choice, else ``choices[0]``; ``abstain`` counts toward
+    quorum only."""
 
     choices: tuple[str, ...]
     total_supply: int
@@ -25,7 +27,7 @@ class TallyRules:
 
     @property
     def approve(self) -> str:
-        return self.choices[0]
+        return APPROVE if APPROVE in self.choices else self.choices[0]
 
     @property
     def quorum_weight(self) -> int:

@@ -32,7 +32,8 @@ DEFAULT_WINDOWS = {VoteKind.NORMAL: timedelta(hours=72), VoteKind.EMERGENCY: tim
 
 
 class Proposal(BaseModel):
-    """What the DAO is asked. ``choices[0]`` approves, ``choices[1]`` rejects, an ``abstain`` choice is optional."""
+    """What the DAO is asked. ``for`` (or else the first choice) approves; an ``abstain`` choice counts toward
+    quorum only."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -149,6 +149,10 @@ async def _read_parameter(s: Settings, key: str) -> str:
 
     from activities.chain import ChainClient
 
-    chain = ChainClient(AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url)), load_deployment(s.contracts_file),
-                        Acct.from_key(s.chain_deployer_key), s.chain_dev_time_travel)
-    return await chain.read_parameter(key)
+    w3 = AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url))
+    chain = ChainClient(w3, load_deployment(s.contracts_file), Acct.from_key(s.chain_deployer_key),
+                        s.chain_dev_time_travel)
+    try:
+        return await chain.read_parameter(key)
+    finally:
+        await w3.provider.disconnect()

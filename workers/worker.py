@@ -53,6 +53,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         yield Resources(database, AuditLog(database), VoteStore(database), chain)
     finally:
         await database.close()
+        await w3.provider.disconnect()
 
 
 def activities_of(res: Resources) -> list[Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 STEP = SearchAttributeKey.for_keyword("WestworldStep")
 STEP_SINCE = SearchAttributeKey.for_datetime("WestworldStepSince")
@@ -22,6 +22,6 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 }
 
 
-def set_step(step: str, *extra: SearchAttributePair[str]) -> None:
+def set_step(step: str, *extra: SearchAttributeUpdate[str]) -> None:
     """Publish the current step and since when (workflow time), plus any of the part's own keys."""
     workflow.upsert_search_attributes([STEP.value_set(step), STEP_SINCE.value_set(workflow.now()), *extra])

@@ -22,7 +22,7 @@ from temporalio.worker import Worker
 
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.bench.voters import BenchVoters, make_voters
-from westworld.vote import DaoVoteInput, Proposal, VoteState
+from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteReceipt, VoteRequest, VoteState
 from workers import processes
 from workers.codec import build_data_converter, create_keyring, load_keyring
 from workers.settings import Settings
@@ -52,6 +52,14 @@ async def drive(n: int, call: Callable[[int], Awaitable[object]]) -> tuple[float
     return time.perf_counter() - start, latencies
 
 
+def cast_from(handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult],
+              votes: list[VoteRequest]) -> Callable[[int], Awaitable[VoteReceipt]]:
+    async def call(i: int) -> VoteReceipt:
+        return await handle.execute_update(DaoVoteWorkflow.cast_vote, votes[i])
+
+    return call
+
+
 def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100)[int(p) - 1] if len(values) > 1 else values[0]
 
@@ -67,13 +75,13 @@ async def history_events(client: Client, workflow_id: str) -> tuple[int, int, in
     return total, runs, biggest
 
 
-async def open_vote(client: Client, tq: str, n_hint: int) -> WorkflowHandle[DaoVoteWorkflow, object]:
+async def open_vote(client: Client, tq: str, n_hint: int) -> WorkflowHandle[DaoVoteWorkflow, DaoVoteResult]:
     pid = f"bench-{uuid.uuid4().hex[:8]}"
     inp = DaoVoteInput(proposal=Proposal(id=pid, title="bench"), quorum=0.5, early_close=False)
     handle = await client.start_workflow(DaoVoteWorkflow.run, inp, id=f"vote:{pid}", task_queue=tq)
     while (await handle.query(DaoVoteWorkflow.status)).state is not VoteState.OPEN:
         await asyncio.sleep(0.05)
-    return handle  # type: ignore[return-value]
+    return handle
 
 
 async def bench(args: argparse.Namespace, work: Path) -> None:
@@ -111,7 +119,7 @@ async def run_figures(client: Client, tq: str, voters: BenchVoters, args: argpar
     ctx = await vote.query(DaoVoteWorkflow.ballot_context)
     assert ctx is not None
     signed = voters.signed_votes(ctx, 0, n)
-    vote_s, vote_lat = await drive(n, lambda i: vote.execute_update(DaoVoteWorkflow.cast_vote, signed[i]))
+    vote_s, vote_lat = await drive(n, cast_from(vote, signed))
     await vote.terminate("bench done")
 
     floor_rate, vote_rate = n / floor_s, n / vote_s
@@ -132,11 +140,10 @@ async def run_figures(client: Client, tq: str, voters: BenchVoters, args: argpar
         total = 0.0
         for start in range(0, args.big, 5000):
             chunk = voters.signed_votes(ctx, start, min(start + 5000, args.big))
-            secs, _ = await drive(
-                len(chunk), lambda i, c=chunk: big.execute_update(DaoVoteWorkflow.cast_vote, c[i])
-            )
+            secs, _ = await drive(len(chunk), cast_from(big, chunk))
             total += secs
-            print(f"   {start + len(chunk):>7} votes  {total:7.1f} s  ({(start + len(chunk)) / total:.0f}/s)", flush=True)
+            done = start + len(chunk)
+            print(f"   {done:>7} votes  {total:7.1f} s  ({done / total:.0f}/s)", flush=True)
         status = await big.query(DaoVoteWorkflow.status)
         await big.terminate("bench done")
         events, runs, biggest = await history_events(client, big.id)

@@ -23,8 +23,8 @@ class NoopUpdateWorkflow:
         return self._count
 
     @touch.validator
-    def _check(self, value: str) -> None:
-        if not value:
+    def _check(self, _: str) -> None:
+        if not _:
             raise ValueError("empty")
 
     @workflow.signal

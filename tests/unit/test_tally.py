@@ -69,3 +69,10 @@ def test_settled_decision_is_final(
         add_vote(t, c, w)
     if early is not None:
         assert decide(t, r) is early
+
+
+def test_for_approves_whatever_its_position() -> None:
+    """The governor backend orders choices by OZ support value: against, for, abstain."""
+    r = TallyRules(choices=("against", "for", "abstain"), total_supply=100, quorum=0.04, approval_threshold=0.5)
+    assert decide({"against": 10, "for": 55, "abstain": 5}, r) is Decision.APPROVED
+    assert settled({"against": 10, "for": 55, "abstain": 5}, r) is Decision.APPROVED

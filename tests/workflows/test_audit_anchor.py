@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from eth_typing import HexStr
 from temporalio.client import WorkflowFailureError
 
 from activities.store import audit_entries
@@ -22,7 +23,7 @@ async def test_anchor_puts_the_verified_root_on_chain(harness: Harness) -> None:
         AuditAnchorWorkflow.run, id=f"audit-anchor-{uuid.uuid4()}", task_queue=harness.task_queue)
     assert (result.tree_size, result.root) == (head.tree_size, head.root)
     assert result.tx_hash is not None
-    tx = await harness.resources.chain.w3.eth.get_transaction(result.tx_hash)
+    tx = await harness.resources.chain.w3.eth.get_transaction(HexStr(result.tx_hash))
     assert parse_anchor(bytes(tx["input"])) == (head.tree_size, head.root)
     latest = (await log.latest(1))[0]
     assert (latest.seq, latest.kind, latest.payload["tx"]) == (result.audit_seq, "audit.anchor", result.tx_hash)

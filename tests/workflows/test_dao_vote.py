@@ -125,12 +125,13 @@ async def test_bad_votes_are_refused_with_the_reason(harness: Harness) -> None:
     await harness.skipper.fast_forward(handle, timedelta(hours=2, minutes=1))
     # Past the deadline the vote closes and the workflow completes; a ballot racing the close is refused by
     # the validator (VoteAfterDeadline / VotingClosed), one arriving after completion by the server.
+    outcome: BaseException
     try:
-        err: BaseException = await refused(handle, late)
+        outcome = await refused(handle, late)
     except RPCError as rpc_err:
-        err = rpc_err
-    assert (isinstance(err, ApplicationError) and err.type in {VOTE_AFTER_DEADLINE, VOTE_CLOSED}) or (
-        isinstance(err, RPCError) and "completed" in err.message
+        outcome = rpc_err
+    assert (isinstance(outcome, ApplicationError) and outcome.type in {VOTE_AFTER_DEADLINE, VOTE_CLOSED}) or (
+        isinstance(outcome, RPCError) and "completed" in outcome.message
     )
     assert (await handle.result()).votes == 1
 
