@@ -79,7 +79,10 @@ class DaoVoteInput(BaseModel):
     )
     backend: VoteBackend = VoteBackend.OFFCHAIN
     early_close: bool = True
-    continue_after_votes: int = Field(2000, ge=10, description="Votes per run before continue-as-new.")
+    continue_after_votes: int = Field(
+        1000, ge=10, le=1500,
+        description="Votes per run before continue-as-new (Temporal admits at most 2,000 updates per run).",
+    )
     carry: VoteCarry | None = None
 
     @property

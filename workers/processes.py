@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 
+MAX_IN_FLIGHT_UPDATES = 500
+
+
 class StartError(RuntimeError):
     """A local service did not start; the message names it, its address and its log file."""
 
@@ -114,6 +117,8 @@ def temporal_args(
         args += ["--ui-port", str(ui_port), "--ui-ip", "127.0.0.1", "--ui-disable-news-fetch"]
         if codec_endpoint:
             args += ["--ui-codec-endpoint", codec_endpoint]
+    # Votes are updates to one workflow: allow many concurrent voters (server default: 10 in flight).
+    args += ["--dynamic-config-value", f"history.maxInFlightUpdates={MAX_IN_FLIGHT_UPDATES}"]
     for name, kind in search_attributes.items():
         args += ["--search-attribute", f"{name}={kind}"]
     if time_skipping:
