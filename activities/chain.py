@@ -81,6 +81,7 @@ class ChainClient:
         self.dev_time_travel = dev_time_travel
         self.tx = Signer(w3, relayer, deployment.chain_id, deployment.abis.values())
         self._names: dict[str, str] = {}
+        self._contracts: dict[tuple[str, str], Any] = {}
 
     @property
     def can_travel(self) -> bool:
@@ -88,8 +89,12 @@ class ChainClient:
         return self.dev_time_travel and is_dev_chain(self.dep.chain_id)
 
     def contract(self, name: str, address: str | None = None) -> Any:
-        return self.w3.eth.contract(address=to_checksum_address(address or self.dep.address(name)),
-                                    abi=self.dep.abis[name])
+        """A contract object, built once per (name, address): building one parses the whole ABI."""
+        key = (name, address or "")
+        if key not in self._contracts:
+            self._contracts[key] = self.w3.eth.contract(
+                address=to_checksum_address(address or self.dep.address(name)), abi=self.dep.abis[name])
+        return self._contracts[key]
 
     def governor(self, address: str) -> Any:
         return self.contract(GOVERNOR, address)

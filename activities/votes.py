@@ -3,6 +3,8 @@ and compute the Merkle root of a proposal's accepted votes."""
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -11,7 +13,7 @@ from activities.store import VoteStore
 from westworld import merkle
 from westworld.chain import RelayVoteInput
 from westworld.errors import VOTE_NO_POWER, WestworldError
-from westworld.vote import RecordVoteInput, RecordVoteResult
+from westworld.vote import RecordVoteInput, RecordVoteResult, RecordVotesInput, RecordVotesResult
 
 
 class VoteActivities:
@@ -48,6 +50,21 @@ class VoteActivities:
         return RecordVoteResult(
             weight=weight, previous_choice=recorded.previous_choice, previous_weight=recorded.previous_weight
         )
+
+    @activity.defn(name="record_votes")
+    async def record_votes(self, inp: RecordVotesInput) -> RecordVotesResult:
+        """Record a batch; a refused vote becomes its outcome's ``error_type``, not a failed batch. A transient
+        failure (store or chain unreachable) fails the batch so it is retried whole: recording is idempotent."""
+        results = await asyncio.gather(*(self.record_vote(one) for one in inp.votes), return_exceptions=True)
+        outcomes = []
+        for res in results:
+            if isinstance(res, ApplicationError) and res.non_retryable:
+                outcomes.append(RecordVoteResult(weight=0, error_type=res.type, error=res.message))
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                outcomes.append(res)
+        return RecordVotesResult(outcomes=outcomes)
 
     @activity.defn(name="vote_set_root")
     async def vote_set_root(self, proposal_id: str) -> str:

@@ -33,6 +33,7 @@ VOTE_ALREADY_CAST = "AlreadyVoted"
 VOTE_NO_POWER = "NoVotingPower"
 VOTE_BAD_CHOICE = "InvalidChoice"
 VOTE_CLOSED = "VotingClosed"
+VOTE_UNAVAILABLE = "VoteNotRecorded"
 
 
 class WestworldError(Exception):

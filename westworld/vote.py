@@ -139,9 +139,21 @@ class RecordVoteInput(BaseModel):
 
 
 class RecordVoteResult(BaseModel):
+    """The outcome of one vote: its weight, the vote it replaced, or why it was refused (``error_type``)."""
+
     weight: int
     previous_choice: str | None = None
     previous_weight: int | None = None
+    error_type: str | None = None
+    error: str | None = None
+
+
+class RecordVotesInput(BaseModel):
+    votes: list[RecordVoteInput]
+
+
+class RecordVotesResult(BaseModel):
+    outcomes: list[RecordVoteResult]
 
 
 class VoteState(StrEnum):

@@ -17,7 +17,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-
 MAX_IN_FLIGHT_UPDATES = 500
 
 

@@ -9,6 +9,7 @@ project database, which also refuses repeats across continue-as-new runs and vot
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         VOTE_AFTER_DEADLINE,
         VOTE_ALREADY_CAST,
         VOTE_CLOSED,
+        VOTE_UNAVAILABLE,
         VOTE_UNKNOWN_PROPOSAL,
         VoteRejected,
     )
@@ -41,6 +43,8 @@ with workflow.unsafe.imports_passed_through():
         DaoVoteStatus,
         RecordVoteInput,
         RecordVoteResult,
+        RecordVotesInput,
+        RecordVotesResult,
         VoteBackend,
         VoteCarry,
         VoteKind,
@@ -52,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
 
 CHAIN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+MAX_BATCH = 200
 ON_CHAIN_FINAL = {"Succeeded", "Defeated", "Queued", "Executed", "Canceled", "Expired"}
 
 
@@ -75,6 +80,7 @@ class DaoVoteWorkflow:
         self._ctx: ballot.BallotContext | None = None
         self._settled: tally.Decision | None = None
         self._run = 0
+        self._queue: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]] = []
         if input.carry:
             c = input.carry
             self._snapshot, self._governor, self._deadline = c.snapshot, c.governor, c.deadline
@@ -96,6 +102,7 @@ class DaoVoteWorkflow:
             onchain_id=self._governor.onchain_id if self._governor else None,
         )
         self._settled = tally.settled(self._tally, self._rules())
+        self._batcher = asyncio.create_task(self._record_batches())
         self._step_to("collecting votes", VoteState.OPEN)
         closed_early = await self._collect(input)
         self._state = VoteState.CLOSED
@@ -225,6 +232,28 @@ class DaoVoteWorkflow:
         )
         return result.model_copy(update={"executed_tx": executed.tx_hash, "onchain_state": "Executed"})
 
+    async def _record_batches(self) -> None:
+        """Weigh and store queued votes in batches: one local activity serves every vote that arrived meanwhile,
+        so many concurrent voters cost a few workflow tasks rather than a few each."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self._queue))
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            try:
+                result = await workflow.execute_local_activity(
+                    "record_votes",
+                    RecordVotesInput(votes=[inp for inp, _ in batch]),
+                    result_type=RecordVotesResult,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=RECORD_RETRY,
+                )
+                outcomes = result.outcomes
+            except ActivityError as err:  # the store or the chain stayed unreachable through the retries
+                failure = RecordVoteResult(weight=0, error_type=VOTE_UNAVAILABLE,
+                                           error=f"the vote could not be recorded, try again: {err.cause or err}")
+                outcomes = [failure] * len(batch)
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
+                done.set_result(outcome)
+
     @workflow.update
     async def cast_vote(self, vote: VoteRequest) -> VoteReceipt:
         """Accept a signed vote; the caller gets the weighted receipt or a typed rejection."""
@@ -234,25 +263,17 @@ class DaoVoteWorkflow:
         vote_hash = ballot.vote_hash(vote, self._ctx)
         self._run_voters.add(vote.voter)
         support = GOVERNOR_CHOICES.index(vote.choice) if self._governor else None
-        try:
-            recorded = await workflow.execute_local_activity(
-                "record_vote",
-                RecordVoteInput(
-                    request=vote, vote_hash=vote_hash, timepoint=self._snapshot.timepoint,
-                    allow_change=self._input.proposal.allow_vote_change, governor=self._governor, support=support,
-                ),
-                result_type=RecordVoteResult,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RECORD_RETRY,
-            )
-        except ActivityError as err:
+        done: asyncio.Future[RecordVoteResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((RecordVoteInput(
+            request=vote, vote_hash=vote_hash, timepoint=self._snapshot.timepoint,
+            allow_change=self._input.proposal.allow_vote_change, governor=self._governor, support=support,
+        ), done))
+        recorded = await done
+        if recorded.error_type is not None:
             self._rejected += 1
-            if not _is_duplicate(err):
+            if recorded.error_type != VOTE_ALREADY_CAST:
                 self._run_voters.discard(vote.voter)  # a refused vote does not count as this voter's vote
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from err
-            raise
+            raise ApplicationError(recorded.error or "vote refused", type=recorded.error_type, non_retryable=True)
         previous = None
         if recorded.previous_choice is not None and recorded.previous_weight is not None:
             previous = (recorded.previous_choice, recorded.previous_weight)
@@ -327,8 +348,3 @@ class DaoVoteWorkflow:
 
 def _reject(message: str, reason: str) -> ApplicationError:
     return ApplicationError(message, type=reason, non_retryable=True)
-
-
-def _is_duplicate(err: ActivityError) -> bool:
-    return isinstance(err.cause, ApplicationError) and err.cause.type == VOTE_ALREADY_CAST
-
