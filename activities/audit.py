@@ -9,6 +9,8 @@ heal by retrying and fails at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,18 +23,23 @@ from westworld.errors import AUDIT_UNAVAILABLE, AuditUnavailable, WestworldError
 class AuditActivities:
     """Built with the project's :class:`AuditLog`."""
 
-    def __init__(self, log: AuditLog) -> None:
+    def __init__(self, log: AuditLog, observe: Callable[[bool], None] | None = None) -> None:
         self._log = log
+        self._observe = observe or (lambda _ok: None)
 
     @activity.defn(name="append_audit")
     async def append_audit(self, entry: AuditEntryInput) -> AuditReceipt:
         """Append one decision and return its receipt (seq, leaf hash, root and size after it)."""
         try:
-            return await self._log.append(entry.kind, entry.subject, entry.payload)
+            receipt = await self._log.append(entry.kind, entry.subject, entry.payload)
         except AuditUnavailable as err:
+            self._observe(False)
             raise ApplicationError(err.message, type=AUDIT_UNAVAILABLE) from err
         except WestworldError as err:
+            self._observe(False)
             raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+        self._observe(True)
+        return receipt
 
     @activity.defn(name="verify_audit_log")
     async def verify_audit_log(self) -> LogHead:

@@ -4,6 +4,7 @@ and compute the Merkle root of a proposal's accepted votes."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -19,9 +20,11 @@ from westworld.vote import RecordVoteInput, RecordVoteResult, RecordVotesInput, 
 class VoteActivities:
     """Built with the project's vote store and a chain client."""
 
-    def __init__(self, store: VoteStore, chain: ChainClient) -> None:
+    def __init__(self, store: VoteStore, chain: ChainClient,
+                 observe: Callable[[str | None], None] | None = None) -> None:
         self._store = store
         self._chain = chain
+        self._observe = observe or (lambda _reason: None)  # None: accepted; else the refusal's type
 
     @activity.defn(name="record_vote")
     async def record_vote(self, inp: RecordVoteInput) -> RecordVoteResult:
@@ -59,10 +62,12 @@ class VoteActivities:
         outcomes = []
         for res in results:
             if isinstance(res, ApplicationError) and res.non_retryable:
+                self._observe(res.type or "unknown")
                 outcomes.append(RecordVoteResult(weight=0, error_type=res.type, error=res.message))
             elif isinstance(res, BaseException):
                 raise res
             else:
+                self._observe(None)
                 outcomes.append(res)
         return RecordVotesResult(outcomes=outcomes)
 

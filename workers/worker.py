@@ -6,7 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,10 +56,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         await w3.provider.disconnect()
 
 
-def activities_of(res: Resources) -> list[Any]:
+def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
     chain_acts = ChainActivities(res.chain)
-    votes = VoteActivities(res.votes, res.chain)
-    audit = AuditActivities(res.audit)
+    votes = VoteActivities(res.votes, res.chain, _vote_observer(metrics) if metrics else None)
+    audit = AuditActivities(res.audit, _audit_observer(metrics) if metrics else None)
     anchor = AnchorActivities(res.chain)
     return [
         chain_acts.chain_snapshot, chain_acts.governor_propose, chain_acts.governor_finalize,
@@ -69,6 +69,20 @@ def activities_of(res: Resources) -> list[Any]:
     ]
 
 
+def _vote_observer(metrics: Metrics) -> Callable[[str | None], None]:
+    def observe(reason: str | None) -> None:
+        if reason is None:
+            metrics.vote_accepted()
+        else:
+            metrics.vote_rejected(reason)
+
+    return observe
+
+
+def _audit_observer(metrics: Metrics) -> Callable[[bool], None]:
+    return lambda ok: metrics.audit_appended() if ok else metrics.audit_append_failed()
+
+
 def build_worker(client: Client, res: Resources, task_queue: str, metrics: Metrics | None = None) -> Worker:
     return Worker(
         client,
@@ -76,7 +90,7 @@ def build_worker(client: Client, res: Resources, task_queue: str, metrics: Metri
         interceptors=[MetricsInterceptor(metrics)] if metrics else [],
         workflow_runner=workflow_runner(),
         workflows=list(WORKFLOWS),
-        activities=activities_of(res),
+        activities=activities_of(res, metrics),
         activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=8),
         max_concurrent_local_activities=64,
     )

@@ -21,6 +21,7 @@ from activities.chain import save_deployment
 from activities.chain_deploy import distribute_voting_power
 from westworld.chain import Deployment
 from workers.codec import build_data_converter, create_keyring, load_keyring
+from workers.metrics import Metrics
 from workers.settings import ANVIL_DEV_KEY, Settings
 from workers.worker import Resources, build_worker, open_resources
 
@@ -37,6 +38,7 @@ class Harness:
     settings: Settings
     resources: Resources
     voters: list[LocalAccount]
+    metrics: Metrics
 
 
 @pytest.fixture(scope="session")
@@ -63,7 +65,8 @@ async def harness(
     )
     task_queue = str(uuid.uuid4())
     async with open_resources(settings) as res:
-        worker = build_worker(client, res, task_queue)
+        metrics = Metrics()
+        worker = build_worker(client, res, task_queue, metrics)
         async with worker:
             h = Harness(
                 client=client,
@@ -72,6 +75,7 @@ async def harness(
                 settings=settings,
                 resources=res,
                 voters=funded_voters,
+                metrics=metrics,
             )
             yield h
             if os.environ.get("WESTWORLD_RECORD_HISTORIES"):

@@ -91,6 +91,9 @@ async def test_vote_runs_its_72h_window_and_is_audited(harness: Harness) -> None
     assert result.quorum_met and result.approve_share == pytest.approx(2 / 3)
     report = await harness.resources.audit.verify()
     assert report.ok
+    counters = harness.metrics.registry
+    assert counters.get_sample_value("westworld_votes_accepted_total") == 3
+    assert counters.get_sample_value("westworld_audit_appends_total") == 1
     entry = (await harness.resources.audit.latest(1))[0]
     assert (entry.seq, entry.kind, entry.subject) == (result.audit_seq, "vote.result", inp.proposal.id)
     assert entry.payload["decision"] == "approved"
