@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -164,7 +166,19 @@ def keys_rotate(data_dir: DataDir = None) -> None:
 
 
 def main() -> None:
-    app()
+    """Run the CLI, then leave without interpreter finalization.
+
+    The Temporal SDK's core runtime keeps native threads; after a refused update they can race the interpreter's
+    finalization and abort the process (exit -6) after the real answer was printed. The exit code is the CLI's own.
+    """
+    code = 0
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
