@@ -121,8 +121,9 @@ class ChainClient:
         timepoint = latest - 1
         token = self.contract(TOKEN)
         supply = await self.tx.call(token.functions.getPastTotalSupply(timepoint), "getPastTotalSupply")
+        block = int(await self.w3.eth.block_number)
         return ChainSnapshot(chain_id=self.dep.chain_id, timepoint=timepoint, total_supply=int(supply),
-                             token=token.address)
+                             token=token.address, block=block)
 
     async def voting_power(self, voter: str, timepoint: int) -> int:
         token = self.contract(TOKEN)

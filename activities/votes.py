@@ -10,6 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.chain import ChainClient
+from activities.snapshot import SnapshotClient
 from activities.store import VoteStore
 from westworld import merkle
 from westworld.chain import RelayVoteInput
@@ -21,7 +22,9 @@ class VoteActivities:
     """Built with the project's vote store and a chain client."""
 
     def __init__(self, store: VoteStore, chain: ChainClient,
-                 observe: Callable[[str | None], None] | None = None) -> None:
+                 observe: Callable[[str | None], None] | None = None,
+                 snapshot: SnapshotClient | None = None) -> None:
+        self._snapshot = snapshot
         self._store = store
         self._chain = chain
         self._observe = observe or (lambda _reason: None)  # None: accepted; else the refusal's type
@@ -37,6 +40,14 @@ class VoteActivities:
                 f"{vote.voter} had no voting power at the snapshot (timepoint {inp.timepoint}) of {vote.proposal_id}",
                 type=VOTE_NO_POWER, non_retryable=True,
             )
+        # Published first: a vote the hub refuses is not kept here either.
+        if inp.snapshot_typed_data is not None:
+            if self._snapshot is None:
+                raise ApplicationError("this worker has no Snapshot hub configured", type="SnapshotUnavailable")
+            try:
+                await self._snapshot.submit_vote(inp.snapshot_typed_data, vote.voter, vote.signature)
+            except WestworldError as err:
+                raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
         try:
             recorded = await self._store.record_vote(
                 proposal_id=vote.proposal_id, voter=vote.voter, choice=vote.choice, weight=weight,

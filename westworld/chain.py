@@ -40,6 +40,7 @@ class ChainSnapshot(BaseModel):
     timepoint: int
     total_supply: int
     token: str
+    block: int = Field(0, description="Block number at the snapshot (what Snapshot spaces measure power at).")
 
 
 class GovernorProposeInput(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -58,6 +59,7 @@ class VoteCarry(BaseModel):
 
     snapshot: ChainSnapshot
     governor: GovernorProposal | None = None
+    snapshot_proposal: str | None = None
     deadline: datetime
     tally: dict[str, int]
     votes: int
@@ -79,6 +81,8 @@ class DaoVoteInput(BaseModel):
     )
     backend: VoteBackend = VoteBackend.OFFCHAIN
     early_close: bool = True
+    snapshot_space: str = Field("westworld.eth", description="Snapshot space (backend snapshot); must be the "
+                                "worker's WESTWORLD_SNAPSHOT_SPACE.")
     continue_after_votes: int = Field(
         1000, ge=10, le=1500,
         description="Votes per run before continue-as-new (Temporal admits at most 2,000 updates per run).",
@@ -136,6 +140,9 @@ class RecordVoteInput(BaseModel):
     allow_change: bool
     governor: GovernorProposal | None = None
     support: int | None = None
+    snapshot_typed_data: dict[str, Any] | None = Field(
+        None, description="Backend snapshot: the signed Vote message, forwarded to the hub with the signature."
+    )
 
 
 class RecordVoteResult(BaseModel):
@@ -192,3 +199,5 @@ class DaoVoteResult(BaseModel):
     audit_seq: int
     executed_tx: str | None = None
     onchain_state: str | None = None
+    snapshot_proposal: str | None = None
+    snapshot_scores: list[float] | None = Field(None, description="Scores the Snapshot hub reports, per choice.")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from eth_account import Account
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -18,6 +19,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from activities.anchor import AnchorActivities
 from activities.audit import AuditActivities
 from activities.chain import ChainActivities, ChainClient, load_deployment
+from activities.snapshot import SnapshotActivities, SnapshotClient
 from activities.store import AuditLog, Database, VoteStore
 from activities.votes import VoteActivities
 from workers.client import connect
@@ -40,6 +42,7 @@ class Resources:
     audit: AuditLog
     votes: VoteStore
     chain: ChainClient
+    snapshot: SnapshotClient
 
 
 @contextlib.asynccontextmanager
@@ -49,16 +52,21 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     w3 = AsyncWeb3(AsyncHTTPProvider(settings.chain_rpc_url))
     deployment = load_deployment(settings.contracts_file)
     chain = ChainClient(w3, deployment, Account.from_key(settings.chain_deployer_key), settings.chain_dev_time_travel)
+    http = httpx.AsyncClient(timeout=15.0)
+    snapshot = SnapshotClient(http, settings.snapshot_hub_url, settings.snapshot_sequencer_url,
+                              settings.snapshot_space, settings.chain_deployer_key)
     try:
-        yield Resources(database, AuditLog(database), VoteStore(database), chain)
+        yield Resources(database, AuditLog(database), VoteStore(database), chain, snapshot)
     finally:
+        await http.aclose()
         await database.close()
         await w3.provider.disconnect()
 
 
 def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
     chain_acts = ChainActivities(res.chain)
-    votes = VoteActivities(res.votes, res.chain, _vote_observer(metrics) if metrics else None)
+    votes = VoteActivities(res.votes, res.chain, _vote_observer(metrics) if metrics else None, res.snapshot)
+    snapshot = SnapshotActivities(res.snapshot)
     audit = AuditActivities(res.audit, _audit_observer(metrics) if metrics else None)
     anchor = AnchorActivities(res.chain)
     return [
@@ -66,6 +74,7 @@ def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
         chain_acts.governor_queue, chain_acts.governor_execute, chain_acts.governor_state,
         votes.record_vote, votes.record_votes, votes.vote_set_root, votes.chain_time,
         audit.append_audit, audit.verify_audit_log, anchor.anchor_root,
+        snapshot.create_proposal, snapshot.submit_vote, snapshot.scores,
     ]
 
 

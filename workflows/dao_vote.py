@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         VOTE_UNKNOWN_PROPOSAL,
         VoteRejected,
     )
+    from westworld.snapshot import SnapshotProposalInput, SnapshotProposalRef, SnapshotScores
     from westworld.vote import (
         GOVERNOR_CHOICES,
         DaoVoteInput,
@@ -76,6 +77,7 @@ class DaoVoteWorkflow:
         self._run_voters: set[str] = set()
         self._snapshot: ChainSnapshot | None = None
         self._governor: GovernorProposal | None = None
+        self._snapshot_proposal: str | None = None
         self._deadline: datetime | None = None
         self._ctx: ballot.BallotContext | None = None
         self._settled: tally.Decision | None = None
@@ -84,6 +86,7 @@ class DaoVoteWorkflow:
         if input.carry:
             c = input.carry
             self._snapshot, self._governor, self._deadline = c.snapshot, c.governor, c.deadline
+            self._snapshot_proposal = c.snapshot_proposal
             self._tally, self._votes, self._rejected, self._run = dict(c.tally), c.votes, c.rejected, c.run + 1
 
     @workflow.run
@@ -100,6 +103,8 @@ class DaoVoteWorkflow:
             governor=self._governor.governor if self._governor else None,
             governor_name=self._governor.governor_name if self._governor else None,
             onchain_id=self._governor.onchain_id if self._governor else None,
+            snapshot_space=input.snapshot_space,
+            snapshot_proposal=self._snapshot_proposal,
         )
         self._settled = tally.settled(self._tally, self._rules())
         self._batcher = asyncio.create_task(self._record_batches())
@@ -136,6 +141,22 @@ class DaoVoteWorkflow:
                 retry_policy=CHAIN_RETRY,
             )
         self._deadline = workflow.now() + inp.window
+        if inp.backend is VoteBackend.SNAPSHOT:
+            ref = await workflow.execute_activity(
+                "snapshot_create_proposal",
+                SnapshotProposalInput(
+                    space=inp.snapshot_space, title=inp.proposal.title,
+                    body=inp.proposal.body + (f"\n\nEvidence: {inp.proposal.evidence_url}"
+                                              if inp.proposal.evidence_url else ""),
+                    choices=inp.proposal.choices, start=int(workflow.now().timestamp()),
+                    end=int(self._deadline.timestamp()), snapshot_block=self._snapshot.block,
+                    timestamp=int(workflow.now().timestamp()),
+                ),
+                result_type=SnapshotProposalRef,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CHAIN_RETRY,
+            )
+            self._snapshot_proposal = ref.id
         if self._snapshot.total_supply == 0:
             raise ApplicationError(
                 f"proposal {inp.proposal.id}: no voting power exists at the snapshot", type=INVALID_INPUT,
@@ -188,6 +209,13 @@ class DaoVoteWorkflow:
         )
         if self._governor is not None:
             result = await self._settle_on_chain(result)
+        if self._snapshot_proposal is not None:
+            scores = await workflow.execute_activity(
+                "snapshot_scores", self._snapshot_proposal, result_type=SnapshotScores,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=CHAIN_RETRY,
+            )
+            result = result.model_copy(update={"snapshot_proposal": self._snapshot_proposal,
+                                               "snapshot_scores": scores.scores})
         self._step_to("recording result", self._state)
         receipt = await workflow.execute_activity(
             "append_audit",
@@ -264,9 +292,11 @@ class DaoVoteWorkflow:
         self._run_voters.add(vote.voter)
         support = GOVERNOR_CHOICES.index(vote.choice) if self._governor else None
         done: asyncio.Future[RecordVoteResult] = asyncio.get_running_loop().create_future()
+        typed = ballot.typed_data(vote, self._ctx) if self._snapshot_proposal else None
         self._queue.append((RecordVoteInput(
             request=vote, vote_hash=vote_hash, timepoint=self._snapshot.timepoint,
             allow_change=self._input.proposal.allow_vote_change, governor=self._governor, support=support,
+            snapshot_typed_data=typed,
         ), done))
         recorded = await done
         if recorded.error_type is not None:
@@ -337,7 +367,8 @@ class DaoVoteWorkflow:
     def _carry(self) -> VoteCarry:
         assert self._snapshot is not None and self._deadline is not None
         return VoteCarry(
-            snapshot=self._snapshot, governor=self._governor, deadline=self._deadline, tally=self._tally,
+            snapshot=self._snapshot, governor=self._governor, snapshot_proposal=self._snapshot_proposal,
+            deadline=self._deadline, tally=self._tally,
             votes=self._votes, rejected=self._rejected, run=self._run,
         )
 

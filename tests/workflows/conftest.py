@@ -9,7 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from eth_account import Account
@@ -53,11 +53,18 @@ async def funded_voters(deployment: Deployment, anvil_url: str) -> list[LocalAcc
 
 
 @pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Extra worker settings; a test module overrides this fixture to point the worker elsewhere."""
+    return {}
+
+
+@pytest.fixture
 async def harness(
-    request: pytest.FixtureRequest,
+    request: pytest.FixtureRequest, settings_overrides: dict[str, Any],
     tmp_path: Path, temporal_address: str, anvil_url: str, deployment: Deployment, funded_voters: list[LocalAccount]
 ) -> AsyncIterator[Harness]:
-    settings = Settings(data_dir=tmp_path, temporal_address=temporal_address, chain_rpc_url=anvil_url)
+    settings = Settings(data_dir=tmp_path, temporal_address=temporal_address, chain_rpc_url=anvil_url,
+                        **settings_overrides)
     save_deployment(settings.contracts_file, deployment)
     create_keyring(settings.resolved_codec_key_file)
     client = await Client.connect(
