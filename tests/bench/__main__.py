@@ -158,9 +158,11 @@ async def run_figures(client: Client, tq: str, voters: BenchVoters, args: argpar
 def main() -> None:
     parser = argparse.ArgumentParser(prog="./dev bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--votes", type=int, default=2000, help="votes (and no-op updates) for figures 1-2")
+    parser.add_argument("--votes", type=int, default=1000, help="votes (and no-op updates) for figures 1-2")
     parser.add_argument("--big", type=int, default=100_000, help="votes for figure 3 (0 to skip)")
     args = parser.parse_args()
+    if not 10 <= args.votes <= 1500:
+        parser.error("--votes must be 10..1500: the floor is one workflow, and Temporal admits 2,000 updates per run")
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="westworld-bench-") as work:
