@@ -88,24 +88,16 @@ class DaoVoteWorkflow:
             self._snapshot, self._governor, self._deadline = c.snapshot, c.governor, c.deadline
             self._snapshot_proposal = c.snapshot_proposal
             self._tally, self._votes, self._rejected, self._run = dict(c.tally), c.votes, c.rejected, c.run + 1
+            # A continued run is open from its first instant: voters racing the continue-as-new are accepted.
+            self._ctx = self._make_ctx()
+            self._state, self._step = VoteState.OPEN, "collecting votes"
 
     @workflow.run
     async def run(self, input: DaoVoteInput) -> DaoVoteResult:
-        self._step_to("opening", VoteState.OPENING)
         if self._snapshot is None:
+            self._step_to("opening", VoteState.OPENING)
             await self._open()
-        assert self._snapshot is not None and self._deadline is not None
-        self._ctx = ballot.BallotContext(
-            backend=input.backend,
-            chain_id=self._snapshot.chain_id,
-            proposal_id=input.proposal.id,
-            choices=input.proposal.choices,
-            governor=self._governor.governor if self._governor else None,
-            governor_name=self._governor.governor_name if self._governor else None,
-            onchain_id=self._governor.onchain_id if self._governor else None,
-            snapshot_space=input.snapshot_space,
-            snapshot_proposal=self._snapshot_proposal,
-        )
+            self._ctx = self._make_ctx()
         self._settled = tally.settled(self._tally, self._rules())
         self._batcher = asyncio.create_task(self._record_batches())
         self._step_to("collecting votes", VoteState.OPEN)
@@ -348,6 +340,21 @@ class DaoVoteWorkflow:
             total_supply=self._snapshot.total_supply if self._snapshot else 0,
             quorum_weight=rules.quorum_weight if rules else 0,
             decided=self._settled.value if self._settled else None,
+        )
+
+    def _make_ctx(self) -> ballot.BallotContext:
+        assert self._snapshot is not None
+        inp = self._input
+        return ballot.BallotContext(
+            backend=inp.backend,
+            chain_id=self._snapshot.chain_id,
+            proposal_id=inp.proposal.id,
+            choices=inp.proposal.choices,
+            governor=self._governor.governor if self._governor else None,
+            governor_name=self._governor.governor_name if self._governor else None,
+            onchain_id=self._governor.onchain_id if self._governor else None,
+            snapshot_space=inp.snapshot_space,
+            snapshot_proposal=self._snapshot_proposal,
         )
 
     @workflow.query
