@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from eth_account import Account
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
@@ -89,7 +90,21 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
     if choice not in ctx.choices:
         raise ApplicationError(f"choice {choice!r} is not one of {ctx.choices}", type="InvalidChoice")
     signed = unsigned.model_copy(update={"signature": ballot.sign(unsigned, ctx, key)})
-    return await handle.execute_update(DaoVoteWorkflow.cast_vote, signed)
+    return await cast_with_retry(handle, signed)
+
+
+async def cast_with_retry(handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult], vote: VoteRequest,
+                          attempts: int = 5) -> VoteReceipt:
+    """Submit a vote; an update the server aborted because the run continued as new is sent again (the next
+    run takes it; the vote's hash makes a repeat harmless)."""
+    for attempt in range(attempts):
+        try:
+            return await handle.execute_update(DaoVoteWorkflow.cast_vote, vote)
+        except RPCError as err:
+            if "aborted" not in err.message or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def explain_refusal(err: BaseException) -> str:

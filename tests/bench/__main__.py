@@ -26,6 +26,7 @@ from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteReceipt, V
 from workers import processes
 from workers.codec import build_data_converter, create_keyring, load_keyring
 from workers.settings import Settings
+from workers.vote_cli import cast_with_retry
 from workers.worker import build_worker, open_resources
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.steps import SEARCH_ATTRIBUTES
@@ -55,7 +56,7 @@ async def drive(n: int, call: Callable[[int], Awaitable[object]]) -> tuple[float
 def cast_from(handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult],
               votes: list[VoteRequest]) -> Callable[[int], Awaitable[VoteReceipt]]:
     async def call(i: int) -> VoteReceipt:
-        return await handle.execute_update(DaoVoteWorkflow.cast_vote, votes[i])
+        return await cast_with_retry(handle, votes[i])
 
     return call
 
