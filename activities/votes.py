@@ -29,7 +29,6 @@ class VoteActivities:
         self._chain = chain
         self._observe = observe or (lambda _reason: None)  # None: accepted; else the refusal's type
 
-    @activity.defn(name="record_vote")
     async def record_vote(self, inp: RecordVoteInput) -> RecordVoteResult:
         """Weigh and store a vote whose signature the workflow already checked; refuse it if it has no power
         or repeats a voter (unless the proposal allows a change)."""

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.temporal",
     "tests.fixtures.anvil",
     "tests.fixtures.postgres",
+    "tests.fixtures.snapshot_hub",
 ]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from activities.chain import load_deployment
 from activities.chain_deploy import distribute_voting_power
@@ -86,7 +86,7 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
     handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, wf_id)
     while (await handle.query(DaoVoteWorkflow.status)).state is VoteState.OPENING:
         await asyncio.sleep(0.2)
-    await _show_refusals(client, s, handle, voters, pid, echo)
+    await _show_refusals(handle, voters, pid, echo)
     echo("4. signed ballots:")
     for name, choice in BALLOTS:
         try:
@@ -111,11 +111,8 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
     return result
 
 
-async def _show_refusals(client: object, s: Settings, handle: object, voters: dict[str, LocalAccount], pid: str,
-                         echo: Echo) -> None:
-    from temporalio.client import WorkflowHandle
-
-    assert isinstance(handle, WorkflowHandle)
+async def _show_refusals(handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult], voters: dict[str, LocalAccount],
+                         pid: str, echo: Echo) -> None:
     ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     assert ctx is not None
     mallory, victim = voters["voter-5"], voters["voter-1"]

@@ -72,7 +72,7 @@ def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
     return [
         chain_acts.chain_snapshot, chain_acts.governor_propose, chain_acts.governor_finalize,
         chain_acts.governor_queue, chain_acts.governor_execute, chain_acts.governor_state,
-        votes.record_vote, votes.record_votes, votes.vote_set_root, votes.chain_time,
+        votes.record_votes, votes.vote_set_root, votes.chain_time,
         audit.append_audit, audit.verify_audit_log, anchor.anchor_root,
         snapshot.create_proposal, snapshot.submit_vote, snapshot.scores,
     ]

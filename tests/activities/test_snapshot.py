@@ -20,13 +20,13 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.snapshot import SCORES_QUERY, SnapshotActivities, SnapshotClient
+from tests.fixtures.snapshot_hub import RecordingHub
 from westworld import ballot
 from westworld.errors import VOTE_BAD_SIGNATURE, WestworldError
 from westworld.snapshot import (
@@ -53,55 +53,6 @@ IPFS = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"
 # `address from` and labels, and "vote" with `address from`, uint32 choice, reason, app, metadata.
 ACCEPTED_PROPOSAL_TYPES = "beda1f464a6112f9ed6335c4614e32a97f0e18ef4ac10b4b1c8239c475f2d8e8"
 ACCEPTED_VOTE_TYPES = "c2e77cabf40490a8419d35b47bee2dc9f7759f004d51404ba617e7c4b14eb4ec"
-
-
-class RecordingHub:
-    """NOT a Snapshot hub: a local aiohttp server that records every request to the sequencer (``POST /``) and
-    the GraphQL endpoint (``POST /graphql``) and answers with canned, hub-shaped responses queued by the test.
-
-    It verifies nothing a real hub verifies (spaces, membership, voting power, timestamps, signatures); it lets the
-    tests check what the client sends and how it reads answers.
-    """
-
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self._answers: dict[str, list[tuple[int, Any]]] = {"/": [], "/graphql": []}
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    def answer(self, path: str, status: int, body: Any) -> None:
-        """Queue the next answer for ``path``."""
-        self._answers[path].append((status, body))
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.requests.append((request.path, await request.json()))
-        status, body = self._answers[request.path].pop(0)
-        if isinstance(body, str):
-            return web.Response(status=status, text=body, content_type="text/html")
-        return web.json_response(body, status=status)
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/", self._handle)
-        app.router.add_post("/graphql", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def hub() -> AsyncIterator[RecordingHub]:
-    recording = RecordingHub()
-    await recording.start()
-    yield recording
-    await recording.close()
 
 
 @pytest.fixture

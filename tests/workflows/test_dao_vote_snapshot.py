@@ -1,6 +1,6 @@
 """The snapshot backend of DaoVoteWorkflow, end to end on real Temporal and anvil, against a RecordingHub.
 
-No Snapshot hub can run on this machine. The RecordingHub (tests/activities/test_snapshot.py) is NOT a hub: it
+No Snapshot hub can run on this machine. The RecordingHub (tests/fixtures/snapshot_hub.py) is NOT a hub: it
 records what the workflow publishes and answers with canned hub-shaped responses, so these tests check what
 we send (the proposal envelope, each voter's own signed Vote) and how answers are used, never that a real hub
 accepts them.
@@ -9,7 +9,6 @@ accepts them.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from tests.activities.test_snapshot import RecordingHub
+from tests.fixtures.snapshot_hub import RecordingHub
 from tests.workflows.conftest import Harness, eventually
 from westworld import ballot
 from westworld.vote import DaoVoteInput, Proposal, VoteBackend, VoteRequest, VoteState
@@ -25,14 +24,6 @@ from workflows.dao_vote import DaoVoteWorkflow
 
 SCORES = {"data": {"proposal": {"id": "0xprop", "scores": [30.0, 10.0], "scores_total": 40.0, "votes": 2,
                                 "state": "closed"}}}
-
-
-@pytest.fixture
-async def hub() -> AsyncIterator[RecordingHub]:
-    recording = RecordingHub()
-    await recording.start()
-    yield recording
-    await recording.close()
 
 
 @pytest.fixture
