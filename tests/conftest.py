@@ -5,4 +5,9 @@ pytest_plugins = [
     "tests.fixtures.anvil",
     "tests.fixtures.postgres",
     "tests.fixtures.snapshot_hub",
+    "tests.fixtures.prometheus",
+    "tests.fixtures.mesh",
+    "tests.fixtures.kube",
+    "tests.fixtures.ipfs",
+    "tests.fixtures.arlocal",
 ]

@@ -13,7 +13,11 @@ from typing import Annotated
 import typer
 
 from workers import stack
-from workers.settings import Settings, load_settings
+from workers.cli_agent import agent_app, halt_app
+from workers.cli_common import DataDir, fail, settings_for
+from workers.cli_experiment import experiment_app
+from workers.cli_shelter import shelter_app
+from workers.settings import load_settings
 
 app = typer.Typer(help="Westworld: governance and safety for a community mesh network.", no_args_is_help=True)
 vote_app = typer.Typer(help="Propose, vote and follow DAO votes.", no_args_is_help=True)
@@ -22,17 +26,11 @@ keys_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)
 app.add_typer(vote_app, name="vote")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
-
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override WESTWORLD_DATA_DIR.")]
-
-
-def _settings(data_dir: Path | None = None) -> Settings:
-    return load_settings(**({"data_dir": data_dir} if data_dir else {}))
-
-
-def fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
+app.add_typer(experiment_app, name="experiment")
+app.add_typer(agent_app, name="agent")
+app.add_typer(halt_app, name="halt")
+app.add_typer(shelter_app, name="shelter")
+_settings = settings_for
 
 
 @app.command()

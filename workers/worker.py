@@ -22,6 +22,7 @@ from activities.chain import ChainActivities, ChainClient, load_deployment
 from activities.snapshot import SnapshotActivities, SnapshotClient
 from activities.store import AuditLog, Database, VoteStore
 from activities.votes import VoteActivities
+from workers import capabilities_wiring, experiments_wiring, shelter_wiring
 from workers.client import connect
 from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
 from workers.settings import Settings, load_settings
@@ -31,7 +32,9 @@ from workflows.sandbox import workflow_runner
 
 log = logging.getLogger("westworld.worker")
 
-WORKFLOWS: Sequence[type] = (DaoVoteWorkflow, AuditAnchorWorkflow)
+# Each part (experiments, capabilities, shelter) wires its own workflows and activities in workers/<part>_wiring.py.
+PARTS = (experiments_wiring, capabilities_wiring, shelter_wiring)
+WORKFLOWS: Sequence[type] = (DaoVoteWorkflow, AuditAnchorWorkflow, *(w for part in PARTS for w in part.WORKFLOWS))
 
 
 @dataclass
@@ -43,6 +46,7 @@ class Resources:
     votes: VoteStore
     chain: ChainClient
     snapshot: SnapshotClient
+    part_activities: list[Any]
 
 
 @contextlib.asynccontextmanager
@@ -56,7 +60,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     snapshot = SnapshotClient(http, settings.snapshot_hub_url, settings.snapshot_sequencer_url,
                               settings.snapshot_space, settings.chain_deployer_key)
     try:
-        yield Resources(database, AuditLog(database), VoteStore(database), chain, snapshot)
+        async with contextlib.AsyncExitStack() as stack:
+            audit = AuditLog(database)
+            part_activities: list[Any] = []
+            for part in PARTS:
+                part_activities += await stack.enter_async_context(part.open_activities(settings, database, audit))
+            yield Resources(database, audit, VoteStore(database), chain, snapshot, part_activities)
     finally:
         await http.aclose()
         await database.close()
@@ -75,6 +84,7 @@ def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
         votes.record_votes, votes.vote_set_root, votes.chain_time,
         audit.append_audit, audit.verify_audit_log, anchor.anchor_root,
         snapshot.create_proposal, snapshot.submit_vote, snapshot.scores,
+        *res.part_activities,
     ]
 
 
