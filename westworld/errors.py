@@ -14,6 +14,8 @@ them into ``ApplicationError`` does not need to guess the type.
     +-- AuditTampered       AUDIT_TAMPERED      the audit log fails verification
     +-- AuditUnavailable    AUDIT_UNAVAILABLE   the log cannot be written: the decision is refused
     +-- ChainRejected       CHAIN_REJECTED      a transaction reverted for a reason that will not change
+    +-- InvalidShare        INVALID_SHARE       a key share fails its commitment, repeats, or is unknown
+    +-- DecryptFailed       DECRYPT_FAILED      authenticated decryption failed (wrong key or tampered data)
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ AUDIT_TAMPERED = "AuditTampered"
 AUDIT_UNAVAILABLE = "AuditUnavailable"
 CHAIN_REJECTED = "ChainRejected"
 CONFIG_ERROR = "ConfigError"
+INVALID_SHARE = "InvalidShare"  # a key share that is forged, wrong, duplicated or unknown
+DECRYPT_FAILED = "DecryptFailed"  # an AEAD check failed: wrong key, tampered ciphertext or associated data
+SANDBOX_FAILED = "SandboxFailed"
+BACKEND_UNAVAILABLE = "BackendUnavailable"
+METRICS_UNAVAILABLE = "MetricsUnavailable"
 
 # Reasons a vote is refused; they are also the ApplicationError types of refused votes.
 VOTE_BAD_SIGNATURE = "BadSignature"
@@ -71,3 +78,17 @@ class AuditUnavailable(WestworldError):
 
 class ChainRejected(WestworldError):
     type = CHAIN_REJECTED
+
+
+class InvalidShare(WestworldError):
+    """Key shares that cannot be combined; ``indexes`` names every offending share (by its Shamir index)."""
+
+    type = INVALID_SHARE
+
+    def __init__(self, message: str, *, indexes: tuple[int, ...] = ()) -> None:
+        super().__init__(message)
+        self.indexes = indexes
+
+
+class DecryptFailed(WestworldError):
+    type = DECRYPT_FAILED
