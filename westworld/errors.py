@@ -16,6 +16,7 @@ them into ``ApplicationError`` does not need to guess the type.
     +-- ChainRejected       CHAIN_REJECTED      a transaction reverted for a reason that will not change
     +-- InvalidShare        INVALID_SHARE       a key share fails its commitment, repeats, or is unknown
     +-- DecryptFailed       DECRYPT_FAILED      authenticated decryption failed (wrong key or tampered data)
+    +-- ShareRejected       SHARE_REJECTED      a guardian's share submission refused (type: one of SHARE_*)
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ VOTE_NO_POWER = "NoVotingPower"
 VOTE_BAD_CHOICE = "InvalidChoice"
 VOTE_CLOSED = "VotingClosed"
 VOTE_UNAVAILABLE = "VoteNotRecorded"
+
+# Reasons a guardian's share submission (or acknowledgement) is refused; the ApplicationError types of refusals.
+SHARE_REJECTED = "ShareRejected"
+SHARE_NOT_GUARDIAN = "NotAGuardian"
+SHARE_BAD_COMMITMENT = "WrongCommitment"
+SHARE_BAD_SIGNATURE = "BadShareSignature"
+SHARE_DUPLICATE = "DuplicateShare"
+SHARE_WINDOW_CLOSED = "ShareWindowClosed"
+SHARE_BAD_PROOF = "BadAcknowledgement"
+ACCESS_NOT_APPROVED = "AccessNotApproved"
 
 
 class WestworldError(Exception):
@@ -92,3 +103,9 @@ class InvalidShare(WestworldError):
 
 class DecryptFailed(WestworldError):
     type = DECRYPT_FAILED
+
+
+class ShareRejected(WestworldError):
+    """A guardian's share submission that cannot be accepted; ``type`` is one of the ``SHARE_*`` reasons."""
+
+    type = SHARE_REJECTED

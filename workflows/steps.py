@@ -9,6 +9,7 @@ STEP = SearchAttributeKey.for_keyword("WestworldStep")
 STEP_SINCE = SearchAttributeKey.for_datetime("WestworldStepSince")
 PROPOSAL_ID = SearchAttributeKey.for_keyword("ProposalId")
 VOTE_STATE = SearchAttributeKey.for_keyword("VoteState")
+DOCUMENT_ID = SearchAttributeKey.for_keyword("DocumentId")
 
 # Registered by `westworld up` and the test fixtures: name -> Temporal type name.
 SEARCH_ATTRIBUTES: dict[str, str] = {
