@@ -1,0 +1,175 @@
+"""Key ceremony activities: create a key epoch (master key, Shamir split, commitments, shares sealed to guardians),
+read and retire epochs. Table ``shelter_key_epochs`` holds only public data.
+
+The master private key and the clear shares exist only inside :meth:`ShelterKeyActivities.create_key_epoch`'s
+frame: generated with ``secrets``, split, sealed, then dropped. (CPython cannot guarantee erasure of ``bytes``;
+they are never logged, returned, or stored.)
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.store import Database
+from westworld import envelope, shamir
+from westworld.errors import INVALID_INPUT
+from westworld.shelter import (
+    MASTER_KEY_BYTES,
+    CreateEpochInput,
+    EncryptedShare,
+    Guardian,
+    KeyEpoch,
+    share_aad,
+)
+
+metadata = sa.MetaData()
+
+key_epochs = sa.Table(
+    "shelter_key_epochs", metadata,
+    sa.Column("epoch", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("epoch_key", sa.String(128), unique=True),
+    sa.Column("threshold", sa.Integer, nullable=False),
+    sa.Column("master_public_key", sa.String(64), nullable=False),
+    sa.Column("salt", sa.String(64), nullable=False),
+    sa.Column("guardians", sa.Text, nullable=False),  # JSON list of Guardian
+    sa.Column("shares", sa.Text, nullable=False),  # JSON list of EncryptedShare (sealed boxes + commitments)
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("retired", sa.Boolean, nullable=False, default=False),
+)
+
+
+def _row_to_epoch(row: sa.Row[tuple[object, ...]]) -> KeyEpoch:
+    m = row._mapping
+    created = m["created_at"]
+    if isinstance(created, datetime) and created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    return KeyEpoch(
+        epoch=m["epoch"], threshold=m["threshold"], master_public_key=m["master_public_key"], salt=m["salt"],
+        guardians=[Guardian.model_validate(g) for g in json.loads(m["guardians"])],
+        shares=[EncryptedShare.model_validate(s) for s in json.loads(m["shares"])],
+        created_at=created, retired=bool(m["retired"]), epoch_key=m["epoch_key"],
+    )
+
+
+def make_epoch(inp: CreateEpochInput, epoch: int, now: datetime) -> KeyEpoch:
+    """Generate a master key, split it, commit to and seal every share; return only the public epoch."""
+    master = secrets.token_bytes(MASTER_KEY_BYTES)
+    salt = secrets.token_bytes(32)
+    shares = shamir.split(master, inp.threshold, len(inp.guardians), secrets.token_bytes)
+    master_public = envelope.public_key(master)
+    del master
+    sealed: list[EncryptedShare] = []
+    for guardian, share in zip(inp.guardians, shares, strict=True):
+        box = envelope.seal(
+            bytes.fromhex(guardian.encryption_public_key), share.value,
+            share_aad(epoch, guardian.id, share.index), secrets.token_bytes(32), secrets.token_bytes(12),
+        )
+        sealed.append(EncryptedShare(guardian_id=guardian.id, index=share.index,
+                                     commitment=shamir.commitment(share, salt), sealed=box))
+    del shares
+    return KeyEpoch(epoch=epoch, threshold=inp.threshold, master_public_key=master_public.hex(), salt=salt.hex(),
+                    guardians=list(inp.guardians), shares=sealed, created_at=now, epoch_key=inp.epoch_key)
+
+
+class KeyEpochStore:
+    """The ``shelter_key_epochs`` table."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self._ready = False
+
+    async def init(self) -> None:
+        if not self._ready:
+            async with self._db.engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+            self._ready = True
+
+    async def by_key(self, epoch_key: str) -> KeyEpoch | None:
+        await self.init()
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(key_epochs).where(key_epochs.c.epoch_key == epoch_key))).first()
+        return None if row is None else _row_to_epoch(row)
+
+    async def get(self, epoch: int) -> KeyEpoch | None:
+        await self.init()
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(key_epochs).where(key_epochs.c.epoch == epoch))).first()
+        return None if row is None else _row_to_epoch(row)
+
+    async def current(self) -> KeyEpoch | None:
+        await self.init()
+        query = sa.select(key_epochs).where(key_epochs.c.retired.is_(False)).order_by(key_epochs.c.epoch.desc())
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query.limit(1))).first()
+        return None if row is None else _row_to_epoch(row)
+
+    async def create(self, inp: CreateEpochInput) -> KeyEpoch:
+        """Insert a new epoch numbered after the latest; a repeated ``epoch_key`` returns the stored one."""
+        await self.init()
+        for _ in range(5):
+            if inp.epoch_key and (existing := await self.by_key(inp.epoch_key)) is not None:
+                return existing
+            async with self._db.engine.connect() as conn:
+                latest = (await conn.execute(sa.select(sa.func.max(key_epochs.c.epoch)))).scalar()
+            epoch = make_epoch(inp, int(latest or 0) + 1, datetime.now(UTC))
+            try:
+                async with self._db.engine.begin() as conn:
+                    await conn.execute(key_epochs.insert().values(
+                        epoch=epoch.epoch, epoch_key=epoch.epoch_key, threshold=epoch.threshold,
+                        master_public_key=epoch.master_public_key, salt=epoch.salt,
+                        guardians=json.dumps([g.model_dump(mode="json") for g in epoch.guardians]),
+                        shares=json.dumps([s.model_dump(mode="json") for s in epoch.shares]),
+                        created_at=epoch.created_at, retired=False,
+                    ))
+            except IntegrityError:
+                continue  # another creator took this number (or this epoch_key): look again
+            return epoch
+        raise RuntimeError("could not allocate a key epoch number after 5 attempts")
+
+    async def retire(self, epoch: int) -> bool:
+        await self.init()
+        async with self._db.engine.begin() as conn:
+            res = await conn.execute(key_epochs.update().where(key_epochs.c.epoch == epoch).values(retired=True))
+        return bool(res.rowcount)
+
+
+class ShelterKeyActivities:
+    """Built with the project's :class:`Database`."""
+
+    def __init__(self, database: Database) -> None:
+        self.store = KeyEpochStore(database)
+
+    @activity.defn(name="create_key_epoch")
+    async def create_key_epoch(self, inp: CreateEpochInput) -> KeyEpoch:
+        """Generate and split a new master key; store and return the public epoch (idempotent by ``epoch_key``)."""
+        return await self.store.create(inp)
+
+    @activity.defn(name="current_key_epoch")
+    async def current_key_epoch(self) -> KeyEpoch:
+        """The latest epoch that is not retired."""
+        epoch = await self.store.current()
+        if epoch is None:
+            raise ApplicationError("no active shelter key epoch: run `westworld shelter keygen` first",
+                                   type=INVALID_INPUT, non_retryable=True)
+        return epoch
+
+    @activity.defn(name="get_key_epoch")
+    async def get_key_epoch(self, epoch: int) -> KeyEpoch:
+        found = await self.store.get(epoch)
+        if found is None:
+            raise ApplicationError(f"shelter key epoch {epoch} does not exist", type=INVALID_INPUT,
+                                   non_retryable=True)
+        return found
+
+    @activity.defn(name="retire_key_epoch")
+    async def retire_key_epoch(self, epoch: int) -> None:
+        if not await self.store.retire(epoch):
+            raise ApplicationError(f"shelter key epoch {epoch} does not exist", type=INVALID_INPUT,
+                                   non_retryable=True)
