@@ -10,13 +10,31 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
+from activities.prometheus import PrometheusActivities
+from activities.sandbox import SandboxActivities, SandboxBackend
+from activities.sandbox_local import LocalSandbox
 from activities.store import AuditLog, Database
+from westworld.sandbox import Backend
 from workers.settings import Settings
 
 WORKFLOWS: tuple[type, ...] = ()
 
 
+def sandbox_backends(settings: Settings, http: httpx.AsyncClient) -> dict[Backend, SandboxBackend]:
+    """The sandbox backends this worker can reach (the local one always)."""
+    backends: dict[Backend, SandboxBackend] = {
+        Backend.LOCAL: LocalSandbox(http, settings.data_dir, settings.prometheus_targets_dir,
+                                    namespaces=settings.sandbox_namespaces),
+    }
+    return backends
+
+
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
-    del settings, database, audit
-    yield []
+    del database, audit
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        sandbox = SandboxActivities(sandbox_backends(settings, http))
+        prometheus = PrometheusActivities(http, settings.resolved_prometheus_url)
+        yield [*sandbox.activities(), prometheus.collect_metrics, prometheus.query_metrics]

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     snapshot_sequencer_url: str = Field("https://seq.snapshot.org", description="Snapshot sequencer endpoint.")
     snapshot_space: str = Field("westworld.eth", description="Snapshot space of the DAO.")
     notify_webhook_url: str = Field("", description="Webhook for notifications; empty logs them only.")
+    prometheus_port: int = Field(9090, description="Port of the Prometheus that `westworld up` starts.")
+    prometheus_url: str = Field("", description="PromQL endpoint; empty means the embedded one on prometheus_port.")
+    prometheus_scrape_interval: float = Field(1.0, gt=0, description="Scrape interval (s) of the embedded Prometheus.")
+    sandbox_namespaces: bool = Field(
+        True, description="Local sandboxes: network namespaces + kernel chaos when root; false forces userspace mode."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -87,6 +93,15 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def resolved_prometheus_url(self) -> str:
+        return self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
+    def prometheus_targets_dir(self) -> Path:
+        """file_sd target files (one per sandbox) the embedded Prometheus watches."""
+        return self.data_dir / "prometheus" / "targets"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,0 +1,137 @@
+"""Prometheus activities: collect PromQL series over an experiment's run, and evaluate queries once.
+
+``collect_metrics`` evaluates every query for every series key once per ``interval`` for ``duration`` and
+heartbeats the points so far each interval. After a retry (a worker crash, a timeout) it resumes from the last
+heartbeat: ticks it missed are evaluated at their own timestamps (Prometheus keeps the history), so the series
+has no holes. Give the activity a ``heartbeat_timeout`` of a few intervals.
+
+Errors: Prometheus unreachable or answering 5xx is ``MetricsUnavailable`` and retryable; a query Prometheus
+refuses (syntax, type) or one that returns several series for one key is a non-retryable ``InvalidInput``
+naming the query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from westworld.errors import INVALID_INPUT, METRICS_UNAVAILABLE, WestworldError
+from westworld.series import (
+    CollectInput,
+    CollectResult,
+    InstantQueryInput,
+    InstantQueryResult,
+    MetricQuery,
+    Point,
+    Series,
+    expand,
+)
+
+
+class PrometheusActivities:
+    """Built with an ``httpx.AsyncClient`` and the base URL of a Prometheus (or any PromQL HTTP API)."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str) -> None:
+        self._http = http
+        self._url = url.rstrip("/")
+
+    async def evaluate(self, query: MetricQuery, key: str, labels: dict[str, str], at: datetime | None) -> float | None:
+        """One instant query; None when it returns nothing or NaN."""
+        try:
+            promql = expand(query.promql, labels)
+        except WestworldError as err:
+            raise ApplicationError(f"query {query.name!r}, series {key!r}: {err.message}", type=INVALID_INPUT,
+                                   non_retryable=True) from err
+        params = {"query": promql}
+        if at is not None:
+            params["time"] = f"{at.timestamp():.3f}"
+        try:
+            answer = await self._http.get(f"{self._url}/api/v1/query", params=params)
+        except httpx.TransportError as err:
+            raise ApplicationError(f"Prometheus at {self._url} is unreachable: {err!r}",
+                                   type=METRICS_UNAVAILABLE) from err
+        if answer.status_code in (400, 422):
+            error = _json(answer).get("error", answer.text)
+            raise ApplicationError(f"query {query.name!r} ({promql}) was refused by Prometheus: {error}",
+                                   type=INVALID_INPUT, non_retryable=True)
+        if answer.status_code != 200:
+            raise ApplicationError(f"Prometheus at {self._url} answered {answer.status_code}: {answer.text[:200]}",
+                                   type=METRICS_UNAVAILABLE)
+        data = _json(answer).get("data", {})
+        result = data.get("result")
+        if data.get("resultType") == "scalar":
+            return _number(result[1])
+        if not result:
+            return None
+        if len(result) > 1:
+            raise ApplicationError(
+                f"query {query.name!r} ({promql}) returns {len(result)} series for {key!r}; aggregate it to one "
+                f"(e.g. sum(...) or histogram_quantile(0.95, sum by (le) (rate(...))))",
+                type=INVALID_INPUT, non_retryable=True)
+        return _number(result[0]["value"][1])
+
+    @activity.defn(name="query_metrics")
+    async def query_metrics(self, inp: InstantQueryInput) -> InstantQueryResult:
+        """Every query for every series key, now."""
+        values: dict[str, dict[str, float | None]] = {}
+        for query in inp.queries:
+            values[query.name] = {key: await self.evaluate(query, key, labels, None)
+                                  for key, labels in inp.selectors.items()}
+        return InstantQueryResult(values=values)
+
+    @activity.defn(name="collect_metrics")
+    async def collect_metrics(self, inp: CollectInput) -> CollectResult:
+        """Evaluate every ``interval`` for ``duration``; heartbeats the points so far; resumes after a retry."""
+        if inp.interval <= timedelta(0):
+            raise ApplicationError(f"collection {inp.collection_id}: interval must be positive", type=INVALID_INPUT,
+                                   non_retryable=True)
+        started, series = _resume(inp)
+        ticks = int(inp.duration / inp.interval) + 1
+        done = min(len(s.points) for s in series)
+        for tick in range(done, ticks):
+            at = started + tick * inp.interval
+            wait = (at - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            for s in series:
+                if len(s.points) > tick:  # evaluated before the retry
+                    continue
+                query = next(q for q in inp.queries if q.name == s.query)
+                s.points.append(Point(at=at, value=await self.evaluate(query, s.key, inp.selectors[s.key], at)))
+            activity.heartbeat({"started": started.isoformat(),
+                                "series": [s.model_dump(mode="json") for s in series]})
+        return CollectResult(series=series)
+
+
+def _resume(inp: CollectInput) -> tuple[datetime, list[Series]]:
+    """The run's start and the points collected by earlier attempts (from the last heartbeat), or a fresh start."""
+    fresh = [Series(query=q.name, key=k, points=[]) for q in inp.queries for k in inp.selectors]
+    details = activity.info().heartbeat_details
+    if not details:
+        return datetime.now(UTC), fresh
+    last: dict[str, Any] = details[-1] if isinstance(details[-1], dict) else {}
+    try:
+        started = datetime.fromisoformat(last["started"])
+        saved = {(s.query, s.key): s for s in (Series.model_validate(x) for x in last["series"])}
+    except (KeyError, TypeError, ValueError):
+        return datetime.now(UTC), fresh
+    return started, [saved.get((s.query, s.key), s) for s in fresh]
+
+
+def _json(answer: httpx.Response) -> dict[str, Any]:
+    try:
+        data = answer.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _number(text: Any) -> float | None:
+    value = float(text)
+    return None if math.isnan(value) or math.isinf(value) else value

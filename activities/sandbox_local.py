@@ -1,0 +1,454 @@
+"""The ``local`` sandbox backend: N mesh-node processes on this machine, scraped by the embedded Prometheus.
+
+Two modes, chosen at provision and reported in ``SandboxRef.chaos_mode``:
+
+- **netns** (root, ``ip netns`` works): each node in its own network namespace ``ww-<short id>-<i>`` with a veth
+  pair on a bridge made for the sandbox, addressed from ``10.213.<n>.0/24`` (no default route, no NAT). Egress is
+  limited by nftables to the peers and ``egress_allow``. Chaos: ``tc netem`` on the node's ``eth0`` when the
+  kernel has it; otherwise loss and partitions are nftables rules in the node's namespace and latency is
+  applied by the node itself (its admin API).
+- **userspace** (not root, namespaces unavailable, or forced): nodes on 127.0.0.1; every fault goes through the
+  node's admin API (``POST /fault``): delayed sends, random drops, traffic from/to listed peers dropped.
+
+Node kill is SIGKILL in both modes; clearing it restarts the node with its current version and config.
+State lives in ``<data dir>/sandboxes/<sandbox id>/state.json``; Prometheus targets in ``<targets>/<id>.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, Field
+
+from activities import netns
+from westworld.errors import SANDBOX_FAILED, InvalidInput, WestworldError
+from westworld.sandbox import (
+    FaultApplied,
+    FaultInput,
+    FaultKind,
+    MeshAction,
+    MeshActionInput,
+    MeshActionResult,
+    NodeRef,
+    ProvisionInput,
+    SandboxRef,
+    TeardownResult,
+)
+
+MESH_PORT, METRICS_PORT, ADMIN_PORT = 7000, 9100, 9101
+
+
+class NodeState(BaseModel):
+    index: int
+    id: str
+    listen: str
+    host: str
+    metrics_port: int
+    admin_port: int
+    netns: str | None = None
+    pid: int | None = None
+    version: str
+    config: dict[str, str] = Field(default_factory=dict)
+    killed: bool = False
+
+
+class SandboxState(BaseModel):
+    ref: SandboxRef
+    mode: str  # "netns" | "userspace"
+    subnet: int | None = None
+    netem: bool = False
+    nft: bool = False
+    nodes: list[NodeState]
+    complete: bool = False
+
+
+class LocalSandbox:
+    """Local sandboxes under ``data_dir``; ``namespaces=False`` forces the userspace (degraded) mode."""
+
+    def __init__(self, http: httpx.AsyncClient, data_dir: Path, targets_dir: Path, *, namespaces: bool = True,
+                 node_command: Sequence[str] = (sys.executable, "-m", "workers.mesh_node")) -> None:
+        self._http = http
+        self._dir = data_dir / "sandboxes"
+        self._actions = data_dir / "mesh-actions"
+        self._targets = targets_dir
+        self._namespaces = namespaces
+        self._node_command = list(node_command)
+        self._lock = asyncio.Lock()
+
+    # -- state -----------------------------------------------------------------------------------
+    def _state_file(self, sandbox_id: str) -> Path:
+        return self._dir / sandbox_id / "state.json"
+
+    def _load(self, sandbox_id: str) -> SandboxState | None:
+        path = self._state_file(sandbox_id)
+        return SandboxState.model_validate_json(path.read_text()) if path.exists() else None
+
+    def _save(self, state: SandboxState) -> None:
+        path = self._state_file(state.ref.sandbox_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(state.model_dump_json(indent=2))
+        tmp.replace(path)
+
+    # -- provision -------------------------------------------------------------------------------
+    async def provision(self, inp: ProvisionInput, progress: Callable[[str], None]) -> SandboxRef:
+        if not inp.sandbox_id or "/" in inp.sandbox_id or inp.sandbox_id.startswith("."):
+            raise InvalidInput(f"sandbox_id {inp.sandbox_id!r} is not a valid name (DNS-label safe, no '/')")
+        async with self._lock:
+            existing = self._load(inp.sandbox_id)
+            if existing is not None and existing.complete:
+                await self._revive(existing)
+                return existing.ref
+            if existing is not None:
+                progress(f"removing the half-provisioned {inp.sandbox_id} first")
+                await self.teardown(existing.ref)
+            reason = netns.unavailable_reason() if self._namespaces else "namespaces disabled (sandbox_namespaces)"
+            state: SandboxState | None = None
+            if reason is None:
+                try:
+                    state = await self._provision_netns(inp, progress)
+                except netns.NetError as err:
+                    progress(f"network namespaces failed, falling back to userspace: {err}")
+                    await self.teardown(SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm,
+                                                   nodes=[]))
+                    reason = f"ip netns failed: {err}"
+            if state is None:
+                state = self._userspace_state(inp, f"userspace: {reason}; faults applied by the nodes themselves")
+            self._save(state)
+            for node in state.nodes:
+                self._start(state, node)
+            self._save(state)
+            progress(f"started {len(state.nodes)} node(s), waiting for them to answer")
+            await self._wait_ready(state)
+            self._write_targets(state)
+            state.complete = True
+            self._save(state)
+            progress(f"sandbox {inp.sandbox_id} ready ({state.ref.chaos_mode})")
+            return state.ref
+
+    async def _provision_netns(self, inp: ProvisionInput, progress: Callable[[str], None]) -> SandboxState:
+        subnet = self._free_subnet(await netns.used_subnets())
+        state = SandboxState(ref=SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm, nodes=[]),
+                             mode="netns", subnet=subnet, nodes=[])
+        self._save(state)  # before the first link exists: teardown finds it even after a crash here
+        await netns.create_bridge(inp.sandbox_id, subnet)
+        for i in range(inp.workload.nodes):
+            await netns.create_node_netns(inp.sandbox_id, subnet, i)
+            ip = netns.node_ip(subnet, i)
+            state.nodes.append(NodeState(
+                index=i, id=f"{inp.sandbox_id}-n{i}", listen=f"{ip}:{MESH_PORT}", host=ip, metrics_port=METRICS_PORT,
+                admin_port=ADMIN_PORT, netns=netns.netns_name(inp.sandbox_id, i), version=inp.workload.version,
+                config=dict(inp.workload.config)))
+            progress(f"namespace {i + 1}/{inp.workload.nodes} ready")
+        first = state.nodes[0].netns
+        assert first is not None
+        state.netem = await netns.netem_available(first)
+        state.nft = netns.nft_available()
+        if state.nft:
+            await self._egress_rules(state, inp.egress_allow)
+        how = ("netem for latency and loss" if state.netem else
+               "no sch_netem in this kernel: latency applied by the nodes, "
+               + ("loss and partitions by nftables" if state.nft else "loss and partitions by the nodes"))
+        egress = "egress limited to peers + allow-list by nftables" if state.nft else "no nft: egress unrestricted " \
+            "inside the subnet (no route leaves it)"
+        state.ref = self._ref(inp, state, f"netns: {how}; {egress}")
+        return state
+
+    def _userspace_state(self, inp: ProvisionInput, chaos_mode: str) -> SandboxState:
+        ports = [(_free_port(), _free_port(), _free_port()) for _ in range(inp.workload.nodes)]
+        nodes = [NodeState(index=i, id=f"{inp.sandbox_id}-n{i}", listen=f"127.0.0.1:{mesh}", host="127.0.0.1",
+                           metrics_port=metrics, admin_port=admin, version=inp.workload.version,
+                           config=dict(inp.workload.config))
+                 for i, (mesh, metrics, admin) in enumerate(ports)]
+        state = SandboxState(ref=SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm, nodes=[]),
+                             mode="userspace", nodes=nodes)
+        state.ref = self._ref(inp, state, chaos_mode)
+        return state
+
+    @staticmethod
+    def _ref(inp: ProvisionInput, state: SandboxState, chaos_mode: str) -> SandboxRef:
+        return SandboxRef(
+            backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm, chaos_mode=chaos_mode,
+            labels={"sandbox": inp.sandbox_id, "arm": inp.arm.value},
+            nodes=[NodeRef(id=n.id, address=n.listen, admin_url=f"http://{n.host}:{n.admin_port}",
+                           metrics_url=f"http://{n.host}:{n.metrics_port}/metrics", version=n.version)
+                   for n in state.nodes])
+
+    def _free_subnet(self, used: set[int]) -> int:
+        for path in self._dir.glob("*/state.json"):
+            with contextlib.suppress(ValueError, OSError):
+                subnet = SandboxState.model_validate_json(path.read_text()).subnet
+                if subnet is not None:
+                    used.add(subnet)
+        for n in range(1, 255):
+            if n not in used:
+                return n
+        raise WestworldError("all 254 sandbox subnets 10.213.x.0/24 are in use", type=SANDBOX_FAILED)
+
+    async def _egress_rules(self, state: SandboxState, allow: list[str]) -> None:
+        peers = ", ".join(n.host for n in state.nodes)
+        rules = [("output", 'oifname "lo" accept'), ("output", "ct state established,related accept"),
+                 ("output", f"ip daddr {{ {peers} }} accept")]
+        for entry in allow:
+            host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+            if port:
+                rules += [("output", f"ip daddr {host} tcp dport {port} accept"),
+                          ("output", f"ip daddr {host} udp dport {port} accept")]
+            else:
+                rules.append(("output", f"ip daddr {entry} accept"))
+        rules.append(("output", "drop"))
+        for node in state.nodes:
+            assert node.netns is not None
+            try:
+                await netns.nft_apply(node.netns, "egress", rules)
+            except netns.NetError as err:
+                raise InvalidInput(f"egress_allow {allow} could not be enforced: {err}") from err
+
+    # -- processes -------------------------------------------------------------------------------
+    def _start(self, state: SandboxState, node: NodeState) -> None:
+        peers = ",".join(n.listen for n in state.nodes)
+        args = [*self._node_command, "--id", node.id, "--listen", node.listen, "--peers", peers,
+                "--metrics-port", str(node.metrics_port), "--admin-port", str(node.admin_port),
+                "--version", node.version, *[f"--config={k}={v}" for k, v in node.config.items()]]
+        if node.netns is not None:
+            args = ["ip", "netns", "exec", node.netns, *args]
+        log = self._dir / state.ref.sandbox_id / f"{node.id}.log"
+        with log.open("ab") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        node.pid, node.killed = proc.pid, False
+
+    async def _wait_ready(self, state: SandboxState, timeout: float = 20.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for node in state.nodes:
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await self._http.get(f"http://{node.host}:{node.admin_port}/status")).status_code == 200:
+                        break
+                if node.pid is not None and not _alive(node.pid):
+                    raise WestworldError(f"mesh node {node.id} exited at start; see its log in "
+                                         f"{self._dir / state.ref.sandbox_id}", type=SANDBOX_FAILED)
+                if loop.time() > deadline:
+                    raise RuntimeError(f"mesh node {node.id} did not answer on {node.host}:{node.admin_port} "
+                                       f"within {timeout:.0f}s")
+                await asyncio.sleep(0.1)
+
+    async def _revive(self, state: SandboxState) -> None:
+        """A repeated provision (e.g. after a worker restart) restarts nodes that died without a kill fault."""
+        dead = [n for n in state.nodes if not n.killed and (n.pid is None or not _alive(n.pid))]
+        for node in dead:
+            self._start(state, node)
+        if dead:
+            self._save(state)
+            await self._wait_ready(state)
+
+    def _write_targets(self, state: SandboxState) -> None:
+        self._targets.mkdir(parents=True, exist_ok=True)
+        groups = [{"targets": [f"{n.host}:{n.metrics_port}"],
+                   "labels": {**state.ref.labels, "node": n.id}} for n in state.nodes]
+        tmp = self._targets / f".{state.ref.sandbox_id}.json.tmp"
+        tmp.write_text(json.dumps(groups, indent=2))
+        tmp.replace(self._targets / f"{state.ref.sandbox_id}.json")
+
+    # -- faults ----------------------------------------------------------------------------------
+    def _fault_nodes(self, state: SandboxState, inp: FaultInput) -> list[NodeState]:
+        if not inp.fault.nodes:
+            return list(state.nodes)
+        bad = [i for i in inp.fault.nodes if not 0 <= i < len(state.nodes)]
+        if bad:
+            raise InvalidInput(f"fault {inp.fault_id}: node indexes {bad} are outside the sandbox's "
+                               f"{len(state.nodes)} nodes (0-based)")
+        return [state.nodes[i] for i in inp.fault.nodes]
+
+    def _state_of(self, ref: SandboxRef) -> SandboxState:
+        state = self._load(ref.sandbox_id)
+        if state is None or not state.complete:
+            raise InvalidInput(f"sandbox {ref.sandbox_id} is not provisioned on this worker ({self._dir})")
+        return state
+
+    async def apply_fault(self, inp: FaultInput) -> FaultApplied:
+        return await self._fault(inp, apply=True)
+
+    async def clear_fault(self, inp: FaultInput) -> FaultApplied:
+        return await self._fault(inp, apply=False)
+
+    async def _fault(self, inp: FaultInput, *, apply: bool) -> FaultApplied:
+        state = self._state_of(inp.sandbox)
+        nodes = self._fault_nodes(state, inp)
+        fault, kind = inp.fault, inp.fault.kind
+        groups: list[list[NodeState]] = []
+        if kind == FaultKind.PARTITION:
+            chosen = {n.index for n in nodes}
+            if len(chosen) == len(state.nodes):  # no nodes named: split the sandbox in two halves
+                chosen = set(range(len(state.nodes) // 2 or 1))
+            groups = [[n for n in state.nodes if n.index in chosen], [n for n in state.nodes if n.index not in chosen]]
+            nodes = state.nodes
+        if kind == FaultKind.NODE_KILL:
+            for node in nodes:
+                if apply and node.pid is not None and _alive(node.pid):
+                    _kill(node.pid, signal.SIGKILL)
+                    node.killed = True
+                elif not apply and node.killed:
+                    self._start(state, node)
+            self._save(state)
+            if not apply:
+                await self._wait_ready(state)
+            return FaultApplied(fault_id=inp.fault_id, nodes=[n.id for n in nodes], mode="signal",
+                                note="SIGKILL" if apply else "restarted")
+        kernel = state.mode == "netns" and (state.netem or (state.nft and kind != FaultKind.LATENCY))
+        for node in nodes:
+            if kernel:
+                await self._kernel_fault(state, node, inp, apply, groups if kind == FaultKind.PARTITION else None)
+            else:
+                others = [o.listen for g in groups if node not in g
+                          for o in g]
+                await self._userspace_fault(node, inp.fault_id, apply, {
+                    "delay_ms": fault.latency_ms, "jitter_ms": fault.jitter_ms, "loss_pct": fault.loss_pct,
+                    "partition": others} if kind != FaultKind.PARTITION else {"partition": others})
+        mode = ("netem" if state.netem else "nftables") if kernel else "userspace"
+        return FaultApplied(fault_id=inp.fault_id, nodes=[n.id for n in nodes], mode=mode,
+                            note=state.ref.chaos_mode)
+
+    async def _kernel_fault(self, state: SandboxState, node: NodeState, inp: FaultInput, apply: bool,
+                            groups: list[list[NodeState]] | None) -> None:
+        ns, fault = node.netns, inp.fault
+        assert ns is not None
+        if groups is not None:  # partition: drop the mesh traffic to and from the other group
+            others = [o.host for g in groups if node not in g for o in g]
+            if not apply:
+                await netns.nft_delete(ns, inp.fault_id)
+            elif others:
+                addrs = ", ".join(others)
+                await netns.nft_apply(ns, inp.fault_id, [("output", f"ip daddr {{ {addrs} }} udp dport {MESH_PORT}"
+                                                          " drop"), ("input", f"ip saddr {{ {addrs} }} udp dport "
+                                                                    f"{MESH_PORT} drop")])
+        elif state.netem:
+            if apply:
+                await netns.set_netem(ns, fault.latency_ms, fault.jitter_ms, fault.loss_pct)
+            else:
+                await netns.clear_netem(ns)
+        elif apply:  # loss without netem: a random drop of the node's outgoing mesh packets
+            per_10k = round(fault.loss_pct * 100)
+            await netns.nft_apply(ns, inp.fault_id, [("output", f"udp dport {MESH_PORT} numgen random mod 10000 < "
+                                                      f"{per_10k} drop")])
+        else:
+            await netns.nft_delete(ns, inp.fault_id)
+
+    async def _userspace_fault(self, node: NodeState, fault_id: str, apply: bool, body: dict[str, Any]) -> None:
+        base = f"http://{node.host}:{node.admin_port}/fault"
+        if apply:
+            answer = await self._http.post(base, json={"id": fault_id, **body})
+        else:
+            answer = await self._http.delete(f"{base}/{fault_id}")
+        answer.raise_for_status()
+
+    # -- teardown --------------------------------------------------------------------------------
+    async def teardown(self, ref: SandboxRef) -> TeardownResult:
+        state = self._load(ref.sandbox_id)
+        removed: list[str] = []
+        for node in state.nodes if state else []:
+            if node.pid is not None and _alive(node.pid) and _is_node(node.pid, node.id):
+                _kill(node.pid, signal.SIGKILL)
+                removed.append(f"process {node.id} (pid {node.pid})")
+        if netns.unavailable_reason() is None:
+            removed += await netns.remove_all(ref.sandbox_id)
+        target = self._targets / f"{ref.sandbox_id}.json"
+        if target.exists():
+            target.unlink()
+            removed.append(f"prometheus targets {target}")
+        if (self._dir / ref.sandbox_id).exists():
+            shutil.rmtree(self._dir / ref.sandbox_id, ignore_errors=True)
+            removed.append(f"state {self._dir / ref.sandbox_id}")
+        return TeardownResult(sandbox_id=ref.sandbox_id, removed=removed)
+
+    # -- mesh actions ----------------------------------------------------------------------------
+    async def execute_mesh_action(self, inp: MeshActionInput) -> MeshActionResult:
+        by_id = {n.id: n for n in inp.target.nodes}
+        unknown = [i for i in inp.node_ids if i not in by_id]
+        if unknown:
+            raise InvalidInput(f"mesh action {inp.action_id}: nodes {unknown} are not in the target "
+                               f"({', '.join(by_id) or 'no nodes'})")
+        if inp.action == MeshAction.SET_VERSION and not inp.version:
+            raise InvalidInput(f"mesh action {inp.action_id}: set_version needs a version")
+        record = self._actions / f"{_safe(inp.action_id)}.json"
+        previous: dict[str, str] = json.loads(record.read_text()) if record.exists() else {}
+        for node_id in inp.node_ids:
+            admin = by_id[node_id].admin_url
+            status = (await self._http.get(f"{admin}/status")).raise_for_status().json()
+            previous.setdefault(node_id, str(status["version"]))
+            if inp.action == MeshAction.SET_CONFIG:
+                answer = await self._http.post(f"{admin}/config", json=inp.config)
+            else:  # set_version, or restart into the running build
+                answer = await self._http.post(f"{admin}/version", json={"version": inp.version or status["version"]})
+            if answer.status_code == 400:
+                raise InvalidInput(f"mesh action {inp.action_id} on {node_id}: {answer.json().get('error')}")
+            answer.raise_for_status()
+            self._actions.mkdir(parents=True, exist_ok=True)
+            record.write_text(json.dumps(previous))
+            self._remember(node_id, inp)
+        return MeshActionResult(action_id=inp.action_id, applied=list(inp.node_ids), previous=previous)
+
+    def _remember(self, node_id: str, inp: MeshActionInput) -> None:
+        """Keep the node's version/config in its sandbox state, so a restart after a kill runs the same build."""
+        sandbox_id = node_id.rsplit("-n", 1)[0]
+        state = self._load(sandbox_id)
+        for node in state.nodes if state else []:
+            if node.id == node_id and state is not None:
+                if inp.action == MeshAction.SET_VERSION and inp.version:
+                    node.version = inp.version
+                node.config.update(inp.config if inp.action == MeshAction.SET_CONFIG else {})
+                for ref in state.ref.nodes:
+                    if ref.id == node_id:
+                        ref.version = node.version
+                self._save(state)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reap our own dead children
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _is_node(pid: int, node_id: str) -> bool:
+    """The pid still runs that mesh node (not a recycled pid)."""
+    try:
+        return node_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
