@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 from workers import processes
 from workers.anvil import anvil_args
 from workers.codec import create_keyring
+from workers.prometheus import prometheus_args
 from workers.settings import Settings
 from workflows.steps import SEARCH_ATTRIBUTES
 
@@ -61,6 +62,12 @@ def components(s: Settings) -> list[Component]:
             lambda s: anvil_args(_chain_port(s), s.data_dir / "anvil-state.json"),
         ),
         Component("codec-server", s.codec_server_port, codec_url, lambda s: _cli("codec-server")),
+        Component(
+            "prometheus", s.prometheus_port, f"http://127.0.0.1:{s.prometheus_port}",
+            lambda s: prometheus_args(s.prometheus_port, s.data_dir / "prometheus", s.prometheus_scrape_interval,
+                                      {"westworld-worker": f"127.0.0.1:{s.worker_metrics_port}"},
+                                      targets_dir=s.prometheus_targets_dir),
+        ),
         Component("worker", s.worker_metrics_port, f"metrics http://127.0.0.1:{s.worker_metrics_port}/metrics "
                   f"(own counters :{s.worker_metrics_port + 1})", lambda s: _cli("worker"), timeout=60.0),
     ]
