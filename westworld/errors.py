@@ -53,6 +53,15 @@ SHARE_WINDOW_CLOSED = "ShareWindowClosed"
 SHARE_BAD_PROOF = "BadAcknowledgement"
 ACCESS_NOT_APPROVED = "AccessNotApproved"
 
+# Capabilities: an agent action refused by its token (or by missing peer signatures), or failed while executing;
+# and the reasons a peer's or guardian's signature is refused (the ApplicationError types of refused updates).
+CAPABILITY_DENIED = "CapabilityDenied"
+AGENT_ACTION_FAILED = "AgentActionFailed"
+SIGNER_UNKNOWN = "UnknownSigner"
+SIGNER_BAD_SIGNATURE = "BadSignerSignature"
+SIGNER_DUPLICATE = "DuplicateSigner"
+SIGNATURES_CLOSED = "NotAwaitingSignatures"
+
 
 class WestworldError(Exception):
     """A permanent failure; ``type`` is the constant an ``ApplicationError`` carries."""
