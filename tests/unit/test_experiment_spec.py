@@ -1,0 +1,134 @@
+"""The experiment spec: the shipped examples load; a malformed spec gets every error with its path and line."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from westworld.errors import InvalidInput
+from westworld.experiment import format_duration, load_spec, parse_duration, parse_spec
+
+EXAMPLES = Path(__file__).parents[2] / "deploy" / "experiments"
+
+MALFORMED = """\
+metadata:
+  name: Bad_Name
+spec:
+  objective: try it
+  duration: 30s
+  interval: 40s
+  baseline: {version: 1.3.0}
+  workload: {version: 1.4.0, nodes: 2}
+  chaos:
+    - {kind: latency, start: 5s, duration: 5s, latency_ms: 10}
+    - {kind: node_kill, start: 20s, duration: 20s, nodes: [3], latncy_ms: 4}
+    - {kind: packet_loss, duration: 5 parsecs}
+  metrics:
+    - {name: p95, query: "up{selector}"}
+    - {name: p95, query: "up"}
+  rollout:
+    target: {mesh_nodes: 10}
+    steps: ["5%", 1, "50%", 7]
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(InvalidInput) as exc:
+        load_spec(text)
+    return [line.strip() for line in exc.value.message.splitlines()[1:]]
+
+
+@pytest.mark.parametrize("name", ["good.yaml", "faulty.yaml"])
+def test_shipped_examples_load(name: str) -> None:
+    spec = load_spec((EXAMPLES / name).read_text())
+    assert spec.spec.duration == timedelta(seconds=30)
+    assert spec.spec.chaos[0].start == timedelta(seconds=6)
+    assert spec.spec.rollout is not None and spec.spec.rollout.target.mesh_nodes == 20
+    assert len(spec.spec_hash()) == 64
+
+
+def test_a_malformed_spec_gets_every_error_with_its_path_and_line() -> None:
+    found = problems(MALFORMED)
+    expected = [
+        "metadata.name (line 2): 'Bad_Name' is not a DNS label",
+        "spec.chaos[1].latncy_ms (line 11): unknown field",
+        "spec.chaos[2].duration (line 12): '5 parsecs' is not a duration",
+        "spec.metrics[1].query (line 15): must contain {selector}",
+        "spec.interval (line 6): must not exceed spec.duration (30s)",
+        "spec.chaos[1].duration (line 11): must end before spec.duration (30s); it ends at 40s",
+        "spec.chaos[1].nodes[0] (line 11): node index 3 does not exist (spec.workload.nodes is 2: 0..1)",
+        "spec.chaos[2].loss_pct (line 12): a packet_loss fault needs loss_pct > 0",
+        "spec.metrics[1].name (line 15): duplicate metric name 'p95' (also spec.metrics[0])",
+        "spec.rollout.steps[3] (line 18): the last step must reach every node ('100%' or 10)",
+    ]
+    for e in expected:
+        assert any(line.startswith(e) for line in found), f"missing {e!r} in:\n" + "\n".join(found)
+    assert len(found) == len(expected), "\n".join(found)
+
+
+def test_yaml_syntax_error_gives_line_and_column() -> None:
+    with pytest.raises(InvalidInput, match=r"^line 4:8: malformed YAML: expected .,. or .\]., but got .:."):
+        load_spec("metadata:\n  name: x\nspec: [1, 2\n  other: 3\n")
+
+
+def test_missing_sections_are_named() -> None:
+    found = problems("metadata: {name: ok}\nspec: {objective: o}\n")
+    assert {"spec.duration (line 2): required", "spec.baseline (line 2): required",
+            "spec.workload (line 2): required", "spec.metrics (line 2): required"} <= set(found)
+
+
+def test_rollout_rules() -> None:
+    base = (EXAMPLES / "good.yaml").read_text()
+    text = base.replace('steps: ["1%", "5%", "25%", "50%", "100%"]', 'steps: ["50%", "25%", "60%"]')
+    text = text.replace("analysis_interval: 1m", "analysis_interval: 20m")
+    found = problems(text)
+    assert any(p.startswith("spec.rollout.steps[1]") and "steps must grow" in p for p in found)
+    assert any(p.startswith("spec.rollout.steps[2]") and "last step must reach every node" in p for p in found)
+    assert any(p.startswith("spec.rollout.analysis_interval") and "bake_time" in p for p in found)
+
+
+def test_fault_kinds_need_their_parameters() -> None:
+    spec = yaml.safe_load((EXAMPLES / "good.yaml").read_text())
+    spec["spec"]["chaos"] = [{"kind": "latency", "duration": "5s"}, {"kind": "partition", "duration": "5s"},
+                             {"kind": "packet_loss", "duration": "5s", "start": "-1s"}]
+    with pytest.raises(InvalidInput) as exc:
+        parse_spec(spec)
+    msg = exc.value.message
+    assert "spec.chaos[0].latency_ms: a latency fault needs latency_ms > 0" in msg
+    assert "spec.chaos[1].nodes: a partition fault needs the node indexes it affects" in msg
+    assert "spec.chaos[2].loss_pct: a packet_loss fault needs loss_pct > 0" in msg
+    assert "spec.chaos[2].start: '-1s' is not a duration" in msg
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("1h30m", 5400), ("250ms", 0.25), ("2d", 172800),
+                                               ("5m", 300), (12, 12)])
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@given(st.integers(min_value=1, max_value=10**6))
+def test_format_duration_round_trips(seconds: int) -> None:
+    assert parse_duration(format_duration(timedelta(seconds=seconds))) == timedelta(seconds=seconds)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(["metadata", "spec", "kind", "apiVersion", "x"]), json_values))
+def test_any_input_is_either_a_spec_or_invalid_input(data: dict[str, object]) -> None:
+    message = ""
+    try:
+        parse_spec(data)
+    except InvalidInput as err:
+        message = err.message
+    assert not message or "problem" in message or "(top)" in message
