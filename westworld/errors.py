@@ -32,6 +32,7 @@ DECRYPT_FAILED = "DecryptFailed"  # an AEAD check failed: wrong key, tampered ci
 SANDBOX_FAILED = "SandboxFailed"
 BACKEND_UNAVAILABLE = "BackendUnavailable"
 METRICS_UNAVAILABLE = "MetricsUnavailable"
+CHAOS_UNAVAILABLE = "ChaosUnavailable"  # a fault needs Chaos Mesh and the cluster does not have its CRDs
 
 # Reasons a vote is refused; they are also the ApplicationError types of refused votes.
 VOTE_BAD_SIGNATURE = "BadSignature"
