@@ -2,22 +2,41 @@
 worker.
 
 ``WORKFLOWS`` are registered on the worker; ``open_activities`` builds the part's activity classes with their
-clients (opened here, closed when the worker stops) and yields the bound activity methods.
+clients (opened here, closed when the worker stops) and yields the bound activity methods. The root-key
+encryption key lives in ``<data dir>/capability-kek.key`` (created on first start, mode 0600).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+from activities.capabilities import CapabilityActivities
+from activities.capability_store import CapabilityStore, load_or_create_kek
 from activities.store import AuditLog, Database
 from workers.settings import Settings
+from workflows.agent_action import AgentActionWorkflow
+from workflows.anomaly_watch import AnomalyWatchWorkflow
+from workflows.network_halt import NetworkHaltWorkflow
 
-WORKFLOWS: tuple[type, ...] = ()
+WORKFLOWS: tuple[type, ...] = (AgentActionWorkflow, AnomalyWatchWorkflow, NetworkHaltWorkflow)
+
+
+def kek_file(settings: Settings) -> Path:
+    return settings.data_dir / "capability-kek.key"
+
+
+async def open_store(settings: Settings, database: Database) -> CapabilityStore:
+    """The capability store over the project database, its tables created if missing."""
+    store = CapabilityStore(database, load_or_create_kek(kek_file(settings)))
+    await store.init()
+    return store
 
 
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
-    del settings, database, audit
-    yield []
+    del audit
+    store = await open_store(settings, database)
+    yield CapabilityActivities(store).all()

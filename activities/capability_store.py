@@ -1,0 +1,326 @@
+"""Capability state in the project database: encrypted root keys, revocations, the node (peer) and guardian
+registries, the usage ledger behind the cumulative budget, every decision, and halt epochs.
+
+Root keys are stored AES-GCM encrypted under a key-encryption key kept in a file in the data dir (key id as
+associated data); they are decrypted only inside this process. :meth:`CapabilityStore.check` reads the state,
+decides, records the decision and reserves the nodes it touches in ONE transaction (``BEGIN IMMEDIATE`` on
+SQLite, a per-agent advisory lock on PostgreSQL), so concurrent small actions cannot race past a budget.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from activities.store import Database
+from westworld import capability as cap
+from westworld import caveats as cv
+from westworld.agents import CapabilityCheckInput, CapabilityCheckOutcome, HaltState
+from westworld.anomaly import AgentEvent
+from westworld.errors import InvalidInput
+
+md = sa.MetaData()
+TS = sa.DateTime(timezone=True)
+SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+root_keys = sa.Table("cap_root_keys", md, sa.Column("key_id", sa.String(64), primary_key=True),
+                     sa.Column("sealed", sa.Text, nullable=False), sa.Column("active", sa.Boolean, nullable=False),
+                     sa.Column("created_at", TS, nullable=False))
+revoked = sa.Table("cap_revoked", md, sa.Column("token_id", sa.String(128), primary_key=True),
+                   sa.Column("reason", sa.Text, nullable=False), sa.Column("at", TS, nullable=False))
+counters = sa.Table("cap_counters", md, sa.Column("name", sa.String(64), primary_key=True),
+                    sa.Column("value", sa.BigInteger, nullable=False))
+nodes = sa.Table("cap_nodes", md, sa.Column("node_id", sa.String(128), primary_key=True),
+                 sa.Column("region", sa.String(64), nullable=False), sa.Column("public_key", sa.String(64)),
+                 sa.Column("added_at", TS, nullable=False))
+guardians = sa.Table("cap_guardians", md, sa.Column("guardian_id", sa.String(128), primary_key=True),
+                     sa.Column("public_key", sa.String(64), nullable=False), sa.Column("added_at", TS, nullable=False))
+usage = sa.Table("cap_usage", md, sa.Column("id", SEQ, primary_key=True, autoincrement=True),
+                 sa.Column("agent_id", sa.String(128), nullable=False),
+                 sa.Column("node_id", sa.String(128), nullable=False),
+                 sa.Column("action_id", sa.String(300), nullable=False), sa.Column("at", TS, nullable=False),
+                 sa.Column("state", sa.String(16), nullable=False),
+                 sa.Index("cap_usage_agent_at", "agent_id", "at"), sa.Index("cap_usage_action", "action_id"))
+decisions = sa.Table("cap_decisions", md, sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+                     sa.Column("action_id", sa.String(300), nullable=False, unique=True),
+                     sa.Column("agent_id", sa.String(128), nullable=False), sa.Column("action", sa.String(64)),
+                     sa.Column("at", TS, nullable=False), sa.Column("live_nodes", sa.Integer, nullable=False),
+                     sa.Column("node_ids", sa.Text, nullable=False), sa.Column("result", sa.Text, nullable=False))
+halts = sa.Table("cap_halts", md, sa.Column("epoch", SEQ, primary_key=True, autoincrement=False),
+                 sa.Column("request_key", sa.String(300), nullable=False, unique=True),
+                 sa.Column("reason", sa.Text, nullable=False), sa.Column("started_at", TS),
+                 sa.Column("resumed_at", TS), sa.Column("resumed_by", sa.Text, nullable=False, server_default="[]"))
+
+REVOCATION_EPOCH = "revocation_epoch"
+UNREGISTERED = "registered-nodes"
+
+
+def load_or_create_kek(path: Path) -> bytes:
+    """The key-encryption key for root keys (32 random bytes, hex, file mode 0600), created on first use."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_hex(32))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    key = bytes.fromhex(path.read_text().strip())
+    if len(key) != 32:
+        raise InvalidInput(f"{path}: the capability key-encryption key must be 32 bytes of hex")
+    return key
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    return None if at is None else (at if at.tzinfo else at.replace(tzinfo=UTC))
+
+
+class CapabilityStore:
+    def __init__(self, db: Database, kek: bytes) -> None:
+        self._db = db
+        self._aead = AESGCM(kek)
+        self._keys: dict[str, bytes] = {}
+
+    async def init(self) -> None:
+        async with self._db.engine.begin() as conn:
+            await conn.run_sync(md.create_all)
+
+    # --- root keys -----------------------------------------------------------------------------------------
+    async def rotate_key(self, now: datetime) -> str:
+        """A new random root key becomes the active one (older keys still verify their tokens)."""
+        key_id, key = f"k{now.strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(3)}", secrets.token_bytes(32)
+        nonce = secrets.token_bytes(12)
+        sealed = (nonce + self._aead.encrypt(nonce, key, key_id.encode())).hex()
+        async with self._db.engine.begin() as conn:
+            await conn.execute(sa.update(root_keys).values(active=False))
+            await conn.execute(sa.insert(root_keys).values(key_id=key_id, sealed=sealed, active=True, created_at=now))
+        return key_id
+
+    async def retire_key(self, key_id: str) -> bool:
+        """Delete a root key: every token minted under it stops verifying."""
+        async with self._db.engine.begin() as conn:
+            gone = (await conn.execute(sa.delete(root_keys).where(root_keys.c.key_id == key_id))).rowcount
+        self._keys.pop(key_id, None)
+        return bool(gone)
+
+    async def active_key(self, conn: AsyncConnection | None = None) -> tuple[str, bytes]:
+        async with self._db.engine.connect() as c:
+            key_id = await c.scalar(sa.select(root_keys.c.key_id).where(root_keys.c.active))
+        if key_id is None:
+            raise InvalidInput("no root key yet: run `westworld agent keys rotate` first")
+        key = await self._root_key(key_id)
+        assert key is not None
+        return key_id, key
+
+    async def _root_key(self, key_id: str, conn: AsyncConnection | None = None) -> bytes | None:
+        if key_id in self._keys:
+            return self._keys[key_id]
+        query = sa.select(root_keys.c.sealed).where(root_keys.c.key_id == key_id)
+        if conn is None:
+            async with self._db.engine.connect() as c:
+                sealed = await c.scalar(query)
+        else:
+            sealed = await conn.scalar(query)
+        if sealed is None:
+            return None
+        raw = bytes.fromhex(sealed)
+        key = self._aead.decrypt(raw[:12], raw[12:], key_id.encode())
+        self._keys[key_id] = key
+        return key
+
+    async def mint(self, agent_id: str, actions: Sequence[str], token_id: str | None = None) -> str:
+        key_id, key = await self.active_key()
+        async with self._db.engine.connect() as conn:
+            epoch = int(await conn.scalar(sa.select(counters.c.value).where(counters.c.name == REVOCATION_EPOCH))
+                        or 0)
+        ident = cap.TokenIdentity(key_id=key_id, token_id=token_id or secrets.token_hex(8), agent_id=agent_id,
+                                  epoch=epoch)
+        return cap.mint(key, ident, actions)
+
+    # --- revocation ----------------------------------------------------------------------------------------
+    async def revoke_token(self, token_id: str, reason: str, now: datetime) -> None:
+        async with self._db.engine.begin() as conn:
+            if not await conn.scalar(sa.select(revoked.c.token_id).where(revoked.c.token_id == token_id)):
+                await conn.execute(sa.insert(revoked).values(token_id=token_id, reason=reason, at=now))
+
+    async def bump_revocation_epoch(self) -> int:
+        """Revoke every token minted so far; new tokens are minted in the returned epoch."""
+        async with self._db.engine.begin() as conn:
+            value = int(await conn.scalar(sa.select(counters.c.value).where(counters.c.name == REVOCATION_EPOCH))
+                        or 0) + 1
+            await conn.execute(sa.delete(counters).where(counters.c.name == REVOCATION_EPOCH))
+            await conn.execute(sa.insert(counters).values(name=REVOCATION_EPOCH, value=value))
+        return value
+
+    # --- registries ----------------------------------------------------------------------------------------
+    async def add_node(self, node_id: str, region: str, public_key: str | None, now: datetime) -> None:
+        """Register (or update) a mesh node; with a public key it is also a peer that can sign wide actions."""
+        if not cv.NAME.fullmatch(node_id) or (region and not cv.NAME.fullmatch(region)):
+            raise InvalidInput(f"node {node_id!r} / region {region!r}: letters, digits, '.', '_', ':' or '-'")
+        if public_key is not None and (len(public_key) != 64 or not all(c in "0123456789abcdef" for c in public_key)):
+            raise InvalidInput(f"node {node_id}: the public key must be 32 bytes of lower-case hex")
+        async with self._db.engine.begin() as conn:
+            await conn.execute(sa.delete(nodes).where(nodes.c.node_id == node_id))
+            await conn.execute(sa.insert(nodes).values(node_id=node_id, region=region, public_key=public_key,
+                                                       added_at=now))
+
+    async def peers(self) -> dict[str, str]:
+        async with self._db.engine.connect() as conn:
+            rows = await conn.execute(sa.select(nodes.c.node_id, nodes.c.public_key)
+                                      .where(nodes.c.public_key.is_not(None)))
+            return {r.node_id: r.public_key for r in rows}
+
+    async def node_regions(self) -> dict[str, str]:
+        async with self._db.engine.connect() as conn:
+            return {r.node_id: r.region for r in await conn.execute(sa.select(nodes.c.node_id, nodes.c.region))}
+
+    async def add_guardian(self, guardian_id: str, public_key: str, now: datetime) -> None:
+        if not cv.NAME.fullmatch(guardian_id) or len(public_key) != 64:
+            raise InvalidInput(f"guardian {guardian_id!r}: needs a plain id and a 32-byte hex public key")
+        async with self._db.engine.begin() as conn:
+            await conn.execute(sa.delete(guardians).where(guardians.c.guardian_id == guardian_id))
+            await conn.execute(sa.insert(guardians).values(guardian_id=guardian_id, public_key=public_key,
+                                                           added_at=now))
+
+    async def guardians(self) -> dict[str, str]:
+        async with self._db.engine.connect() as conn:
+            return {r.guardian_id: r.public_key for r in await conn.execute(sa.select(guardians))}
+
+    # --- the check -----------------------------------------------------------------------------------------
+    async def check(self, inp: CapabilityCheckInput, now: datetime) -> CapabilityCheckOutcome:
+        """Decide, record the decision and reserve the touched nodes atomically; a repeated ``action_id``
+        answers with the decision recorded the first time."""
+        try:
+            parsed: cap.ParsedToken | None = cap.parse_token(inp.token, inp.discharges)
+            early: cap.CheckResult | None = None
+        except cap.Denial as d:
+            parsed, early = None, cap.CheckResult(allowed=False, caveat=d.caveat, reason=d.reason)
+        targets = sorted(set(inp.node_ids))
+        async with self._db.engine.begin() as conn:
+            if self._db.dialect == "postgresql":
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:a))"), {"a": inp.agent_id})
+            prior = (await conn.execute(sa.select(decisions.c.result, decisions.c.live_nodes)
+                                        .where(decisions.c.action_id == inp.action_id))).first()
+            if prior is not None:
+                return CapabilityCheckOutcome(result=cap.CheckResult.model_validate_json(prior.result),
+                                              live_nodes=prior.live_nodes)
+            state, regions = await self._state(conn, parsed, targets, now)
+            if parsed is None:
+                assert early is not None
+                result = cap.halted(state.halt_epoch) if state.halt_epoch else early
+            else:
+                windows = {w: await self._window_usage(conn, inp.agent_id, targets, now - timedelta(seconds=w))
+                           for w in cv.budget_windows(parsed.caveats)}
+                result = cap.check(parsed, await self._root_key(parsed.identity.key_id, conn), state, inp.agent_id,
+                                   _facts(inp, regions, state, windows))
+                unknown = [n for n in targets if n not in regions]
+                if result.allowed and unknown:
+                    result = result.model_copy(update={"allowed": False, "caveat": UNREGISTERED, "reason": (
+                        f"{len(unknown)} target nodes are not registered, e.g. {unknown[:5]}")})
+            await conn.execute(sa.insert(decisions).values(
+                action_id=inp.action_id, agent_id=inp.agent_id, action=inp.action, at=now,
+                live_nodes=state.live_nodes, node_ids=json.dumps(targets), result=result.model_dump_json()))
+            if result.allowed and targets:
+                await conn.execute(sa.insert(usage), [
+                    {"agent_id": inp.agent_id, "node_id": n, "action_id": inp.action_id, "at": now,
+                     "state": "reserved"} for n in targets])
+        return CapabilityCheckOutcome(result=result, live_nodes=state.live_nodes)
+
+    async def _state(self, conn: AsyncConnection, parsed: cap.ParsedToken | None, targets: list[str],
+                     now: datetime) -> tuple[cap.CheckState, dict[str, str]]:
+        halt = await conn.scalar(sa.select(sa.func.max(halts.c.epoch)).where(
+            halts.c.started_at.is_not(None), halts.c.resumed_at.is_(None)))
+        live = int(await conn.scalar(sa.select(sa.func.count()).select_from(nodes)) or 0)
+        rev_epoch = int(await conn.scalar(sa.select(counters.c.value).where(counters.c.name == REVOCATION_EPOCH))
+                        or 0)
+        is_revoked = parsed is not None and bool(await conn.scalar(
+            sa.select(revoked.c.token_id).where(revoked.c.token_id == parsed.identity.token_id)))
+        regions: dict[str, str] = {}
+        for i in range(0, len(targets), 500):
+            rows = await conn.execute(sa.select(nodes.c.node_id, nodes.c.region)
+                                      .where(nodes.c.node_id.in_(targets[i:i + 500])))
+            regions.update({r.node_id: r.region for r in rows})
+        return cap.CheckState(live_nodes=live, now=now, halt_epoch=int(halt or 0), revoked=is_revoked,
+                              revocation_epoch=rev_epoch), regions
+
+    async def _window_usage(self, conn: AsyncConnection, agent_id: str, targets: list[str], since: datetime) -> int:
+        rows = await conn.execute(sa.select(usage.c.node_id).distinct().where(
+            usage.c.agent_id == agent_id, usage.c.at > since, usage.c.state != "released"))
+        return len({r.node_id for r in rows} | set(targets))
+
+    async def settle(self, action_id: str, confirmed: bool) -> int:
+        """Confirm (executed) or release (denied later, failed) an action's reserved nodes."""
+        async with self._db.engine.begin() as conn:
+            return int((await conn.execute(sa.update(usage).where(
+                usage.c.action_id == action_id, usage.c.state == "reserved").values(
+                state="confirmed" if confirmed else "released"))).rowcount or 0)
+
+    async def usage_in_window(self, agent_id: str, since: datetime) -> int:
+        async with self._db.engine.connect() as conn:
+            return await self._window_usage(conn, agent_id, [], since)
+
+    async def events(self, after_seq: int, limit: int) -> tuple[list[AgentEvent], int, int]:
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(sa.select(decisions).where(decisions.c.seq > after_seq)
+                                           .order_by(decisions.c.seq).limit(limit)))
+            live = int(await conn.scalar(sa.select(sa.func.count()).select_from(nodes)) or 0)
+        events = []
+        for r in rows:
+            res = cap.CheckResult.model_validate_json(r.result)
+            events.append(AgentEvent(seq=r.seq, agent_id=r.agent_id, action_id=r.action_id, at=_utc(r.at) or r.at,
+                                     allowed=res.allowed, caveat=res.caveat,
+                                     node_ids=json.loads(r.node_ids) if res.allowed else []))
+        return events, (rows[-1].seq if rows else after_seq), live
+
+    # --- halts ---------------------------------------------------------------------------------------------
+    async def allocate_halt(self, request_key: str, reason: str) -> int:
+        async with self._db.engine.begin() as conn:
+            found = await conn.scalar(sa.select(halts.c.epoch).where(halts.c.request_key == request_key))
+            if found is not None:
+                return int(found)
+            epoch = int(await conn.scalar(sa.select(sa.func.max(halts.c.epoch))) or 0) + 1
+            await conn.execute(sa.insert(halts).values(epoch=epoch, request_key=request_key, reason=reason))
+            return epoch
+
+    async def set_halt(self, epoch: int, reason: str, now: datetime) -> HaltState:
+        async with self._db.engine.begin() as conn:
+            row = (await conn.execute(sa.select(halts).where(halts.c.epoch == epoch))).first()
+            if row is None:
+                await conn.execute(sa.insert(halts).values(epoch=epoch, request_key=f"direct:{epoch}", reason=reason,
+                                                           started_at=now))
+            elif row.started_at is None:
+                await conn.execute(sa.update(halts).where(halts.c.epoch == epoch).values(started_at=now))
+        return await self.halt_state(epoch)
+
+    async def end_halt(self, epoch: int, resumed_by: list[str], now: datetime) -> HaltState:
+        async with self._db.engine.begin() as conn:
+            await conn.execute(sa.update(halts).where(halts.c.epoch == epoch, halts.c.resumed_at.is_(None))
+                               .values(resumed_at=now, resumed_by=json.dumps(sorted(resumed_by))))
+        return await self.halt_state(epoch)
+
+    async def halt_state(self, epoch: int | None = None) -> HaltState:
+        """The given halt, else the active one (the newest), else not halted."""
+        query = sa.select(halts).where(halts.c.started_at.is_not(None))
+        query = query.where(halts.c.epoch == epoch) if epoch else query.where(halts.c.resumed_at.is_(None))
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query.order_by(halts.c.epoch.desc()).limit(1))).first()
+        if row is None:
+            return HaltState(halted=False)
+        return _halt_state(row)
+
+
+def _halt_state(row: Any) -> HaltState:
+    return HaltState(halted=row.resumed_at is None, epoch=row.epoch, reason=row.reason,
+                     since=_utc(row.started_at), resumed_at=_utc(row.resumed_at), resumed_by=json.loads(row.resumed_by))
+
+
+def _facts(inp: CapabilityCheckInput, regions: dict[str, str], state: cap.CheckState,
+           windows: dict[int, int]) -> cv.Facts:
+    return cv.Facts(action=inp.action, targets=[cv.Target(node_id=n, region=regions.get(n, ""))
+                                                for n in sorted(set(inp.node_ids))],
+                    live_nodes=state.live_nodes, now=state.now, window_usage=windows)

@@ -1,0 +1,167 @@
+"""Models of agent actions, the anomaly watch and the network halt (workflow and activity payloads)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from westworld.anomaly import AgentEvent, AnomalyConfig, Finding
+from westworld.capability import CheckResult
+from westworld.sandbox import MeshAction, MeshTarget
+
+KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class AgentActionInput(BaseModel):
+    """An agent asks to run ``action`` on ``node_ids`` with its capability token.
+
+    Workflow id: ``agent-action:<agent_id>:<action_id>``. ``target`` says where to execute (local mesh nodes
+    or a Kubernetes workload); without one the workflow decides and records only.
+    """
+
+    agent_id: str = Field(pattern=KEY_PATTERN)
+    action_id: str = Field(pattern=KEY_PATTERN, description="Business key of the action, unique per agent.")
+    token: str = Field(min_length=1, max_length=65536, description="The serialized macaroon (bearer credential).")
+    discharges: list[str] = Field(default_factory=list, description="Peer discharges bound to the token.")
+    action: MeshAction
+    node_ids: list[str] = Field(min_length=1, max_length=100_000)
+    target: MeshTarget | None = None
+    version: str | None = None
+    config: dict[str, str] = Field(default_factory=dict)
+    peer_threshold_nodes: int = Field(20, ge=0, description="More nodes than this needs peer signatures.")
+    peer_threshold_pct: float = Field(1.0, ge=0, le=100, description="More than this % of live nodes needs them.")
+    peers_required: int = Field(3, ge=1, le=64, description="k: distinct registered peers that must sign.")
+    peer_wait: timedelta = Field(timedelta(hours=1), description="How long to wait for k signatures; then denied.")
+    execute_timeout: timedelta = timedelta(minutes=10)
+
+
+class AgentActionStatus(BaseModel):
+    step: str
+    digest: str = Field("", description="Hex SHA-256 the peers sign (see westworld/peers.py).")
+    wide: bool = False
+    peers_required: int = 0
+    peers_signed: list[str] = Field(default_factory=list)
+    decision: CheckResult | None = None
+
+
+class AgentActionResult(BaseModel):
+    agent_id: str
+    action_id: str
+    allowed: bool
+    caveat: str = ""
+    reason: str = ""
+    wide: bool = False
+    peers: list[str] = Field(default_factory=list)
+    executed: bool = False
+    applied: list[str] = Field(default_factory=list)
+    audit_seq: int = -1
+
+
+class CapabilityCheckInput(BaseModel):
+    action_id: str
+    agent_id: str
+    token: str
+    discharges: list[str] = Field(default_factory=list)
+    action: str
+    node_ids: list[str]
+
+
+class CapabilityCheckOutcome(BaseModel):
+    result: CheckResult
+    live_nodes: int
+
+
+class UsageSettle(BaseModel):
+    action_id: str
+    confirmed: bool
+
+
+class SignerRegistry(BaseModel):
+    """Registered signers (peer nodes or guardians): id -> hex Ed25519 public key. Public keys only."""
+
+    signers: dict[str, str]
+
+
+class AgentEventsInput(BaseModel):
+    after_seq: int = 0
+    limit: int = Field(1000, ge=1, le=10_000)
+
+
+class AgentEventsPage(BaseModel):
+    events: list[AgentEvent]
+    last_seq: int
+    live_nodes: int
+
+
+class HaltState(BaseModel):
+    halted: bool
+    epoch: int = 0
+    reason: str = ""
+    since: datetime | None = None
+    resumed_at: datetime | None = None
+    resumed_by: list[str] = Field(default_factory=list)
+
+
+class HaltRequest(BaseModel):
+    request_key: str = Field(description="Idempotency key of the request (a retried allocation gets the same epoch).")
+    reason: str
+
+
+class HaltSet(BaseModel):
+    epoch: int
+    reason: str
+
+
+class HaltEnd(BaseModel):
+    epoch: int
+    resumed_by: list[str]
+
+
+class NetworkHaltInput(BaseModel):
+    """Workflow id ``halt:<epoch>``; the epoch comes from ``allocate_halt_epoch`` (watch or CLI)."""
+
+    epoch: int = Field(ge=1)
+    reason: str
+    findings: list[Finding] = Field(default_factory=list)
+    guardians_required: int = Field(2, ge=1, le=64, description="k of the registered guardians to resume.")
+    reminder_every: timedelta = Field(timedelta(hours=1), description="How often the wait re-publishes its step.")
+
+
+class NetworkHaltStatus(BaseModel):
+    epoch: int
+    halted: bool
+    reason: str
+    digest: str = Field(description="Hex SHA-256 the guardians sign to resume.")
+    guardians_required: int
+    signed_by: list[str]
+
+
+class NetworkHaltResult(BaseModel):
+    epoch: int
+    resumed_by: list[str]
+    audit_seq: int
+
+
+class WatchCarry(BaseModel):
+    after_seq: int = 0
+    events: list[AgentEvent] = Field(default_factory=list)
+    halts: list[int] = Field(default_factory=list)
+    polls: int = 0
+
+
+class AnomalyWatchInput(BaseModel):
+    """Workflow id ``anomaly-watch`` (one per network)."""
+
+    config: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    poll_interval: timedelta = timedelta(seconds=15)
+    continue_after_polls: int = Field(500, ge=1)
+    guardians_required: int = Field(2, ge=1, le=64)
+    carry: WatchCarry | None = None
+
+
+class AnomalyWatchStatus(BaseModel):
+    after_seq: int
+    events: int
+    findings: list[Finding]
+    halts: list[int]

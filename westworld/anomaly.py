@@ -1,0 +1,113 @@
+"""Anomaly detectors over agents' recent actions (pure): findings with a severity and the reasons.
+
+    coverage        distinct nodes an agent touched in the short window, as a share of the live nodes
+    concentration   distinct nodes an agent touched in the long window (the slow creep), as a share
+    rate            the agent's actions in the short window
+    probing         the agent's denied checks in the short window
+
+A critical finding halts the network (AnomalyWatchWorkflow starts NetworkHaltWorkflow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class Severity(StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.HIGH: 2, Severity.CRITICAL: 3}
+
+
+class AgentEvent(BaseModel):
+    """One capability decision of an agent (allowed or denied) and the nodes it touched."""
+
+    seq: int
+    agent_id: str
+    action_id: str
+    at: datetime
+    allowed: bool
+    node_ids: list[str] = Field(default_factory=list)
+    caveat: str = ""
+
+
+class AnomalyConfig(BaseModel):
+    short_window: timedelta = timedelta(minutes=10)
+    long_window: timedelta = timedelta(hours=24)
+    coverage_warn_pct: float = 2.0
+    coverage_critical_pct: float = 10.0
+    concentration_warn_pct: float = 5.0
+    concentration_critical_pct: float = 20.0
+    rate_warn: int = Field(30, description="Actions per short window that count as a spike.")
+    rate_high: int = 100
+    denials_warn: int = Field(5, description="Denied checks per short window that count as probing.")
+    denials_high: int = 20
+
+
+class Finding(BaseModel):
+    agent_id: str
+    kind: str
+    severity: Severity
+    value: float
+    threshold: float
+    reasons: list[str]
+
+
+def prune(events: Iterable[AgentEvent], now: datetime, cfg: AnomalyConfig) -> list[AgentEvent]:
+    """The events still inside the long window."""
+    return [e for e in events if e.at > now - cfg.long_window]
+
+
+def _grade(value: float, levels: list[tuple[float, Severity]]) -> tuple[Severity, float] | None:
+    for threshold, severity in sorted(levels, key=lambda lv: -RANK[lv[1]]):
+        if value >= threshold:
+            return severity, threshold
+    return None
+
+
+def evaluate(events: Iterable[AgentEvent], now: datetime, live_nodes: int, cfg: AnomalyConfig) -> list[Finding]:
+    """Findings per agent, worst first."""
+    by_agent: dict[str, list[AgentEvent]] = {}
+    for e in events:
+        if e.at > now - cfg.long_window and e.at <= now:
+            by_agent.setdefault(e.agent_id, []).append(e)
+    findings: list[Finding] = []
+    live = max(live_nodes, 1)
+    for agent, evs in sorted(by_agent.items()):
+        short = [e for e in evs if e.at > now - cfg.short_window]
+        recent_nodes = {n for e in short if e.allowed for n in e.node_ids}
+        all_nodes = {n for e in evs if e.allowed for n in e.node_ids}
+        denials = [e for e in short if not e.allowed]
+        checks: list[tuple[str, float, list[tuple[float, Severity]], str]] = [
+            ("coverage", 100.0 * len(recent_nodes) / live,
+             [(cfg.coverage_warn_pct, Severity.WARNING), (cfg.coverage_critical_pct, Severity.CRITICAL)],
+             f"touched {len(recent_nodes)} distinct nodes of {live_nodes} live in {cfg.short_window}"),
+            ("concentration", 100.0 * len(all_nodes) / live,
+             [(cfg.concentration_warn_pct, Severity.WARNING), (cfg.concentration_critical_pct, Severity.CRITICAL)],
+             f"touched {len(all_nodes)} distinct nodes of {live_nodes} live in {cfg.long_window} "
+             f"across {sum(e.allowed for e in evs)} actions"),
+            ("rate", float(len(short)),
+             [(cfg.rate_warn, Severity.WARNING), (cfg.rate_high, Severity.HIGH)],
+             f"{len(short)} actions in {cfg.short_window}"),
+            ("probing", float(len(denials)),
+             [(cfg.denials_warn, Severity.WARNING), (cfg.denials_high, Severity.HIGH)],
+             f"{len(denials)} denied checks in {cfg.short_window} (caveats: "
+             f"{sorted({e.caveat for e in denials})[:5]})"),
+        ]
+        for kind, value, levels, reason in checks:
+            graded = _grade(value, levels)
+            if graded is not None:
+                severity, threshold = graded
+                unit = "%" if kind in ("coverage", "concentration") else ""
+                findings.append(Finding(agent_id=agent, kind=kind, severity=severity, value=value,
+                                        threshold=threshold,
+                                        reasons=[f"{agent} {reason}: {value:g}{unit} >= {threshold:g}{unit}"]))
+    return sorted(findings, key=lambda f: (-RANK[f.severity], f.agent_id, f.kind))
