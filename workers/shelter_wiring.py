@@ -10,13 +10,28 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
+
+from activities.notify import NotifyActivities
+from activities.shelter_rotation import RotationActivities
 from activities.store import AuditLog, Database
 from workers.settings import Settings
+from workflows.document_access import DocumentAccessWorkflow
+from workflows.emergency_access import EmergencyAccessWorkflow
+from workflows.guardian_rotation import GuardianRotationWorkflow
 
-WORKFLOWS: tuple[type, ...] = ()
+WORKFLOWS: tuple[type, ...] = (DocumentAccessWorkflow, EmergencyAccessWorkflow, GuardianRotationWorkflow)
 
 
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
-    del settings, database, audit
-    yield []
+    del audit
+    async with httpx.AsyncClient(timeout=15.0) as http:
+        notify = NotifyActivities(http, settings.notify_webhook_url,
+                                  settings.data_dir / "shelter" / "notifications.jsonl")
+        rotation = RotationActivities(database, settings.data_dir / "shelter")
+        yield [
+            notify.notify_guardians,
+            rotation.begin_rotation, rotation.reshare_master_key, rotation.activate_key_epoch,
+            rotation.abandon_rotation,
+        ]

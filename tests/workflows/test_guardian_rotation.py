@@ -1,0 +1,126 @@
+"""GuardianRotationWorkflow on a real Temporal server and SQLite; share and acknowledgement windows time-skipped."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+
+from activities.shelter_keys import KeyEpochStore
+from tests.workflows.conftest import Harness, eventually
+from tests.workflows.shelter_helpers import Guardians, answer, make_guardians, open_own_share, refused
+from westworld.errors import SHARE_BAD_PROOF, SHARE_DUPLICATE, SHARE_NOT_GUARDIAN, SHARE_WINDOW_CLOSED
+from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult
+from workers.shelter_local import acknowledge, make_keys
+from workers.stuck import find_stuck
+from workflows.guardian_rotation import GuardianRotationWorkflow
+
+RotationHandle = WorkflowHandle[GuardianRotationWorkflow, RotationResult]
+
+
+async def start(h: Harness, inp: GuardianRotationInput, epoch: int) -> RotationHandle:
+    handle = await h.skipper.client.start_workflow(
+        GuardianRotationWorkflow.run, inp, id=f"rotation:{epoch}-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                     lambda s: s.phase is RotationPhase.COLLECTING)
+    return handle
+
+
+async def test_too_few_guardians_keep_the_old_epoch_and_stuck_shows_why(harness: Harness) -> None:
+    g = await make_guardians(harness)
+    new = [make_keys(f"n{i}") for i in range(1, 6)]
+    handle = await start(harness, GuardianRotationInput(new_guardians=[k.public() for k in new]), g.epoch.epoch)
+    assert await answer(handle, g.keys[0]) == 1
+    status = await handle.query(GuardianRotationWorkflow.status)
+    assert status.step == "waiting for guardian shares: 1/3" and len(status.waiting_for) == 9
+    rows = await eventually(lambda: find_stuck(harness.settings, timedelta(0), client=harness.client),
+                            lambda rs: any(r.workflow_id == handle.id for r in rs))
+    assert next(r for r in rows if r.workflow_id == handle.id).step == "waiting for guardian shares: 1/3"
+    await harness.skipper.fast_forward(handle, timedelta(days=14, minutes=1))
+    result = await handle.result()
+    assert result.phase is RotationPhase.ABANDONED and "1/3" in result.reason
+    current = await KeyEpochStore(harness.resources.database).current()
+    assert current is not None and current.epoch == g.epoch.epoch and not current.retired
+    # the old shares still open and still combine to the same key
+    assert g.master_key() == g.master_key(keys=g.keys[3:6])
+    assert not list((harness.settings.data_dir / "shelter" / "rotation").glob("*.key")), "rotation key not deleted"
+    entry = (await harness.resources.audit.latest(1))[0]
+    assert (entry.kind, entry.subject) == ("shelter.rotation.abandoned", handle.id)
+
+
+async def rotate(harness: Harness, g: Guardians, new_n: int = 5, k: int = 3) -> tuple[RotationHandle, list]:  # type: ignore[type-arg]
+    new = [make_keys(f"n{i}") for i in range(1, new_n + 1)]
+    handle = await start(harness, GuardianRotationInput(new_guardians=[n.public() for n in new], threshold=k),
+                         g.epoch.epoch)
+    for keys in g.keys[2:5]:
+        await answer(handle, keys)
+    await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                     lambda s: s.phase is RotationPhase.ACKNOWLEDGING)
+    return handle, new
+
+
+async def test_rotation_moves_the_key_to_the_new_guardians(harness: Harness) -> None:
+    g = await make_guardians(harness)
+    master = g.master_key()
+    handle, new = await rotate(harness, g)
+    # bad acknowledgements: an outsider, a proof from another share, a repeat
+    task = await handle.query(GuardianRotationWorkflow.ack_task, new[0].id)
+    assert task is not None
+    ack = acknowledge(new[0], task)
+    outsider = ack.model_copy(update={"guardian_id": "someone-else"})
+    assert (await refused(handle, "acknowledge", outsider)).type == SHARE_NOT_GUARDIAN
+    other_task = await handle.query(GuardianRotationWorkflow.ack_task, new[1].id)
+    assert other_task is not None
+    wrong_proof = ack.model_copy(update={"proof": acknowledge(new[1], other_task).proof})
+    assert (await refused(handle, "acknowledge", wrong_proof)).type == SHARE_BAD_PROOF
+    assert await handle.execute_update(GuardianRotationWorkflow.acknowledge, ack) == 1
+    assert (await refused(handle, "acknowledge", ack)).type == SHARE_DUPLICATE
+    # old guardians can no longer hand in shares
+    assert (await refused(handle, "submit_share", (await _any_submission(handle, g)))).type == SHARE_WINDOW_CLOSED
+    store = KeyEpochStore(harness.resources.database)
+    assert (await store.current()).epoch == g.epoch.epoch  # type: ignore[union-attr]  # not before all acks
+    for keys in new[1:]:
+        t = await handle.query(GuardianRotationWorkflow.ack_task, keys.id)
+        assert isinstance(t, AckTask)
+        await handle.execute_update(GuardianRotationWorkflow.acknowledge, acknowledge(keys, t))
+    result = await handle.result()
+    assert result.phase is RotationPhase.COMPLETED and result.new_epoch == g.epoch.epoch + 1
+    current = await store.current()
+    old = await store.get(g.epoch.epoch)
+    assert current is not None and old is not None and old.retired
+    assert current.epoch == result.new_epoch and [x.id for x in current.guardians] == [n.id for n in new]
+    assert current.master_public_key == g.epoch.master_public_key
+    assert current.salt != g.epoch.salt
+    assert g.master_key(current, new[2:5]) == master  # the same key, under fresh shares
+    assert open_own_share(new[0], current).value != open_own_share(g.keys[0], g.epoch).value
+    entries = await harness.resources.audit.latest(2)
+    assert [e.kind for e in entries] == ["shelter.rotation.started", "shelter.rotation.completed"]
+    assert entries[1].payload["shares_from"] == ["g3", "g4", "g5"] and entries[1].payload["new_epoch"] == 2
+
+
+async def _any_submission(handle: RotationHandle, g: Guardians) -> object:
+    from westworld.shelter_access import ShareSubmission
+
+    enc = g.epoch.share_of(g.keys[0].id)
+    assert enc is not None
+    return ShareSubmission(guardian_id=g.keys[0].id, index=enc.index, commitment=enc.commitment,
+                           sealed=enc.sealed, signature="00" * 64)
+
+
+async def test_unacknowledged_rotation_keeps_the_old_epoch(harness: Harness) -> None:
+    g = await make_guardians(harness)
+    handle, new = await rotate(harness, g)
+    t = await handle.query(GuardianRotationWorkflow.ack_task, new[0].id)
+    assert t is not None
+    await handle.execute_update(GuardianRotationWorkflow.acknowledge, acknowledge(new[0], t))
+    status = await handle.query(GuardianRotationWorkflow.status)
+    assert status.step == "waiting for acknowledgements: 1/5" and status.waiting_for == [n.id for n in new[1:]]
+    await harness.skipper.fast_forward(handle, timedelta(days=14, minutes=1))
+    result = await handle.result()
+    assert result.phase is RotationPhase.ABANDONED and "1/5" in result.reason
+    current = await KeyEpochStore(harness.resources.database).current()
+    assert current is not None and current.epoch == g.epoch.epoch and not current.retired

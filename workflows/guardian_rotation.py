@@ -1,0 +1,222 @@
+"""GuardianRotationWorkflow: move the master key to a new guardian set without ever losing it.
+
+plan (``begin_rotation``: current epoch, new set, one-time rotation key) → k current guardians hand in their share
+sealed to the rotation key (``submit_share``, same checks as an access) → ``reshare_master_key`` re-splits the
+key with fresh randomness for the new set and stores the new epoch as pending → each new guardian acknowledges
+(``acknowledge``: a signed proof computed from their opened share) → ``activate_key_epoch`` makes the new epoch
+current and retires the old one. If too few guardians answer in time the rotation is abandoned and the old epoch
+stays valid; while it waits its step says so ("waiting for guardian shares: 1/3"), which `westworld stuck` shows.
+A Temporal Schedule (``guardian-rotation``, every ~6 months) starts it with ``{}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from westworld.errors import SHARE_WINDOW_CLOSED, ShareRejected
+    from westworld.notify import GuardianNotice
+    from westworld.rotation import (
+        Acknowledgement,
+        AckTask,
+        BeginRotationInput,
+        GuardianRotationInput,
+        PendingEpoch,
+        ReshareInput,
+        RotationPhase,
+        RotationPlan,
+        RotationResult,
+        RotationState,
+        check_ack,
+    )
+    from westworld.shelter import KeyEpoch
+    from westworld.shelter_access import ShareSubmission, ShareTask
+    from workflows.shelter_shares import NOTIFY_RETRY, STORE_RETRY, ShareBox, audit
+    from workflows.steps import set_step
+
+
+@workflow.defn
+class GuardianRotationWorkflow:
+    """One rotation. Workflow id: ``rotation:<current epoch>`` (or the schedule's id)."""
+
+    @workflow.init
+    def __init__(self, input: GuardianRotationInput) -> None:
+        self._input = input
+        self._id = workflow.info().workflow_id
+        self._box = ShareBox(self._id, self._id)
+        self._plan: RotationPlan | None = None
+        self._pending: PendingEpoch | None = None
+        self._acks: set[str] = set()
+        self._phase = RotationPhase.PLANNING
+        self._step = "planning"
+        self._deadline: datetime | None = None
+
+    @workflow.run
+    async def run(self, input: GuardianRotationInput) -> RotationResult:
+        self._step_to("planning", RotationPhase.PLANNING)
+        self._plan = await workflow.execute_activity(
+            "begin_rotation", BeginRotationInput(rotation_id=self._id, new_guardians=input.new_guardians,
+                                                 threshold=input.threshold),
+            result_type=RotationPlan, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY,
+        )
+        plan = self._plan
+        self._box.epoch = plan.from_epoch
+        await audit("shelter.rotation.started", self._id, {
+            "from_epoch": plan.from_epoch.epoch, "new_guardians": [g.id for g in plan.new_guardians],
+            "threshold": plan.threshold, "rotate_master_key": input.rotate_master_key,
+        })
+        self._deadline = workflow.now() + input.share_window
+        self._step_to(f"waiting for guardian shares: {self._box.progress()}", RotationPhase.COLLECTING)
+        if not await self._wait(lambda: self._box.full, input.share_window, "shares", self._box.waiting_for):
+            return await self._abandon(f"only {self._box.progress()} current guardians handed in their share "
+                                       f"within {input.share_window}; epoch {plan.from_epoch.epoch} stays valid")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._step_to("resharing", RotationPhase.RESHARING)
+        self._pending = await workflow.execute_activity(
+            "reshare_master_key",
+            ReshareInput(plan=plan, shares=list(self._box.accepted.values()),
+                         rotate_master_key=input.rotate_master_key),
+            result_type=PendingEpoch, start_to_close_timeout=timedelta(minutes=10), retry_policy=STORE_RETRY,
+        )
+        needed = self._acks_needed()
+        self._deadline = workflow.now() + input.ack_window
+        self._step_to(f"waiting for acknowledgements: 0/{needed}", RotationPhase.ACKNOWLEDGING)
+        if not await self._wait(lambda: len(self._acks) >= needed, input.ack_window, "acknowledgement",
+                                self._ack_waiting):
+            return await self._abandon(f"only {len(self._acks)}/{needed} new guardians acknowledged within "
+                                       f"{input.ack_window}; epoch {plan.from_epoch.epoch} stays valid")
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._step_to("activating", RotationPhase.ACKNOWLEDGING)
+        new: KeyEpoch = await workflow.execute_activity(
+            "activate_key_epoch", self._pending, result_type=KeyEpoch, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=STORE_RETRY,
+        )
+        return await self._finish(RotationPhase.COMPLETED, f"epoch {new.epoch} active with {len(self._acks)} "
+                                  f"acknowledgements; epoch {plan.from_epoch.epoch} retired", new.epoch)
+
+    async def _wait(self, done: Callable[[], bool], window: timedelta, what: str,
+                    waiting: Callable[[], list[str]]) -> bool:
+        """Wait for ``done()`` within ``window``, reminding those in ``waiting()``; False on timeout."""
+        reminders = asyncio.create_task(self._remind(what, waiting))
+        try:
+            await workflow.wait_condition(done, timeout=window)
+        except TimeoutError:
+            return False
+        finally:
+            reminders.cancel()
+        return True
+
+    async def _remind(self, what: str, waiting: Callable[[], list[str]]) -> None:
+        n = 0
+        while self._deadline is not None and workflow.now() < self._deadline:
+            await workflow.execute_activity(
+                "notify_guardians",
+                GuardianNotice(workflow_id=self._id, request_id=self._id, document_id="", kind="rotation",
+                               guardians=waiting(), deadline=self._deadline, reminder=n,
+                               message=f"Guardian rotation {self._id} waits for your {what}: "
+                                       f"`westworld shelter {'submit-share' if what == 'shares' else 'acknowledge'} "
+                                       f"{self._id}`"),
+                result_type=int, start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY,
+            )
+            n += 1
+            await workflow.sleep(self._input.reminder_every)
+
+    async def _abandon(self, reason: str) -> RotationResult:
+        await workflow.execute_activity("abandon_rotation", self._id, start_to_close_timeout=timedelta(seconds=30),
+                                        retry_policy=STORE_RETRY)
+        return await self._finish(RotationPhase.ABANDONED, reason, None)
+
+    async def _finish(self, phase: RotationPhase, reason: str, new_epoch: int | None) -> RotationResult:
+        plan = self._plan
+        self._step_to("recording result", phase)
+        guardians = [g.id for g in plan.new_guardians] if plan else []
+        seq = await audit(f"shelter.rotation.{phase.value}", self._id, {
+            "reason": reason, "from_epoch": plan.from_epoch.epoch if plan else None, "new_epoch": new_epoch,
+            "guardians": guardians, "shares_from": sorted(self._box.accepted), "acknowledged": sorted(self._acks),
+            "master_key_rotated": bool(self._pending and self._pending.master_key_rotated and new_epoch),
+        })
+        self._step_to("done", phase)
+        return RotationResult(
+            phase=phase, reason=reason, from_epoch=plan.from_epoch.epoch if plan else None, new_epoch=new_epoch,
+            guardians=guardians, audit_seq=seq,
+            master_key_rotated=bool(self._pending and self._pending.master_key_rotated and new_epoch),
+            rewrapped_documents=self._pending.rewrapped_documents if self._pending and new_epoch else 0,
+        )
+
+    def _acks_needed(self) -> int:
+        total = len(self._pending.ack_hashes) if self._pending else 0
+        return min(self._input.ack_quorum or total, total)
+
+    def _ack_waiting(self) -> list[str]:
+        return [g for g in (self._pending.ack_hashes if self._pending else {}) if g not in self._acks]
+
+    @workflow.update
+    async def submit_share(self, sub: ShareSubmission) -> int:
+        """A current guardian hands in their share sealed to the rotation key."""
+        self._box.accept(sub)
+        self._step_to(f"waiting for guardian shares: {self._box.progress()}", RotationPhase.COLLECTING)
+        return len(self._box.accepted)
+
+    @submit_share.validator
+    def _validate_share(self, sub: ShareSubmission) -> None:
+        if self._phase is not RotationPhase.COLLECTING:
+            raise ApplicationError(f"{self._id} is not collecting shares (phase: {self._phase.value})",
+                                   type=SHARE_WINDOW_CLOSED, non_retryable=True)
+        self._box.check(sub, self._deadline)
+
+    @workflow.update
+    async def acknowledge(self, ack: Acknowledgement) -> int:
+        """A new guardian proves they opened their share."""
+        self._acks.add(ack.guardian_id)
+        self._step_to(f"waiting for acknowledgements: {len(self._acks)}/{self._acks_needed()}",
+                      RotationPhase.ACKNOWLEDGING)
+        return len(self._acks)
+
+    @acknowledge.validator
+    def _validate_ack(self, ack: Acknowledgement) -> None:
+        if self._phase is not RotationPhase.ACKNOWLEDGING or self._pending is None:
+            raise ApplicationError(f"{self._id} is not waiting for acknowledgements (phase: {self._phase.value})",
+                                   type=SHARE_WINDOW_CLOSED, non_retryable=True)
+        if self._deadline is not None and workflow.now() >= self._deadline:
+            raise ApplicationError(f"{self._id}: the acknowledgement window closed at {self._deadline.isoformat()}",
+                                   type=SHARE_WINDOW_CLOSED, non_retryable=True)
+        try:
+            check_ack(ack, self._pending, self._id, self._acks)
+        except ShareRejected as err:
+            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+
+    @workflow.query
+    def status(self) -> RotationState:
+        return RotationState(
+            phase=self._phase, step=self._step, from_epoch=self._plan.from_epoch.epoch if self._plan else None,
+            new_epoch=self._pending.epoch.epoch if self._pending else None, shares_in=sorted(self._box.accepted),
+            shares_needed=self._box.needed, acknowledged=sorted(self._acks),
+            acks_needed=self._acks_needed(),
+            waiting_for=self._ack_waiting() if self._pending else self._box.waiting_for(),
+        )
+
+    @workflow.query
+    def share_task(self, guardian_id: str) -> ShareTask | None:
+        """For a current guardian: their share and the rotation key to seal it to."""
+        if self._plan is None or self._phase is not RotationPhase.COLLECTING:
+            return None
+        return self._box.task(guardian_id, self._plan.rotation_public_key)
+
+    @workflow.query
+    def ack_task(self, guardian_id: str) -> AckTask | None:
+        """For a new guardian: their sealed share in the pending epoch."""
+        share = self._pending.epoch.share_of(guardian_id) if self._pending else None
+        if self._pending is None or share is None:
+            return None
+        return AckTask(workflow_id=self._id, guardian_id=guardian_id, epoch=self._pending.epoch.epoch,
+                       encrypted_share=share, salt=self._pending.epoch.salt,
+                       acknowledged=guardian_id in self._acks)
+
+    def _step_to(self, step: str, phase: RotationPhase) -> None:
+        self._step, self._phase = step, phase
+        set_step(step)
