@@ -9,7 +9,9 @@ from __future__ import annotations
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 PASSTHROUGH = ("eth_account", "eth_keys", "eth_utils", "eth_abi", "eth_typing", "eth_hash", "hexbytes",
-               "coincurve", "cytoolz", "toolz", "Crypto", "Cryptodome", "rlp", "ckzg", "bitarray", "parsimonious")
+               "coincurve", "cytoolz", "toolz", "Crypto", "Cryptodome", "rlp", "ckzg", "bitarray", "parsimonious",
+               # Ed25519 checks of peer and guardian signatures (capabilities); a Rust extension that must load once
+               "cryptography", "nacl", "pymacaroons")
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
