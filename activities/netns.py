@@ -77,7 +77,14 @@ async def used_subnets() -> set[int]:
     return used
 
 
+async def guard_private_range() -> None:
+    """Make 10.213.0.0/16 unreachable from the host except through a sandbox's bridge (its /24 is more specific):
+    a scrape or admin call racing a teardown then fails here instead of leaving through the default route."""
+    await run("ip", "route", "replace", "unreachable", f"{SUBNET_PREFIX}.0.0/16")
+
+
 async def create_bridge(sandbox_id: str, subnet: int) -> None:
+    await guard_private_range()
     br = bridge_name(sandbox_id)
     await run("ip", "link", "add", br, "type", "bridge")
     await run("ip", "addr", "add", f"{SUBNET_PREFIX}.{subnet}.1/24", "dev", br)

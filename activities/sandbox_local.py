@@ -359,16 +359,16 @@ class LocalSandbox:
     async def teardown(self, ref: SandboxRef) -> TeardownResult:
         state = self._load(ref.sandbox_id)
         removed: list[str] = []
+        target = self._targets / f"{ref.sandbox_id}.json"
+        if target.exists():  # first: Prometheus stops scraping before the nodes go
+            target.unlink()
+            removed.append(f"prometheus targets {target}")
         for node in state.nodes if state else []:
             if node.pid is not None and _alive(node.pid) and _is_node(node.pid, node.id):
                 _kill(node.pid, signal.SIGKILL)
                 removed.append(f"process {node.id} (pid {node.pid})")
         if netns.unavailable_reason() is None:
             removed += await netns.remove_all(ref.sandbox_id)
-        target = self._targets / f"{ref.sandbox_id}.json"
-        if target.exists():
-            target.unlink()
-            removed.append(f"prometheus targets {target}")
         if (self._dir / ref.sandbox_id).exists():
             shutil.rmtree(self._dir / ref.sandbox_id, ignore_errors=True)
             removed.append(f"state {self._dir / ref.sandbox_id}")

@@ -1,0 +1,238 @@
+"""The local sandbox backend against real mesh nodes and a real Prometheus, in both modes.
+
+``netns`` (root): nodes in network namespaces on a bridge, kernel chaos where the kernel allows it.
+``userspace`` (forced with ``namespaces=False``): nodes on 127.0.0.1, chaos through the nodes' admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities import netns
+from activities.sandbox import SandboxActivities
+from activities.sandbox_local import LocalSandbox
+from tests.fixtures.prometheus import PrometheusServer
+from westworld.errors import BACKEND_UNAVAILABLE, INVALID_INPUT
+from westworld.sandbox import (
+    Arm,
+    Backend,
+    Fault,
+    FaultInput,
+    FaultKind,
+    MeshAction,
+    MeshActionInput,
+    MeshTarget,
+    ProvisionInput,
+    SandboxRef,
+    Workload,
+)
+
+T = TypeVar("T")
+MODES = ["netns", "userspace"]
+
+
+async def eventually(fn: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 15.0) -> T:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await fn()
+        if check(value):
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
+        await asyncio.sleep(0.25)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        yield client
+
+
+@pytest.fixture(params=MODES)
+def sandbox(request: pytest.FixtureRequest, http: httpx.AsyncClient, prometheus: PrometheusServer,
+            tmp_path: Path) -> LocalSandbox:
+    if request.param == "netns" and (reason := netns.unavailable_reason()) is not None:
+        pytest.skip(f"network-namespace mode cannot run here: {reason}")
+    return LocalSandbox(http, tmp_path, prometheus.targets_dir, namespaces=request.param == "netns")
+
+
+def provision_input(nodes: int = 3, egress: list[str] | None = None) -> ProvisionInput:
+    return ProvisionInput(backend=Backend.LOCAL, sandbox_id=f"t-{uuid.uuid4().hex[:8]}", arm=Arm.BASELINE,
+                          workload=Workload(version="1.4.0", nodes=nodes), egress_allow=egress or [])
+
+
+async def query(http: httpx.AsyncClient, prometheus: PrometheusServer, promql: str) -> list[dict[str, Any]]:
+    answer = (await http.get(f"{prometheus.url}/api/v1/query", params={"query": promql})).json()
+    result: list[dict[str, Any]] = answer["data"]["result"]
+    return result
+
+
+async def scalar(http: httpx.AsyncClient, prometheus: PrometheusServer, promql: str) -> float:
+    result = await query(http, prometheus, promql)
+    return float(result[0]["value"][1]) if result else float("nan")
+
+
+def running_nodes() -> set[str]:
+    """Ids of the mesh-node processes running on this machine (from their command lines)."""
+    found = set()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"workers.mesh_node" in args and b"--id" in args:
+            found.add(args[args.index(b"--id") + 1].decode())
+    return found
+
+
+def fault(ref: SandboxRef, kind: FaultKind, nodes: list[int] | None = None, **knobs: Any) -> FaultInput:
+    return FaultInput(sandbox=ref, fault_id=f"{ref.sandbox_id}-{kind.value}",
+                      fault=Fault(kind=kind, duration=timedelta(seconds=30), nodes=nodes or [], **knobs))
+
+
+async def test_lifecycle_scrape_latency_kill_teardown(sandbox: LocalSandbox, http: httpx.AsyncClient,
+                                                      prometheus: PrometheusServer) -> None:
+    inp = provision_input()
+    progress: list[str] = []
+    ref = await sandbox.provision(inp, progress.append)
+    sid = inp.sandbox_id
+    try:
+        mode = "netns" if sandbox._namespaces else "userspace"
+        assert ref.chaos_mode.startswith(mode), ref.chaos_mode
+        assert progress[-1].startswith(f"sandbox {sid} ready")
+        assert await sandbox.provision(inp, progress.append) == ref  # idempotent by sandbox_id
+
+        # Scraped by the real Prometheus, each node labelled sandbox/arm/node.
+        up = await eventually(lambda: query(http, prometheus, f'up{{sandbox="{sid}"}} == 1'), lambda r: len(r) == 3)
+        assert {r["metric"]["node"] for r in up} == {n.id for n in ref.nodes}
+        assert {r["metric"]["arm"] for r in up} == {"baseline"}
+
+        latency = (f'sum(rate(mesh_message_latency_seconds_sum{{sandbox="{sid}"}}[2s])) / '
+                   f'sum(rate(mesh_message_latency_seconds_count{{sandbox="{sid}"}}[2s]))')
+        base = await eventually(lambda: scalar(http, prometheus, latency), lambda v: not math.isnan(v))
+        applied = await sandbox.apply_fault(fault(ref, FaultKind.LATENCY, latency_ms=60))
+        assert applied.nodes == [n.id for n in ref.nodes]
+        # Each probe crosses three links, each delayed 60 ms by the node that sends on it.
+        await eventually(lambda: scalar(http, prometheus, latency), lambda v: v > base + 0.1)
+        await sandbox.clear_fault(fault(ref, FaultKind.LATENCY, latency_ms=60))
+        await eventually(lambda: scalar(http, prometheus, latency), lambda v: v < base + 0.03)
+
+        killed = ref.nodes[1].id
+        await sandbox.apply_fault(fault(ref, FaultKind.NODE_KILL, [1]))
+        await eventually(lambda: query(http, prometheus, f'up{{node="{killed}"}} == 0'), lambda r: len(r) == 1)
+        await sandbox.clear_fault(fault(ref, FaultKind.NODE_KILL, [1]))
+        await eventually(lambda: query(http, prometheus, f'up{{node="{killed}"}} == 1'), lambda r: len(r) == 1)
+    finally:
+        result = await sandbox.teardown(ref)
+    assert sum(r.startswith("process ") for r in result.removed) == 3
+    assert not (prometheus.targets_dir / f"{sid}.json").exists()
+    assert not await netns.list_netns(sid)
+    bridge = await asyncio.to_thread(subprocess.run, ["ip", "link", "show", netns.bridge_name(sid)], check=False,
+                                     capture_output=True)
+    assert bridge.returncode != 0
+    assert not running_nodes() & {n.id for n in ref.nodes}
+    for node in ref.nodes:  # gone, and (netns) its address unreachable from the host, not routed elsewhere
+        with pytest.raises(httpx.TransportError):
+            await http.get(f"{node.admin_url}/status")
+    assert (await sandbox.teardown(ref)).removed == []  # repeated teardown: nothing left, no error
+
+
+async def test_loss_and_partition_lower_delivery(sandbox: LocalSandbox, http: httpx.AsyncClient,
+                                                 prometheus: PrometheusServer) -> None:
+    ref = await sandbox.provision(provision_input(4), lambda _m: None)
+    sid = ref.sandbox_id
+    ratio = (f'sum(rate(mesh_messages_delivered_total{{sandbox="{sid}"}}[2s])) / '
+             f'sum(rate(mesh_messages_sent_total{{sandbox="{sid}"}}[2s]))')
+    try:
+        await eventually(lambda: scalar(http, prometheus, ratio), lambda v: v > 0.9)
+        applied = await sandbox.apply_fault(fault(ref, FaultKind.PACKET_LOSS, loss_pct=50))
+        assert applied.mode in ("netem", "nftables", "userspace")
+        await eventually(lambda: scalar(http, prometheus, ratio), lambda v: v < 0.5)
+        await sandbox.clear_fault(fault(ref, FaultKind.PACKET_LOSS, loss_pct=50))
+        await eventually(lambda: scalar(http, prometheus, ratio), lambda v: v > 0.9)
+
+        # Nodes 0 and 1 cut off from 2 and 3: only probes that stay on one side can arrive.
+        await sandbox.apply_fault(fault(ref, FaultKind.PARTITION, [0, 1]))
+        await eventually(lambda: scalar(http, prometheus, ratio), lambda v: v < 0.6)
+        await sandbox.clear_fault(fault(ref, FaultKind.PARTITION, [0, 1]))
+        await eventually(lambda: scalar(http, prometheus, ratio), lambda v: v > 0.9)
+    finally:
+        await sandbox.teardown(ref)
+
+
+async def test_netns_egress_reaches_only_peers(http: httpx.AsyncClient, prometheus: PrometheusServer,
+                                               tmp_path: Path) -> None:
+    if (reason := netns.unavailable_reason()) is not None:
+        pytest.skip(f"network-namespace mode cannot run here: {reason}")
+    sandbox = LocalSandbox(http, tmp_path, prometheus.targets_dir)
+    ref = await sandbox.provision(provision_input(2), lambda _m: None)
+    try:
+        if "nftables" not in ref.chaos_mode:
+            pytest.skip(f"nft is not installed, egress is not restricted: {ref.chaos_mode}")
+        # A service on the host, reachable over the bridge address without the egress rules.
+        with socket.socket() as server:
+            server.bind(("0.0.0.0", 0))  # noqa: S104 - the sandbox's bridge address is the one under test
+            server.listen()
+            port = server.getsockname()[1]
+            bridge = ref.nodes[0].address.rsplit(".", 1)[0] + ".1"
+            peer = ref.nodes[1].admin_url.removeprefix("http://")
+            ns = netns.netns_name(ref.sandbox_id, 0)
+            probe = ("import socket,sys; h,p=sys.argv[1].split(':'); s=socket.socket(); s.settimeout(1);"
+                     "sys.exit(s.connect_ex((h,int(p))))")
+            to_host = await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", ns, sys.executable, "-c",
+                                                               probe, f"{bridge}:{port}"], check=False)
+            to_peer = await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", ns, sys.executable, "-c",
+                                                               probe, peer], check=False)
+        assert to_peer.returncode == 0
+        assert to_host.returncode != 0
+    finally:
+        await sandbox.teardown(ref)
+
+
+async def test_activities_dispatch_and_type_errors(mesh_nodes: SandboxRef, local_sandbox: LocalSandbox) -> None:
+    env = ActivityEnvironment()
+    acts = SandboxActivities({Backend.LOCAL: local_sandbox})
+    with pytest.raises(ApplicationError) as refused:
+        await env.run(acts.provision_sandbox, ProvisionInput(
+            backend=Backend.KUBERNETES, sandbox_id="k", arm=Arm.TREATMENT, workload=Workload(version="1.4.0")))
+    assert refused.value.type == BACKEND_UNAVAILABLE and refused.value.non_retryable
+    assert "'kubernetes' is not configured" in refused.value.message
+    with pytest.raises(ApplicationError) as bad:
+        await env.run(acts.apply_fault, fault(mesh_nodes, FaultKind.LATENCY, [7], latency_ms=5))
+    assert bad.value.type == INVALID_INPUT and bad.value.non_retryable and "[7]" in bad.value.message
+
+    target = MeshTarget(nodes=mesh_nodes.nodes)
+    first, second = mesh_nodes.nodes[0].id, mesh_nodes.nodes[1].id
+    action = MeshActionInput(target=target, action=MeshAction.SET_VERSION, node_ids=[first, second],
+                             version="1.5.0-rc1", action_id=f"test:{uuid.uuid4().hex}:canary")
+    result = await env.run(acts.execute_mesh_action, action)
+    assert result.previous == {first: "1.4.0", second: "1.4.0"}
+    assert await env.run(acts.execute_mesh_action, action) == result  # a retry still reports the old versions
+    async with httpx.AsyncClient() as http:
+        status = (await http.get(f"{mesh_nodes.nodes[0].admin_url}/status")).json()
+        untouched = (await http.get(f"{mesh_nodes.nodes[2].admin_url}/status")).json()
+    assert status["version"] == "1.5.0-rc1" and untouched["version"] == "1.4.0"
+    with pytest.raises(ApplicationError) as unknown:
+        await env.run(acts.execute_mesh_action, action.model_copy(update={"node_ids": ["nope"]}))
+    assert unknown.value.type == INVALID_INPUT and "nope" in unknown.value.message
+
+
+def test_netns_mode_refused_without_root_says_why() -> None:
+    if os.geteuid() == 0:
+        pytest.skip("running as root: the not-root reason cannot be observed here")
+    assert netns.unavailable_reason() == "not running as root"
