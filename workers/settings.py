@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     sandbox_namespaces: bool = Field(
         True, description="Local sandboxes: network namespaces + kernel chaos when root; false forces userspace mode."
     )
+    kube_config: str = Field(
+        "", description="Kubeconfig of the cluster for kubernetes sandboxes and rollouts; empty: not configured."
+    )
 
     @classmethod
     def settings_customise_sources(
