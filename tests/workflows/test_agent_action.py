@@ -78,7 +78,7 @@ async def test_wide_action_passes_only_with_k_distinct_peer_signatures(harness: 
     assert await refused(peer_ids[0], peers.sign(net.peer_keys[peer_ids[0]], other)) == SIGNER_BAD_SIGNATURE
     assert await submit(peer_ids[0], peers.sign(net.peer_keys[peer_ids[0]], digest)) == 1
     assert await refused(peer_ids[0], peers.sign(net.peer_keys[peer_ids[0]], digest)) == SIGNER_DUPLICATE
-    assert (await handle.describe()).status.name != "COMPLETED"
+    assert (await handle.query(AgentActionWorkflow.status)).step == "awaiting peer signatures"
     assert await submit(peer_ids[1], peers.sign(net.peer_keys[peer_ids[1]], digest)) == 2
     assert await submit(peer_ids[2], peers.sign(net.peer_keys[peer_ids[2]], digest)) == 3
     result = await handle.result()
