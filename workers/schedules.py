@@ -20,6 +20,7 @@ from temporalio.client import (
 )
 
 from workflows.audit_anchor import AuditAnchorWorkflow
+from workflows.guardian_rotation import GuardianRotationWorkflow
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ class Declared:
 DECLARED = (
     Declared("audit-anchor", AuditAnchorWorkflow.__name__, timedelta(hours=1),
              "verify the audit log and anchor its root on chain"),
+    Declared("guardian-rotation", GuardianRotationWorkflow.__name__, timedelta(days=182),
+             "re-split the shelter key for the next guardian set (`shelter rotate --next`)"),
 )
 
 

@@ -45,8 +45,8 @@ class GuardianRotationWorkflow:
     """One rotation. Workflow id: ``rotation:<current epoch>`` (or the schedule's id)."""
 
     @workflow.init
-    def __init__(self, input: GuardianRotationInput) -> None:
-        self._input = input
+    def __init__(self, input: GuardianRotationInput | None = None) -> None:
+        self._input = input or GuardianRotationInput()  # the schedule starts it without arguments
         self._id = workflow.info().workflow_id
         self._box = ShareBox(self._id, self._id)
         self._plan: RotationPlan | None = None
@@ -57,7 +57,8 @@ class GuardianRotationWorkflow:
         self._deadline: datetime | None = None
 
     @workflow.run
-    async def run(self, input: GuardianRotationInput) -> RotationResult:
+    async def run(self, input: GuardianRotationInput | None = None) -> RotationResult:
+        input = self._input
         self._step_to("planning", RotationPhase.PLANNING)
         self._plan = await workflow.execute_activity(
             "begin_rotation", BeginRotationInput(rotation_id=self._id, new_guardians=input.new_guardians,

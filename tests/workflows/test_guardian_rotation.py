@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 
@@ -124,3 +125,44 @@ async def test_unacknowledged_rotation_keeps_the_old_epoch(harness: Harness) -> 
     assert result.phase is RotationPhase.ABANDONED and "1/5" in result.reason
     current = await KeyEpochStore(harness.resources.database).current()
     assert current is not None and current.epoch == g.epoch.epoch and not current.retired
+
+
+async def test_the_schedule_starts_a_rotation_to_the_registered_next_set(harness: Harness) -> None:
+    """The declared 6-month schedule, created for real and triggered now: the workflow starts without input and
+    rotates to the set registered with `shelter rotate --next`."""
+    from workers.schedules import DECLARED, Declared, _schedule
+
+    g = await make_guardians(harness)
+    nxt = [make_keys(f"next{i}") for i in range(1, 4)]
+    path = harness.settings.data_dir / "shelter" / "next-guardians.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([k.public().model_dump(mode="json") for k in nxt]))
+    declared = next(d for d in DECLARED if d.schedule_id == "guardian-rotation")
+    assert declared.every == timedelta(days=182)
+    sid = f"guardian-rotation-{uuid.uuid4().hex[:6]}"
+    schedule = await harness.client.create_schedule(
+        sid, _schedule(Declared(sid, declared.workflow, declared.every, declared.note), harness.task_queue))
+    try:
+        await schedule.trigger()
+        wf = await eventually(lambda: _first(harness, sid), lambda w: w is not None)
+        assert wf is not None
+        handle = harness.client.get_workflow_handle_for(GuardianRotationWorkflow.run, wf)
+        status = await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                                  lambda s: s.phase is RotationPhase.COLLECTING)
+        assert status.from_epoch == g.epoch.epoch and status.step == "waiting for guardian shares: 0/3"
+        task = await handle.query(GuardianRotationWorkflow.share_task, g.keys[0].id)
+        assert task is not None and task.seal_to != g.keys[0].public().encryption_public_key
+        for keys in g.keys[:3]:
+            await answer(handle, keys)
+        status = await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                                  lambda s: s.phase is RotationPhase.ACKNOWLEDGING)
+        assert sorted(status.waiting_for) == ["next1", "next2", "next3"]
+        await handle.terminate("test done")
+    finally:
+        await schedule.delete()
+
+
+async def _first(h: Harness, schedule_id: str) -> str | None:
+    async for wf in h.client.list_workflows(f'TaskQueue = "{h.task_queue}" AND WorkflowId STARTS_WITH "{schedule_id}"'):
+        return wf.id
+    return None

@@ -1,0 +1,184 @@
+"""What `westworld shelter ...` does against the stack: start requests and rotations, answer as a guardian,
+open a granted document locally. Key material stays in this process (read from the party's 0600 key file)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
+
+from westworld.rotation import AckTask, GuardianRotationInput, RotationResult, RotationState
+from westworld.shelter import CreateEpochInput, Guardian, KeyEpoch
+from westworld.shelter_access import (
+    AccessRequest,
+    AccessResult,
+    AccessState,
+    DocumentAccessInput,
+    EmergencyAccessInput,
+    ShareTask,
+    VoteTerms,
+    reconstruct_master_key,
+)
+from workers.settings import Settings
+from workers.shelter_local import PartyKeys, acknowledge, answer_share
+from workflows.document_access import DocumentAccessWorkflow
+from workflows.emergency_access import EmergencyAccessWorkflow
+from workflows.guardian_rotation import GuardianRotationWorkflow
+from workflows.key_ceremony import KeyCeremonyWorkflow
+
+Echo = Callable[[str], None]
+SHARE_WORKFLOWS = ("DocumentAccessWorkflow", "EmergencyAccessWorkflow", "GuardianRotationWorkflow")
+
+
+class ShelterError(RuntimeError):
+    """A user-facing failure; the message says what is wrong and what to do."""
+
+
+def request_id_for(document_id: str) -> str:
+    return f"{document_id[:38]}-{secrets.token_hex(4)}".lower()
+
+
+async def init_guardians(client: Client, s: Settings, guardians: list[Guardian], threshold: int) -> KeyEpoch:
+    inp = CreateEpochInput(guardians=guardians, threshold=threshold, epoch_key=f"ceremony-{uuid.uuid4().hex[:12]}")
+    epoch: KeyEpoch = await client.execute_workflow(
+        KeyCeremonyWorkflow.run, inp, id=f"key-ceremony:{inp.epoch_key}", task_queue=s.task_queue)
+    return epoch
+
+
+async def start_access(client: Client, s: Settings, request: AccessRequest, *, emergency: bool,
+                       vote: VoteTerms | None = None) -> str:
+    terms = vote or VoteTerms()
+    if emergency:
+        wf_id = f"emergency:{request.request_id}"
+        await client.start_workflow(EmergencyAccessWorkflow.run, EmergencyAccessInput(request=request, vote=terms),
+                                    id=wf_id, task_queue=s.task_queue,
+                                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    else:
+        wf_id = f"access:{request.request_id}"
+        await client.start_workflow(DocumentAccessWorkflow.run, DocumentAccessInput(request=request, vote=terms),
+                                    id=wf_id, task_queue=s.task_queue,
+                                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    return wf_id
+
+
+async def resolve(client: Client, ref: str) -> WorkflowHandle[Any, Any]:
+    """A request/rotation by workflow id (``access:…``, ``emergency:…``, ``rotation:…``) or bare request id."""
+    candidates = [ref] if ":" in ref else [f"access:{ref}", f"emergency:{ref}"]
+    for wf_id in candidates:
+        handle = client.get_workflow_handle(wf_id)
+        try:
+            await handle.describe()
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                continue
+            raise
+        return handle
+    raise ShelterError(f"no request or rotation {ref!r} (looked for {', '.join(candidates)})")
+
+
+@dataclass
+class PendingItem:
+    workflow_id: str
+    kind: str
+    what: str
+
+
+async def pending_for(client: Client, keys: PartyKeys) -> list[PendingItem]:
+    """Running requests and rotations that wait for this guardian's share or acknowledgement."""
+    types = " OR ".join(f'WorkflowType = "{t}"' for t in SHARE_WORKFLOWS)
+    items: list[PendingItem] = []
+    async for wf in client.list_workflows(f'ExecutionStatus = "Running" AND ({types})'):
+        handle = client.get_workflow_handle(wf.id)
+        task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
+        if task is not None and not task.submitted:
+            items.append(PendingItem(wf.id, wf.workflow_type or "?", "share"))
+        if wf.workflow_type == "GuardianRotationWorkflow":
+            ack = await handle.query("ack_task", keys.id, result_type=AckTask | None)  # type: ignore[arg-type]
+            if ack is not None and not ack.acknowledged:
+                items.append(PendingItem(wf.id, wf.workflow_type, "acknowledgement"))
+    return items
+
+
+async def submit_share(client: Client, ref: str, keys: PartyKeys) -> tuple[str, int]:
+    handle = await resolve(client, ref)
+    task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
+    if task is None:
+        raise ShelterError(f"{handle.id} asks no share of {keys.id!r} (not a guardian of its key epoch, or it is "
+                           "not collecting shares)")
+    if task.submitted:
+        raise ShelterError(f"{keys.id!r} already submitted a share to {handle.id}")
+    submission = answer_share(keys, task)
+    try:
+        count: int = await handle.execute_update("submit_share", submission, result_type=int)
+    except WorkflowUpdateFailedError as err:
+        raise ShelterError(explain(err)) from err
+    return handle.id, count
+
+
+async def submit_ack(client: Client, ref: str, keys: PartyKeys) -> tuple[str, int]:
+    handle = await resolve(client, ref)
+    task = await handle.query("ack_task", keys.id, result_type=AckTask | None)  # type: ignore[arg-type]
+    if task is None:
+        raise ShelterError(f"{handle.id} has no new share for {keys.id!r} (not in the new set, or not resharded yet)")
+    try:
+        count: int = await handle.execute_update("acknowledge", acknowledge(keys, task), result_type=int)
+    except WorkflowUpdateFailedError as err:
+        raise ShelterError(explain(err)) from err
+    return handle.id, count
+
+
+def explain(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, WorkflowUpdateFailedError) else err
+    if isinstance(cause, ApplicationError):
+        return f"refused ({cause.type}): {cause.message}"
+    return f"refused: {err}"
+
+
+async def access_result(client: Client, ref: str) -> tuple[str, AccessResult]:
+    handle = await resolve(client, ref)
+    desc = await handle.describe()
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        state = await handle.query("status", result_type=AccessState)
+        raise ShelterError(f"{handle.id} is still running ({state.step}); shares in: {len(state.submitted)}/"
+                           f"{state.threshold or '?'}")
+    if desc.status != WorkflowExecutionStatus.COMPLETED:
+        raise ShelterError(f"{handle.id} ended as {desc.status.name if desc.status else '?'}: nothing to open")
+    result = await client.get_workflow_handle(handle.id, result_type=AccessResult).result()
+    return handle.id, result
+
+
+def reconstruct(keys: PartyKeys, workflow_id: str, result: AccessResult) -> bytes:
+    return reconstruct_master_key(keys.x25519, result, workflow_id)
+
+
+async def start_rotation(client: Client, s: Settings, inp: GuardianRotationInput, current_epoch: int) -> str:
+    wf_id = f"rotation:{current_epoch}"
+    await client.start_workflow(GuardianRotationWorkflow.run, inp, id=wf_id, task_queue=s.task_queue,
+                                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    return wf_id
+
+
+async def describe(client: Client, ref: str) -> str:
+    handle = await resolve(client, ref)
+    desc = await handle.describe()
+    running = desc.status == WorkflowExecutionStatus.RUNNING
+    if desc.workflow_type == "GuardianRotationWorkflow":
+        if not running:
+            r = await client.get_workflow_handle(handle.id, result_type=RotationResult).result()
+            return f"{handle.id}: {r.phase.value}: {r.reason}"
+        st = await handle.query("status", result_type=RotationState)
+        return (f"{handle.id}: {st.step}; shares from {st.shares_in or 'nobody'}; acknowledged by "
+                f"{st.acknowledged or 'nobody'}; waiting for {', '.join(st.waiting_for) or 'nobody'}")
+    if not running:
+        res = (await access_result(client, handle.id))[1]
+        return f"{handle.id}: {res.decision.value}: {res.reason} (audit #{res.audit_seq})"
+    a = await handle.query("status", result_type=AccessState)
+    return (f"{handle.id}: {a.step}; vote {a.vote_decision or 'open'}; shares from {a.submitted or 'nobody'}; "
+            f"deadline {a.deadline.isoformat() if a.deadline else '-'}")
