@@ -33,6 +33,8 @@ from westworld.series import (
     expand,
 )
 
+MAX_POINTS = 20_000
+
 
 class PrometheusActivities:
     """Built with an ``httpx.AsyncClient`` and the base URL of a Prometheus (or any PromQL HTTP API)."""
@@ -79,6 +81,9 @@ class PrometheusActivities:
     @activity.defn(name="query_metrics")
     async def query_metrics(self, inp: InstantQueryInput) -> InstantQueryResult:
         """Every query for every series key, now."""
+        problem = _check(inp.queries, inp.selectors)
+        if problem:
+            raise ApplicationError(problem, type=INVALID_INPUT, non_retryable=True)
         values: dict[str, dict[str, float | None]] = {}
         for query in inp.queries:
             values[query.name] = {key: await self.evaluate(query, key, labels, None)
@@ -88,11 +93,17 @@ class PrometheusActivities:
     @activity.defn(name="collect_metrics")
     async def collect_metrics(self, inp: CollectInput) -> CollectResult:
         """Evaluate every ``interval`` for ``duration``; heartbeats the points so far; resumes after a retry."""
+        ticks = int(inp.duration / inp.interval) + 1 if inp.interval > timedelta(0) else 0
+        problem = _check(inp.queries, inp.selectors)
         if inp.interval <= timedelta(0):
-            raise ApplicationError(f"collection {inp.collection_id}: interval must be positive", type=INVALID_INPUT,
+            problem = f"interval must be positive, got {inp.interval}"
+        elif ticks * len(inp.queries) * len(inp.selectors) > MAX_POINTS:
+            problem = (f"{ticks} ticks x {len(inp.queries)} queries x {len(inp.selectors)} keys is more than "
+                       f"{MAX_POINTS} points (the heartbeat carries them all): lengthen the interval")
+        if problem:
+            raise ApplicationError(f"collection {inp.collection_id}: {problem}", type=INVALID_INPUT,
                                    non_retryable=True)
         started, series = _resume(inp)
-        ticks = int(inp.duration / inp.interval) + 1
         done = min(len(s.points) for s in series)
         for tick in range(done, ticks):
             at = started + tick * inp.interval
@@ -107,6 +118,15 @@ class PrometheusActivities:
             activity.heartbeat({"started": started.isoformat(),
                                 "series": [s.model_dump(mode="json") for s in series]})
         return CollectResult(series=series)
+
+
+def _check(queries: list[MetricQuery], selectors: dict[str, dict[str, str]]) -> str | None:
+    names = [q.name for q in queries]
+    if not queries or not selectors:
+        return "give at least one query and one selector"
+    if len(set(names)) != len(names):
+        return f"query names must be unique, got {names}"
+    return None
 
 
 def _resume(inp: CollectInput) -> tuple[datetime, list[Series]]:

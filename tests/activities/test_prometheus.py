@@ -139,3 +139,16 @@ async def test_unreachable_prometheus_is_retryable() -> None:
                 queries=[UP], selectors={"a": {"sandbox": "x"}}))
     assert err.value.type == METRICS_UNAVAILABLE and not err.value.non_retryable
     assert url in err.value.message and "unreachable" in err.value.message
+
+
+async def test_collect_input_errors_are_permanent_and_say_what(acts: PrometheusActivities) -> None:
+    env = ActivityEnvironment()
+    too_long = CollectInput(collection_id="c3", queries=[UP, SENT], selectors={"a": {}, "b": {}},
+                            duration=timedelta(hours=2), interval=timedelta(seconds=1))
+    with pytest.raises(ApplicationError) as err:
+        await env.run(acts.collect_metrics, too_long)
+    assert err.value.non_retryable and "c3" in err.value.message and "lengthen the interval" in err.value.message
+    twice = too_long.model_copy(update={"queries": [UP, UP], "duration": timedelta(seconds=1)})
+    with pytest.raises(ApplicationError) as err:
+        await env.run(acts.collect_metrics, twice)
+    assert err.value.type == INVALID_INPUT and "unique" in err.value.message
