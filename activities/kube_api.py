@@ -36,6 +36,8 @@ class KubeUnreachable(RuntimeError):
 
 def client_from_kubeconfig(path: Path | str) -> k8s.ApiClient:
     """An ApiClient for the current context of a kubeconfig file (TLS as the file says)."""
+    if not Path(path).is_file():
+        raise WestworldError(f"kube_config {str(path)!r} is not a readable kubeconfig file", type=CONFIG_ERROR)
     api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
     return api
 

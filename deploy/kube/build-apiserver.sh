@@ -40,7 +40,7 @@ if [ -x "$TARGET" ]; then
 fi
 
 START=$(date +%s)
-apt_install golang-go rsync make dpkg-dev ca-certificates
+apt_install golang-go rsync make dpkg-dev ca-certificates golang-github-modern-go-reflect2-dev
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ww-kube-build.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
@@ -67,6 +67,15 @@ say "downloading the kubernetes source package"
 DSC=$(ls "$WORK"/kubernetes_*.dsc | head -n1)
 say "unpacking $(basename "$DSC")"
 (cd "$WORK" && dpkg-source --no-check -x "$DSC" src >/dev/null)
+
+# Kubernetes 1.20 vendors modern-go/reflect2 1.0.1, whose map iteration reads garbage with Go >= 1.18 (the
+# apiserver dies with SIGSEGV in json-iterator's sortKeysMapEncoder, e.g. in ResourceQuota admission). Debian's
+# reflect2 1.0.2 (the upstream fix, same API) replaces it.
+REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
+say "replacing vendored modern-go/reflect2 1.0.1 with Debian's 1.0.2 (Go >= 1.18 compatibility)"
+rm -rf "$WORK/src/vendor/github.com/modern-go/reflect2"
+mkdir -p "$WORK/src/vendor/github.com/modern-go/reflect2"
+find "$REFLECT2" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$WORK/src/vendor/github.com/modern-go/reflect2/" \;
 
 say "building cmd/kube-apiserver with make (CGO_ENABLED=0; this takes ~9 minutes on 2 cores)"
 (cd "$WORK/src" && CGO_ENABLED=0 GOCACHE="$WORK/gocache" \
