@@ -123,7 +123,14 @@ def parse_token(token: str, discharges: Sequence[str] = ()) -> ParsedToken:
         Denial: (``token``) malformed token, discharge or caveat.
     """
     m = _deserialize_or_deny(token)
+    if m.location != LOCATION:
+        raise Denial(MALFORMED, f"the token's location is {m.location!r}, not {LOCATION!r}")
     ds = [_deserialize_or_deny(d, "discharge") for d in discharges]
+    wanted = {c.caveat_id_bytes: c.location for c in m.caveats if not c.first_party()}
+    for d in ds:
+        if d.identifier_bytes in wanted and d.location != wanted[d.identifier_bytes]:
+            raise Denial(DISCHARGE, f"a discharge says it is from {d.location!r} but answers the caveat of "
+                                    f"{wanted[d.identifier_bytes]!r}")
     lines: list[cv.Caveat] = []
     peers: list[str] = []
     for mac in (m, *ds):
@@ -219,10 +226,15 @@ def _deserialize_or_deny(token: str, what: str = "token") -> Macaroon:
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN:
         raise Denial(MALFORMED, f"the {what} is empty or longer than {MAX_TOKEN} characters")
     try:
-        m = Macaroon.deserialize(token.strip())
+        m = Macaroon.deserialize(token)
         _ = (m.identifier_bytes, m.signature_bytes, [(c.caveat_id_bytes, c.first_party()) for c in m.caveats])
+        canonical = m.serialize() == token
     except Exception as err:
         raise Denial(MALFORMED, f"the {what} does not parse ({type(err).__name__})") from None
+    if not canonical:
+        # Only the canonical encoding is accepted, so no two strings are the same token (and fields that the
+        # HMAC does not cover cannot be varied unnoticed).
+        raise Denial(MALFORMED, f"the {what} is not in canonical form (re-encoded, padded or altered)")
     return m
 
 
