@@ -1,0 +1,147 @@
+"""The capability store against real databases (a SQLite file and a real PostgreSQL server): the budget across
+many small actions and under concurrent races, root keys encrypted at rest and rotated, revocation, halts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from temporalio.testing import ActivityEnvironment
+
+from activities.capabilities import CapabilityActivities
+from activities.capability_store import CapabilityStore, load_or_create_kek, md, root_keys
+from activities.store import Database
+from westworld import capability as cap
+from westworld.agents import CapabilityCheckInput, HaltRequest, HaltSet
+from westworld.errors import InvalidInput
+
+NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    database = Database(url)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(md.drop_all)
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+async def store(db: Database, tmp_path: Path) -> CapabilityStore:
+    s = CapabilityStore(db, load_or_create_kek(tmp_path / "kek.key"))
+    await s.init()
+    await s.init()  # idempotent
+    await s.rotate_key(NOW)
+    for i in range(100):
+        await s.add_node(f"n{i:03d}", "eu" if i < 50 else "us", None, NOW)
+    return s
+
+
+def ask(token: str, nodes: list[str], agent: str = "creeper", action_id: str | None = None) -> CapabilityCheckInput:
+    return CapabilityCheckInput(action_id=action_id or uuid.uuid4().hex, agent_id=agent, token=token,
+                                action="set_config", node_ids=nodes)
+
+
+async def test_many_small_actions_exhaust_the_budget(store: CapabilityStore) -> None:
+    token = cap.attenuate(await store.mint("creeper", ["set_config"]), ["affects_nodes_le = 2", "budget = 10/3600s"])
+    results = [(await store.check(ask(token, [f"n{2 * i:03d}", f"n{2 * i + 1:03d}"]), NOW + timedelta(minutes=i)))
+               .result for i in range(8)]
+    assert [r.allowed for r in results] == [True] * 5 + [False] * 3
+    assert results[5].caveat == "budget = 10/3600s"
+    assert "would touch 12 distinct nodes within 3600s, over its budget of 10" in results[5].reason
+    # the window rolls: an hour after the first actions the budget is free again
+    later = await store.check(ask(token, ["n090", "n091"]), NOW + timedelta(hours=1, minutes=5))
+    assert later.result.allowed
+    assert await store.usage_in_window("creeper", NOW - timedelta(minutes=1)) == 12  # denied actions reserve none
+
+
+async def test_concurrent_small_actions_cannot_race_past_the_budget(store: CapabilityStore) -> None:
+    token = cap.attenuate(await store.mint("swarm", ["set_config"]), ["budget = 30/3600s"])
+    asks = [ask(token, [f"n{3 * i:03d}", f"n{3 * i + 1:03d}", f"n{3 * i + 2:03d}"], agent="swarm")
+            for i in range(30)]
+    outcomes = await asyncio.gather(*(store.check(a, NOW) for a in asks))
+    allowed = [o for o in outcomes if o.result.allowed]
+    assert len(allowed) == 10, [o.result.reason for o in outcomes]
+    assert await store.usage_in_window("swarm", NOW - timedelta(minutes=1)) == 30
+
+
+async def test_a_repeated_check_answers_with_the_recorded_decision(store: CapabilityStore) -> None:
+    token = cap.attenuate(await store.mint("a", ["set_config"]), ["budget = 2/3600s"])
+    first = await store.check(ask(token, ["n001", "n002"], agent="a", action_id="same"), NOW)
+    again = await store.check(ask(token, ["n001", "n002"], agent="a", action_id="same"), NOW)
+    assert first == again and first.result.allowed
+    assert await store.usage_in_window("a", NOW - timedelta(minutes=1)) == 2
+
+
+async def test_settling_confirms_or_releases_the_reservation(store: CapabilityStore) -> None:
+    token = cap.attenuate(await store.mint("b", ["set_config"]), ["budget = 4/3600s"])
+    await store.check(ask(token, ["n001", "n002", "n003"], agent="b", action_id="x1"), NOW)
+    assert not (await store.check(ask(token, ["n004", "n005"], agent="b"), NOW)).result.allowed
+    assert await store.settle("x1", confirmed=False) == 3
+    assert (await store.check(ask(token, ["n004", "n005"], agent="b"), NOW)).result.allowed
+
+
+async def test_root_keys_are_encrypted_at_rest_rotated_and_retired(store: CapabilityStore, db: Database,
+                                                                   tmp_path: Path) -> None:
+    old = await store.mint("r", ["set_config"])
+    old_kid = cap.identity_of(old).key_id
+    key = store._keys[old_kid]  # the key as the activity holds it in memory
+    async with db.engine.connect() as conn:
+        sealed = [r.sealed for r in await conn.execute(sa.select(root_keys))]
+    assert sealed and all(key.hex() not in s for s in sealed)
+    new_kid = await store.rotate_key(NOW + timedelta(seconds=1))
+    new = await store.mint("r", ["set_config"])
+    assert cap.identity_of(new).key_id == new_kid != old_kid
+    assert (await store.check(ask(old, ["n001"], agent="r"), NOW)).result.allowed  # old tokens still verify
+    assert await store.retire_key(old_kid)
+    denied = (await store.check(ask(old, ["n001"], agent="r"), NOW)).result
+    assert (denied.allowed, denied.caveat) == (False, cap.SIGNATURE) and old_kid in denied.reason
+    assert (await store.check(ask(new, ["n001"], agent="r"), NOW)).result.allowed
+    # another key-encryption key cannot open the stored root keys
+    stranger = CapabilityStore(db, load_or_create_kek(tmp_path / "other.key"))
+    with pytest.raises(InvalidTag):
+        await stranger.mint("r", ["set_config"])
+
+
+async def test_revocation_by_token_id_and_by_epoch(store: CapabilityStore) -> None:
+    t1, t2 = await store.mint("c", ["set_config"]), await store.mint("c", ["set_config"])
+    await store.revoke_token(cap.identity_of(t1).token_id, "leaked", NOW)
+    assert (await store.check(ask(t1, ["n001"], agent="c"), NOW)).result.caveat == cap.REVOKED
+    assert (await store.check(ask(t2, ["n001"], agent="c"), NOW)).result.allowed
+    assert await store.bump_revocation_epoch() == 1
+    assert (await store.check(ask(t2, ["n001"], agent="c"), NOW)).result.caveat == cap.EPOCH
+    t3 = await store.mint("c", ["set_config"])
+    assert cap.identity_of(t3).epoch == 1
+    assert (await store.check(ask(t3, ["n001"], agent="c"), NOW)).result.allowed
+
+
+async def test_a_halt_denies_every_check_until_it_ends(store: CapabilityStore) -> None:
+    token = await store.mint("d", ["set_config"])
+    acts = CapabilityActivities(store, clock=lambda: NOW)
+    env = ActivityEnvironment()
+    epoch = await env.run(acts.allocate_halt_epoch, HaltRequest(request_key="watch:7", reason="drill"))
+    assert epoch == await env.run(acts.allocate_halt_epoch, HaltRequest(request_key="watch:7", reason="drill"))
+    assert not (await env.run(acts.halt_state)).halted  # allocated, not yet set
+    await env.run(acts.set_halt, HaltSet(epoch=epoch, reason="drill"))
+    for t in (token, "garbage"):
+        res = (await env.run(acts.check_capability, ask(t, ["n001"], agent="d"))).result
+        assert (res.allowed, res.caveat) == (False, cap.HALTED)
+    ended = await store.end_halt(epoch, ["g1", "g2"], NOW)
+    assert not ended.halted and ended.resumed_by == ["g1", "g2"]
+    assert (await env.run(acts.check_capability, ask(token, ["n001"], agent="d"))).result.allowed
+
+
+async def test_unregistered_targets_and_bad_registrations_are_refused(store: CapabilityStore) -> None:
+    token = await store.mint("e", ["set_config"])
+    res = (await store.check(ask(token, ["n001", "ghost"], agent="e"), NOW)).result
+    assert (res.allowed, res.caveat) == (False, "registered-nodes") and "ghost" in res.reason
+    with pytest.raises(InvalidInput, match="public key must be 32 bytes"):
+        await store.add_node("n-x", "eu", "zz", NOW)
