@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -16,7 +17,7 @@ from westworld import capability as cap
 from westworld import peers
 from westworld.agents import AgentActionInput
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE, SIGNER_UNKNOWN
-from westworld.sandbox import MeshAction
+from westworld.sandbox import MeshAction, MeshTarget, SandboxRef
 from workflows.agent_action import AgentActionWorkflow
 
 
@@ -144,3 +145,26 @@ async def test_forged_and_foreign_tokens_are_denied(harness: Harness) -> None:
     await net.store.revoke_token(cap.identity_of(token).token_id, "test", datetime.now(UTC))
     res = await (await start_action(harness, action("router", token, net.nodes[:1]))).result()
     assert (res.allowed, res.caveat) == (False, "revoked")
+
+
+async def test_an_allowed_action_executes_on_real_mesh_nodes(harness: Harness, mesh_nodes: SandboxRef) -> None:
+    net = await network(harness, 200)
+    now = datetime.now(UTC)
+    for node in mesh_nodes.nodes:
+        await net.store.add_node(node.id, "lab", None, now)
+    token = cap.attenuate(await net.store.mint("upgrader", ["set_version"]), ["regions = lab", "affects_nodes_le = 2"])
+    chosen = [n.id for n in mesh_nodes.nodes[:2]]
+    res = await (await start_action(harness, action("upgrader", token, chosen, version="1.5.0",
+                                                    target=MeshTarget(nodes=mesh_nodes.nodes)))).result()
+    assert res.allowed and res.executed and sorted(res.applied) == sorted(chosen)
+    async with httpx.AsyncClient(timeout=5) as http:
+        versions = {n.id: (await http.get(f"{n.admin_url}/status")).json()["version"] for n in mesh_nodes.nodes}
+    assert versions == {chosen[0]: "1.5.0", chosen[1]: "1.5.0", mesh_nodes.nodes[2].id: "1.4.0"}
+    # a denied action never reaches the nodes
+    all_three = [n.id for n in mesh_nodes.nodes]
+    res = await (await start_action(harness, action("upgrader", token, all_three, version="9.9.9",
+                                                    target=MeshTarget(nodes=mesh_nodes.nodes)))).result()
+    assert (res.allowed, res.executed, res.caveat) == (False, False, "affects_nodes_le = 2")
+    async with httpx.AsyncClient(timeout=5) as http:
+        after = {n.id: (await http.get(f"{n.admin_url}/status")).json()["version"] for n in mesh_nodes.nodes}
+    assert after == versions
