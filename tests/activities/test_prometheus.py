@@ -45,6 +45,7 @@ async def scraped(prometheus: PrometheusServer, tmp_path_factory: pytest.TempPat
                        ).values["sent_rate"].values():
             assert time.monotonic() < deadline, "the sandboxes were not scraped within 20s"
             await asyncio.sleep(0.25)
+        await asyncio.sleep(2.5)  # a full [2s] rate window of scrapes: rates early in a series are underestimated
         try:
             yield refs[0]
         finally:
@@ -72,7 +73,8 @@ async def test_instant_query_per_series_key(scraped: SandboxRef, acts: Prometheu
     result = await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(
         queries=[UP, SENT], selectors=selectors(scraped)))
     assert result.values["nodes_up"] == {"baseline": 2.0, "treatment": 2.0}
-    assert all(v is not None and v > 5 for v in result.values["sent_rate"].values())  # ~10 probes/s per node
+    rates = result.values["sent_rate"]
+    assert all(v is not None and v > 5 for v in rates.values()), rates  # ~10 probes/s per node
 
 
 async def test_collect_heartbeats_every_interval(scraped: SandboxRef, acts: PrometheusActivities) -> None:
