@@ -12,22 +12,29 @@ from typing import Any
 
 import httpx
 
+from activities.evidence import EvidenceActivities
+from activities.kube_api import client_from_kubeconfig
 from activities.prometheus import PrometheusActivities
 from activities.sandbox import SandboxActivities, SandboxBackend
+from activities.sandbox_kubernetes import KubernetesSandbox
 from activities.sandbox_local import LocalSandbox
 from activities.store import AuditLog, Database
 from westworld.sandbox import Backend
 from workers.settings import Settings
+from workflows.canary import CanaryRolloutWorkflow
+from workflows.experiment import ExperimentWorkflow
 
-WORKFLOWS: tuple[type, ...] = ()
+WORKFLOWS: tuple[type, ...] = (ExperimentWorkflow, CanaryRolloutWorkflow)
 
 
 def sandbox_backends(settings: Settings, http: httpx.AsyncClient) -> dict[Backend, SandboxBackend]:
-    """The sandbox backends this worker can reach (the local one always)."""
+    """The sandbox backends this worker can reach (the local one always; kubernetes when ``kube_config`` is set)."""
     backends: dict[Backend, SandboxBackend] = {
         Backend.LOCAL: LocalSandbox(http, settings.data_dir, settings.prometheus_targets_dir,
                                     namespaces=settings.sandbox_namespaces),
     }
+    if settings.kube_config:
+        backends[Backend.KUBERNETES] = KubernetesSandbox(client_from_kubeconfig(settings.kube_config))
     return backends
 
 
@@ -37,4 +44,5 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
     async with httpx.AsyncClient(timeout=10.0) as http:
         sandbox = SandboxActivities(sandbox_backends(settings, http))
         prometheus = PrometheusActivities(http, settings.resolved_prometheus_url)
-        yield [*sandbox.activities(), prometheus.collect_metrics, prometheus.query_metrics]
+        evidence = EvidenceActivities(settings.data_dir / "evidence")
+        yield [*sandbox.activities(), prometheus.collect_metrics, prometheus.query_metrics, evidence.store_evidence]

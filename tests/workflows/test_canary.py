@@ -1,0 +1,99 @@
+"""CanaryRolloutWorkflow on a real Temporal server with real mesh-node processes scraped by a real Prometheus.
+
+Bake times are time-skipped where nothing needs real traffic; the faulty-version test runs in real time (a few
+seconds), because the rollback must come from the canary's real relay errors reaching Prometheus.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.client import WorkflowHandle
+
+from tests.workflows.conftest import Harness, eventually
+from tests.workflows.experiments_support import RELAY_ERRORS, node_versions, settings_overrides, unique
+from westworld.rollout import CanaryInput, CanaryResult, CanaryStatus, PromoteRequest, RolloutPhase
+from workflows.canary import CanaryRolloutWorkflow
+
+__all__ = ["settings_overrides"]
+Handle = WorkflowHandle[CanaryRolloutWorkflow, CanaryResult]
+
+
+async def start(h: Harness, inp: CanaryInput) -> Handle:
+    return await h.skipper.client.start_workflow(CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}",
+                                                 task_queue=h.task_queue)
+
+
+async def phase_is(handle: Handle, *phases: RolloutPhase, timeout: float = 60) -> CanaryStatus:
+    return await eventually(lambda: handle.query(CanaryRolloutWorkflow.status), lambda s: s.phase in phases,
+                            timeout=timeout)
+
+
+async def test_faulty_version_is_rolled_back_at_its_first_step(harness: Harness) -> None:
+    inp = CanaryInput(name=unique("faulty"), version="1.5.0-rc1", mesh_nodes=4, mesh_version="1.4.0",
+                      steps=["25%", "100%"], bake_time=timedelta(seconds=30), analysis_interval=timedelta(seconds=2),
+                      metrics=[RELAY_ERRORS], keep_mesh=True)
+    handle = await start(harness, inp)
+    result = await handle.result()
+    assert result.outcome is RolloutPhase.ROLLED_BACK
+    st = result.status
+    assert result.steps_done == 1 and len(result.rolled_back_nodes) == 1
+    assert ("relay_errors" in result.reasons[0] and "stable nodes" in result.reasons[0]) or "threshold" in \
+        result.reasons[0]
+    assert st.step_applied_at and st.rollback_started_at and st.breach_at
+    assert st.rollback_started_at - st.step_applied_at <= 3 * inp.analysis_interval
+    versions = await node_versions(st.nodes)
+    assert set(versions.values()) == {"1.4.0"}, versions  # the canary node runs its previous version again
+    kinds = [e.kind for e in await harness.resources.audit.latest(10) if e.subject == inp.name]
+    assert kinds == ["canary.start", "canary.step", "canary.rollback", "canary.rolled_back"]
+    await _teardown(harness, st)
+
+
+async def test_good_version_promoted_with_pause_resume_and_promote(harness: Harness) -> None:
+    inp = CanaryInput(name=unique("good"), version="1.4.0", mesh_nodes=4, mesh_version="1.3.0",
+                      steps=["25%", "50%", "100%"], metrics=[RELAY_ERRORS])  # real defaults: 10 min bake, 1 min
+    handle = await start(harness, inp)
+    baking = await phase_is(handle, RolloutPhase.BAKING)
+    assert (baking.step, baking.on_new_version, baking.total_nodes) == (0, 1, 4)
+    await handle.signal(CanaryRolloutWorkflow.pause)
+    await harness.skipper.fast_forward(handle, timedelta(minutes=11))
+    paused = await phase_is(handle, RolloutPhase.PAUSED)
+    assert paused.step == 0 and paused.history[0].decision == "advance"  # baked and healthy, held by the pause
+    await handle.signal(CanaryRolloutWorkflow.resume)
+    second = await eventually(lambda: handle.query(CanaryRolloutWorkflow.status),
+                              lambda s: s.step == 1 and s.phase is RolloutPhase.BAKING)
+    assert second.on_new_version == 2
+    await handle.signal(CanaryRolloutWorkflow.promote, PromoteRequest())  # skip this bake
+    await eventually(lambda: handle.query(CanaryRolloutWorkflow.status), lambda s: s.step == 2)
+    await harness.skipper.fast_forward(handle, timedelta(minutes=11))
+    result = await handle.result()
+    assert result.outcome is RolloutPhase.PROMOTED and result.steps_done == 3
+    assert result.status.on_new_version == 4
+    kinds = [e.kind for e in await harness.resources.audit.latest(20) if e.subject == inp.name]
+    assert kinds[-1] == "canary.promoted" and kinds.count("canary.step") == 3 and "canary.promote" in kinds
+    assert set((await node_versions(result.status.nodes)).values()) == {None}  # the provisioned mesh is gone
+
+
+async def test_abort_rolls_back_every_moved_node(harness: Harness) -> None:
+    inp = CanaryInput(name=unique("abort"), version="1.4.0", mesh_nodes=3, mesh_version="1.3.0",
+                      steps=[1, 3], metrics=[RELAY_ERRORS], keep_mesh=True)
+    handle = await start(harness, inp)
+    await phase_is(handle, RolloutPhase.BAKING)
+    await handle.signal(CanaryRolloutWorkflow.abort)
+    result = await handle.result()
+    assert result.outcome is RolloutPhase.ABORTED and len(result.rolled_back_nodes) == 1
+    assert set((await node_versions(result.status.nodes)).values()) == {"1.3.0"}
+    await _teardown(harness, result.status)
+
+
+async def _teardown(h: Harness, st: CanaryStatus) -> None:
+    """Remove a mesh kept for inspection, with the project's own local backend."""
+    import httpx
+
+    from activities.sandbox_local import LocalSandbox
+    from westworld.sandbox import Arm, Backend, SandboxRef
+
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        backend = LocalSandbox(http, h.settings.data_dir, h.settings.prometheus_targets_dir, namespaces=False)
+        await backend.teardown(SandboxRef(backend=Backend.LOCAL, sandbox_id=f"{st.name}-mesh", arm=Arm.BASELINE,
+                                          nodes=st.nodes))

@@ -1,0 +1,99 @@
+"""Models of ``CanaryRolloutWorkflow``: its input (one JSON object), signals' payloads, live status and result."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from westworld.canary import Measurement, PlannedStep
+from westworld.experiment import DEFAULT_STEPS, NAME_PATTERN, MetricSpec, RolloutStep
+from westworld.sandbox import MeshTarget, NodeRef
+
+
+class RolloutPhase(StrEnum):
+    PROVISIONING = "provisioning"
+    STEPPING = "stepping"
+    BAKING = "baking"
+    PAUSED = "paused"
+    ROLLING_BACK = "rolling back"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled back"
+    ABORTED = "aborted"
+
+
+class CanaryInput(BaseModel):
+    """Input of ``CanaryRolloutWorkflow`` (id ``canary:<name>``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str = Field(min_length=1, description="The version rolled out.")
+    config: dict[str, str] = Field(default_factory=dict)
+    target: MeshTarget | None = Field(None, description="Existing nodes (local) or a Deployment/DaemonSet.")
+    mesh_nodes: int | None = Field(None, ge=1, le=500, description="Local only: provision a mesh of this many "
+                                                                   "nodes as the target (torn down at the end).")
+    mesh_version: str = Field("1.3.0", description="Version a provisioned mesh starts at.")
+    keep_mesh: bool = Field(False, description="Leave a provisioned mesh running after the rollout.")
+    steps: list[RolloutStep] = Field(default_factory=lambda: list[int | str](DEFAULT_STEPS), min_length=1)
+    bake_time: timedelta = Field(timedelta(minutes=10), description="Analysis time at each step before the next.")
+    analysis_interval: timedelta = Field(timedelta(minutes=1), gt=timedelta(0))
+    metrics: list[MetricSpec] = Field(default_factory=list, description="Measured on canary vs stable nodes.")
+    selector_labels: dict[str, str] = Field(default_factory=dict, description="Label matchers of the target's "
+                                            "series (a provisioned mesh fills them in).")
+    node_label: str = Field("node", description="The Prometheus label naming a node.")
+    evidence_hash: str | None = Field(None, description="The experiment evidence that approved this rollout.")
+    agent_id: str | None = Field(None, description="The agent each step acts as (capability-bounded).")
+    capability_token: str | None = Field(None, description="Capability token bounding each step's action.")
+    action_timeout: timedelta = Field(timedelta(minutes=2))
+    provision_timeout: timedelta = Field(timedelta(minutes=5))
+
+    @model_validator(mode="after")
+    def _one_target(self) -> CanaryInput:
+        if (self.target is None) == (self.mesh_nodes is None):
+            raise ValueError("give exactly one of target and mesh_nodes")
+        return self
+
+
+class PromoteRequest(BaseModel):
+    full: bool = Field(False, description="Skip every remaining step (straight to 100%), not just this bake.")
+
+
+class StepRecord(BaseModel):
+    index: int
+    label: str
+    nodes: int
+    applied_at: datetime
+    decision: str = ""
+    reasons: list[str] = Field(default_factory=list)
+
+
+class CanaryStatus(BaseModel):
+    name: str
+    phase: RolloutPhase
+    version: str
+    step: int = Field(description="Index of the current step (0-based); -1 before the first.")
+    steps: list[PlannedStep] = Field(default_factory=list)
+    on_new_version: int = 0
+    total_nodes: int = 0
+    paused: bool = False
+    pause_reason: str = ""
+    analysis_interval: timedelta
+    last_measurements: list[Measurement] = Field(default_factory=list)
+    history: list[StepRecord] = Field(default_factory=list)
+    reasons: list[str] = Field(default_factory=list)
+    nodes: list[NodeRef] = Field(default_factory=list, description="The target's nodes.")
+    breach_at: datetime | None = Field(None, description="When analysis first saw the failing measurement.")
+    step_applied_at: datetime | None = None
+    rollback_started_at: datetime | None = None
+
+
+class CanaryResult(BaseModel):
+    name: str
+    outcome: RolloutPhase
+    version: str
+    steps_done: int
+    reasons: list[str]
+    rolled_back_nodes: list[str] = Field(default_factory=list)
+    status: CanaryStatus

@@ -1,0 +1,281 @@
+"""CanaryRolloutWorkflow: a version rolled out over mesh nodes step by step (shares or counts), each step baked
+with analysis every interval (canary nodes vs the rest, and thresholds), rolled back automatically to each node's
+previous version when a metric fails, paused/resumed/promoted/aborted by signal, every step audited.
+
+Every change to the mesh goes through :meth:`CanaryRolloutWorkflow._act` (one method), so it can be routed as a
+capability-bounded agent action (``agent_id``/``capability_token`` in the input).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from westworld.audit import AuditEntryInput, AuditReceipt
+    from westworld.canary import Decision, Measurement, PlannedStep, analyse_step, group_query, measure, plan_steps
+    from westworld.errors import INVALID_INPUT
+    from westworld.rollout import (
+        CanaryInput,
+        CanaryResult,
+        CanaryStatus,
+        PromoteRequest,
+        RolloutPhase,
+        StepRecord,
+    )
+    from westworld.sandbox import (
+        Arm,
+        Backend,
+        MeshAction,
+        MeshActionInput,
+        MeshActionResult,
+        MeshTarget,
+        ProvisionInput,
+        SandboxRef,
+        Workload,
+    )
+    from westworld.series import InstantQueryInput, InstantQueryResult, MetricQuery
+    from workflows.steps import set_step
+
+EXPERIMENT_NAME = SearchAttributeKey.for_keyword("ExperimentName")
+ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
+                           maximum_attempts=10)
+QUERY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
+AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+@workflow.defn
+class CanaryRolloutWorkflow:
+    """Workflow id ``canary:<name>``."""
+
+    @workflow.init
+    def __init__(self, input: CanaryInput) -> None:
+        self._in = input
+        self._phase = RolloutPhase.PROVISIONING
+        self._paused = False
+        self._pause_reason = ""
+        self._abort = False
+        self._promote: PromoteRequest | None = None
+        self._plan: list[PlannedStep] = []
+        self._step = -1
+        self._previous: dict[str, str] = {}
+        self._history: list[StepRecord] = []
+        self._measurements: list[Measurement] = []
+        self._reasons: list[str] = []
+        self._reference: dict[str, float | None] = {}
+        self._target: MeshTarget | None = input.target
+        self._labels = dict(input.selector_labels)
+        self._mesh: SandboxRef | None = None
+        self._on_new = 0
+        self._status_times: dict[str, Any] = {"breach_at": None, "step_applied_at": None,
+                                              "rollback_started_at": None}
+
+    @workflow.run
+    async def run(self, input: CanaryInput) -> CanaryResult:
+        try:
+            return await self._rollout(input)
+        except BaseException:
+            await self._release_mesh()
+            raise
+
+    async def _rollout(self, input: CanaryInput) -> CanaryResult:
+        if input.mesh_nodes is not None:
+            self._to(RolloutPhase.PROVISIONING, "provisioning the mesh")
+            self._mesh = await workflow.execute_activity(
+                "provision_sandbox",
+                ProvisionInput(backend=Backend.LOCAL, sandbox_id=f"{input.name}-mesh", arm=Arm.BASELINE,
+                               workload=Workload(version=input.mesh_version, nodes=input.mesh_nodes)),
+                result_type=SandboxRef, start_to_close_timeout=input.provision_timeout,
+                heartbeat_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY)
+            self._target = MeshTarget(backend=Backend.LOCAL, nodes=self._mesh.nodes)
+            self._labels = {**self._mesh.labels, **self._labels}
+        assert self._target is not None
+        try:
+            self._plan = plan_steps([n.id for n in self._target.nodes], input.steps, seed=input.name)
+        except ValueError as err:
+            raise ApplicationError(f"canary {input.name}: {err}", type=INVALID_INPUT, non_retryable=True) from err
+        await self._audit("canary.start", {"version": input.version, "steps": [s.label for s in self._plan],
+                                           "nodes": len(self._plan[-1].nodes), "evidence_hash": input.evidence_hash})
+        for step in self._plan:
+            self._step = step.index
+            self._to(RolloutPhase.PAUSED if self._paused else RolloutPhase.STEPPING, f"step {step.label}")
+            await workflow.wait_condition(lambda: not self._paused or self._abort)
+            if self._abort:
+                return await self._rollback("aborted by an operator", RolloutPhase.ABORTED)
+            await self._apply_step(step)
+            outcome = await self._bake(step)
+            if outcome is not None:
+                return outcome
+        self._to(RolloutPhase.PROMOTED, "promoted")
+        await self._audit("canary.promoted", {"version": input.version, "nodes": len(self._plan[-1].nodes)})
+        await self._release_mesh()
+        return self._result(RolloutPhase.PROMOTED, [f"{input.version} on every node ({len(self._plan[-1].nodes)})"])
+
+    async def _apply_step(self, step: PlannedStep) -> None:
+        assert self._target is not None
+        result = await self._act(MeshActionInput(
+            target=self._target, action=MeshAction.SET_VERSION, node_ids=step.added, version=self._in.version,
+            config=self._in.config, action_id=f"{workflow.info().workflow_id}:step-{step.index}"))
+        known = {n.id: n.version for n in self._target.nodes}
+        for node in step.added:
+            before = result.previous.get(node) or known.get(node) or self._in.mesh_version
+            self._previous.setdefault(node, before)
+        self._on_new = len(step.nodes)
+        now = workflow.now()
+        self._status_times["step_applied_at"] = now
+        self._history.append(StepRecord(index=step.index, label=step.label, nodes=len(step.nodes), applied_at=now))
+        await self._audit("canary.step", {"step": step.label, "index": step.index, "added": step.added,
+                                          "nodes_on_version": len(step.nodes), "version": self._in.version})
+
+    async def _bake(self, step: PlannedStep) -> CanaryResult | None:
+        """Analyse every interval until the bake is done (advance), a metric fails (roll back) or an operator
+        acts. Returns a final result, or None to go on with the next step."""
+        self._to(RolloutPhase.BAKING, f"baking step {step.label}")
+        started, rows = workflow.now(), []
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._abort or self._promote is not None,
+                                              timeout=self._in.analysis_interval)
+            if self._abort:
+                return await self._rollback("aborted by an operator", RolloutPhase.ABORTED)
+            if self._promote is not None:
+                return await self._promoted(step)
+            if self._in.metrics:
+                rows.append(await self._measure(step))
+            analysis = analyse_step(self._in.metrics, rows, bake_done=workflow.now() - started >= self._in.bake_time)
+            self._history[-1].decision, self._history[-1].reasons = analysis.decision.value, analysis.reasons
+            if analysis.decision is Decision.ROLLBACK:
+                self._status_times["breach_at"] = workflow.now()
+                return await self._rollback("; ".join(analysis.reasons), RolloutPhase.ROLLED_BACK)
+            if analysis.decision is Decision.PAUSE and not self._paused:
+                self._paused, self._pause_reason = True, analysis.reasons[0]
+                self._to(RolloutPhase.PAUSED, f"paused at step {step.label}")
+                await self._audit("canary.paused", {"step": step.label, "reason": self._pause_reason})
+                await workflow.wait_condition(lambda: not self._paused or self._abort or self._promote is not None)
+                if not self._abort and self._promote is None:
+                    return None  # resumed by an operator: the inconclusive step is accepted
+                continue
+            if analysis.decision is Decision.ADVANCE:
+                if self._paused:
+                    self._to(RolloutPhase.PAUSED, f"paused after step {step.label}")
+                    await workflow.wait_condition(lambda: not self._paused or self._abort or self._promote is not None)
+                    if self._abort or self._promote is not None:
+                        continue
+                return None
+
+    async def _promoted(self, step: PlannedStep) -> CanaryResult | None:
+        request, self._promote = self._promote, None
+        assert request is not None
+        await self._audit("canary.promote", {"step": step.label, "full": request.full})
+        if request.full and step.index < len(self._plan) - 1:
+            last = self._plan[-1]
+            rest = PlannedStep(index=last.index, label=last.label, nodes=last.nodes,
+                               added=[n for n in last.nodes if n not in step.nodes])
+            self._plan = [*self._plan[: step.index + 1], rest]
+        return None
+
+    async def _measure(self, step: PlannedStep) -> list[Measurement]:
+        assert self._target is not None
+        canary = step.nodes
+        stable = [n.id for n in self._target.nodes if n.id not in set(canary)]
+        queries = []
+        for m in self._in.metrics:
+            queries.append(MetricQuery(name=f"{m.name}.canary",
+                                       promql=group_query(m.query, self._labels, self._in.node_label, canary)))
+            if stable:
+                queries.append(MetricQuery(name=f"{m.name}.stable",
+                                           promql=group_query(m.query, self._labels, self._in.node_label, stable)))
+        result = await workflow.execute_activity(
+            "query_metrics", InstantQueryInput(queries=queries, selectors={"group": {}}),
+            result_type=InstantQueryResult, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUERY_RETRY)
+        row = []
+        for m in self._in.metrics:
+            value = result.values.get(f"{m.name}.canary", {}).get("group")
+            if stable:
+                self._reference[m.name] = result.values.get(f"{m.name}.stable", {}).get("group")
+            row.append(measure(m, value, self._reference.get(m.name)))
+        self._measurements = row
+        return row
+
+    async def _rollback(self, reason: str, outcome: RolloutPhase) -> CanaryResult:
+        """Every node this rollout moved goes back to its own previous version."""
+        assert self._target is not None
+        self._status_times["rollback_started_at"] = workflow.now()
+        self._on_new = 0
+        self._to(RolloutPhase.ROLLING_BACK, "rolling back")
+        await self._audit("canary.rollback", {"reason": reason, "nodes": sorted(self._previous)})
+        by_version: dict[str, list[str]] = {}
+        for node, version in sorted(self._previous.items()):
+            by_version.setdefault(version, []).append(node)
+        for version, nodes in sorted(by_version.items()):
+            await self._act(MeshActionInput(
+                target=self._target, action=MeshAction.SET_VERSION, node_ids=nodes, version=version,
+                action_id=f"{workflow.info().workflow_id}:rollback-{version}"))
+        self._to(outcome, outcome.value)
+        await self._audit(f"canary.{'aborted' if outcome is RolloutPhase.ABORTED else 'rolled_back'}",
+                          {"reason": reason, "restored": by_version})
+        await self._release_mesh()
+        return self._result(outcome, [reason], rolled_back=sorted(self._previous))
+
+    async def _act(self, action: MeshActionInput) -> MeshActionResult:
+        """The one place a step changes the mesh (to be routed through a capability-bounded agent action)."""
+        result: MeshActionResult = await workflow.execute_activity(
+            "execute_mesh_action", action, result_type=MeshActionResult,
+            start_to_close_timeout=self._in.action_timeout, retry_policy=ACTION_RETRY)
+        return result
+
+    async def _release_mesh(self) -> None:
+        if self._mesh is not None and not self._in.keep_mesh:
+            mesh, self._mesh = self._mesh, None
+            await workflow.execute_activity("teardown_sandbox", mesh, start_to_close_timeout=timedelta(minutes=2),
+                                            retry_policy=ACTION_RETRY)
+
+    async def _audit(self, kind: str, payload: dict[str, Any]) -> None:
+        await workflow.execute_activity(
+            "append_audit", AuditEntryInput(kind=kind, subject=self._in.name, payload=payload),
+            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+
+    def _to(self, phase: RolloutPhase, step: str) -> None:
+        self._phase = phase
+        set_step(f"canary: {step}", EXPERIMENT_NAME.value_set(self._in.name))
+
+    def _result(self, outcome: RolloutPhase, reasons: list[str], rolled_back: list[str] | None = None) -> CanaryResult:
+        self._reasons = reasons
+        return CanaryResult(name=self._in.name, outcome=outcome, version=self._in.version,
+                            steps_done=len(self._history), reasons=reasons, rolled_back_nodes=rolled_back or [],
+                            status=self.status())
+
+    @workflow.signal
+    def pause(self) -> None:
+        self._paused, self._pause_reason = True, "paused by an operator"
+
+    @workflow.signal
+    def resume(self) -> None:
+        self._paused, self._pause_reason = False, ""
+
+    @workflow.signal
+    def promote(self, request: PromoteRequest) -> None:
+        self._promote, self._paused = request, False
+
+    @workflow.signal
+    def abort(self) -> None:
+        self._abort = True
+
+    @workflow.query
+    def status(self) -> CanaryStatus:
+        return CanaryStatus(
+            name=self._in.name, phase=self._phase, version=self._in.version, step=self._step, steps=self._plan,
+            on_new_version=self._on_new,
+            total_nodes=len(self._plan[-1].nodes) if self._plan else 0, paused=self._paused,
+            pause_reason=self._pause_reason, analysis_interval=self._in.analysis_interval,
+            last_measurements=self._measurements, history=self._history, reasons=self._reasons,
+            nodes=self._target.nodes if self._target else [],
+            **self._status_times,
+        )
+
+

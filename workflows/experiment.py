@@ -1,0 +1,308 @@
+"""ExperimentWorkflow: validate the spec, provision a baseline and a treatment sandbox, run both for the spec's
+duration with its chaos schedule applied to both and metrics collected every interval, judge, ALWAYS tear down
+(on success, failure, abort and cancellation), store the evidence (its hash audited), ask the DAO (a child
+DaoVoteWorkflow with the evidence linked) if required, and roll out as a child CanaryRolloutWorkflow if approved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from westworld.audit import AuditEntryInput, AuditReceipt
+    from westworld.errors import INVALID_INPUT, InvalidInput
+    from westworld.evidence import ChaosEvent, EvidenceBundle, EvidenceInput, EvidenceRef
+    from westworld.experiment import ExperimentSpec, load_spec, parse_spec
+    from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus, Phase
+    from westworld.judge import JudgeResult, MetricSamples, Verdict, judge
+    from westworld.rollout import CanaryInput, CanaryResult
+    from westworld.sandbox import (
+        Arm,
+        Fault,
+        FaultApplied,
+        FaultInput,
+        MeshTarget,
+        NodeRef,
+        ProvisionInput,
+        SandboxRef,
+        Workload,
+    )
+    from westworld.series import CollectInput, CollectResult, MetricQuery, Point, Series
+    from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal
+    from workflows.steps import set_step
+
+EXPERIMENT_NAME = SearchAttributeKey.for_keyword("ExperimentName")
+SANDBOX_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                            maximum_attempts=5)
+TEARDOWN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+COLLECT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+ARMS = (Arm.BASELINE, Arm.TREATMENT)
+
+
+@workflow.defn
+class ExperimentWorkflow:
+    """Workflow id ``experiment:<metadata.name>``. Signal ``abort``; query ``status``."""
+
+    @workflow.init
+    def __init__(self, input: ExperimentInput) -> None:
+        self._in = input
+        meta = (input.spec or {}).get("metadata") if input.spec else None
+        self._name = str(meta.get("name", "?")) if isinstance(meta, dict) else "?"
+        self._phase = Phase.VALIDATING
+        self._abort = False
+        self._spec: ExperimentSpec | None = None
+        self._refs: dict[Arm, SandboxRef] = {}
+        self._points: dict[tuple[str, str], list[Point]] = {}
+        self._chaos: list[ChaosEvent] = []
+        self._chaos_mode = ""
+        self._started: datetime | None = None
+        self._ended: datetime | None = None
+        self._judged: JudgeResult | None = None
+        self._evidence: EvidenceRef | None = None
+        self._vote_id: str | None = None
+        self._vote_decision: str | None = None
+        self._rollout_id: str | None = None
+
+    @workflow.run
+    async def run(self, input: ExperimentInput) -> ExperimentResult:
+        spec = self._validate(input)
+        self._to(Phase.PROVISIONING)
+        try:
+            await self._provision(spec)
+            await self._run_arms(spec)
+        except BaseException:  # failure or cancellation: the sandboxes never outlive the run
+            await self._teardown(spec)
+            raise
+        await self._teardown(spec)
+        if self._abort:
+            self._to(Phase.ABORTED)
+            receipt = await self._audit("experiment.aborted", {"spec_hash": spec.spec_hash()})
+            return ExperimentResult(name=spec.name, verdict=None, score=None, reasons=["aborted by an operator"],
+                                    evidence=None, aborted=True, audit_seq=receipt.seq)
+        self._to(Phase.JUDGING)
+        self._judged = judge(spec.spec.metrics, self._samples(spec), spec.spec.judge)
+        self._to(Phase.STORING_EVIDENCE)
+        self._evidence = await workflow.execute_activity(
+            "store_evidence", EvidenceInput(bundle=self._bundle(spec, self._judged)), result_type=EvidenceRef,
+            start_to_close_timeout=input.evidence_timeout, retry_policy=SANDBOX_RETRY)
+        receipt = await self._audit("experiment.verdict", {
+            "verdict": self._judged.verdict.value, "score": self._judged.score, "reasons": self._judged.reasons,
+            "spec_hash": spec.spec_hash(), "evidence_hash": self._evidence.hash, "evidence_url": self._evidence.url})
+        result = ExperimentResult(name=spec.name, verdict=self._judged.verdict.value, score=self._judged.score,
+                                  reasons=self._judged.reasons, evidence=self._evidence, audit_seq=receipt.seq)
+        approved = await self._decide(spec, self._judged, self._evidence)
+        if approved and spec.spec.rollout is not None:
+            result.rollout = await self._roll_out(spec, input, self._evidence)
+        self._to(Phase.DONE)
+        result.vote_decision = self._vote_decision
+        return result
+
+    def _validate(self, input: ExperimentInput) -> ExperimentSpec:
+        try:
+            spec = load_spec(input.spec_yaml) if input.spec_yaml is not None else parse_spec(input.spec)
+        except InvalidInput as err:
+            self._phase = Phase.FAILED
+            raise ApplicationError(err.message, type=INVALID_INPUT, non_retryable=True) from err
+        self._spec, self._name = spec, spec.name
+        return spec
+
+    async def _provision(self, spec: ExperimentSpec) -> None:
+        s = spec.spec
+        versions = {Arm.BASELINE: (s.baseline.version, s.baseline.config),
+                    Arm.TREATMENT: (s.workload.version, s.workload.config)}
+
+        async def one(arm: Arm) -> None:
+            version, config = versions[arm]
+            self._refs[arm] = await workflow.execute_activity(
+                "provision_sandbox",
+                ProvisionInput(backend=s.backend, sandbox_id=f"{spec.name}-{arm.value}", arm=arm,
+                               workload=Workload(version=version, config=config, nodes=s.workload.nodes,
+                                                 image=s.workload.image, kind=s.workload.kind),
+                               egress_allow=s.isolation.egress_allow),
+                result_type=SandboxRef, start_to_close_timeout=self._in.provision_timeout,
+                heartbeat_timeout=timedelta(seconds=60), retry_policy=SANDBOX_RETRY)
+
+        await asyncio.gather(*(one(arm) for arm in ARMS))
+        self._chaos_mode = "; ".join(f"{r.arm.value}: {r.chaos_mode}" for r in self._refs.values())
+
+    async def _run_arms(self, spec: ExperimentSpec) -> None:
+        s = spec.spec
+        self._to(Phase.RUNNING)
+        self._started = start = workflow.now()
+        chaos = asyncio.create_task(self._chaos_schedule(spec, start))
+        queries = [MetricQuery(name=m.name, promql=m.query) for m in s.metrics]
+        selectors = {arm.value: self._refs[arm].labels for arm in ARMS}
+        chunk_len = max(self._in.live_update, s.interval, s.duration / 100)
+        chunk = 0
+        try:
+            while not self._abort:
+                remaining = s.duration - (workflow.now() - start)
+                if remaining < s.interval / 2:
+                    break
+                length = min(remaining, chunk_len)
+                task = asyncio.ensure_future(workflow.execute_activity(
+                    "collect_metrics",
+                    CollectInput(collection_id=f"{workflow.info().workflow_id}:{chunk}", queries=queries,
+                                 selectors=selectors, duration=length, interval=s.interval),
+                    result_type=CollectResult, start_to_close_timeout=length + timedelta(minutes=2),
+                    heartbeat_timeout=max(self._in.heartbeat_timeout, s.interval * 3), retry_policy=COLLECT_RETRY))
+                await workflow.wait_condition(lambda t=task: t.done() or self._abort)  # type: ignore[misc]
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+                    break
+                for series in task.result().series:
+                    self._points.setdefault((series.query, series.key), []).extend(series.points)
+                chunk += 1
+        finally:
+            self._ended = workflow.now()
+            if not chaos.done():
+                chaos.cancel()
+                with contextlib.suppress(BaseException):
+                    await chaos
+
+    async def _chaos_schedule(self, spec: ExperimentSpec, start: datetime) -> None:
+        """Apply and clear each fault at its offsets, to both arms alike (so the comparison stays fair)."""
+        events: list[tuple[timedelta, int, str]] = []
+        for i, f in enumerate(spec.spec.chaos):
+            events += [(f.start, i, "apply"), (f.start + f.duration, i, "clear")]
+        for at, i, action in sorted(events, key=lambda e: (e[0], e[2] == "apply", e[1])):
+            wait = start + at - workflow.now()
+            if wait > timedelta(0):
+                await workflow.sleep(wait)
+            f = spec.spec.chaos[i]
+            fault = Fault(kind=f.kind, start=f.start, duration=f.duration, nodes=f.nodes, latency_ms=f.latency_ms,
+                          jitter_ms=f.jitter_ms, loss_pct=f.loss_pct)
+            await asyncio.gather(*(self._fault(arm, fault, f"{spec.name}-{arm.value}-chaos-{i}", action, start)
+                                   for arm in ARMS))
+
+    async def _fault(self, arm: Arm, fault: Fault, fault_id: str, action: str, start: datetime) -> None:
+        name = "apply_fault" if action == "apply" else "clear_fault"
+        try:
+            done = await workflow.execute_activity(
+                name, FaultInput(sandbox=self._refs[arm], fault=fault, fault_id=fault_id), result_type=FaultApplied,
+                start_to_close_timeout=timedelta(seconds=60), retry_policy=SANDBOX_RETRY)
+            event = ChaosEvent(fault_id=fault_id, kind=fault.kind.value, arm=arm.value, nodes=done.nodes,
+                               mode=done.mode, note=done.note, offset_s=(workflow.now() - start).total_seconds(),
+                               action="applied" if action == "apply" else "cleared")
+        except Exception as err:  # recorded in the evidence; the run goes on and the judge sees the effect
+            if isinstance(err, asyncio.CancelledError):
+                raise
+            event = ChaosEvent(fault_id=fault_id, kind=fault.kind.value, arm=arm.value, action="failed",
+                               offset_s=(workflow.now() - start).total_seconds(), note=str(err.__cause__ or err))
+        self._chaos.append(event)
+
+    async def _teardown(self, spec: ExperimentSpec) -> None:
+        self._to(Phase.TEARING_DOWN)
+
+        async def one(arm: Arm) -> None:
+            ref = self._refs.get(arm) or SandboxRef(backend=spec.spec.backend, sandbox_id=f"{spec.name}-{arm.value}",
+                                                    arm=arm, nodes=[])
+            await workflow.execute_activity("teardown_sandbox", ref, start_to_close_timeout=self._in.teardown_timeout,
+                                            heartbeat_timeout=timedelta(seconds=60), retry_policy=TEARDOWN_RETRY)
+            self._refs.pop(arm, None)
+
+        await asyncio.gather(*(one(arm) for arm in ARMS))
+
+    def _samples(self, spec: ExperimentSpec) -> dict[str, MetricSamples]:
+        return {m.name: MetricSamples(
+            baseline=[p.value for p in self._points.get((m.name, Arm.BASELINE.value), [])],
+            treatment=[p.value for p in self._points.get((m.name, Arm.TREATMENT.value), [])])
+            for m in spec.spec.metrics}
+
+    def _bundle(self, spec: ExperimentSpec, judged: JudgeResult) -> EvidenceBundle:
+        assert self._started is not None and self._ended is not None
+        return EvidenceBundle(
+            experiment=spec.name, spec_hash=spec.spec_hash(), spec=spec.model_dump(mode="json", by_alias=True),
+            started_at=self._started, ended_at=self._ended,
+            chaos_mode=self._chaos_mode,
+            chaos_timeline=self._chaos, judgement=judged,
+            series=[Series(query=q, key=k, points=p) for (q, k), p in sorted(self._points.items())])
+
+    async def _decide(self, spec: ExperimentSpec, judged: JudgeResult, evidence: EvidenceRef) -> bool:
+        """Approved for rollout? A failed verdict never is; with a vote required, the DAO decides (a marginal
+        verdict goes to the vote with its reasons); without one, only a pass is."""
+        if judged.verdict is Verdict.FAIL or not spec.spec.dao_vote_required:
+            return judged.verdict is Verdict.PASS
+        self._to(Phase.VOTING)
+        pid = f"{spec.name}-{evidence.hash[:8]}"
+        self._vote_id = f"vote:{pid}"
+        body = (f"{spec.spec.objective}\n\nVerdict: {judged.verdict.value} (score {judged.score:.1f}).\n"
+                + "\n".join(f"- {r}" for r in judged.reasons)
+                + f"\n\nEvidence bundle sha256 {evidence.hash} (spec sha256 {spec.spec_hash()}).")
+        vote: DaoVoteResult = await workflow.execute_child_workflow(
+            "DaoVoteWorkflow",
+            DaoVoteInput(proposal=Proposal(id=pid, title=f"Roll out mesh-node {spec.spec.workload.version} "
+                                                         f"({spec.name})", body=body, evidence_url=evidence.url),
+                         voting_window=spec.spec.vote.window, quorum=spec.spec.vote.quorum,
+                         approval_threshold=spec.spec.vote.approval_threshold, backend=self._in.vote_backend),
+            id=self._vote_id, result_type=DaoVoteResult)
+        self._vote_decision = vote.decision
+        return bool(vote.decision == "approved")
+
+    async def _roll_out(self, spec: ExperimentSpec, input: ExperimentInput, evidence: EvidenceRef) -> CanaryResult:
+        plan = spec.spec.rollout
+        assert plan is not None
+        self._to(Phase.ROLLING_OUT)
+        t = plan.target
+        target = None
+        if t.mesh_nodes is None:
+            target = MeshTarget(backend=t.backend, namespace=t.namespace, kind=t.kind, name=t.name,
+                                nodes=[NodeRef(id=n, address=n) for n in t.node_ids])
+        names = set(plan.metrics) or {m.name for m in spec.spec.metrics}
+        self._rollout_id = f"canary:{spec.name}"
+        result: CanaryResult = await workflow.execute_child_workflow(
+            "CanaryRolloutWorkflow",
+            CanaryInput(name=spec.name, version=spec.spec.workload.version, config=spec.spec.workload.config,
+                        target=target, mesh_nodes=t.mesh_nodes,
+                        mesh_version=t.mesh_version or spec.spec.baseline.version,
+                        steps=plan.steps, bake_time=plan.bake_time, analysis_interval=plan.analysis_interval,
+                        metrics=[m for m in spec.spec.metrics if m.name in names], evidence_hash=evidence.hash,
+                        agent_id=input.rollout_agent_id, capability_token=input.rollout_capability_token),
+            id=self._rollout_id, result_type=CanaryResult)
+        return result
+
+    async def _audit(self, kind: str, payload: dict[str, Any]) -> AuditReceipt:
+        receipt: AuditReceipt = await workflow.execute_activity(
+            "append_audit", AuditEntryInput(kind=kind, subject=self._name, payload=payload),
+            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+        return receipt
+
+    def _to(self, phase: Phase) -> None:
+        self._phase = phase
+        set_step(f"experiment: {phase.value}", EXPERIMENT_NAME.value_set(self._name))
+
+    @workflow.signal
+    def abort(self) -> None:
+        self._abort = True
+
+    @workflow.query
+    def status(self) -> ExperimentStatus:
+        spec = self._spec
+        duration = spec.spec.duration if spec else timedelta(0)
+        elapsed = timedelta(0)
+        if self._started is not None:
+            elapsed = min(duration, (self._ended or workflow.now()) - self._started)
+            if self._ended is not None and not self._abort and self._phase is not Phase.RUNNING:
+                elapsed = duration  # the last interval's collection ends the run
+        live: dict[str, dict[str, float | None]] = {}
+        for (query, key), points in self._points.items():
+            latest = next((p.value for p in reversed(points) if p.value is not None), None)
+            live.setdefault(query, {})[key] = latest
+        return ExperimentStatus(
+            name=self._name, phase=self._phase, duration=duration, elapsed=elapsed,
+            progress=min(1.0, elapsed / duration) if duration else 0.0, live=live, chaos=self._chaos,
+            verdict=self._judged.verdict.value if self._judged else None,
+            score=self._judged.score if self._judged else None,
+            reasons=self._judged.reasons if self._judged else [], evidence=self._evidence,
+            vote_workflow_id=self._vote_id, vote_decision=self._vote_decision, rollout_workflow_id=self._rollout_id,
+            started_at=self._started, sandboxes=list(self._refs.values()))
