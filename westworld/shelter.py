@@ -9,12 +9,14 @@ share sealed for guardian g in epoch e does not open as another guardian's share
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from westworld.envelope import HEX32, Sealed
+from westworld.envelope import HEX32, Sealed, decrypt_blob, open_sealed
+from westworld.errors import DecryptFailed
 
 GUARDIAN_ID_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
 DOCUMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -160,6 +162,15 @@ class DocumentRecord(EncryptedDocument):
         return [r for r in self.replicas if r.ok]
 
 
+class EncryptDocumentInput(BaseModel):
+    """Encrypt the staged plaintext of ``document_id`` under the current key epoch."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    document_id: str = Field(pattern=DOCUMENT_ID_PATTERN)
+    title: str = Field("", max_length=256)
+
+
 class StoreDocumentInput(BaseModel):
     """Store a document whose plaintext the CLI staged at ``<data dir>/shelter/staging/<document_id>`` (mode 0600).
 
@@ -240,3 +251,18 @@ class ReplicaAuditResult(BaseModel):
     @property
     def unrepaired(self) -> list[ReplicaFinding]:
         return [f for f in self.findings if not f.repaired]
+
+
+def open_document(master_private: bytes, document: EncryptedDocument, blob: bytes) -> bytes:
+    """The plaintext of ``document`` from its ciphertext ``blob`` and the epoch's master private key.
+
+    Raises:
+        DecryptFailed: the blob is not the indexed ciphertext (hash differs: tampered or wrong replica), the key
+            is not the document's epoch key, or the ciphertext does not authenticate.
+    """
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != document.ciphertext_sha256:
+        raise DecryptFailed(f"ciphertext of document {document.document_id} has SHA-256 {digest}, the index says "
+                            f"{document.ciphertext_sha256}: it was tampered with or is another document's")
+    data_key = open_sealed(master_private, document.wrapped_key, data_key_aad(document.document_id))
+    return decrypt_blob(data_key, blob, content_aad(document.document_id))

@@ -19,7 +19,9 @@ from urllib.parse import urlparse
 
 from workers import processes
 from workers.anvil import anvil_args
+from workers.arlocal import arlocal_args
 from workers.codec import create_keyring
+from workers.ipfs import stack_args as ipfs_stack_args
 from workers.prometheus import prometheus_args
 from workers.settings import Settings
 from workflows.steps import SEARCH_ATTRIBUTES
@@ -40,6 +42,15 @@ def _chain_port(s: Settings) -> int:
 
 def _temporal_port(s: Settings) -> int:
     return int(s.temporal_address.rsplit(":", 1)[1])
+
+
+def _url_port(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
+def _local(url: str) -> bool:
+    """A local endpoint the stack starts itself (an empty or remote URL is someone else's service)."""
+    return urlparse(url).hostname in {"127.0.0.1", "localhost"}
 
 
 def _cli(*args: str) -> list[str]:
@@ -68,6 +79,13 @@ def components(s: Settings) -> list[Component]:
                                       {"westworld-worker": f"127.0.0.1:{s.worker_metrics_port}"},
                                       targets_dir=s.prometheus_targets_dir),
         ),
+        *([Component("ipfs", _url_port(s.ipfs_api_url, 5001), f"RPC {s.ipfs_api_url}/api/v0 (js-ipfs, offline)",
+                     lambda s: ipfs_stack_args(s.data_dir / "ipfs", _url_port(s.ipfs_api_url, 5001),
+                                               s.logs_dir / "ipfs.log"), timeout=90.0)]
+          if _local(s.ipfs_api_url) else []),
+        *([Component("arlocal", _url_port(s.arweave_url, 1984), f"{s.arweave_url} (local Arweave gateway)",
+                     lambda s: arlocal_args(_url_port(s.arweave_url, 1984), s.data_dir / "arlocal"), timeout=60.0)]
+          if _local(s.arweave_url) else []),
         Component("worker", s.worker_metrics_port, f"metrics http://127.0.0.1:{s.worker_metrics_port}/metrics "
                   f"(own counters :{s.worker_metrics_port + 1})", lambda s: _cli("worker"), timeout=60.0),
     ]
