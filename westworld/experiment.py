@@ -270,7 +270,8 @@ def cross_checks(data: dict[str, Any]) -> list[tuple[tuple[str | int, ...], str]
         if interval <= timedelta(0):
             out.append((("spec", "interval"), "must be positive"))
         elif interval > duration:
-            out.append((("spec", "interval"), f"must not exceed spec.duration ({format_duration(duration)})"))
+            default = "" if "interval" in spec else f" (it defaults to {format_duration(interval)}: set it)"
+            out.append((("spec", "interval"), f"must not exceed spec.duration ({format_duration(duration)}){default}"))
     workload = spec.get("workload") if isinstance(spec.get("workload"), dict) else {}
     assert isinstance(workload, dict)
     nodes = workload.get("nodes", 3)
