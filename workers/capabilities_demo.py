@@ -1,0 +1,175 @@
+"""`westworld` capabilities demo against the live stack (what `westworld up` started):
+
+1. a narrow token is refused a wide action, the caveat named;
+2. a wide action passes only once k peers have signed it (a forged signature is refused), and runs on real
+   local mesh nodes (a 3-node sandbox this demo provisions and removes);
+3. a creeping takeover (one agent, 2 nodes at a time, each step narrow) is caught by the anomaly watch, which
+   halts the network: every check fails until 2 guardians sign the resume.
+
+The network is the 3 real nodes plus 197 registered node entries (``sim-*``) that stand for the rest of a
+200-node mesh: actions on those are decided and recorded, not executed (no process behind them here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import httpx
+from temporalio.client import Client
+
+from activities.capability_store import CapabilityStore
+from activities.sandbox_local import LocalSandbox
+from westworld import capability as cap
+from westworld import peers
+from westworld.agents import AgentActionInput, AnomalyWatchInput
+from westworld.anomaly import AnomalyConfig
+from westworld.sandbox import Arm, Backend, MeshAction, MeshTarget, ProvisionInput, SandboxRef, Workload
+from workers import agent_ops as ops
+from workers.client import connect
+from workers.settings import Settings
+from workflows.agent_action import AgentActionWorkflow
+from workflows.anomaly_watch import AnomalyWatchWorkflow
+
+Echo = Callable[[str], None]
+SIMULATED = 197
+WATCH = AnomalyWatchInput(config=AnomalyConfig(concentration_critical_pct=8.0), poll_interval=timedelta(seconds=2),
+                          guardians_required=2)
+
+
+def _key(s: Settings, name: str) -> bytes:
+    path = ops.keys_dir(s) / f"{name}.key"
+    if not path.exists():
+        ops.new_keypair(path)
+    return ops.read_private_key(path)
+
+
+async def _register(s: Settings, store: CapabilityStore, ref: SandboxRef) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    now = ops.now()
+    try:
+        await store.active_key()
+    except Exception:
+        await store.rotate_key(now)
+    for i in range(SIMULATED):
+        await store.add_node(f"sim-{i:03d}", "sim", None, now)
+    peer_keys = {f"demo-peer-{i}": _key(s, f"demo-peer-{i}") for i in range(5)}
+    for pid, key in peer_keys.items():
+        await store.add_node(pid, "sim", peers.public_key_of(key), now)
+    for node in ref.nodes:
+        await store.add_node(node.id, "lab", None, now)
+    guardian_keys = {f"demo-guardian-{i}": _key(s, f"demo-guardian-{i}") for i in range(3)}
+    for gid, key in guardian_keys.items():
+        await store.add_guardian(gid, peers.public_key_of(key), now)
+    return peer_keys, guardian_keys
+
+
+async def _act(client: Client, s: Settings, echo: Echo, inp: AgentActionInput) -> str:
+    wid = await ops.start_action(client, s, inp)
+    result = await ops.await_action(client, wid)
+    echo(f"   {inp.agent_id} {inp.action.value} on {len(inp.node_ids)} nodes -> {ops.describe(result)}")
+    return result.caveat if not result.allowed else ""
+
+
+async def run_capabilities_demo(settings: Settings, echo: Echo) -> None:
+    s = settings
+    client = await connect(s)
+    tag = uuid.uuid4().hex[:6]
+    async with httpx.AsyncClient(timeout=10.0) as http, ops.store_of(s) as store:
+        if (halt := await store.halt_state()).halted:
+            raise RuntimeError(f"the network is halted (epoch {halt.epoch}: {halt.reason}); guardians resume it "
+                               f"with `westworld halt resume` before the demo can run")
+        sandbox = LocalSandbox(http, s.data_dir, s.prometheus_targets_dir, namespaces=s.sandbox_namespaces)
+        echo("provisioning 3 real mesh nodes (local sandbox)...")
+        ref = await sandbox.provision(ProvisionInput(
+            backend=Backend.LOCAL, sandbox_id=f"capdemo-{tag}", arm=Arm.BASELINE,
+            workload=Workload(version="1.4.0", nodes=3)), lambda _m: None)
+        try:
+            await _demo(client, s, store, ref, http, echo, tag)
+        finally:
+            await sandbox.teardown(ref)
+            echo(f"removed sandbox capdemo-{tag}")
+
+
+async def _demo(client: Client, s: Settings, store: CapabilityStore, ref: SandboxRef, http: httpx.AsyncClient,
+                echo: Echo, tag: str) -> None:
+    peer_keys, guardian_keys = await _register(s, store, ref)
+    live = len(await store.node_regions())
+    real = [n.id for n in ref.nodes]
+    target = MeshTarget(nodes=ref.nodes)
+    echo(f"network: {live} registered nodes ({len(real)} real: {', '.join(real)}), {len(peer_keys)} peers, "
+         f"{len(guardian_keys)} guardians")
+
+    echo("\n1. a narrow token is refused a wide action")
+    narrow = cap.attenuate(await store.mint(f"router-{tag}", ["set_version"]),
+                           ["affects_nodes_le = 1", "affects_network_pct_le = 1.0"])
+    echo("   token caveats: " + "; ".join(line.strip() for line in ops.inspect(narrow)[5:]))
+    await _act(client, s, echo, AgentActionInput(agent_id=f"router-{tag}", action_id="wide-1", token=narrow,
+                                                 action=MeshAction.SET_VERSION, node_ids=real, version="1.5.0",
+                                                 target=target))
+
+    echo("\n2. a wide action passes only with k=3 peer signatures")
+    rollout = await store.mint(f"rollout-{tag}", ["set_version"])
+    inp = AgentActionInput(agent_id=f"rollout-{tag}", action_id="upgrade-1", token=rollout,
+                           action=MeshAction.SET_VERSION, node_ids=real, version="1.5.0", target=target,
+                           peers_required=3)
+    wid = await ops.start_action(client, s, inp)
+    handle = client.get_workflow_handle_for(AgentActionWorkflow.run, wid)
+    while (status := await handle.query(AgentActionWorkflow.status)).step != "awaiting peer signatures":
+        if status.step == "done":
+            break
+        await asyncio.sleep(0.2)
+    echo(f"   {wid}: wide ({len(real)} of {live} nodes > 1%), waiting for 3 peers over digest {status.digest[:16]}…")
+    ids = sorted(peer_keys)
+    try:
+        await ops.sign_action(client, wid, ids[0], peer_keys[ids[1]])
+    except Exception as err:
+        echo(f"   forged signature for {ids[0]}: {err}")
+    for pid in ids[:3]:
+        n = await ops.sign_action(client, wid, pid, peer_keys[pid])
+        echo(f"   {pid} signed ({n}/3)")
+    echo("   -> " + ops.describe(await ops.await_action(client, wid)))
+    versions = {n.id: (await http.get(f"{n.admin_url}/status")).json()["version"] for n in ref.nodes}
+    echo(f"   node versions now: {versions}")
+
+    echo("\n3. a creeping takeover: 2 nodes at a time, each step narrow")
+    echo(f"   anomaly watch: {await ops.ensure_watch(client, s, WATCH)}")
+    creeper = await store.mint(f"creeper-{tag}", ["set_config"])
+    sims = [f"sim-{i:03d}" for i in range(SIMULATED)]
+    halted = False
+    for step in range(60):
+        caveat = await _act(client, s, echo, AgentActionInput(
+            agent_id=f"creeper-{tag}", action_id=f"creep-{step}", token=creeper, action=MeshAction.SET_CONFIG,
+            node_ids=sims[2 * step:2 * step + 2], config={"route": "via-creeper"}))
+        if caveat == cap.HALTED:
+            halted = True
+            break
+        await asyncio.sleep(0.5)
+    if not halted:
+        raise RuntimeError("the anomaly watch did not halt the network within 60 steps (is the worker running?)")
+    state = await store.halt_state()
+    echo(f"   NETWORK HALTED (epoch {state.epoch}): {state.reason}")
+    watch = await client.get_workflow_handle_for(AnomalyWatchWorkflow.run, ops.WATCH_ID).query(
+        AnomalyWatchWorkflow.status)
+    for f in watch.findings[:3]:
+        echo(f"   finding: {f.severity.value} {f.kind}: {'; '.join(f.reasons)}")
+    await _act(client, s, echo, AgentActionInput(agent_id=f"rollout-{tag}", action_id="after-halt", token=rollout,
+                                                 action=MeshAction.SET_VERSION, node_ids=real[:1], version="1.4.0"))
+
+    echo("   guardians resume (2 of 3):")
+    gids = sorted(guardian_keys)
+    try:
+        await ops.sign_resume(client, state.epoch, gids[0], guardian_keys[gids[2]])
+    except Exception as err:
+        echo(f"   forged guardian signature: {err}")
+    for gid in gids[:2]:
+        n = await ops.sign_resume(client, state.epoch, gid, guardian_keys[gid])
+        echo(f"   {gid} signed ({n}/2)")
+    while (await store.halt_state()).halted:
+        await asyncio.sleep(0.2)
+    echo("   resumed; checks run again:")
+    await _act(client, s, echo, AgentActionInput(agent_id=f"rollout-{tag}", action_id="after-resume", token=rollout,
+                                                 action=MeshAction.SET_VERSION, node_ids=real[:1], version="1.4.0",
+                                                 target=target))
+    echo("\nevery decision above is in the audit log: `westworld audit show --last 20`")
