@@ -1,0 +1,202 @@
+"""The experiments part of `westworld demo`: on the local backend, against the stack `westworld up` started.
+
+1. A good build (mesh-node 1.4.0) and a faulty one (1.5.0-rc1) are each tried for 30 s in sandboxes of three
+   mesh-node processes per arm (baseline 1.3.0), under latency and packet-loss chaos, measured in Prometheus and
+   judged. The good one passes, its evidence is stored and hashed into the audit log, the DAO votes on it (the demo
+   voters' signed ballots close the vote early), and it is rolled out as a canary over a 20-node local mesh,
+   1% -> 5% -> 25% -> 50% -> 100% (bakes shortened to 6 s for the demo). The faulty one fails the judge: no vote,
+   no rollout.
+2. To show the automatic rollback, an operator then overrides the judge and rolls the faulty build out directly
+   (a CanaryRolloutWorkflow without an experiment): its canary node's relay errors break the analysis at the
+   first step and the node is put back on its previous version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+
+from westworld.experiment import ExperimentSpec, format_duration, load_spec
+from westworld.experiment_run import ExperimentResult, ExperimentStatus, Phase
+from westworld.rollout import CanaryInput, CanaryResult, RolloutPhase
+from workers.cli_experiment import canary_id, progress_bar, start_experiment, ui_url
+from workers.client import connect
+from workers.demo import demo_voters
+from workers.settings import Settings
+from workers.vote_cli import explain_refusal, submit_vote
+from workflows.canary import CanaryRolloutWorkflow
+from workflows.experiment import ExperimentWorkflow
+
+Echo = Callable[[str], None]
+SPECS = Path(__file__).resolve().parents[1] / "deploy" / "experiments"
+DEMO_BAKE = {"bake_time": "6s", "analysis_interval": "2s"}
+BALLOTS = (("voter-1", "for"), ("voter-2", "for"), ("voter-3", "against"))
+
+
+def demo_spec(file: str, suffix: str) -> tuple[ExperimentSpec, dict[str, Any]]:
+    """A shipped example spec with a unique name and the demo's short bakes."""
+    data = yaml.safe_load((SPECS / file).read_text())
+    data["metadata"]["name"] = f"{data['metadata']['name']}-{suffix}"[:40].rstrip("-")
+    data["spec"]["rollout"].update(DEMO_BAKE)
+    return load_spec(yaml.safe_dump(data)), data
+
+
+async def run_experiments_demo(s: Settings, echo: Echo) -> None:
+    client = await connect(s)
+    suffix = f"{int(time.time()) % 100000}"
+    good, good_data = demo_spec("good.yaml", suffix)
+    faulty, faulty_data = demo_spec("faulty.yaml", suffix)
+    echo(f"E1. experiments {good.name} (1.4.0) and {faulty.name} (1.5.0-rc1), each vs baseline 1.3.0 on "
+         f"{good.spec.workload.nodes}+{good.spec.workload.nodes} local mesh nodes for "
+         f"{format_duration(good.spec.duration)} under {len(good.spec.chaos)} faults")
+    good_id = await start_experiment(client, s, good_data, good.name)
+    faulty_id = await start_experiment(client, s, faulty_data, faulty.name)
+    good_h = client.get_workflow_handle_for(ExperimentWorkflow.run, good_id)
+    faulty_h = client.get_workflow_handle_for(ExperimentWorkflow.run, faulty_id)
+    await _follow_run(good_h, echo)
+    voting = await _wait_phase(good_h, {Phase.VOTING, Phase.DONE})
+    _show_verdict(voting, echo)
+    if voting.vote_workflow_id:
+        await _vote(client, s, voting, echo)
+    await _follow_rollout(client, good.name, echo)
+    good_result = await good_h.result()
+    faulty_result = await faulty_h.result()
+    echo(f"E5. {faulty.name}: {(faulty_result.verdict or '?').upper()} (score {faulty_result.score or 0:.1f}) — not put "
+         "to a vote, not rolled out:")
+    for r in faulty_result.reasons[:4]:
+        echo(f"      - {r}")
+    override = await _override(client, s, suffix, echo)
+    _where(s, good_result, faulty_result, override, good_id, faulty_id, echo)
+
+
+async def _follow_run(handle: WorkflowHandle[ExperimentWorkflow, ExperimentResult], echo: Echo) -> None:
+    last = -1.0
+    while True:
+        st = await handle.query(ExperimentWorkflow.status)
+        if st.phase not in {Phase.VALIDATING, Phase.PROVISIONING, Phase.RUNNING}:
+            return
+        if st.phase is Phase.RUNNING and st.progress - last >= 0.24:
+            last = st.progress
+            live = ", ".join(f"{m} {arms.get('baseline', 0) or 0:.3g}/{arms.get('treatment', 0) or 0:.3g}"
+                             for m, arms in sorted(st.live.items()))
+            echo(f"    {progress_bar(st.progress, 20)} baseline/treatment: {live or 'waiting for the first samples'}")
+        await asyncio.sleep(1)
+
+
+async def _wait_phase(handle: WorkflowHandle[ExperimentWorkflow, ExperimentResult], phases: set[Phase],
+                      timeout: float = 180) -> ExperimentStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = await handle.query(ExperimentWorkflow.status)
+        if st.phase in phases or time.monotonic() > deadline:
+            return st
+        await asyncio.sleep(0.5)
+
+
+def _show_verdict(st: ExperimentStatus, echo: Echo) -> None:
+    echo(f"E2. {st.name}: {(st.verdict or '?').upper()} (score {st.score or 0:.1f}); sandboxes torn down; evidence "
+         f"{st.evidence.path if st.evidence else '?'} ({', '.join(st.evidence.files) if st.evidence else ''})")
+    for e in st.chaos:
+        if e.arm == "treatment":
+            echo(f"      chaos at {e.offset_s:5.1f}s: {e.kind} {e.action} on {', '.join(e.nodes)} ({e.mode})")
+
+
+async def _vote(client: Client, s: Settings, st: ExperimentStatus, echo: Echo) -> None:
+    assert st.vote_workflow_id is not None
+    pid = st.vote_workflow_id.removeprefix("vote:")
+    echo(f"E3. DAO vote {st.vote_workflow_id} (72 h window, evidence linked); signed ballots:")
+    voters = demo_voters(s.data_dir / "demo-keys")
+    for _ in range(50):  # the child vote opens a moment after the evidence is stored
+        if (await client.get_workflow_handle(st.vote_workflow_id).describe()).status is not None:
+            break
+        await asyncio.sleep(0.2)
+    for name, choice in BALLOTS:
+        for attempt in range(25):
+            try:
+                r = await submit_vote(client, s, pid, choice, voters[name].key.hex(), reason="demo: cradle evidence")
+                echo(f"      {name} {choice:8} weight {r.weight / 10**18:>12,.0f}  accepted")
+                break
+            except WorkflowUpdateFailedError as err:
+                echo(f"      {name} {choice:8} {explain_refusal(err)}")
+                break
+            except Exception as err:  # the vote is still opening (no ballot context yet)
+                if attempt == 24:
+                    echo(f"      {name} {choice:8} not sent: {err}")
+                await asyncio.sleep(0.3)
+
+
+async def _follow_rollout(client: Client, name: str, echo: Echo) -> None:
+    handle = client.get_workflow_handle_for(CanaryRolloutWorkflow.run, canary_id(name))
+    exp = client.get_workflow_handle_for(ExperimentWorkflow.run, f"experiment:{name}")
+    st = await _wait_phase(exp, {Phase.ROLLING_OUT, Phase.DONE})
+    if st.phase is not Phase.ROLLING_OUT:
+        echo(f"E4. no rollout (vote: {st.vote_decision})")
+        return
+    echo(f"E4. vote {st.vote_decision}: canary rollout {canary_id(name)} over a 20-node local mesh")
+    await _print_steps(handle, echo)
+
+
+async def _print_steps(handle: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult], echo: Echo) -> CanaryResult:
+    seen: set[tuple[int, str]] = set()
+    while True:
+        try:
+            st = await handle.query(CanaryRolloutWorkflow.status)
+        except Exception:  # the child has not started yet
+            await asyncio.sleep(0.5)
+            continue
+        for rec in st.history:
+            why = ": " + "; ".join(rec.reasons) if rec.decision == "rollback" else ""
+            for key, line in (((rec.index, "applied"), f"      step {rec.label:>4}: {rec.nodes:2} of {st.total_nodes} "
+                                                         f"node(s) on {st.version}"),
+                              ((rec.index, rec.decision), f"      step {rec.label:>4}: analysis -> {rec.decision}{why}")):
+                if key[1] and key not in seen:
+                    seen.add(key)
+                    echo(line)
+        if st.phase in {RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED}:
+            echo(f"      -> {st.phase.value.upper()} ({st.on_new_version} of {st.total_nodes} node(s) on {st.version})")
+            return await handle.result()
+        await asyncio.sleep(0.5)
+
+
+async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> CanaryResult:
+    spec = load_spec((SPECS / "faulty.yaml").read_text())
+    assert spec.spec.rollout is not None
+    names = set(spec.spec.rollout.metrics)
+    inp = CanaryInput(name=f"override-1-5-0-rc1-{suffix}", version="1.5.0-rc1", mesh_nodes=20, mesh_version="1.4.0",
+                      steps=spec.spec.rollout.steps, bake_time=timedelta(seconds=6),
+                      analysis_interval=timedelta(seconds=2),
+                      metrics=[m for m in spec.spec.metrics if m.name in names])
+    echo(f"E6. operator override: the faulty 1.5.0-rc1 rolled out directly (no experiment, no vote) as "
+         f"{canary_id(inp.name)} over a fresh 20-node mesh on 1.4.0 — the canary analysis must catch it:")
+    handle = await client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
+                                         task_queue=s.task_queue)
+    result = await _print_steps(handle, echo)
+    st = result.status
+    if st.step_applied_at and st.rollback_started_at:
+        took = st.rollback_started_at - st.step_applied_at
+        echo(f"      first step live -> rollback started: {took.total_seconds():.1f}s "
+             f"({took / inp.analysis_interval:.1f} analysis interval(s)); restored: "
+             f"{', '.join(result.rolled_back_nodes)} back on their previous version")
+    return result
+
+
+def _where(s: Settings, good: ExperimentResult, faulty: ExperimentResult, override: CanaryResult, good_id: str,
+           faulty_id: str, echo: Echo) -> None:
+    echo("E7. where to see them:")
+    echo(f"      good experiment  {ui_url(s, good_id)}")
+    if good.rollout is not None:
+        echo(f"      its rollout      {ui_url(s, canary_id(good.name))}  ({good.rollout.outcome.value})")
+    echo(f"      faulty experiment {ui_url(s, faulty_id)}")
+    echo(f"      override rollout {ui_url(s, canary_id(override.name))}  ({override.outcome.value})")
+    for r in (good, faulty):
+        if r.evidence:
+            echo(f"      evidence         {r.evidence.path}")
+    echo(f"      CLI: westworld experiment status {good.name}; westworld experiment rollout status {override.name}; "
+         "westworld audit show")
