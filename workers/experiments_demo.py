@@ -68,8 +68,8 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     await _follow_rollout(client, good.name, echo)
     good_result = await good_h.result()
     faulty_result = await faulty_h.result()
-    echo(f"E5. {faulty.name}: {(faulty_result.verdict or '?').upper()} (score {faulty_result.score or 0:.1f}) — not put "
-         "to a vote, not rolled out:")
+    verdict, score = (faulty_result.verdict or "?").upper(), faulty_result.score or 0
+    echo(f"E5. {faulty.name}: {verdict} (score {score:.1f}) — not put to a vote, not rolled out:")
     for r in faulty_result.reasons[:4]:
         echo(f"      - {r}")
     override = await _override(client, s, suffix, echo)
@@ -153,9 +153,9 @@ async def _print_steps(handle: WorkflowHandle[CanaryRolloutWorkflow, CanaryResul
             continue
         for rec in st.history:
             why = ": " + "; ".join(rec.reasons) if rec.decision == "rollback" else ""
-            for key, line in (((rec.index, "applied"), f"      step {rec.label:>4}: {rec.nodes:2} of {st.total_nodes} "
-                                                         f"node(s) on {st.version}"),
-                              ((rec.index, rec.decision), f"      step {rec.label:>4}: analysis -> {rec.decision}{why}")):
+            applied = f"      step {rec.label:>4}: {rec.nodes:2} of {st.total_nodes} node(s) on {st.version}"
+            decided = f"      step {rec.label:>4}: analysis -> {rec.decision}{why}"
+            for key, line in (((rec.index, "applied"), applied), ((rec.index, rec.decision), decided)):
                 if key[1] and key not in seen:
                     seen.add(key)
                     echo(line)
