@@ -21,6 +21,7 @@ from temporalio.client import (
 
 from workflows.audit_anchor import AuditAnchorWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
+from workflows.replica_audit import ReplicaAuditWorkflow
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ DECLARED = (
              "verify the audit log and anchor its root on chain"),
     Declared("guardian-rotation", GuardianRotationWorkflow.__name__, timedelta(days=182),
              "re-split the shelter key for the next guardian set (`shelter rotate --next`)"),
+    Declared("replica-audit", ReplicaAuditWorkflow.__name__, timedelta(days=1),
+             "read back every shelter replica, repair lost or corrupted ones from a good copy"),
 )
 
 
