@@ -233,19 +233,22 @@ class CapabilityStore:
 
     async def _state(self, conn: AsyncConnection, parsed: cap.ParsedToken | None, targets: list[str],
                      now: datetime) -> tuple[cap.CheckState, dict[str, str]]:
-        halt = await conn.scalar(sa.select(sa.func.max(halts.c.epoch)).where(
-            halts.c.started_at.is_not(None), halts.c.resumed_at.is_(None)))
-        live = int(await conn.scalar(sa.select(sa.func.count()).select_from(nodes)) or 0)
-        rev_epoch = int(await conn.scalar(sa.select(counters.c.value).where(counters.c.name == REVOCATION_EPOCH))
-                        or 0)
-        is_revoked = parsed is not None and bool(await conn.scalar(
-            sa.select(revoked.c.token_id).where(revoked.c.token_id == parsed.identity.token_id)))
+        token_id = parsed.identity.token_id if parsed is not None else ""
+        # one round trip for the four scalars of the check
+        row = (await conn.execute(sa.select(
+            sa.select(sa.func.max(halts.c.epoch)).where(
+                halts.c.started_at.is_not(None), halts.c.resumed_at.is_(None)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(nodes).scalar_subquery(),
+            sa.select(counters.c.value).where(counters.c.name == REVOCATION_EPOCH).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(revoked).where(revoked.c.token_id == token_id).scalar_subquery(),
+        ))).one()
+        halt, live, rev_epoch, is_revoked = int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), bool(row[3])
         regions: dict[str, str] = {}
         for i in range(0, len(targets), 500):
             rows = await conn.execute(sa.select(nodes.c.node_id, nodes.c.region)
                                       .where(nodes.c.node_id.in_(targets[i:i + 500])))
             regions.update({r.node_id: r.region for r in rows})
-        return cap.CheckState(live_nodes=live, now=now, halt_epoch=int(halt or 0), revoked=is_revoked,
+        return cap.CheckState(live_nodes=live, now=now, halt_epoch=halt, revoked=is_revoked,
                               revocation_epoch=rev_epoch), regions
 
     async def _window_usage(self, conn: AsyncConnection, agent_id: str, targets: list[str], since: datetime) -> int:
