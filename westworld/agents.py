@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from westworld.anomaly import AgentEvent, AnomalyConfig, Finding
 from westworld.capability import CheckResult
-from westworld.sandbox import MeshAction, MeshTarget
+from westworld.sandbox import MeshAction, MeshActionInput, MeshActionResult, MeshTarget
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
@@ -35,6 +36,15 @@ class AgentActionInput(BaseModel):
     peer_wait: timedelta = Field(timedelta(hours=1), description="How long to wait for k signatures; then denied.")
     execute_timeout: timedelta = timedelta(minutes=10)
 
+    @classmethod
+    def for_mesh_action(cls, agent_id: str, token: str, action: MeshActionInput, *, discharges: list[str] | None = None,
+                        **policy: Any) -> AgentActionInput:
+        """The agent action that runs ``action`` (e.g. a canary step) under the agent's token; ``policy`` sets the
+        peer thresholds, ``peers_required``, ``peer_wait`` and ``execute_timeout``."""
+        return cls(agent_id=agent_id, action_id=action.action_id, token=token, discharges=discharges or [],
+                   action=action.action, node_ids=action.node_ids, target=action.target, version=action.version,
+                   config=action.config, **policy)
+
 
 class AgentActionStatus(BaseModel):
     step: str
@@ -55,7 +65,12 @@ class AgentActionResult(BaseModel):
     peers: list[str] = Field(default_factory=list)
     executed: bool = False
     applied: list[str] = Field(default_factory=list)
+    previous: dict[str, str] = Field(default_factory=dict, description="node id -> version before the action.")
     audit_seq: int = -1
+
+    def to_mesh_result(self, action_id: str) -> MeshActionResult:
+        """The executed action as the mesh-action result a caller of ``execute_mesh_action`` expects."""
+        return MeshActionResult(action_id=action_id, applied=self.applied, previous=self.previous)
 
 
 class CapabilityCheckInput(BaseModel):

@@ -99,7 +99,7 @@ class AgentActionWorkflow:
                                    "agent_action.failed")
                 raise ApplicationError(f"{wid}: allowed, but executing {input.action.value} failed: {cause}",
                                        type=AGENT_ACTION_FAILED, non_retryable=True) from err
-            result.executed, result.applied = True, done.applied
+            result.executed, result.applied, result.previous = True, done.applied, done.previous
         await self._settle(confirmed=True)
         return await self._finish(result, "capability.allowed")
 

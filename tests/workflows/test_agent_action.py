@@ -17,7 +17,7 @@ from westworld import capability as cap
 from westworld import peers
 from westworld.agents import AgentActionInput
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE, SIGNER_UNKNOWN
-from westworld.sandbox import MeshAction, MeshTarget, SandboxRef
+from westworld.sandbox import MeshAction, MeshActionInput, MeshTarget, SandboxRef
 from workflows.agent_action import AgentActionWorkflow
 
 
@@ -154,9 +154,12 @@ async def test_an_allowed_action_executes_on_real_mesh_nodes(harness: Harness, m
         await net.store.add_node(node.id, "lab", None, now)
     token = cap.attenuate(await net.store.mint("upgrader", ["set_version"]), ["regions = lab", "affects_nodes_le = 2"])
     chosen = [n.id for n in mesh_nodes.nodes[:2]]
-    res = await (await start_action(harness, action("upgrader", token, chosen, version="1.5.0",
-                                                    target=MeshTarget(nodes=mesh_nodes.nodes)))).result()
+    # the way a canary step runs as an agent action: its MeshActionInput wrapped, the result unwrapped
+    step = MeshActionInput(target=MeshTarget(nodes=mesh_nodes.nodes), action=MeshAction.SET_VERSION,
+                           node_ids=chosen, version="1.5.0", action_id="canary:demo:step-0")
+    res = await (await start_action(harness, AgentActionInput.for_mesh_action("upgrader", token, step))).result()
     assert res.allowed and res.executed and sorted(res.applied) == sorted(chosen)
+    assert res.to_mesh_result(step.action_id).previous == dict.fromkeys(chosen, "1.4.0")
     async with httpx.AsyncClient(timeout=5) as http:
         versions = {n.id: (await http.get(f"{n.admin_url}/status")).json()["version"] for n in mesh_nodes.nodes}
     assert versions == {chosen[0]: "1.5.0", chosen[1]: "1.5.0", mesh_nodes.nodes[2].id: "1.4.0"}
