@@ -167,7 +167,8 @@ class LocalSandbox:
         return state
 
     def _userspace_state(self, inp: ProvisionInput, chaos_mode: str) -> SandboxState:
-        ports = [(_free_port(), _free_port(), _free_port()) for _ in range(inp.workload.nodes)]
+        free = _free_ports(3 * inp.workload.nodes)
+        ports = [(free[3 * i], free[3 * i + 1], free[3 * i + 2]) for i in range(inp.workload.nodes)]
         nodes = [NodeState(index=i, id=f"{inp.sandbox_id}-n{i}", listen=f"127.0.0.1:{mesh}", host="127.0.0.1",
                            metrics_port=metrics, admin_port=admin, version=inp.workload.version,
                            config=dict(inp.workload.config))
@@ -239,8 +240,10 @@ class LocalSandbox:
                     if (await self._http.get(f"http://{node.host}:{node.admin_port}/status")).status_code == 200:
                         break
                 if node.pid is not None and not _alive(node.pid):
-                    raise WestworldError(f"mesh node {node.id} exited at start; see its log in "
-                                         f"{self._dir / state.ref.sandbox_id}", type=SANDBOX_FAILED)
+                    # Retryable: a retry tears the half-provisioned sandbox down and picks new ports.
+                    log = self._dir / state.ref.sandbox_id / f"{node.id}.log"
+                    tail = log.read_text(errors="replace")[-600:] if log.exists() else "(no log)"
+                    raise RuntimeError(f"mesh node {node.id} exited at start; its log ends:\n{tail}")
                 if loop.time() > deadline:
                     raise RuntimeError(f"mesh node {node.id} did not answer on {node.host}:{node.admin_port} "
                                        f"within {timeout:.0f}s")
@@ -420,10 +423,25 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports, free for both TCP and UDP (all held open until every one is chosen)."""
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            tcp = socket.socket()
+            held.append(tcp)
+            tcp.bind(("127.0.0.1", 0))
+            port = int(tcp.getsockname()[1])
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            held.append(udp)
+            with contextlib.suppress(OSError):
+                udp.bind(("127.0.0.1", port))
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
 
 
 def _alive(pid: int) -> bool:
