@@ -103,6 +103,9 @@ class Replicator(Protocol):
 
     async def get(self, locator: str) -> bytes | None: ...
 
+    async def discard(self, locator: str) -> None:
+        """Drop a corrupted copy so a re-put writes fresh bytes (a no-op where a put overwrites)."""
+
 
 class IpfsReplicator:
     def __init__(self, client: IpfsClient) -> None:
@@ -113,6 +116,12 @@ class IpfsReplicator:
 
     async def get(self, locator: str) -> bytes | None:
         return await self.client.cat(locator)
+
+    async def discard(self, locator: str) -> None:
+        # The blockstore keeps a block it already "has", even if its bytes rotted on disk: unpin and collect
+        # so the next add writes the blocks again.
+        await self.client.pin_rm(locator)
+        await self.client.repo_gc()
 
 
 class ArweaveReplicator:
@@ -131,6 +140,9 @@ class ArweaveReplicator:
     async def get(self, locator: str) -> bytes | None:
         return await self.client.data(locator)
 
+    async def discard(self, locator: str) -> None:
+        pass  # permanent storage: a repair posts a new transaction (found again by its content-hash tag)
+
 
 class SiaReplicator:
     def __init__(self, client: SiaClient) -> None:
@@ -141,6 +153,9 @@ class SiaReplicator:
 
     async def get(self, locator: str) -> bytes | None:
         return await self.client.get(locator)
+
+    async def discard(self, locator: str) -> None:
+        pass  # a PUT of the same key overwrites the object
 
 
 class DocumentStore:
@@ -411,6 +426,10 @@ class ShelterDocumentActivities:
         if source is None:
             raise _fail(f"no good copy of document {inp.document_id} is left on any network or in the cache",
                         NO_GOOD_COPY)
+        current = next((r for r in record.replicas if r.network == inp.network and r.locator), None)
+        if current is not None and (await self._check(record.ciphertext_sha256, current)).state \
+                == ReplicaState.CORRUPTED:
+            await self.replicators[inp.network].discard(current.locator)
         ref = await self._replicate(inp.document_id, record.ciphertext_sha256, inp.network, source[0])
         repaired = ref.model_copy(update={"detail": f"repaired from {source[1]}"})
         await self.store.upsert_replica(inp.document_id, repaired)

@@ -4,6 +4,7 @@ Sia is left unconfigured (no renterd runs here): its replica is recorded as not 
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import secrets
@@ -210,3 +211,37 @@ async def test_no_key_material_or_plaintext_in_the_database_or_cache(shelter: Sh
     stored += b"".join(p.read_bytes() for p in (s.data_dir / "shelter").rglob("*") if p.is_file())
     for needle in (master, data_key, secret_text, *(sh.value for sh in shares)):
         assert needle not in stored and needle.hex().encode() not in stored
+
+
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def block_file(repo: Path, cid: str) -> Path:
+    """Where js-ipfs keeps the block of a CIDv0: blocks/<next-to-last 2 chars>/<base32 multihash>.data."""
+    n = 0
+    for ch in cid:
+        n = n * 58 + B58.index(ch)
+    multihash = n.to_bytes(34, "big")
+    key = base64.b32encode(multihash).decode().rstrip("=")
+    return repo / "blocks" / key[-3:-1] / f"{key}.data"
+
+
+async def test_a_corrupted_replica_is_named_and_rewritten(shelter: Shelter, ipfs_repo: Path,
+                                                          ipfs_client: IpfsClient) -> None:
+    """Bit rot on the IPFS node's disk: js-ipfs serves the rotten bytes; the read-back hash catches it, and the
+    repair drops the rotten block and writes it again from the Arweave copy."""
+    s = shelter
+    digest = await store(s, "rotting", secrets.token_bytes(20_000))
+    cid = next(r for r in (await s.env.run(s.acts.get_document, "rotting")).replicas
+               if r.network == Network.IPFS).locator
+    block = block_file(ipfs_repo, cid)
+    rotten = bytearray(block.read_bytes())
+    rotten[-100] ^= 0xFF
+    block.write_bytes(bytes(rotten))
+    found = {r.network: r for r in await s.env.run(s.acts.verify_replicas, "rotting")}
+    assert found[Network.IPFS].state == ReplicaState.CORRUPTED
+    assert f"expected {digest}" in found[Network.IPFS].detail
+    repaired = await s.env.run(s.acts.repair_replica, RepairInput(document_id="rotting", network=Network.IPFS))
+    assert repaired.ok and repaired.locator == cid
+    back = await ipfs_client.cat(cid)
+    assert back is not None and hashlib.sha256(back).hexdigest() == digest
