@@ -137,10 +137,13 @@ class CanaryRolloutWorkflow:
         acts. Returns a final result, or None to go on with the next step."""
         self._to(RolloutPhase.BAKING, f"baking step {step.label}")
         started, rows = workflow.now(), []
+        wait = self._in.bake_time > timedelta(0)  # no bake: one analysis right away, no timer
         while True:
-            with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(lambda: self._abort or self._promote is not None,
-                                              timeout=self._in.analysis_interval)
+            if wait:
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(lambda: self._abort or self._promote is not None,
+                                                  timeout=self._in.analysis_interval)
+            wait = True
             if self._abort:
                 return await self._rollback("aborted by an operator", RolloutPhase.ABORTED)
             if self._promote is not None:
