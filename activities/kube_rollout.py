@@ -53,18 +53,17 @@ class Rollout:
                                "does not exist")
         container = self._container(live)
         current = ko.image_tag(container["image"])
+        keys = self.inp.node_ids or [self.name]
         if self.inp.action is MeshAction.SET_VERSION:
             previous = self._set_version(live, container, current)
         elif self.inp.action is MeshAction.SET_CONFIG:
             self._set_config(live, container)
-            previous = current
+            previous = dict.fromkeys(keys, current)
         else:
             self._apply(MANAGER_RESTART, {"spec": {"template": {"metadata": {"annotations": {
                 ko.ANNOTATION_RESTART: self.inp.action_id}}}}})
-            previous = current
-        keys = self.inp.node_ids or [self.name]
-        return MeshActionResult(action_id=self.inp.action_id, applied=list(keys),
-                                previous=dict.fromkeys(keys, previous))
+            previous = dict.fromkeys(keys, current)
+        return MeshActionResult(action_id=self.inp.action_id, applied=list(keys), previous=previous)
 
     def _container(self, live: Obj) -> Obj:
         containers: list[Obj] = live["spec"]["template"]["spec"]["containers"]
@@ -77,28 +76,67 @@ class Rollout:
         obj["metadata"] |= patch.get("metadata", {})
         return self.kube.apply(obj, manager)
 
-    def _set_version(self, live: Obj, container: Obj, current: str) -> str:
+    def _set_version(self, live: Obj, container: Obj, current: str) -> dict[str, str]:
+        """Move ``node_ids`` (all nodes when empty) to ``version``; returns each node's version before.
+
+        The stable workload holds the nodes not on the canary; ``westworld.io/canary-nodes`` lists the node ids on
+        the canary copy. Moving nodes to a new version adds them to the canary; moving them to the stable
+        version takes them off it; a canary holding every node is promoted, an empty one is folded back.
+        """
         version = self.inp.version or ""
         annotations: dict[str, str] = live["metadata"].get("annotations") or {}
-        previous = current if current != version else annotations.get(ko.ANNOTATION_PREVIOUS, current)
-        total = int(annotations.get(ko.ANNOTATION_REPLICAS) or live["spec"].get("replicas", 1))
-        share = len(self.inp.node_ids)
-        if self.kind == "Deployment" and 0 < share < total:
-            self._canary_step(live, container, version, total, share)
-            return current
-        image = f"{ko.image_repo(container['image'])}:{version}"
-        self._apply(MANAGER_VERSION, {
-            "metadata": {"annotations": {ko.ANNOTATION_PREVIOUS: previous, ko.ANNOTATION_VERSION: version}},
-            "spec": {"template": {"spec": {"containers": [{"name": container["name"], "image": image}]}}}})
-        if ko.ANNOTATION_REPLICAS in annotations:  # a canary was running: fold it back into the stable workload
-            self.kube.scale(self.kind, self.name, self.namespace, total)
-            self.kube.delete(self.kind, self.name + ko.CANARY_SUFFIX, self.namespace)
-            self._apply(MANAGER_CANARY, {})  # the canary manager's fields (the replica total) are dropped
+        all_ids = [n.id for n in self.inp.target.nodes]
+        on_canary = set(json.loads(annotations.get(ko.ANNOTATION_CANARY_NODES) or "[]"))
+        canary_live = self.kube.get(self.kind, self.name + ko.CANARY_SUFFIX, self.namespace)
+        canary_version = ko.image_tag(self._container(canary_live)["image"]) if canary_live else current
+        replicas = int(annotations.get(ko.ANNOTATION_REPLICAS) or live["spec"].get("replicas", 1))
+        slots = len(all_ids) or replicas
+        moving = set(self.inp.node_ids)
+        whole = not moving or (set(all_ids) <= moving if all_ids else len(moving) >= slots)
+        keys = self.inp.node_ids or [self.name]
+        if version == current:  # to the stable version: off the canary
+            remaining = set() if whole else on_canary - moving
+            if not on_canary and not canary_live:
+                return dict.fromkeys(keys, annotations.get(ko.ANNOTATION_PREVIOUS, current))
+            previous = {k: canary_version if k in on_canary or k == self.name else current for k in keys}
+        else:
+            if self.kind == "DaemonSet" and not whole:
+                raise InvalidInput(
+                    f"mesh action {self.inp.action_id}: DaemonSet {self.namespace}/{self.name} runs one Pod per "
+                    "cluster node and cannot be split into a canary; roll it out whole (step 100%) or use a Deployment")
+            remaining = on_canary | moving
+            whole = whole or (set(all_ids) <= remaining if all_ids else len(remaining) >= slots)
+            previous = dict.fromkeys(keys, current)
+        if version != current and whole:
+            self._set_stable(container, version, current)
+            self._fold(replicas, canary_live is not None or ko.ANNOTATION_REPLICAS in annotations)
+        elif not remaining:
+            self._fold(replicas, canary_live is not None or ko.ANNOTATION_REPLICAS in annotations)
+        else:
+            count = min(replicas - 1, max(1, -(-len(remaining) * replicas // slots)))
+            self._canary_step(live, container, canary_version if version == current else version, replicas,
+                              count, sorted(remaining))
         return previous
 
-    def _canary_step(self, live: Obj, container: Obj, version: str, total: int, share: int) -> None:
-        """``share`` replicas at ``version`` in ``<name>-canary``, the stable workload scaled to the rest."""
-        self._apply(MANAGER_CANARY, {"metadata": {"annotations": {ko.ANNOTATION_REPLICAS: str(total)}}})
+    def _set_stable(self, container: Obj, version: str, current: str) -> None:
+        image = f"{ko.image_repo(container['image'])}:{version}"
+        self._apply(MANAGER_VERSION, {
+            "metadata": {"annotations": {ko.ANNOTATION_PREVIOUS: current, ko.ANNOTATION_VERSION: version}},
+            "spec": {"template": {"spec": {"containers": [{"name": container["name"], "image": image}]}}}})
+
+    def _fold(self, replicas: int, canary_running: bool) -> None:
+        """Back to one workload: the stable one scaled to the total, the canary copy and its bookkeeping gone."""
+        if not canary_running:
+            return
+        self.kube.scale(self.kind, self.name, self.namespace, replicas)
+        self.kube.delete(self.kind, self.name + ko.CANARY_SUFFIX, self.namespace)
+        self._apply(MANAGER_CANARY, {})  # the canary manager's fields (replica total, canary nodes) are dropped
+
+    def _canary_step(self, live: Obj, container: Obj, version: str, total: int, count: int,
+                     nodes: list[str]) -> None:
+        """``count`` replicas at ``version`` in ``<name>-canary``, the stable workload scaled to the rest."""
+        self._apply(MANAGER_CANARY, {"metadata": {"annotations": {
+            ko.ANNOTATION_REPLICAS: str(total), ko.ANNOTATION_CANARY_NODES: json.dumps(nodes)}}})
         template = json.loads(json.dumps(live["spec"]["template"]))
         template.setdefault("metadata", {}).setdefault("labels", {})[ko.LABEL_TRACK] = "canary"
         for c in template["spec"]["containers"]:
@@ -108,9 +146,9 @@ class Rollout:
         self._apply(MANAGER_CANARY, {
             "metadata": {"labels": {**(live["metadata"].get("labels") or {}), ko.LABEL_TRACK: "canary"},
                          "annotations": {ko.ANNOTATION_VERSION: version}},
-            "spec": {"replicas": share, "selector": selector, "template": template}},
+            "spec": {"replicas": count, "selector": selector, "template": template}},
             name=self.name + ko.CANARY_SUFFIX)
-        self.kube.scale(self.kind, self.name, self.namespace, total - share)
+        self.kube.scale(self.kind, self.name, self.namespace, total - count)
 
     def _set_config(self, live: Obj, container: Obj) -> None:
         env: list[Obj] = [dict(e) for e in container.get("env") or []]

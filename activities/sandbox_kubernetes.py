@@ -6,13 +6,16 @@ The ``kubernetes`` client is synchronous: every call runs in a thread (``asyncio
 
 Mesh actions on a ``MeshTarget(backend=kubernetes, namespace, kind, name)``:
 
-- ``set_version`` on all the target's nodes sets the container image tag of the workload, records the tag it
-  replaced in ``westworld.io/previous-version`` and in the result; a rollback is a ``set_version`` to that tag.
-- ``set_version`` on fewer nodes than the Deployment's replicas is a canary step: a second Deployment
-  ``<name>-canary`` (same template, label ``westworld.io/track=canary``, new image) runs ``len(node_ids)`` replicas
-  and the stable Deployment is scaled (scale subresource) to the rest, so the total stays the same. Promotion
-  (all nodes, new version) and rollback (all nodes, old version) set the stable image, scale it back to the total
-  and delete the canary. A DaemonSet runs one Pod per cluster node and cannot be split: it is always whole.
+- ``set_version`` moving every node (``node_ids`` empty or the whole target) sets the container image tag of the
+  workload, records the tag it replaced in ``westworld.io/previous-version`` and in the result; a rollback is a
+  ``set_version`` to that tag.
+- ``set_version`` moving some nodes of a Deployment is a canary step, as ``CanaryRolloutWorkflow`` sends them (the
+  nodes a step moves; ``target.nodes`` are the workload's replica slots): the moved node ids join
+  ``westworld.io/canary-nodes``, a second Deployment ``<name>-canary`` (same template, label
+  ``westworld.io/track=canary``, new image) runs their share of the replicas and the stable Deployment is scaled
+  (scale subresource) to the rest, so the total stays the same. Moving nodes back to the stable version takes them
+  off the canary; a canary holding every node is promoted (stable image set, canary deleted), an empty one is
+  folded back. A DaemonSet runs one Pod per cluster node and cannot be split: a partial step is refused.
 - ``set_config`` sets environment variables of the container (the previous values are kept in an annotation).
 - ``restart`` changes a template annotation to the action id, which makes the controller replace the Pods.
 

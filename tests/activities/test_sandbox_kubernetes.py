@@ -323,6 +323,54 @@ async def test_canary_step_splits_replicas_then_rollback_and_promotion_fold_it_b
     assert image_of(workload(kube, ns)) == f"{IMAGE}:1.5.0" and replicas(kube, ns, ko.WORKLOAD_NAME) == 4
 
 
+def moving(ref: SandboxRef, indexes: list[int], version: str, step: str) -> MeshActionInput:
+    """What CanaryRolloutWorkflow sends: the nodes a step moves (not the cumulative set), the whole target."""
+    inp = action(ref, MeshAction.SET_VERSION, version=version)
+    return inp.model_copy(update={"node_ids": [ref.nodes[i].id for i in indexes], "action_id": f"canary:x:{step}"})
+
+
+async def test_canary_steps_as_the_rollout_workflow_sends_them(backend: KubernetesSandbox, kube: KubeApi) -> None:
+    ref = await backend.provision(provision_input(nodes=4), lambda _: None)
+    ns, canary = str(ref.namespace), ko.WORKLOAD_NAME + ko.CANARY_SUFFIX
+    first = await backend.execute_mesh_action(moving(ref, [2], "1.5.0", "step-0"))
+    assert first.previous == {ref.nodes[2].id: "1.4.0"}
+    second = await backend.execute_mesh_action(moving(ref, [0, 3], "1.5.0", "step-1"))
+    assert second.previous == {ref.nodes[0].id: "1.4.0", ref.nodes[3].id: "1.4.0"}
+    assert workload(kube, ns, canary)["spec"]["replicas"] == 3 and replicas(kube, ns, ko.WORKLOAD_NAME) == 1
+    stable = workload(kube, ns)
+    assert yaml.safe_load(stable["metadata"]["annotations"][ko.ANNOTATION_CANARY_NODES]) == sorted(
+        ref.nodes[i].id for i in (0, 2, 3))
+    again = await backend.execute_mesh_action(moving(ref, [0, 3], "1.5.0", "step-1"))  # a retried step
+    assert again.previous == second.previous
+    assert workload(kube, ns)["metadata"]["resourceVersion"] == stable["metadata"]["resourceVersion"]
+
+    # The workflow's automatic rollback: every moved node back to its previous version.
+    back = await backend.execute_mesh_action(moving(ref, [0, 2, 3], "1.4.0", "rollback-1.4.0"))
+    assert back.previous == {ref.nodes[i].id: "1.5.0" for i in (0, 2, 3)}
+    assert kube.get("Deployment", canary, ns) is None
+    stable = workload(kube, ns)
+    assert image_of(stable) == f"{IMAGE}:1.4.0" and replicas(kube, ns, ko.WORKLOAD_NAME) == 4
+    assert ko.ANNOTATION_CANARY_NODES not in stable["metadata"]["annotations"]
+
+    # A rollout that reaches every node is a promotion of the stable workload.
+    await backend.execute_mesh_action(moving(ref, [1, 2], "1.5.0", "step-0b"))
+    await backend.execute_mesh_action(moving(ref, [0, 3], "1.5.0", "step-1b"))
+    assert kube.get("Deployment", canary, ns) is None
+    promoted = workload(kube, ns)
+    assert image_of(promoted) == f"{IMAGE}:1.5.0" and replicas(kube, ns, ko.WORKLOAD_NAME) == 4
+    assert promoted["metadata"]["annotations"][ko.ANNOTATION_PREVIOUS] == "1.4.0"
+
+
+async def test_a_daemonset_cannot_be_split_into_a_canary(backend: KubernetesSandbox, kube: KubeApi) -> None:
+    ref = await backend.provision(provision_input(kind="DaemonSet"), lambda _: None)
+    with pytest.raises(WestworldError, match="cannot be split into a canary") as err:
+        await backend.execute_mesh_action(moving(ref, [0], "1.5.0", "step-0").model_copy(
+            update={"target": MeshTarget(backend=Backend.KUBERNETES, namespace=ref.namespace, kind="DaemonSet",
+                                         name=ko.WORKLOAD_NAME, nodes=ref.nodes)}))
+    assert err.value.type == INVALID_INPUT
+    assert image_of(workload(kube, str(ref.namespace), kind="DaemonSet")) == f"{IMAGE}:1.4.0"
+
+
 async def test_set_config_and_restart_patch_the_template(backend: KubernetesSandbox, kube: KubeApi) -> None:
     ref = await backend.provision(provision_input(config={"MESH_MTU": "1400", "HELLO_MS": "500"}), lambda _: None)
     ns = str(ref.namespace)
