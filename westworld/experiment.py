@@ -160,6 +160,9 @@ class TargetSpec(_Strict):
     namespace: str | None = None
     kind: Literal["Deployment", "DaemonSet"] = "Deployment"
     name: str | None = None
+    replicas: int | None = Field(None, ge=1, le=10_000, description="Kubernetes: replicas the steps count.")
+    canary_labels: dict[str, str] | None = Field(None, description="Kubernetes: matchers of the canary's series.")
+    stable_labels: dict[str, str] | None = Field(None, description="Kubernetes: matchers of the stable series.")
 
 
 DEFAULT_STEPS = ("1%", "5%", "25%", "50%", "100%")
@@ -351,8 +354,15 @@ def _rollout_checks(rollout: dict[str, Any], metric_names: set[str]) -> list[tup
         elif not ids and mesh is None:
             out.append((("spec", "rollout", "target"), "a local target needs node_ids or mesh_nodes"))
         total = mesh if isinstance(mesh, int) else (len(ids) if isinstance(ids, list) and ids else None)
-    elif not target.get("name"):
-        out.append((("spec", "rollout", "target", "name"), "a kubernetes target needs the Deployment/DaemonSet name"))
+    else:
+        if not target.get("name"):
+            out.append((("spec", "rollout", "target", "name"),
+                        "a kubernetes target needs the Deployment/DaemonSet name"))
+        if not isinstance(target.get("replicas"), int):
+            out.append((("spec", "rollout", "target", "replicas"),
+                        "a kubernetes target needs its replica count (steps count replicas)"))
+        else:
+            total = target["replicas"]
     steps = rollout.get("steps", ["1%", "5%", "25%", "50%", "100%"])
     if isinstance(steps, list):
         previous: float = 0

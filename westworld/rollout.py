@@ -43,6 +43,12 @@ class CanaryInput(BaseModel):
     selector_labels: dict[str, str] = Field(default_factory=dict, description="Label matchers of the target's "
                                             "series (a provisioned mesh fills them in).")
     node_label: str = Field("node", description="The Prometheus label naming a node.")
+    replicas: int | None = Field(None, ge=1, le=10_000, description="Kubernetes target without listed nodes: its "
+                                 "replica count (steps are counted in replicas).")
+    canary_labels: dict[str, str] | None = Field(None, description="Matchers of the canary's series where nodes are "
+                                                 "not labelled one by one (e.g. a Kubernetes track label).")
+    stable_labels: dict[str, str] | None = Field(None, description="Matchers of the stable series (with "
+                                                 "canary_labels).")
     evidence_hash: str | None = Field(None, description="The experiment evidence that approved this rollout.")
     agent_id: str | None = Field(None, description="The agent each step acts as (capability-bounded).")
     capability_token: str | None = Field(None, description="Capability token bounding each step's action.")
@@ -53,6 +59,10 @@ class CanaryInput(BaseModel):
     def _one_target(self) -> CanaryInput:
         if (self.target is None) == (self.mesh_nodes is None):
             raise ValueError("give exactly one of target and mesh_nodes")
+        if self.target is not None and not self.target.nodes and self.replicas is None:
+            raise ValueError("target: list its nodes, or give replicas (Kubernetes)")
+        if (self.canary_labels is None) != (self.stable_labels is None):
+            raise ValueError("canary_labels and stable_labels go together")
         return self
 
 

@@ -35,11 +35,12 @@ with workflow.unsafe.imports_passed_through():
         MeshActionInput,
         MeshActionResult,
         MeshTarget,
+        NodeRef,
         ProvisionInput,
         SandboxRef,
         Workload,
     )
-    from westworld.series import InstantQueryInput, InstantQueryResult, MetricQuery
+    from westworld.series import InstantQueryInput, InstantQueryResult, MetricQuery, expand
     from workflows.steps import set_step
 
 EXPERIMENT_NAME = SearchAttributeKey.for_keyword("ExperimentName")
@@ -95,6 +96,10 @@ class CanaryRolloutWorkflow:
             self._target = MeshTarget(backend=Backend.LOCAL, nodes=self._mesh.nodes)
             self._labels = {**self._mesh.labels, **self._labels}
         assert self._target is not None
+        if not self._target.nodes and input.replicas:  # Kubernetes: steps count replicas of the Deployment
+            name = self._target.name or input.name
+            self._target = self._target.model_copy(update={"nodes": [
+                NodeRef(id=f"{name}-{i}", address=f"{name}-{i}") for i in range(input.replicas)]})
         try:
             self._plan = plan_steps([n.id for n in self._target.nodes], input.steps, seed=input.name)
         except ValueError as err:
@@ -188,6 +193,11 @@ class CanaryRolloutWorkflow:
         stable = [n.id for n in self._target.nodes if n.id not in set(canary)]
         queries = []
         for m in self._in.metrics:
+            if self._in.canary_labels is not None and self._in.stable_labels is not None:
+                queries.append(MetricQuery(name=f"{m.name}.canary", promql=expand(m.query, self._in.canary_labels)))
+                if stable:
+                    queries.append(MetricQuery(name=f"{m.name}.stable", promql=expand(m.query, self._in.stable_labels)))
+                continue
             queries.append(MetricQuery(name=f"{m.name}.canary",
                                        promql=group_query(m.query, self._labels, self._in.node_label, canary)))
             if stable:

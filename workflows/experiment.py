@@ -266,6 +266,7 @@ class ExperimentWorkflow:
                         target=target, mesh_nodes=t.mesh_nodes,
                         mesh_version=t.mesh_version or spec.spec.baseline.version,
                         steps=plan.steps, bake_time=plan.bake_time, analysis_interval=plan.analysis_interval,
+                        replicas=t.replicas, canary_labels=t.canary_labels, stable_labels=t.stable_labels,
                         metrics=[m for m in spec.spec.metrics if m.name in names], evidence_hash=evidence.hash,
                         agent_id=input.rollout_agent_id, capability_token=input.rollout_capability_token),
             id=self._rollout_id, result_type=CanaryResult)
