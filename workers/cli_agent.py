@@ -219,20 +219,25 @@ def revoke(token_id: Annotated[str | None, typer.Option(help="Revoke one token (
 
 
 @peers_app.command("add")
-def peers_add(node_id: str, region: Annotated[str, typer.Option()] = "",
-              signer: Annotated[bool, typer.Option(help="Also a peer that signs: generate its key here.")] = True,
+def peers_add(node_ids: Annotated[list[str], typer.Argument(help="One or more node ids.")],
+              region: Annotated[str, typer.Option()] = "",
+              signer: Annotated[bool, typer.Option(help="Also peers that sign: generate their keys here.")] = True,
               data_dir: DataDir = None) -> None:
-    """Register a mesh node; a signer gets an Ed25519 key in the data dir (only the public key is registered)."""
+    """Register mesh nodes; a signer gets an Ed25519 key in the data dir (only the public key is registered)."""
     s = settings_for(data_dir)
-    path = ops.keys_dir(s) / f"peer-{node_id}.key"
 
-    async def go() -> str:
-        public = ops.new_keypair(path) if signer else None
+    async def go() -> list[str]:
+        done = []
         async with ops.store_of(s) as store:
-            await store.add_node(node_id, region, public, ops.now())
-        return f"registered {node_id}" + (f"; private key in {path}" if public else "")
+            for node_id in node_ids:
+                path = ops.keys_dir(s) / f"peer-{node_id}.key"
+                public = ops.new_keypair(path) if signer else None
+                await store.add_node(node_id, region, public, ops.now())
+                done.append(f"registered {node_id}" + (f"; private key in {path}" if public else ""))
+        return done
 
-    typer.echo(_run(go()))
+    for line in _run(go()):
+        typer.echo(line)
 
 
 @peers_app.command("list")
