@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 
 from activities import netns
 from westworld.errors import SANDBOX_FAILED, InvalidInput, WestworldError
+from westworld.mesh import behaviour
 from westworld.sandbox import (
     FaultApplied,
     FaultInput,
@@ -106,6 +107,10 @@ class LocalSandbox:
     async def provision(self, inp: ProvisionInput, progress: Callable[[str], None]) -> SandboxRef:
         if not inp.sandbox_id or "/" in inp.sandbox_id or inp.sandbox_id.startswith("."):
             raise InvalidInput(f"sandbox_id {inp.sandbox_id!r} is not a valid name (DNS-label safe, no '/')")
+        try:
+            behaviour(inp.workload.version, inp.workload.config)
+        except InvalidInput as err:
+            raise InvalidInput(f"sandbox {inp.sandbox_id}: workload: {err.message}") from err
         async with self._lock:
             existing = self._load(inp.sandbox_id)
             if existing is not None and existing.complete:
@@ -124,14 +129,22 @@ class LocalSandbox:
                     await self.teardown(SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm,
                                                    nodes=[]))
                     reason = f"ip netns failed: {err}"
+                except Exception:
+                    await self.teardown(SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm,
+                                                   nodes=[]))
+                    raise
             if state is None:
                 state = self._userspace_state(inp, f"userspace: {reason}; faults applied by the nodes themselves")
-            self._save(state)
-            for node in state.nodes:
-                self._start(state, node)
-            self._save(state)
-            progress(f"started {len(state.nodes)} node(s), waiting for them to answer")
-            await self._wait_ready(state)
+            try:
+                self._save(state)
+                for node in state.nodes:
+                    self._start(state, node)
+                self._save(state)
+                progress(f"started {len(state.nodes)} node(s), waiting for them to answer")
+                await self._wait_ready(state)
+            except Exception:
+                await self.teardown(state.ref)  # leave nothing half-started behind; a retry starts afresh
+                raise
             self._write_targets(state)
             state.complete = True
             self._save(state)

@@ -7,10 +7,11 @@ Every ``probe_interval_ms`` the node sends a probe to a random peer *through ano
 origin -> relay -> target); the target acknowledges straight to the origin, which records the round trip in
 ``mesh_message_latency_seconds``. A probe not acknowledged within ``probe_timeout_ms`` is lost.
 
-Behaviour depends on the version (``VERSIONS``) and on config knobs that override it: ``relay_delay_ms`` (a relay
-holds each message this long), ``drop_rate`` (fraction of relayed messages it drops, counted in
-``mesh_relay_errors_total``), ``probe_interval_ms``, ``probe_timeout_ms``. Version ``1.5.0-rc1`` is the faulty
-build: 40 ms relay delay and 8 % of relayed messages dropped, so it is measurably worse than ``1.4.0``.
+Behaviour depends on the version (``westworld.mesh.VERSIONS``) and on config knobs that override it:
+``relay_delay_ms`` (a relay holds each message this long), ``drop_rate`` (fraction of relayed messages it
+drops, counted in ``mesh_relay_errors_total``), ``probe_interval_ms``, ``probe_timeout_ms``. Version
+``1.5.0-rc1`` is the faulty build: 40 ms relay delay and 8 % of relayed messages dropped, so it is measurably
+worse than ``1.4.0``.
 
 Admin HTTP API (JSON) on ``--admin-host``/``--admin-port``:
     GET /status                          id, version, config, behaviour, faults, uptime_s, peers
@@ -35,32 +36,10 @@ from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-# Behaviour of each known build; an unknown version behaves like DEFAULT_VERSION (it is only a label then).
-VERSIONS: dict[str, dict[str, float]] = {
-    "1.4.0": {"relay_delay_ms": 0.0, "drop_rate": 0.0},
-    "1.5.0": {"relay_delay_ms": 0.0, "drop_rate": 0.0},
-    "1.5.0-rc1": {"relay_delay_ms": 40.0, "drop_rate": 0.08},
-}
-DEFAULT_VERSION = "1.4.0"
-DEFAULTS: dict[str, float] = {"relay_delay_ms": 0.0, "drop_rate": 0.0, "probe_interval_ms": 100.0,
-                              "probe_timeout_ms": 2000.0}
+from westworld.errors import InvalidInput
+from westworld.mesh import DEFAULT_VERSION, behaviour
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0)
-
-
-def behaviour(version: str, config: dict[str, str]) -> dict[str, float]:
-    """The effective knobs: defaults, then the version's table entry, then explicit config."""
-    out = dict(DEFAULTS)
-    out.update(VERSIONS.get(version, VERSIONS[DEFAULT_VERSION]))
-    for key, value in config.items():
-        if key not in DEFAULTS:
-            raise ValueError(f"unknown config knob {key!r} (known: {', '.join(sorted(DEFAULTS))})")
-        try:
-            out[key] = float(value)
-        except ValueError:
-            raise ValueError(f"config knob {key}={value!r} is not a number") from None
-    if not 0.0 <= out["drop_rate"] <= 1.0:
-        raise ValueError(f"drop_rate={out['drop_rate']} is not in [0, 1]")
-    return out
 
 
 @dataclass
@@ -213,8 +192,8 @@ class MeshNode(asyncio.DatagramProtocol):
             merged = {**self.config, **{str(k): str(v) for k, v in body.items()}}
             try:
                 self.knobs = behaviour(self.version, merged)
-            except ValueError as err:
-                return 400, {"error": str(err)}
+            except InvalidInput as err:
+                return 400, {"error": err.message}
             previous_config, self.config = self.config, merged
             return 200, {"previous": previous_config, "config": merged}
         if method == "POST" and path == "/fault":
@@ -286,7 +265,10 @@ def main() -> None:
     parser.add_argument("--version", default=DEFAULT_VERSION)
     parser.add_argument("--config", action="append", default=[], help="knob=value (repeatable)")
     args = parser.parse_args()
-    behaviour(args.version, dict(kv.split("=", 1) for kv in args.config))  # fail fast on a bad knob
+    try:
+        behaviour(args.version, dict(kv.split("=", 1) for kv in args.config))
+    except InvalidInput as err:
+        parser.error(err.message)
     asyncio.run(serve(args))
 
 

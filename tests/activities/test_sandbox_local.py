@@ -27,7 +27,7 @@ from activities import netns
 from activities.sandbox import SandboxActivities
 from activities.sandbox_local import LocalSandbox
 from tests.fixtures.prometheus import PrometheusServer
-from westworld.errors import BACKEND_UNAVAILABLE, INVALID_INPUT
+from westworld.errors import BACKEND_UNAVAILABLE, INVALID_INPUT, WestworldError
 from westworld.sandbox import (
     Arm,
     Backend,
@@ -230,6 +230,25 @@ async def test_activities_dispatch_and_type_errors(mesh_nodes: SandboxRef, local
     with pytest.raises(ApplicationError) as unknown:
         await env.run(acts.execute_mesh_action, action.model_copy(update={"node_ids": ["nope"]}))
     assert unknown.value.type == INVALID_INPUT and "nope" in unknown.value.message
+
+
+async def test_bad_input_is_refused_and_leaves_nothing(sandbox: LocalSandbox, tmp_path: Path) -> None:
+    bad_knob = provision_input(2).model_copy(update={"workload": Workload(version="1.4.0", nodes=2,
+                                                                          config={"relay_speed": "9"})})
+    with pytest.raises(WestworldError) as err:
+        await sandbox.provision(bad_knob, lambda _m: None)
+    assert err.value.type == INVALID_INPUT and "relay_speed" in err.value.message
+    assert bad_knob.sandbox_id in err.value.message
+    assert not (tmp_path / "sandboxes" / bad_knob.sandbox_id).exists()
+
+    bad_egress = provision_input(2, egress=["not-an-address"])
+    if sandbox._namespaces and netns.nft_available():  # the allow-list is only enforced (and parsed) by nftables
+        with pytest.raises(WestworldError) as err:
+            await sandbox.provision(bad_egress, lambda _m: None)
+        assert err.value.type == INVALID_INPUT and "not-an-address" in err.value.message
+        assert not await netns.list_netns(bad_egress.sandbox_id)
+        assert not (tmp_path / "sandboxes" / bad_egress.sandbox_id).exists()
+    assert not running_nodes() & {f"{bad_knob.sandbox_id}-n0", f"{bad_egress.sandbox_id}-n0"}
 
 
 def test_netns_mode_refused_without_root_says_why() -> None:
