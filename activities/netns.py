@@ -8,12 +8,17 @@ there is no default route and no NAT, so nothing in a sandbox can reach beyond i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 SUBNET_PREFIX = "10.213"
 NODE_HOST_OFFSET = 10  # node i is 10.213.<n>.<10 + i>; the bridge is .1
+LOCK_FILE = Path("/run/lock/westworld-sandbox-subnets.lock")
 
 
 class NetError(RuntimeError):
@@ -65,6 +70,19 @@ def unavailable_reason() -> str | None:
     if shutil.which("ip") is None:
         return "the `ip` command (iproute2) is not installed"
     return None
+
+
+@contextlib.asynccontextmanager
+async def subnet_lock() -> AsyncIterator[None]:
+    """Machine-wide: choosing a free /24 and putting it on a bridge is one step for every process of this host
+    (workers and test runs with different data dirs read the host's addresses, not each other's state)."""
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with LOCK_FILE.open("a") as handle:  # noqa: ASYNC230 - an empty lock file: opening it does not block
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 async def used_subnets() -> set[int]:

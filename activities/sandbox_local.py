@@ -152,11 +152,12 @@ class LocalSandbox:
             return state.ref
 
     async def _provision_netns(self, inp: ProvisionInput, progress: Callable[[str], None]) -> SandboxState:
-        subnet = self._free_subnet(await netns.used_subnets())
-        state = SandboxState(ref=SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm, nodes=[]),
-                             mode="netns", subnet=subnet, nodes=[])
-        self._save(state)  # before the first link exists: teardown finds it even after a crash here
-        await netns.create_bridge(inp.sandbox_id, subnet)
+        async with netns.subnet_lock():
+            subnet = self._free_subnet(await netns.used_subnets())
+            state = SandboxState(ref=SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm,
+                                                nodes=[]), mode="netns", subnet=subnet, nodes=[])
+            self._save(state)  # before the first link exists: teardown finds it even after a crash here
+            await netns.create_bridge(inp.sandbox_id, subnet)
         for i in range(inp.workload.nodes):
             await netns.create_node_netns(inp.sandbox_id, subnet, i)
             ip = netns.node_ip(subnet, i)

@@ -204,6 +204,21 @@ async def test_netns_egress_reaches_only_peers(http: httpx.AsyncClient, promethe
         await sandbox.teardown(ref)
 
 
+async def test_concurrent_netns_sandboxes_get_distinct_subnets(http: httpx.AsyncClient, tmp_path: Path) -> None:
+    """Two backends with separate data dirs (like two workers, or a worker and a test run) provisioning at once."""
+    if (reason := netns.unavailable_reason()) is not None:
+        pytest.skip(f"network-namespace mode cannot run here: {reason}")
+    backends = [LocalSandbox(http, tmp_path / name, tmp_path / "targets") for name in ("a", "b")]
+    inputs = [(b, provision_input(1)) for b in backends for _ in range(3)]
+    refs = await asyncio.gather(*(b.provision(i, lambda _m: None) for b, i in inputs))
+    try:
+        subnets = [ref.nodes[0].address.split(".")[2] for ref in refs]
+        assert len(set(subnets)) == 6, subnets
+    finally:
+        for (backend, _), ref in zip(inputs, refs, strict=True):
+            await backend.teardown(ref)
+
+
 async def test_activities_dispatch_and_type_errors(mesh_nodes: SandboxRef, local_sandbox: LocalSandbox) -> None:
     env = ActivityEnvironment()
     acts = SandboxActivities({Backend.LOCAL: local_sandbox})
