@@ -63,7 +63,8 @@ async def start_experiment(client: Client, s: Settings, data: dict[str, Any], na
 
 
 def progress_bar(fraction: float, width: int = 30) -> str:
-    done = round(max(0.0, min(1.0, fraction)) * width)
+    fraction = max(0.0, min(1.0, fraction))
+    done = round(fraction * width)
     return f"[{'#' * done}{'-' * (width - done)}] {fraction:>4.0%}"
 
 
