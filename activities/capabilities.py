@@ -48,7 +48,7 @@ class CapabilityActivities:
     @activity.defn(name="settle_capability_usage")
     async def settle_usage(self, inp: UsageSettle) -> int:
         """Confirm an executed action's reserved nodes, or release them (peers timed out, execution failed)."""
-        return await self._store.settle(inp.action_id, inp.confirmed)
+        return await self._store.settle(inp.action_id, inp.confirmed, self._clock(), inp.endorsed_by)
 
     @activity.defn(name="list_peer_signers")
     async def list_peers(self) -> SignerRegistry:

@@ -53,6 +53,13 @@ decisions = sa.Table("cap_decisions", md, sa.Column("seq", SEQ, primary_key=True
                      sa.Column("agent_id", sa.String(128), nullable=False), sa.Column("action", sa.String(64)),
                      sa.Column("at", TS, nullable=False), sa.Column("live_nodes", sa.Integer, nullable=False),
                      sa.Column("node_ids", sa.Text, nullable=False), sa.Column("result", sa.Text, nullable=False))
+# The anomaly watch's feed: a denial when it is decided, an allowed action once it has happened (settled), with
+# the peers that endorsed it. A wide action still waiting for peers is not (yet) a touch of the network.
+events = sa.Table("cap_events", md, sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
+                  sa.Column("action_id", sa.String(300), nullable=False, unique=True),
+                  sa.Column("agent_id", sa.String(128), nullable=False), sa.Column("at", TS, nullable=False),
+                  sa.Column("allowed", sa.Boolean, nullable=False), sa.Column("caveat", sa.Text, nullable=False),
+                  sa.Column("node_ids", sa.Text, nullable=False), sa.Column("endorsed_by", sa.Text, nullable=False))
 halts = sa.Table("cap_halts", md, sa.Column("epoch", SEQ, primary_key=True, autoincrement=False),
                  sa.Column("request_key", sa.String(300), nullable=False, unique=True),
                  sa.Column("reason", sa.Text, nullable=False), sa.Column("started_at", TS),
@@ -225,6 +232,10 @@ class CapabilityStore:
             await conn.execute(sa.insert(decisions).values(
                 action_id=inp.action_id, agent_id=inp.agent_id, action=inp.action, at=now,
                 live_nodes=state.live_nodes, node_ids=json.dumps(targets), result=result.model_dump_json()))
+            if not result.allowed:
+                await conn.execute(sa.insert(events).values(
+                    action_id=inp.action_id, agent_id=inp.agent_id, at=now, allowed=False, caveat=result.caveat,
+                    node_ids="[]", endorsed_by="[]"))
             if result.allowed and targets:
                 await conn.execute(sa.insert(usage), [
                     {"agent_id": inp.agent_id, "node_id": n, "action_id": inp.action_id, "at": now,
@@ -256,12 +267,20 @@ class CapabilityStore:
             usage.c.agent_id == agent_id, usage.c.at > since, usage.c.state != "released"))
         return len({r.node_id for r in rows} | set(targets))
 
-    async def settle(self, action_id: str, confirmed: bool) -> int:
-        """Confirm (executed) or release (denied later, failed) an action's reserved nodes."""
+    async def settle(self, action_id: str, confirmed: bool, now: datetime, endorsed_by: Sequence[str] = ()) -> int:
+        """Confirm (executed) or release (denied later, failed) an action's reserved nodes; a confirmed action
+        enters the anomaly feed with the peers that endorsed it. Idempotent by ``action_id``."""
         async with self._db.engine.begin() as conn:
-            return int((await conn.execute(sa.update(usage).where(
+            changed = int((await conn.execute(sa.update(usage).where(
                 usage.c.action_id == action_id, usage.c.state == "reserved").values(
                 state="confirmed" if confirmed else "released"))).rowcount or 0)
+            decided = (await conn.execute(sa.select(decisions).where(decisions.c.action_id == action_id))).first()
+            logged = await conn.scalar(sa.select(events.c.seq).where(events.c.action_id == action_id))
+            if confirmed and decided is not None and logged is None:
+                await conn.execute(sa.insert(events).values(
+                    action_id=action_id, agent_id=decided.agent_id, at=now, allowed=True, caveat="",
+                    node_ids=decided.node_ids, endorsed_by=json.dumps(sorted(endorsed_by))))
+        return changed
 
     async def usage_in_window(self, agent_id: str, since: datetime) -> int:
         async with self._db.engine.connect() as conn:
@@ -269,16 +288,13 @@ class CapabilityStore:
 
     async def events(self, after_seq: int, limit: int) -> tuple[list[AgentEvent], int, int]:
         async with self._db.engine.connect() as conn:
-            rows = list(await conn.execute(sa.select(decisions).where(decisions.c.seq > after_seq)
-                                           .order_by(decisions.c.seq).limit(limit)))
+            rows = list(await conn.execute(sa.select(events).where(events.c.seq > after_seq)
+                                           .order_by(events.c.seq).limit(limit)))
             live = int(await conn.scalar(sa.select(sa.func.count()).select_from(nodes)) or 0)
-        events = []
-        for r in rows:
-            res = cap.CheckResult.model_validate_json(r.result)
-            events.append(AgentEvent(seq=r.seq, agent_id=r.agent_id, action_id=r.action_id, at=_utc(r.at) or r.at,
-                                     allowed=res.allowed, caveat=res.caveat,
-                                     node_ids=json.loads(r.node_ids) if res.allowed else []))
-        return events, (rows[-1].seq if rows else after_seq), live
+        found = [AgentEvent(seq=r.seq, agent_id=r.agent_id, action_id=r.action_id, at=_utc(r.at) or r.at,
+                            allowed=r.allowed, caveat=r.caveat, node_ids=json.loads(r.node_ids),
+                            endorsed_by=json.loads(r.endorsed_by)) for r in rows]
+        return found, (rows[-1].seq if rows else after_seq), live
 
     # --- halts ---------------------------------------------------------------------------------------------
     async def allocate_halt(self, request_key: str, reason: str) -> int:

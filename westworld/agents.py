@@ -90,6 +90,7 @@ class CapabilityCheckOutcome(BaseModel):
 class UsageSettle(BaseModel):
     action_id: str
     confirmed: bool
+    endorsed_by: list[str] = Field(default_factory=list, description="Peers whose signatures the action carried.")
 
 
 class SignerRegistry(BaseModel):

@@ -2,6 +2,7 @@
 
     coverage        distinct nodes an agent touched in the short window, as a share of the live nodes
     concentration   distinct nodes an agent touched in the long window (the slow creep), as a share
+                    (both leave out actions endorsed by k peer signatures: the peers vouched for those)
     rate            the agent's actions in the short window
     probing         the agent's denied checks in the short window
 
@@ -37,6 +38,7 @@ class AgentEvent(BaseModel):
     allowed: bool
     node_ids: list[str] = Field(default_factory=list)
     caveat: str = ""
+    endorsed_by: list[str] = Field(default_factory=list, description="Peers that signed this (wide) action.")
 
 
 class AnomalyConfig(BaseModel):
@@ -83,8 +85,10 @@ def evaluate(events: Iterable[AgentEvent], now: datetime, live_nodes: int, cfg: 
     live = max(live_nodes, 1)
     for agent, evs in sorted(by_agent.items()):
         short = [e for e in evs if e.at > now - cfg.short_window]
-        recent_nodes = {n for e in short if e.allowed for n in e.node_ids}
-        all_nodes = {n for e in evs if e.allowed for n in e.node_ids}
+        # Actions k peers signed for are vouched for: they count as actions, not as an agent's own reach.
+        own = [e for e in evs if e.allowed and not e.endorsed_by]
+        recent_nodes = {n for e in own if e.at > now - cfg.short_window for n in e.node_ids}
+        all_nodes = {n for e in own for n in e.node_ids}
         denials = [e for e in short if not e.allowed]
         checks: list[tuple[str, float, list[tuple[float, Severity]], str]] = [
             ("coverage", 100.0 * len(recent_nodes) / live,
@@ -93,7 +97,7 @@ def evaluate(events: Iterable[AgentEvent], now: datetime, live_nodes: int, cfg: 
             ("concentration", 100.0 * len(all_nodes) / live,
              [(cfg.concentration_warn_pct, Severity.WARNING), (cfg.concentration_critical_pct, Severity.CRITICAL)],
              f"touched {len(all_nodes)} distinct nodes of {live_nodes} live in {cfg.long_window} "
-             f"across {sum(e.allowed for e in evs)} actions"),
+             f"across {len(own)} unendorsed actions"),
             ("rate", float(len(short)),
              [(cfg.rate_warn, Severity.WARNING), (cfg.rate_high, Severity.HIGH)],
              f"{len(short)} actions in {cfg.short_window}"),

@@ -126,7 +126,8 @@ class AgentActionWorkflow:
 
     async def _settle(self, confirmed: bool) -> None:
         await workflow.execute_activity(
-            "settle_capability_usage", UsageSettle(action_id=workflow.info().workflow_id, confirmed=confirmed),
+            "settle_capability_usage", UsageSettle(action_id=workflow.info().workflow_id, confirmed=confirmed,
+                                                   endorsed_by=sorted(self._signed) if confirmed else []),
             result_type=int, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK)
 
     async def _finish(self, result: AgentActionResult, kind: str) -> AgentActionResult:

@@ -85,7 +85,7 @@ async def test_settling_confirms_or_releases_the_reservation(store: CapabilitySt
     token = cap.attenuate(await store.mint("b", ["set_config"]), ["budget = 4/3600s"])
     await store.check(ask(token, ["n001", "n002", "n003"], agent="b", action_id="x1"), NOW)
     assert not (await store.check(ask(token, ["n004", "n005"], agent="b"), NOW)).result.allowed
-    assert await store.settle("x1", confirmed=False) == 3
+    assert await store.settle("x1", confirmed=False, now=NOW) == 3
     assert (await store.check(ask(token, ["n004", "n005"], agent="b"), NOW)).result.allowed
 
 
@@ -145,3 +145,20 @@ async def test_unregistered_targets_and_bad_registrations_are_refused(store: Cap
     assert (res.allowed, res.caveat) == (False, "registered-nodes") and "ghost" in res.reason
     with pytest.raises(InvalidInput, match="public key must be 32 bytes"):
         await store.add_node("n-x", "eu", "zz", NOW)
+
+
+async def test_the_anomaly_feed_has_denials_at_once_and_actions_once_they_happened(store: CapabilityStore) -> None:
+    token = cap.attenuate(await store.mint("f", ["set_config"]), ["affects_nodes_le = 3"])
+    await store.check(ask(token, ["n001", "n002", "n003", "n004"], agent="f", action_id="too-wide"), NOW)
+    await store.check(ask(token, ["n001", "n002"], agent="f", action_id="ok"), NOW)
+    await store.check(ask(token, ["n005"], agent="f", action_id="given-up"), NOW)
+    feed, last, live = await store.events(0, 100)
+    assert [(e.action_id, e.allowed, e.caveat) for e in feed] == [("too-wide", False, "affects_nodes_le = 3")]
+    assert live == 100
+    await store.settle("ok", confirmed=True, now=NOW, endorsed_by=["p2", "p1"])
+    await store.settle("ok", confirmed=True, now=NOW, endorsed_by=["p2", "p1"])  # a retry adds nothing
+    await store.settle("given-up", confirmed=False, now=NOW)
+    more, last2, _ = await store.events(last, 100)
+    assert [(e.action_id, e.allowed, e.node_ids, e.endorsed_by) for e in more] == [
+        ("ok", True, ["n001", "n002"], ["p1", "p2"])]
+    assert (await store.events(last2, 100))[0] == []

@@ -69,3 +69,11 @@ def test_findings_are_sorted_worst_first_and_monotonic_in_the_network_size(steps
     for f in small:
         if f.kind in ("coverage", "concentration") and f.kind in bigger:
             assert list(Severity).index(bigger[f.kind]) <= list(Severity).index(f.severity)
+
+
+def test_actions_endorsed_by_peers_do_not_count_as_the_agents_own_reach() -> None:
+    wide = [AgentEvent(seq=1, agent_id="rollout", action_id="w1", at=NOW - timedelta(minutes=1), allowed=True,
+                       node_ids=[f"n{i}" for i in range(300)], endorsed_by=["p1", "p2", "p3"])]
+    assert evaluate(wide, NOW, 1000, CFG) == []
+    unendorsed = [wide[0].model_copy(update={"endorsed_by": []})]
+    assert kinds(evaluate(unendorsed, NOW, 1000, CFG), "rollout")["coverage"] is Severity.CRITICAL
