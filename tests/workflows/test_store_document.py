@@ -1,10 +1,11 @@
 """StoreDocumentWorkflow and ReplicaAuditWorkflow on a real Temporal server, with a real worker storing to real
-js-ipfs and arlocal (Sia unconfigured: no renterd runs here). Histories, decoded with the codec, hold no plaintext
-and no key material."""
+js-ipfs and arlocal (Sia unconfigured: no renterd runs here). Histories (decoded with the codec key), the worker's
+logs, the database and the data dir hold no plaintext and no key material."""
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,7 +107,9 @@ async def decoded_history(h: Harness, workflow_id: str) -> bytes:
     return history.to_json().encode() + b"".join(p.data for p in clear)
 
 
-async def test_store_replicates_audits_and_keeps_secrets_out_of_history(harness: Harness) -> None:
+async def test_store_replicates_audits_and_keeps_secrets_out_of_history(harness: Harness,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     epoch, privates = await keygen(harness)
     secret = b"the shelter's founding minutes " + uuid.uuid4().hex.encode()
     result = await store(harness, "minutes", secret * 50)
@@ -137,8 +140,16 @@ async def test_store_replicates_audits_and_keeps_secrets_out_of_history(harness:
     shares = [open_share(epoch, g.id, privates[g.id]).value for g in epoch.guardians]
     history = await decoded_history(harness, "document:minutes")
     assert record.ciphertext_sha256.encode() in history  # the decoding worked: public data is there
+    logs = "\n".join(r.getMessage() + repr(r.args) for r in caplog.records)
+    assert len(caplog.records) > 0, "no log records captured"
+    db_file = harness.settings.data_dir / "westworld.db"
+    stored = b"".join(p.read_bytes() for p in db_file.parent.glob("westworld.db*"))
+    stored += b"".join(p.read_bytes() for p in (harness.settings.data_dir / "shelter").rglob("*") if p.is_file())
+    assert record.ciphertext_sha256.encode() in stored  # the scan reads the index
     for needle in (secret, master, data_key, *shares):
         assert needle not in history and needle.hex().encode() not in history
+        assert needle.hex() not in logs and repr(needle) not in logs
+        assert needle not in stored and needle.hex().encode() not in stored
 
 
 async def test_a_second_store_under_the_same_id_is_refused(harness: Harness) -> None:
