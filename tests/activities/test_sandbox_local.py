@@ -7,11 +7,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
@@ -266,7 +269,53 @@ async def test_bad_input_is_refused_and_leaves_nothing(sandbox: LocalSandbox, tm
     assert not running_nodes() & {f"{bad_knob.sandbox_id}-n0", f"{bad_egress.sandbox_id}-n0"}
 
 
-def test_netns_mode_refused_without_root_says_why() -> None:
-    if os.geteuid() == 0:
-        pytest.skip("running as root: the not-root reason cannot be observed here")
-    assert netns.unavailable_reason() == "not running as root"
+NOT_ROOT_SCRIPT = """
+import asyncio, json, sys
+from datetime import timedelta
+from pathlib import Path
+import httpx
+from activities.sandbox_local import LocalSandbox
+from westworld.sandbox import Arm, Backend, Fault, FaultInput, FaultKind, ProvisionInput, Workload
+
+async def main() -> None:
+    data = Path(sys.argv[1])
+    async with httpx.AsyncClient(timeout=5) as http:
+        sandbox = LocalSandbox(http, data, data / "targets")
+        ref = await sandbox.provision(ProvisionInput(backend=Backend.LOCAL, sandbox_id="nonroot", arm=Arm.BASELINE,
+                                                     workload=Workload(version="1.4.0", nodes=2)), lambda _m: None)
+        fault = FaultInput(sandbox=ref, fault_id="f1", fault=Fault(kind=FaultKind.LATENCY,
+                           duration=timedelta(seconds=5), latency_ms=25))
+        applied = await sandbox.apply_fault(fault)
+        status = (await http.get(ref.nodes[0].admin_url + "/status")).json()
+        removed = (await sandbox.teardown(ref)).removed
+        print(json.dumps({"mode": ref.chaos_mode, "fault_mode": applied.mode, "faults": status["faults"],
+                          "address": ref.nodes[0].address, "removed": removed}))
+
+asyncio.run(main())
+"""
+
+
+async def test_not_root_runs_in_userspace_mode_and_says_why() -> None:
+    """The same backend run by an unprivileged user (setpriv to nobody) picks the degraded mode by itself."""
+    # The venv's interpreter may live under /root (unreadable for nobody): run the system python3.11 on the
+    # venv's packages instead.
+    python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or python is None:
+        pytest.skip("needs root, setpriv and a system python3.11 to run the backend as an unprivileged user")
+    repo = Path(__file__).resolve().parents[2]
+    site_packages = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
+    data = Path(tempfile.mkdtemp(prefix="ww-nonroot-"))
+    data.chmod(0o777)
+    try:
+        done = await asyncio.to_thread(
+            subprocess.run, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
+                             NOT_ROOT_SCRIPT, str(data)], capture_output=True, text=True, check=False,
+            cwd=repo, timeout=60, env={**os.environ, "PYTHONPATH": f"{repo}:{site_packages}"})
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["mode"].startswith("userspace: not running as root")
+    assert seen["fault_mode"] == "userspace" and seen["faults"][0]["delay_ms"] == 25
+    assert seen["address"].startswith("127.0.0.1:")
+    assert sum(r.startswith("process ") for r in seen["removed"]) == 2
