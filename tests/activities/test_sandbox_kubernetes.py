@@ -492,3 +492,20 @@ async def test_worker_rbac_manifest_grants_what_the_backend_needs(kube_cluster: 
         assert f"Namespace/{ref.namespace}" in removed.removed
     finally:
         kube.request("DELETE", binding_path, "unbind", missing_ok=True)
+
+
+async def test_worker_wiring_adds_the_backend_only_when_kube_config_is_set(
+        kube_cluster: KubeCluster, tmp_path: Path) -> None:
+    import httpx
+
+    from workers.experiments_wiring import sandbox_backends
+    from workers.settings import Settings
+
+    async with httpx.AsyncClient() as http:
+        assert Backend.KUBERNETES not in sandbox_backends(Settings(data_dir=tmp_path, kube_config=""), http)
+        configured = sandbox_backends(Settings(data_dir=tmp_path, kube_config=str(kube_cluster.kubeconfig)), http)
+        ref = await ActivityEnvironment().run(SandboxActivities(configured).provision_sandbox, provision_input())
+        assert ref.namespace and ref.backend is Backend.KUBERNETES
+        with pytest.raises(WestworldError, match="is not a readable kubeconfig file") as err:
+            sandbox_backends(Settings(data_dir=tmp_path, kube_config=str(tmp_path / "missing")), http)
+        assert err.value.type == CONFIG_ERROR
