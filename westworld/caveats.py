@@ -18,6 +18,7 @@ caveat never passes (fail closed).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -85,8 +86,9 @@ class Facts(BaseModel):
     window_usage: Mapping[int, int] = {}  # window seconds -> distinct nodes touched in it, this action included
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(text: str) -> Caveat:
-    """Parse one caveat line.
+    """Parse one caveat line (pure, so cached: tokens repeat the same few lines; a ``Caveat`` is immutable).
 
     Raises:
         InvalidInput: unknown name or malformed value; the message names the caveat and what is wrong.
