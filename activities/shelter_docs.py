@@ -9,6 +9,7 @@ never needs the master private key. Ciphertexts are cached content-addressed at 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import secrets
@@ -24,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.arweave import ArweaveClient, ArweaveUnavailable
 from activities.ipfs import IpfsClient, IpfsUnavailable
-from activities.shelter_keys import KeyEpochStore
+from activities.shelter_keys import KeyEpochStore, create_tables
 from activities.sia import SiaClient, SiaUnavailable
 from activities.store import Database
 from westworld import envelope
@@ -164,13 +165,16 @@ class DocumentStore:
     def __init__(self, database: Database) -> None:
         self._db = database
         self._ready = False
+        self._lock = asyncio.Lock()
 
     async def init(self) -> None:
-        if not self._ready:
-            await KeyEpochStore(self._db).init()
-            async with self._db.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-            self._ready = True
+        if self._ready:
+            return
+        async with self._lock:
+            if not self._ready:
+                await KeyEpochStore(self._db).init()
+                await create_tables(self._db, metadata)
+                self._ready = True
 
     async def insert(self, doc: EncryptedDocument, created_by: str) -> None:
         await self.init()

@@ -8,12 +8,13 @@ they are never logged, returned, or stored.)
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -78,18 +79,33 @@ def make_epoch(inp: CreateEpochInput, epoch: int, now: datetime) -> KeyEpoch:
                     guardians=list(inp.guardians), shares=sealed, created_at=now, epoch_key=inp.epoch_key)
 
 
+async def create_tables(database: Database, tables: sa.MetaData) -> None:
+    """Create ``tables`` if missing; another process (or task) creating them at the same moment is not an error."""
+    for attempt in range(3):
+        try:
+            async with database.engine.begin() as conn:
+                await conn.run_sync(tables.create_all)
+            return
+        except (ProgrammingError, IntegrityError):  # PostgreSQL: "already exists" from a concurrent creator
+            if attempt == 2:
+                raise
+
+
 class KeyEpochStore:
     """The ``shelter_key_epochs`` table."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
         self._ready = False
+        self._lock = asyncio.Lock()
 
     async def init(self) -> None:
-        if not self._ready:
-            async with self._db.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-            self._ready = True
+        if self._ready:
+            return
+        async with self._lock:
+            if not self._ready:
+                await create_tables(self._db, metadata)
+                self._ready = True
 
     async def by_key(self, epoch_key: str) -> KeyEpoch | None:
         await self.init()

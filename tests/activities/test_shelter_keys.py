@@ -3,6 +3,7 @@ give the master private key back, and nothing stored holds key material."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,7 +12,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.shelter_docs import metadata as docs_metadata
 from activities.shelter_keys import ShelterKeyActivities
+from activities.shelter_keys import metadata as keys_metadata
 from activities.store import Database
 from westworld import envelope, shamir
 from westworld.errors import DecryptFailed
@@ -39,6 +42,19 @@ def open_share(epoch: KeyEpoch, gid: str, priv: bytes) -> shamir.Share:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'westworld.db'}")
+    await database.init()
+    yield database
+    await database.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """An empty database of each kind (the PostgreSQL server is shared by the session; shelter tables reset)."""
+    url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
+    database = Database(url)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(docs_metadata.drop_all)
+        await conn.run_sync(keys_metadata.drop_all)
     await database.init()
     yield database
     await database.close()
@@ -72,8 +88,8 @@ async def test_epoch_shares_reconstruct_the_master_key_and_only_their_guardian_o
     assert await env.run(acts.current_key_epoch) == epoch
 
 
-async def test_epochs_are_numbered_idempotent_by_key_and_retired(db: Database) -> None:
-    acts = ShelterKeyActivities(db)
+async def test_epochs_are_numbered_idempotent_by_key_and_retired(any_db: Database) -> None:
+    acts = ShelterKeyActivities(any_db)
     env = ActivityEnvironment()
     guardians, _ = make_guardians(5)
     first = await env.run(acts.create_key_epoch, CreateEpochInput(guardians=guardians, threshold=2,
@@ -103,3 +119,11 @@ def test_bad_epoch_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="guardian id repeated: \\['guardian-0'\\]"):
         CreateEpochInput(threshold=2, guardians=[guardians[0], guardians[0].model_copy(
             update={"encryption_public_key": "ab" * 32, "signing_public_key": "cd" * 32})])
+
+
+async def test_concurrent_epoch_creations_get_distinct_numbers(any_db: Database) -> None:
+    guardians, _ = make_guardians(3)
+    store = ShelterKeyActivities(any_db).store
+    made = await asyncio.gather(*(store.create(CreateEpochInput(guardians=guardians, threshold=2)) for _ in range(4)))
+    assert sorted(e.epoch for e in made) == [1, 2, 3, 4]
+    assert len({e.master_public_key for e in made}) == 4
