@@ -19,20 +19,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field
 
-from activities import netns
+from activities import local_faults, netns
+from activities.local_nodes import (
+    ADMIN_PORT,
+    MESH_PORT,
+    METRICS_PORT,
+    NodeState,
+    SandboxState,
+    alive,
+    free_ports,
+    is_node,
+    kill,
+)
 from westworld.errors import SANDBOX_FAILED, InvalidInput, WestworldError
 from westworld.mesh import behaviour
 from westworld.sandbox import (
@@ -47,32 +54,6 @@ from westworld.sandbox import (
     SandboxRef,
     TeardownResult,
 )
-
-MESH_PORT, METRICS_PORT, ADMIN_PORT = 7000, 9100, 9101
-
-
-class NodeState(BaseModel):
-    index: int
-    id: str
-    listen: str
-    host: str
-    metrics_port: int
-    admin_port: int
-    netns: str | None = None
-    pid: int | None = None
-    version: str
-    config: dict[str, str] = Field(default_factory=dict)
-    killed: bool = False
-
-
-class SandboxState(BaseModel):
-    ref: SandboxRef
-    mode: str  # "netns" | "userspace"
-    subnet: int | None = None
-    netem: bool = False
-    nft: bool = False
-    nodes: list[NodeState]
-    complete: bool = False
 
 
 class LocalSandbox:
@@ -171,7 +152,7 @@ class LocalSandbox:
         state.netem = await netns.netem_available(first)
         state.nft = netns.nft_available()
         if state.nft:
-            await self._egress_rules(state, inp.egress_allow)
+            await local_faults.egress_rules(state, inp.egress_allow)
         how = ("netem for latency and loss" if state.netem else
                "no sch_netem in this kernel: latency applied by the nodes, "
                + ("loss and partitions by nftables" if state.nft else "loss and partitions by the nodes"))
@@ -181,7 +162,7 @@ class LocalSandbox:
         return state
 
     def _userspace_state(self, inp: ProvisionInput, chaos_mode: str) -> SandboxState:
-        free = _free_ports(3 * inp.workload.nodes)
+        free = free_ports(3 * inp.workload.nodes)
         ports = [(free[3 * i], free[3 * i + 1], free[3 * i + 2]) for i in range(inp.workload.nodes)]
         nodes = [NodeState(index=i, id=f"{inp.sandbox_id}-n{i}", listen=f"127.0.0.1:{mesh}", host="127.0.0.1",
                            metrics_port=metrics, admin_port=admin, version=inp.workload.version,
@@ -212,25 +193,6 @@ class LocalSandbox:
                 return n
         raise WestworldError("all 254 sandbox subnets 10.213.x.0/24 are in use", type=SANDBOX_FAILED)
 
-    async def _egress_rules(self, state: SandboxState, allow: list[str]) -> None:
-        peers = ", ".join(n.host for n in state.nodes)
-        rules = [("output", 'oifname "lo" accept'), ("output", "ct state established,related accept"),
-                 ("output", f"ip daddr {{ {peers} }} accept")]
-        for entry in allow:
-            host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
-            if port:
-                rules += [("output", f"ip daddr {host} tcp dport {port} accept"),
-                          ("output", f"ip daddr {host} udp dport {port} accept")]
-            else:
-                rules.append(("output", f"ip daddr {entry} accept"))
-        rules.append(("output", "drop"))
-        for node in state.nodes:
-            assert node.netns is not None
-            try:
-                await netns.nft_apply(node.netns, "egress", rules)
-            except netns.NetError as err:
-                raise InvalidInput(f"egress_allow {allow} could not be enforced: {err}") from err
-
     # -- processes -------------------------------------------------------------------------------
     def _start(self, state: SandboxState, node: NodeState) -> None:
         peers = ",".join(n.listen for n in state.nodes)
@@ -253,7 +215,7 @@ class LocalSandbox:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await self._http.get(f"http://{node.host}:{node.admin_port}/status")).status_code == 200:
                         break
-                if node.pid is not None and not _alive(node.pid):
+                if node.pid is not None and not alive(node.pid):
                     # Retryable: a retry tears the half-provisioned sandbox down and picks new ports.
                     log = self._dir / state.ref.sandbox_id / f"{node.id}.log"
                     tail = log.read_text(errors="replace")[-600:] if log.exists() else "(no log)"
@@ -265,7 +227,7 @@ class LocalSandbox:
 
     async def _revive(self, state: SandboxState) -> None:
         """A repeated provision (e.g. after a worker restart) restarts nodes that died without a kill fault."""
-        dead = [n for n in state.nodes if not n.killed and (n.pid is None or not _alive(n.pid))]
+        dead = [n for n in state.nodes if not n.killed and (n.pid is None or not alive(n.pid))]
         for node in dead:
             self._start(state, node)
         if dead:
@@ -305,7 +267,7 @@ class LocalSandbox:
     async def _fault(self, inp: FaultInput, *, apply: bool) -> FaultApplied:
         state = self._state_of(inp.sandbox)
         nodes = self._fault_nodes(state, inp)
-        fault, kind = inp.fault, inp.fault.kind
+        kind = inp.fault.kind
         groups: list[list[NodeState]] = []
         if kind == FaultKind.PARTITION:
             chosen = {n.index for n in nodes}
@@ -315,8 +277,8 @@ class LocalSandbox:
             nodes = state.nodes
         if kind == FaultKind.NODE_KILL:
             for node in nodes:
-                if apply and node.pid is not None and _alive(node.pid):
-                    _kill(node.pid, signal.SIGKILL)
+                if apply and node.pid is not None and alive(node.pid):
+                    kill(node.pid, signal.SIGKILL)
                     node.killed = True
                 elif not apply and node.killed:
                     self._start(state, node)
@@ -325,52 +287,9 @@ class LocalSandbox:
                 await self._wait_ready(state)
             return FaultApplied(fault_id=inp.fault_id, nodes=[n.id for n in nodes], mode="signal",
                                 note="SIGKILL" if apply else "restarted")
-        kernel = state.mode == "netns" and (state.netem or (state.nft and kind != FaultKind.LATENCY))
-        for node in nodes:
-            if kernel:
-                await self._kernel_fault(state, node, inp, apply, groups if kind == FaultKind.PARTITION else None)
-            else:
-                others = [o.listen for g in groups if node not in g
-                          for o in g]
-                await self._userspace_fault(node, inp.fault_id, apply, {
-                    "delay_ms": fault.latency_ms, "jitter_ms": fault.jitter_ms, "loss_pct": fault.loss_pct,
-                    "partition": others} if kind != FaultKind.PARTITION else {"partition": others})
-        mode = ("netem" if state.netem else "nftables") if kernel else "userspace"
+        mode = await local_faults.network_fault(self._http, state, nodes, groups, inp, apply)
         return FaultApplied(fault_id=inp.fault_id, nodes=[n.id for n in nodes], mode=mode,
                             note=state.ref.chaos_mode)
-
-    async def _kernel_fault(self, state: SandboxState, node: NodeState, inp: FaultInput, apply: bool,
-                            groups: list[list[NodeState]] | None) -> None:
-        ns, fault = node.netns, inp.fault
-        assert ns is not None
-        if groups is not None:  # partition: drop the mesh traffic to and from the other group
-            others = [o.host for g in groups if node not in g for o in g]
-            if not apply:
-                await netns.nft_delete(ns, inp.fault_id)
-            elif others:
-                addrs = ", ".join(others)
-                await netns.nft_apply(ns, inp.fault_id, [("output", f"ip daddr {{ {addrs} }} udp dport {MESH_PORT}"
-                                                          " drop"), ("input", f"ip saddr {{ {addrs} }} udp dport "
-                                                                    f"{MESH_PORT} drop")])
-        elif state.netem:
-            if apply:
-                await netns.set_netem(ns, fault.latency_ms, fault.jitter_ms, fault.loss_pct)
-            else:
-                await netns.clear_netem(ns)
-        elif apply:  # loss without netem: a random drop of the node's outgoing mesh packets
-            per_10k = round(fault.loss_pct * 100)
-            await netns.nft_apply(ns, inp.fault_id, [("output", f"udp dport {MESH_PORT} numgen random mod 10000 < "
-                                                      f"{per_10k} drop")])
-        else:
-            await netns.nft_delete(ns, inp.fault_id)
-
-    async def _userspace_fault(self, node: NodeState, fault_id: str, apply: bool, body: dict[str, Any]) -> None:
-        base = f"http://{node.host}:{node.admin_port}/fault"
-        if apply:
-            answer = await self._http.post(base, json={"id": fault_id, **body})
-        else:
-            answer = await self._http.delete(f"{base}/{fault_id}")
-        answer.raise_for_status()
 
     # -- teardown --------------------------------------------------------------------------------
     async def teardown(self, ref: SandboxRef) -> TeardownResult:
@@ -381,8 +300,8 @@ class LocalSandbox:
             target.unlink()
             removed.append(f"prometheus targets {target}")
         for node in state.nodes if state else []:
-            if node.pid is not None and _alive(node.pid) and _is_node(node.pid, node.id):
-                _kill(node.pid, signal.SIGKILL)
+            if node.pid is not None and alive(node.pid) and is_node(node.pid, node.id):
+                kill(node.pid, signal.SIGKILL)
                 removed.append(f"process {node.id} (pid {node.pid})")
         if netns.unavailable_reason() is None:
             removed += await netns.remove_all(ref.sandbox_id)
@@ -437,50 +356,3 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports, free for both TCP and UDP (all held open until every one is chosen)."""
-    held: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        while len(ports) < count:
-            tcp = socket.socket()
-            held.append(tcp)
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            held.append(udp)
-            with contextlib.suppress(OSError):
-                udp.bind(("127.0.0.1", port))
-                ports.append(port)
-    finally:
-        for sock in held:
-            sock.close()
-    return ports
-
-
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)  # reap our own dead children
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
-def _is_node(pid: int, node_id: str) -> bool:
-    """The pid still runs that mesh node (not a recycled pid)."""
-    try:
-        return node_id.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-
-
-def _kill(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
