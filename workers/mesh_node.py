@@ -34,7 +34,14 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from westworld.errors import InvalidInput
 from westworld.mesh import DEFAULT_VERSION, behaviour
@@ -237,6 +244,7 @@ class MeshNode(asyncio.DatagramProtocol):
 async def serve(args: argparse.Namespace) -> None:
     config = dict(kv.split("=", 1) for kv in args.config)
     peers = [p for p in args.peers.split(",") if p]
+    disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
     node = MeshNode(args.id, args.listen, peers, args.version, config)
     host = _addr(args.listen)[0]
     start_http_server(args.metrics_port, addr=args.metrics_host or host, registry=node.metrics.registry)
