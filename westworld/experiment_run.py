@@ -39,8 +39,8 @@ class ExperimentInput(BaseModel):
     spec: dict[str, Any] | None = None
     spec_yaml: str | None = None
     vote_backend: VoteBackend = VoteBackend.OFFCHAIN
-    live_update: timedelta = Field(timedelta(seconds=15), description="How often live metrics refresh (collection "
-                                                                      "runs in chunks this long).")
+    live_update: timedelta = Field(timedelta(seconds=5), description="How often live metrics refresh: collection "
+                                   "runs in chunks this long (at least one interval, at most 200 chunks a run).")
     provision_timeout: timedelta = timedelta(minutes=5)
     teardown_timeout: timedelta = timedelta(minutes=3)
     heartbeat_timeout: timedelta = timedelta(seconds=30)

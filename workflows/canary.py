@@ -106,7 +106,8 @@ class CanaryRolloutWorkflow:
             raise ApplicationError(f"canary {input.name}: {err}", type=INVALID_INPUT, non_retryable=True) from err
         await self._audit("canary.start", {"version": input.version, "steps": [s.label for s in self._plan],
                                            "nodes": len(self._plan[-1].nodes), "evidence_hash": input.evidence_hash})
-        for step in self._plan:
+        while self._step + 1 < len(self._plan):  # a full promote shortens the plan while it runs
+            step = self._plan[self._step + 1]
             self._step = step.index
             self._to(RolloutPhase.PAUSED if self._paused else RolloutPhase.STEPPING, f"step {step.label}")
             await workflow.wait_condition(lambda: not self._paused or self._abort)
@@ -182,7 +183,7 @@ class CanaryRolloutWorkflow:
         await self._audit("canary.promote", {"step": step.label, "full": request.full})
         if request.full and step.index < len(self._plan) - 1:
             last = self._plan[-1]
-            rest = PlannedStep(index=last.index, label=last.label, nodes=last.nodes,
+            rest = PlannedStep(index=step.index + 1, label=last.label, nodes=last.nodes,
                                added=[n for n in last.nodes if n not in step.nodes])
             self._plan = [*self._plan[: step.index + 1], rest]
         return None

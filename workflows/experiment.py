@@ -140,7 +140,7 @@ class ExperimentWorkflow:
         chaos = asyncio.create_task(self._chaos_schedule(spec, start))
         queries = [MetricQuery(name=m.name, promql=m.query) for m in s.metrics]
         selectors = {arm.value: self._refs[arm].labels for arm in ARMS}
-        chunk_len = max(self._in.live_update, s.interval, s.duration / 100)
+        chunk_len = max(self._in.live_update, s.interval, s.duration / 200)
         chunk = 0
         try:
             while not self._abort:

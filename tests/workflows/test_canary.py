@@ -97,3 +97,15 @@ async def _teardown(h: Harness, st: CanaryStatus) -> None:
         backend = LocalSandbox(http, h.settings.data_dir, h.settings.prometheus_targets_dir, namespaces=False)
         await backend.teardown(SandboxRef(backend=Backend.LOCAL, sandbox_id=f"{st.name}-mesh", arm=Arm.BASELINE,
                                           nodes=st.nodes))
+
+
+async def test_full_promote_goes_straight_to_every_node(harness: Harness) -> None:
+    inp = CanaryInput(name=unique("full"), version="1.4.0", mesh_nodes=4, mesh_version="1.3.0", steps=[1, 2, 3, 4])
+    handle = await start(harness, inp)
+    await phase_is(handle, RolloutPhase.BAKING)
+    await handle.signal(CanaryRolloutWorkflow.promote, PromoteRequest(full=True))
+    st = await eventually(lambda: handle.query(CanaryRolloutWorkflow.status), lambda s: s.on_new_version == 4)
+    assert [s.label for s in st.steps] == ["1", "4"] and st.step == 1
+    await harness.skipper.fast_forward(handle, timedelta(minutes=11))
+    result = await handle.result()
+    assert result.outcome is RolloutPhase.PROMOTED and [r.label for r in result.status.history] == ["1", "4"]
