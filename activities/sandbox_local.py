@@ -94,11 +94,11 @@ class LocalSandbox:
             raise InvalidInput(f"sandbox {inp.sandbox_id}: workload: {err.message}") from err
         async with self._lock:
             existing = self._load(inp.sandbox_id)
-            if existing is not None and existing.complete:
+            if existing is not None and existing.complete and await self._intact(existing):
                 await self._revive(existing)
                 return existing.ref
             if existing is not None:
-                progress(f"removing the half-provisioned {inp.sandbox_id} first")
+                progress(f"removing the incomplete {inp.sandbox_id} first")
                 await self.teardown(existing.ref)
             reason = netns.unavailable_reason() if self._namespaces else "namespaces disabled (sandbox_namespaces)"
             state: SandboxState | None = None
@@ -224,6 +224,13 @@ class LocalSandbox:
                     raise RuntimeError(f"mesh node {node.id} did not answer on {node.host}:{node.admin_port} "
                                        f"within {timeout:.0f}s")
                 await asyncio.sleep(0.1)
+
+    @staticmethod
+    async def _intact(state: SandboxState) -> bool:
+        """Its namespaces still exist (a host reboot removes them, not the state file)."""
+        if state.mode != "netns":
+            return True
+        return len(await netns.list_netns(state.ref.sandbox_id)) == len(state.nodes)
 
     async def _revive(self, state: SandboxState) -> None:
         """A repeated provision (e.g. after a worker restart) restarts nodes that died without a kill fault."""

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import netns
+from activities.local_nodes import alive
 from activities.sandbox import SandboxActivities
 from activities.sandbox_local import LocalSandbox
 from tests.fixtures.prometheus import PrometheusServer
@@ -109,7 +111,7 @@ def fault(ref: SandboxRef, kind: FaultKind, nodes: list[int] | None = None, **kn
 
 
 async def test_lifecycle_scrape_latency_kill_teardown(sandbox: LocalSandbox, http: httpx.AsyncClient,
-                                                      prometheus: PrometheusServer) -> None:
+                                                      prometheus: PrometheusServer, tmp_path: Path) -> None:
     inp = provision_input()
     progress: list[str] = []
     ref = await sandbox.provision(inp, progress.append)
@@ -119,6 +121,12 @@ async def test_lifecycle_scrape_latency_kill_teardown(sandbox: LocalSandbox, htt
         assert ref.chaos_mode.startswith(mode), ref.chaos_mode
         assert progress[-1].startswith(f"sandbox {sid} ready")
         assert await sandbox.provision(inp, progress.append) == ref  # idempotent by sandbox_id
+        victim = ref.nodes[2]
+        pid = int(json.loads((tmp_path / "sandboxes" / sid / "state.json").read_text())["nodes"][2]["pid"])
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: asyncio.sleep(0, alive(pid)), lambda running: not running)
+        assert await sandbox.provision(inp, progress.append) == ref  # a node that died is restarted
+        assert (await http.get(f"{victim.admin_url}/status")).json()["uptime_s"] < 5
 
         # Scraped by the real Prometheus, each node labelled sandbox/arm/node.
         up = await eventually(lambda: query(http, prometheus, f'up{{sandbox="{sid}"}} == 1'), lambda r: len(r) == 3)
@@ -274,6 +282,7 @@ import asyncio, json, sys
 from datetime import timedelta
 from pathlib import Path
 import httpx
+from activities.local_nodes import alive
 from activities.sandbox_local import LocalSandbox
 from westworld.sandbox import Arm, Backend, Fault, FaultInput, FaultKind, ProvisionInput, Workload
 
