@@ -412,9 +412,18 @@ class ShelterDocumentActivities:
             if ref.state == ReplicaState.NOT_CONFIGURED and ref.network not in self.replicators:
                 checked.append(ref)
                 continue
-            new = await self._check(record.ciphertext_sha256, ref)
+            new = await self._check(record.ciphertext_sha256, ref) if ref.locator else ref.model_copy(update={
+                "ok": False, "state": ReplicaState.MISSING, "verified_at": _utcnow(),
+                "detail": f"never stored on {ref.network.value} ({ref.detail or ref.state.value} before)"})
             await self.store.upsert_replica(document_id, new)
             checked.append(new)
+        have = {ref.network for ref in record.replicas}
+        for network in self.replicators:  # a configured network the store never reached (or added since)
+            if network not in have:
+                absent = ReplicaRef(network=network, locator="", sha256="", verified_at=_utcnow(), ok=False,
+                                    state=ReplicaState.MISSING, detail=f"never stored on {network.value}")
+                await self.store.upsert_replica(document_id, absent)
+                checked.append(absent)
         return checked
 
     @activity.defn(name="repair_replica")

@@ -245,3 +245,18 @@ async def test_a_corrupted_replica_is_named_and_rewritten(shelter: Shelter, ipfs
     assert repaired.ok and repaired.locator == cid
     back = await ipfs_client.cat(cid)
     assert back is not None and hashlib.sha256(back).hexdigest() == digest
+
+
+async def test_a_network_the_store_never_reached_is_filled_in_by_the_audit(shelter: Shelter) -> None:
+    s = shelter
+    stage_document(s.data_dir, "late", b"stored on IPFS only")
+    doc = await s.env.run(s.acts.encrypt_document, EncryptDocumentInput(document_id="late"))
+    await s.env.run(s.acts.replicate_document, ReplicateInput(
+        document_id="late", ciphertext_sha256=doc.ciphertext_sha256, network=Network.IPFS))
+    found = {r.network: r for r in await s.env.run(s.acts.verify_replicas, "late")}
+    assert found[Network.ARWEAVE].state == ReplicaState.MISSING
+    assert found[Network.ARWEAVE].detail == "never stored on arweave"
+    assert Network.SIA not in found  # not configured on this worker: nothing to check or fill
+    filled = await s.env.run(s.acts.repair_replica, RepairInput(document_id="late", network=Network.ARWEAVE))
+    assert filled.ok and filled.detail.startswith("repaired from ipfs:")
+    assert all(r.ok for r in await s.env.run(s.acts.verify_replicas, "late"))
