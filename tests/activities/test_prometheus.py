@@ -154,3 +154,11 @@ async def test_collect_input_errors_are_permanent_and_say_what(acts: PrometheusA
     with pytest.raises(ApplicationError) as err:
         await env.run(acts.collect_metrics, twice)
     assert err.value.type == INVALID_INPUT and "unique" in err.value.message
+
+
+async def test_hostile_label_values_stay_inside_their_matcher(acts: PrometheusActivities) -> None:
+    """Prometheus itself parses the rendered selector: a value with quotes, braces and a newline matches nothing."""
+    hostile = {"sandbox": 'x"} or vector(1) # \\ \n'}
+    result = await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[UP],
+                                                                                   selectors={"h": hostile}))
+    assert result.values == {"nodes_up": {"h": None}}
