@@ -155,16 +155,30 @@ def network_policies(inp: ProvisionInput, namespace: str) -> list[Obj]:
     return [deny, allow]
 
 
+def cpu(millicores: int) -> str:
+    """A CPU quantity in the apiserver's canonical form (``4`` not ``4000m``): a non-canonical value would make
+    every re-apply look like a change to server-side apply."""
+    return str(millicores // 1000) if millicores % 1000 == 0 else f"{millicores}m"
+
+
+def memory(mebibytes: int) -> str:
+    """A memory quantity in canonical binary-SI form (``1Gi`` not ``1024Mi``)."""
+    for unit, size in (("Ti", 1024 * 1024), ("Gi", 1024)):
+        if mebibytes % size == 0:
+            return f"{mebibytes // size}{unit}"
+    return f"{mebibytes}Mi"
+
+
 def resource_quota(inp: ProvisionInput, namespace: str, limits: KubeLimits) -> Obj:
     pods = inp.workload.nodes * 2 + 2  # a full canary copy plus a rolling-update surge
     return {"apiVersion": "v1", "kind": "ResourceQuota",
             "metadata": {"name": "westworld-quota", "namespace": namespace, "labels": sandbox_labels(inp)},
             "spec": {"hard": {
                 "pods": str(pods),
-                "requests.cpu": f"{pods * limits.cpu_request_m}m",
-                "limits.cpu": f"{pods * limits.cpu_limit_m}m",
-                "requests.memory": f"{pods * limits.memory_request_mi}Mi",
-                "limits.memory": f"{pods * limits.memory_limit_mi}Mi",
+                "requests.cpu": cpu(pods * limits.cpu_request_m),
+                "limits.cpu": cpu(pods * limits.cpu_limit_m),
+                "requests.memory": memory(pods * limits.memory_request_mi),
+                "limits.memory": memory(pods * limits.memory_limit_mi),
                 "services": "4", "services.loadbalancers": "0", "services.nodeports": "0"}}}
 
 
@@ -182,8 +196,8 @@ def workload_object(inp: ProvisionInput, namespace: str, limits: KubeLimits) -> 
         "env": env_list(inp.workload.config),
         "ports": [{"name": "metrics", "containerPort": METRICS_PORT}],
         "resources": {
-            "requests": {"cpu": f"{limits.cpu_request_m}m", "memory": f"{limits.memory_request_mi}Mi"},
-            "limits": {"cpu": f"{limits.cpu_limit_m}m", "memory": f"{limits.memory_limit_mi}Mi"}},
+            "requests": {"cpu": cpu(limits.cpu_request_m), "memory": memory(limits.memory_request_mi)},
+            "limits": {"cpu": cpu(limits.cpu_limit_m), "memory": memory(limits.memory_limit_mi)}},
     }
     spec: Obj = {
         "selector": {"matchLabels": {LABEL_APP: WORKLOAD_NAME, LABEL_SANDBOX: inp.sandbox_id}},

@@ -133,6 +133,9 @@ async def test_provision_again_changes_nothing(backend: KubernetesSandbox, kube:
     inp = provision_input()
     first = await backend.provision(inp, lambda _: None)
     before = versions(kube, f"ww-{inp.sandbox_id}")
+    # Into the next second: server-side apply stamps managedFields with a time in seconds, so a re-apply that the
+    # server sees as a change (a non-canonical quantity such as "4000m") would show up as a new resourceVersion.
+    await asyncio.sleep(1.1)
     again = await backend.provision(inp, lambda _: None)
     assert again == first
     assert versions(kube, f"ww-{inp.sandbox_id}") == before

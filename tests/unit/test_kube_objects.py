@@ -73,3 +73,13 @@ def test_a_node_kill_is_pod_chaos_and_selects_as_many_pods_as_nodes() -> None:
     assert obj["kind"] == "PodChaos"
     assert obj["spec"] == {"action": "pod-kill", "mode": "fixed", "value": "2",
                            "selector": {"namespaces": ["ww-x"], "labelSelectors": {ko.LABEL_APP: ko.WORKLOAD_NAME}}}
+
+
+@pytest.mark.parametrize(("millicores", "text"), [(100, "100m"), (1000, "1"), (4000, "4"), (1500, "1500m")])
+def test_cpu_quantities_are_canonical(millicores: int, text: str) -> None:
+    assert ko.cpu(millicores) == text
+
+
+@pytest.mark.parametrize(("mebibytes", "text"), [(128, "128Mi"), (1024, "1Gi"), (3072, "3Gi"), (1024 * 1024, "1Ti")])
+def test_memory_quantities_are_canonical(mebibytes: int, text: str) -> None:
+    assert ko.memory(mebibytes) == text
