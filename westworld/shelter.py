@@ -185,6 +185,8 @@ class StoreDocumentInput(BaseModel):
                                     min_length=1)
     min_good_replicas: int = Field(1, ge=1, description="fewer verified replicas than this fail the store")
     replicate_timeout: timedelta = Field(timedelta(minutes=5), description="per network, per attempt")
+    replicate_attempts: int = Field(8, ge=1, le=100, description="attempts per network before it is recorded as "
+                                    "unreachable (backoff 1 s doubling to 30 s)")
     encrypt_timeout: timedelta = Field(timedelta(minutes=2))
 
 

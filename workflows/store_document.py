@@ -81,7 +81,9 @@ class StoreDocumentWorkflow:
             workflow.execute_activity(
                 "replicate_document",
                 ReplicateInput(document_id=doc.document_id, ciphertext_sha256=doc.ciphertext_sha256, network=net),
-                result_type=ReplicaRef, start_to_close_timeout=inp.replicate_timeout, retry_policy=RETRY,
+                result_type=ReplicaRef, start_to_close_timeout=inp.replicate_timeout,
+                retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
+                                         maximum_attempts=inp.replicate_attempts),
             ) for net in networks), return_exceptions=True)
         replicas: list[ReplicaRef] = []
         for net, res in zip(networks, results, strict=True):

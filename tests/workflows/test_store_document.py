@@ -38,6 +38,10 @@ from westworld.shelter import (
     data_key_aad,
     open_document,
 )
+from workers.metrics import Metrics
+from workers.processes import free_port
+from workers.shelter_storage import open_replicators
+from workers.worker import build_worker, open_resources
 from workflows.replica_audit import ReplicaAuditWorkflow
 from workflows.store_document import StoreDocumentWorkflow
 
@@ -216,3 +220,25 @@ async def test_replica_audit_repairs_a_lost_replica(harness: Harness, tmp_path: 
     again: ReplicaAuditResult = await harness.client.execute_workflow(
         ReplicaAuditWorkflow.run, id=f"replica-audit-{uuid.uuid4()}", task_queue=harness.task_queue)
     assert again.findings == [] and again.replicas_checked >= 2
+
+
+async def test_a_network_that_is_down_is_recorded_and_the_others_still_store(
+    harness: Harness, ipfs_api_url: str, arlocal_url: str
+) -> None:
+    """Sia pointed at a port where nothing listens (what a configured but stopped renterd looks like)."""
+    await keygen(harness)
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = harness.settings.model_copy(update={"sia_url": dead, "sia_password": "pw"})
+    async with open_replicators(settings) as replicators:
+        assert Network.SIA in replicators
+    # the harness worker has no sia_url; a second worker on another queue has the dead one
+    async with open_resources(settings) as res, build_worker(harness.client, res, f"{harness.task_queue}-sia",
+                                                               Metrics()):
+        stage_document(settings.data_dir, "down", b"x" * 1000)
+        state = await harness.client.execute_workflow(
+            StoreDocumentWorkflow.run, StoreDocumentInput(document_id="down", replicate_attempts=2),
+            id="document:down", task_queue=f"{harness.task_queue}-sia")
+    by_net = {r.network: r for r in state.replicas}
+    assert by_net[Network.IPFS].ok and by_net[Network.ARWEAVE].ok
+    assert by_net[Network.SIA].state == ReplicaState.UNREACHABLE
+    assert f"renterd at {dead} did not answer PUT" in by_net[Network.SIA].detail
