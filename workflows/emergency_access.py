@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld.vote import DaoVoteResult, VoteKind
     from workflows.dao_vote import DaoVoteWorkflow
     from workflows.document_access import access_vote_input
-    from workflows.shelter_shares import NOTIFY_RETRY, ShareBox, audit, load_document, load_epoch
+    from workflows.shelter_shares import NOTIFY_RETRY, ShareBox, audit, epoch_for, load_document
     from workflows.steps import DOCUMENT_ID, set_step
 
 KIND = "emergency"
@@ -59,7 +59,7 @@ class EmergencyAccessWorkflow:
         self._deadline = workflow.now() + input.window
         self._step_to("checking request", AccessDecision.PENDING)
         self._document = await load_document(r.document_id)
-        self._box.epoch = await load_epoch()
+        self._box.epoch = await epoch_for(self._document)
         await audit("shelter.emergency.requested", r.request_id, {
             "kind": KIND, "document_id": r.document_id, "requester": r.requester, "reason": r.reason,
             "requester_public_key": r.requester_public_key, "epoch": self._box.epoch.epoch,

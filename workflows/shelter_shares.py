@@ -16,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.errors import SHARE_WINDOW_CLOSED, ShareRejected
+    from westworld.errors import INVALID_INPUT, SHARE_WINDOW_CLOSED, ShareRejected
     from westworld.shelter import DocumentRecord, KeyEpoch
     from westworld.shelter_access import ShareSubmission, ShareTask, check_submission
 
@@ -90,6 +90,21 @@ async def load_epoch(epoch: int | None = None) -> KeyEpoch:
             retry_policy=STORE_RETRY,
         )
     return found
+
+
+async def epoch_for(document: DocumentRecord) -> KeyEpoch:
+    """The live epoch holding the document's master key: the epoch it was wrapped under, or, once that epoch was
+    retired by a rotation that kept the key, the current epoch (same master public key)."""
+    wrapped_under = await load_epoch(document.key_epoch)
+    if not wrapped_under.retired:
+        return wrapped_under
+    current = await load_epoch()
+    if current.master_public_key != wrapped_under.master_public_key:
+        raise ApplicationError(
+            f"document {document.document_id} is wrapped to retired epoch {wrapped_under.epoch}, whose master key "
+            f"the current epoch {current.epoch} does not hold (it was not re-wrapped)", type=INVALID_INPUT,
+            non_retryable=True)
+    return current
 
 
 async def load_document(document_id: str) -> DocumentRecord:

@@ -12,6 +12,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.shelter_keys import ShelterKeyActivities
 from tests.workflows.conftest import Harness
+from tests.workflows.shelter_seed import Sheltered
+from tests.workflows.shelter_seed import seed_document as _seed
 from westworld import envelope, shamir
 from westworld.shelter import CreateEpochInput, KeyEpoch, share_aad
 from westworld.shelter_access import ShareSubmission, ShareTask
@@ -49,6 +51,10 @@ async def make_guardians(h: Harness, n: int = 10, k: int = 3, prefix: str = "g")
     epoch = await ShelterKeyActivities(h.resources.database).create_key_epoch(
         CreateEpochInput(guardians=[g.public() for g in keys], threshold=k))
     return Guardians(keys=keys, epoch=epoch, requester=make_keys("requester"), outsider=make_keys("outsider"))
+
+
+async def seed_document(h: Harness, g: Guardians, plaintext: bytes) -> Sheltered:
+    return await _seed(h.resources.database, g.epoch, plaintext)
 
 
 async def answer(handle: WorkflowHandle[Any, Any], keys: PartyKeys, **changes: Any) -> int:
