@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build kube-apiserver v1.20.2 from Debian bookworm's source package and cache the binary OUTSIDE the repo.
 #
-#   deploy/kube/build-apiserver.sh        build once (~9 minutes on 2 cores, ~1.3 GB RAM), then a no-op
+#   deploy/kube/build-apiserver.sh        build once (4 to 10 minutes on 2 cores, ~1.3 GB RAM), then a no-op
 #
 # No package registry ships a kube-apiserver binary, so the test fixture (tests/fixtures/kube.py) uses this build.
 # The binary lands in ${XDG_CACHE_HOME:-$HOME/.cache}/westworld/kube-apiserver-1.20.2 (override the directory with
@@ -77,7 +77,7 @@ rm -rf "$WORK/src/vendor/github.com/modern-go/reflect2"
 mkdir -p "$WORK/src/vendor/github.com/modern-go/reflect2"
 find "$REFLECT2" -maxdepth 1 -type f \( -name '*.go' -o -name '*.s' \) ! -name '*_test.go' -exec cp {} "$WORK/src/vendor/github.com/modern-go/reflect2/" \;
 
-say "building cmd/kube-apiserver with make (CGO_ENABLED=0; this takes ~9 minutes on 2 cores)"
+say "building cmd/kube-apiserver with make (CGO_ENABLED=0; 4 to 10 minutes on 2 cores)"
 (cd "$WORK/src" && CGO_ENABLED=0 GOCACHE="$WORK/gocache" \
   make WHAT=cmd/kube-apiserver)
 BIN=$(find "$WORK/src/_output" -type f -name kube-apiserver -perm -u+x | head -n1)
