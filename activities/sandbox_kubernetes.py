@@ -57,6 +57,10 @@ CHAOS_HINT = ("Chaos Mesh is not installed on this cluster (no chaos-mesh.org/v1
               "to inject faults in kubernetes sandboxes")
 
 
+class SandboxTerminating(RuntimeError):
+    """The sandbox's namespace is still being deleted: retryable."""
+
+
 class KubernetesSandbox:
     """Sandboxes as namespaces on one cluster (the ``SandboxBackend`` of ``activities/sandbox.py``)."""
 
@@ -69,7 +73,13 @@ class KubernetesSandbox:
         namespace = objects[0]["metadata"]["name"]
         for obj in objects:
             progress(f"applying {obj['kind']} {obj['metadata']['name']} in {namespace}")
-            await asyncio.to_thread(self.kube.apply, obj)
+            stored = await asyncio.to_thread(self.kube.apply, obj)
+            if obj["kind"] == "Namespace" and stored["metadata"].get("deletionTimestamp"):
+                # A teardown of the same sandbox id has not finished: the cluster refuses new objects in it until
+                # the namespace is gone, so this attempt fails and the activity retries.
+                raise SandboxTerminating(
+                    f"namespace {namespace} of sandbox {inp.sandbox_id} is still being deleted (Terminating) by an "
+                    "earlier teardown; provisioning is retried until it is gone")
         wl = inp.workload
         nodes = [NodeRef(id=f"{inp.sandbox_id}-{i}", address=f"{namespace}/{wl.kind.lower()}/{ko.WORKLOAD_NAME}",
                          version=wl.version) for i in range(wl.nodes)]

@@ -24,7 +24,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.kube_api import KubeApi, KubeUnreachable, client_from_kubeconfig
 from activities.sandbox import SandboxActivities
-from activities.sandbox_kubernetes import KubernetesSandbox
+from activities.sandbox_kubernetes import KubernetesSandbox, SandboxTerminating
 from tests.fixtures.kube import WORKER_USER, KubeCluster
 from westworld import kube_objects as ko
 from westworld.errors import CHAOS_UNAVAILABLE, CONFIG_ERROR, INVALID_INPUT, WestworldError
@@ -405,6 +405,10 @@ async def test_teardown_removes_everything_and_is_repeatable(backend: Kubernetes
     # Without a controller-manager the namespace stays Terminating here; on a cluster it disappears.
     assert namespace is None or namespace["metadata"].get("deletionTimestamp")
     assert (await backend.teardown(ref)).removed == []
+
+    if namespace is not None:  # Terminating here: a new provision of the same id must wait, not half-succeed
+        with pytest.raises(SandboxTerminating, match=f"namespace {ns} .* still being deleted"):
+            await backend.provision(provision_input(sandbox_id=ref.sandbox_id), lambda _: None)
 
 
 async def test_bad_input_is_refused_naming_what_is_wrong(backend: KubernetesSandbox, kube: KubeApi) -> None:
