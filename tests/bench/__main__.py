@@ -5,6 +5,7 @@ Parts (each its own module, each runnable alone as `python -m tests.bench.<modul
   votes              votes/s and accept latency through the update path vs no-op updates (`--big N` for N votes)
   experiments        metric breach -> rollback started, in analysis intervals; per-canary-step overhead vs a bare
                      activity call
+  kubernetes         sandbox operations on a real kube-apiserver vs one raw server-side apply
   capabilities       full capability checks/s vs a bare pymacaroons verify; latency an agent action pays for its check
   shelter-store      encrypt + replicate throughput vs a raw IPFS add of the same bytes
   shelter-emergency  emergency access end to end with guardians answering at once vs a bare start+update round trip
@@ -20,6 +21,7 @@ import sys
 PARTS = {
     "votes": ("tests.bench.votes", ["--big", "0"]),
     "experiments": ("tests.bench.experiments", []),
+    "kubernetes": ("tests.bench.kube_sandbox", []),
     "capabilities": ("tests.bench.capabilities", []),
     "shelter-store": ("tests.bench.shelter_store", []),
     "shelter-emergency": ("tests.bench.shelter_emergency", []),
