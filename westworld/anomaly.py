@@ -4,6 +4,7 @@
     concentration   distinct nodes an agent touched in the long window (the slow creep), as a share
                     (both leave out actions endorsed by k peer signatures: the peers vouched for those)
     rate            the agent's actions in the short window
+    spike           the short-window count against the agent's own baseline over the long window
     probing         the agent's denied checks in the short window
 
 A critical finding halts the network (AnomalyWatchWorkflow starts NetworkHaltWorkflow).
@@ -50,6 +51,8 @@ class AnomalyConfig(BaseModel):
     concentration_critical_pct: float = 20.0
     rate_warn: int = Field(30, description="Actions per short window that count as a spike.")
     rate_high: int = 100
+    spike_factor: float = Field(5.0, description="Short-window actions this many times the agent's own baseline.")
+    spike_min: int = Field(10, description="...and at least this many, for a spike to count.")
     denials_warn: int = Field(5, description="Denied checks per short window that count as probing.")
     denials_high: int = 20
 
@@ -106,6 +109,10 @@ def evaluate(events: Iterable[AgentEvent], now: datetime, live_nodes: int, cfg: 
              f"{len(denials)} denied checks in {cfg.short_window} (caveats: "
              f"{sorted({e.caveat for e in denials})[:5]})"),
         ]
+        spike = _spike(evs, len(short), now, cfg)
+        if spike is not None:
+            findings.append(Finding(agent_id=agent, kind="spike", severity=Severity.WARNING, value=spike[0],
+                                    threshold=cfg.spike_factor, reasons=[f"{agent} {spike[1]}"]))
         for kind, value, levels, reason in checks:
             graded = _grade(value, levels)
             if graded is not None:
@@ -115,3 +122,18 @@ def evaluate(events: Iterable[AgentEvent], now: datetime, live_nodes: int, cfg: 
                                         threshold=threshold,
                                         reasons=[f"{agent} {reason}: {value:g}{unit} >= {threshold:g}{unit}"]))
     return sorted(findings, key=lambda f: (-RANK[f.severity], f.agent_id, f.kind))
+
+
+def _spike(evs: list[AgentEvent], recent: int, now: datetime, cfg: AnomalyConfig) -> tuple[float, str] | None:
+    """(factor, reason) when the short-window count is ``spike_factor`` times the agent's own baseline (its
+    average per short window over the rest of the long window), else None."""
+    before = [e for e in evs if e.at <= now - cfg.short_window]
+    windows = (cfg.long_window - cfg.short_window) / cfg.short_window
+    if not before or recent < cfg.spike_min or windows <= 0:
+        return None
+    baseline = len(before) / windows
+    factor = recent / baseline
+    if factor < cfg.spike_factor:
+        return None
+    return factor, (f"ran {recent} actions in {cfg.short_window}, {factor:.1f}x its baseline of {baseline:.2f} "
+                    f"per {cfg.short_window}")

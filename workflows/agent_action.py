@@ -4,6 +4,7 @@ and a wide action only with k Ed25519 signatures from distinct registered peer n
     check (activity; root keys never leave it) -> denied: audit, done
     wide (more than ``peer_threshold_nodes`` nodes or ``peer_threshold_pct`` % of live nodes)?
         -> wait for k peers through the ``submit_peer_signature`` update (timeout: denied)
+        -> the network halted while waiting? denied ``network-halted``
     execute_mesh_action (if a target is given) -> confirm the budget reservation -> audit
 
 Every decision, allowed or denied, is appended to the audit log. Workflow id ``agent-action:<agent>:<action id>``.
@@ -25,11 +26,12 @@ with workflow.unsafe.imports_passed_through():
         AgentActionStatus,
         CapabilityCheckInput,
         CapabilityCheckOutcome,
+        HaltState,
         SignerRegistry,
         UsageSettle,
     )
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.capability import CheckResult
+    from westworld.capability import CheckResult, halted
     from westworld.errors import AGENT_ACTION_FAILED, SIGNATURES_CLOSED
     from westworld.sandbox import MeshActionInput, MeshActionResult
     from workflows.steps import set_step
@@ -83,6 +85,16 @@ class AgentActionWorkflow:
                 "allowed": False, "caveat": PEER_SIGNATURES, "peers": sorted(self._signed),
                 "reason": self._peer_reason}), "capability.denied")
         result.peers = sorted(self._signed)
+        if self._wide:
+            # The peers may have taken long; a halt declared meanwhile stops the action before it runs.
+            halt = await workflow.execute_activity(
+                "network_halt_state", result_type=HaltState, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK)
+            if halt.halted:
+                await self._settle(confirmed=False)
+                denied = halted(halt.epoch)
+                return await self._finish(result.model_copy(update={
+                    "allowed": False, "caveat": denied.caveat, "reason": denied.reason}), "capability.denied")
         if input.target is not None:
             self._set("executing")
             try:

@@ -77,3 +77,14 @@ def test_actions_endorsed_by_peers_do_not_count_as_the_agents_own_reach() -> Non
     assert evaluate(wide, NOW, 1000, CFG) == []
     unendorsed = [wide[0].model_copy(update={"endorsed_by": []})]
     assert kinds(evaluate(unendorsed, NOW, 1000, CFG), "rollout")["coverage"] is Severity.CRITICAL
+
+
+def test_a_spike_is_measured_against_the_agents_own_baseline() -> None:
+    steady = [ev(i, "a", ["n1"], timedelta(hours=1 + i)) for i in range(20)]  # ~1 action an hour
+    burst = [ev(100 + i, "a", ["n1"], timedelta(seconds=10 * i)) for i in range(12)]
+    findings = evaluate(steady + burst, NOW, 1000, CFG)
+    spike = [f for f in findings if f.kind == "spike"]
+    assert spike and spike[0].severity is Severity.WARNING and "its baseline" in spike[0].reasons[0]
+    busy = [ev(i, "b", ["n1"], timedelta(minutes=10 + i)) for i in range(1400)]  # ~10 per 10 minutes, all day
+    assert "spike" not in kinds(evaluate(busy + [ev(900 + i, "b", ["n1"], timedelta(minutes=1)) for i in range(12)],
+                                         NOW, 1000, CFG), "b")

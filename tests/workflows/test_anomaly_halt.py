@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
@@ -19,6 +19,7 @@ from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE
 from westworld.sandbox import MeshAction
+from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.network_halt import NetworkHaltWorkflow
 
@@ -117,3 +118,28 @@ async def test_halt_started_directly_blocks_checks_and_findings_are_graded(harne
     gid = sorted(net.guardian_keys)[0]
     await sign_resume(h, halt, gid, net.guardian_keys[gid])
     assert (await halt.result()).resumed_by == [gid]
+
+
+async def test_a_halt_declared_while_peers_sign_stops_the_wide_action(harness: Harness) -> None:
+    h = harness
+    net = await network(h, 100, peers_n=3, guardians_n=1)
+    token = await net.store.mint("rollout", ["set_version"])
+    action = await start_action(h, AgentActionInput(agent_id="rollout", action_id="w1", token=token,
+                                                    action=MeshAction.SET_VERSION, node_ids=net.nodes[:30],
+                                                    version="2.0", peers_required=2))
+    status = await eventually(lambda: action.query(AgentActionWorkflow.status),
+                              lambda s: s.step == "awaiting peer signatures")
+    epoch = await net.store.allocate_halt("test:during-peers", "drill during a rollout")
+    halt = await h.client.start_workflow(
+        NetworkHaltWorkflow.run, NetworkHaltInput(epoch=epoch, reason="drill during a rollout", guardians_required=1),
+        id=f"halt:{epoch}", task_queue=h.task_queue)
+    await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
+    for pid in sorted(net.peer_keys)[:2]:
+        await action.execute_update(AgentActionWorkflow.submit_peer_signature, peers.SignatureRequest(
+            signer_id=pid, signature=peers.sign(net.peer_keys[pid], bytes.fromhex(status.digest))))
+    result = await action.result()
+    assert (result.allowed, result.caveat, result.executed) == (False, HALTED, False)
+    assert await net.store.usage_in_window("rollout", datetime.now(UTC) - timedelta(hours=1)) == 0
+    gid = sorted(net.guardian_keys)[0]
+    await sign_resume(h, halt, gid, net.guardian_keys[gid])
+    await halt.result()
