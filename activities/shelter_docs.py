@@ -1,5 +1,6 @@
 """Document activities: encrypt a staged document, replicate its ciphertext to IPFS / Arweave / Sia with a read-back
-check, verify and repair replicas; tables ``shelter_documents`` and ``shelter_replicas`` (public data only).
+check, verify and repair replicas. The index lives in :mod:`activities.shelter_index`, the storage networks behind
+:mod:`activities.shelter_replicators` (both re-exported here).
 
 Plaintext never enters workflow history: the CLI stages it at ``<data dir>/shelter/staging/<document_id>``
 (mode 0600) and :meth:`ShelterDocumentActivities.encrypt_document` reads and deletes it. The data key is drawn
@@ -9,24 +10,25 @@ never needs the master private key. Ciphertexts are cached content-addressed at 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.arweave import ArweaveClient, ArweaveUnavailable
-from activities.ipfs import IpfsClient, IpfsUnavailable
-from activities.shelter_keys import KeyEpochStore, create_tables
-from activities.sia import SiaClient, SiaUnavailable
+from activities.shelter_index import DocumentStore, documents, metadata, replicas, rewrap_all, utcnow
+from activities.shelter_keys import KeyEpochStore
+from activities.shelter_replicators import (
+    TRANSIENT,
+    ArweaveReplicator,
+    IpfsReplicator,
+    Replicator,
+    SiaReplicator,
+)
 from activities.store import Database
 from westworld import envelope
 from westworld.errors import INVALID_INPUT, WestworldError
@@ -43,43 +45,13 @@ from westworld.shelter import (
     data_key_aad,
 )
 
+__all__ = [
+    "NO_GOOD_COPY", "TRANSIENT", "ArweaveReplicator", "DocumentStore", "IpfsReplicator", "Replicator",
+    "ShelterDocumentActivities", "SiaReplicator", "documents", "metadata", "replicas", "rewrap_all",
+    "stage_document", "staging_path",
+]
+
 NO_GOOD_COPY = "NoGoodCopy"
-TRANSIENT = (IpfsUnavailable, ArweaveUnavailable, SiaUnavailable)
-
-metadata = sa.MetaData()
-
-documents = sa.Table(
-    "shelter_documents", metadata,
-    sa.Column("document_id", sa.String(64), primary_key=True),
-    sa.Column("title", sa.String(256), nullable=False),
-    sa.Column("key_epoch", sa.Integer, nullable=False),
-    sa.Column("wrapped_key", sa.Text, nullable=False),  # JSON Sealed: the data key sealed to the master public key
-    sa.Column("ciphertext_sha256", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("plaintext_size", sa.BigInteger, nullable=False),
-    sa.Column("created_by", sa.String(256), nullable=False),  # workflow id + run: a retried encrypt is recognised
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-replicas = sa.Table(
-    "shelter_replicas", metadata,
-    sa.Column("document_id", sa.String(64), sa.ForeignKey("shelter_documents.document_id"), primary_key=True),
-    sa.Column("network", sa.String(16), primary_key=True),
-    sa.Column("locator", sa.String(256), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("verified_at", sa.DateTime(timezone=True)),
-    sa.Column("ok", sa.Boolean, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("detail", sa.Text, nullable=False, default=""),
-)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _aware(at: datetime | None) -> datetime | None:
-    return at if at is None or at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def staging_path(data_dir: Path, document_id: str) -> Path:
@@ -95,174 +67,6 @@ def stage_document(data_dir: Path, document_id: str, plaintext: bytes) -> Path:
     with os.fdopen(fd, "wb") as out:
         out.write(plaintext)
     return path
-
-
-class Replicator(Protocol):
-    """One storage network: put bytes (idempotently, by content hash), get them back (None: the network lost them)."""
-
-    async def put(self, data: bytes, sha256: str, document_id: str) -> str: ...
-
-    async def get(self, locator: str) -> bytes | None: ...
-
-    async def discard(self, locator: str) -> None:
-        """Drop a corrupted copy so a re-put writes fresh bytes (a no-op where a put overwrites)."""
-
-
-class IpfsReplicator:
-    def __init__(self, client: IpfsClient) -> None:
-        self.client = client
-
-    async def put(self, data: bytes, sha256: str, document_id: str) -> str:
-        return await self.client.add(data, pin=True)  # content addressed: a repeat returns the same CID
-
-    async def get(self, locator: str) -> bytes | None:
-        return await self.client.cat(locator)
-
-    async def discard(self, locator: str) -> None:
-        # The blockstore keeps a block it already "has", even if its bytes rotted on disk: unpin and collect
-        # so the next add writes the blocks again.
-        await self.client.pin_rm(locator)
-        await self.client.repo_gc()
-
-
-class ArweaveReplicator:
-    TAG = "Westworld-SHA256"
-
-    def __init__(self, client: ArweaveClient) -> None:
-        self.client = client
-
-    async def put(self, data: bytes, sha256: str, document_id: str) -> str:
-        existing = await self.client.find_by_tag(self.TAG, sha256)  # a retried post must not pay twice
-        if existing is not None and await self.client.data(existing) == data:
-            return existing
-        return await self.client.post(data, {"Content-Type": "application/octet-stream", self.TAG: sha256,
-                                             "Westworld-Document": document_id})
-
-    async def get(self, locator: str) -> bytes | None:
-        return await self.client.data(locator)
-
-    async def discard(self, locator: str) -> None:
-        pass  # permanent storage: a repair posts a new transaction (found again by its content-hash tag)
-
-
-class SiaReplicator:
-    def __init__(self, client: SiaClient) -> None:
-        self.client = client
-
-    async def put(self, data: bytes, sha256: str, document_id: str) -> str:
-        return await self.client.put(f"westworld/shelter/{sha256}", data)
-
-    async def get(self, locator: str) -> bytes | None:
-        return await self.client.get(locator)
-
-    async def discard(self, locator: str) -> None:
-        pass  # a PUT of the same key overwrites the object
-
-
-class DocumentStore:
-    """The ``shelter_documents`` and ``shelter_replicas`` tables."""
-
-    def __init__(self, database: Database) -> None:
-        self._db = database
-        self._ready = False
-        self._lock = asyncio.Lock()
-
-    async def init(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if not self._ready:
-                await KeyEpochStore(self._db).init()
-                await create_tables(self._db, metadata)
-                self._ready = True
-
-    async def insert(self, doc: EncryptedDocument, created_by: str) -> None:
-        await self.init()
-        async with self._db.engine.begin() as conn:
-            await conn.execute(documents.insert().values(
-                document_id=doc.document_id, title=doc.title, key_epoch=doc.key_epoch,
-                wrapped_key=doc.wrapped_key.model_dump_json(), ciphertext_sha256=doc.ciphertext_sha256,
-                size=doc.size, plaintext_size=doc.plaintext_size, created_by=created_by, created_at=_utcnow(),
-            ))
-
-    async def created_by(self, document_id: str) -> str | None:
-        await self.init()
-        async with self._db.engine.connect() as conn:
-            return (await conn.execute(sa.select(documents.c.created_by)
-                                       .where(documents.c.document_id == document_id))).scalar()
-
-    async def get(self, document_id: str) -> DocumentRecord | None:
-        await self.init()
-        async with self._db.engine.connect() as conn:
-            row = (await conn.execute(sa.select(documents).where(documents.c.document_id == document_id))).first()
-            if row is None:
-                return None
-            reps = (await conn.execute(sa.select(replicas).where(replicas.c.document_id == document_id)
-                                       .order_by(replicas.c.network))).all()
-        m = row._mapping
-        return DocumentRecord(
-            document_id=m["document_id"], title=m["title"], key_epoch=m["key_epoch"],
-            wrapped_key=envelope.Sealed.model_validate_json(m["wrapped_key"]),
-            ciphertext_sha256=m["ciphertext_sha256"], size=m["size"], plaintext_size=m["plaintext_size"],
-            created_at=_aware(m["created_at"]),
-            replicas=[ReplicaRef(network=Network(r.network), locator=r.locator, sha256=r.sha256,
-                                 verified_at=_aware(r.verified_at), ok=r.ok, state=ReplicaState(r.state),
-                                 detail=r.detail) for r in reps],
-        )
-
-    async def ids(self) -> list[str]:
-        await self.init()
-        async with self._db.engine.connect() as conn:
-            return list((await conn.execute(sa.select(documents.c.document_id)
-                                            .order_by(documents.c.document_id))).scalars())
-
-    async def ids_in_epoch(self, epoch: int) -> list[str]:
-        await self.init()
-        async with self._db.engine.connect() as conn:
-            return list((await conn.execute(sa.select(documents.c.document_id)
-                                            .where(documents.c.key_epoch == epoch))).scalars())
-
-    async def upsert_replica(self, document_id: str, ref: ReplicaRef) -> None:
-        await self.init()
-        values = {"locator": ref.locator, "sha256": ref.sha256, "verified_at": ref.verified_at, "ok": ref.ok,
-                  "state": ref.state.value, "detail": ref.detail}
-        async with self._db.engine.begin() as conn:
-            updated = await conn.execute(replicas.update().where(
-                (replicas.c.document_id == document_id) & (replicas.c.network == ref.network.value)).values(**values))
-            if not updated.rowcount:
-                await conn.execute(replicas.insert().values(document_id=document_id, network=ref.network.value,
-                                                            **values))
-
-    async def rewrap(self, document_id: str, old_epoch: int, new_epoch: int, sealed: envelope.Sealed) -> bool:
-        """Swap one wrapped key, only if it is still under ``old_epoch`` (so a repeat changes nothing)."""
-        async with self._db.engine.begin() as conn:
-            res = await conn.execute(documents.update().where(
-                (documents.c.document_id == document_id) & (documents.c.key_epoch == old_epoch))
-                .values(key_epoch=new_epoch, wrapped_key=sealed.model_dump_json()))
-        return bool(res.rowcount)
-
-
-async def rewrap_all(database: Database, old_epoch: int, old_private: bytes, new_epoch: int,
-                     new_public: bytes) -> int:
-    """Re-wrap every data key of ``old_epoch`` to ``new_public`` (a master-key rotation; documents stay where they
-    are). Call it inside the one activity that holds the reconstructed old key. Returns how many were re-wrapped;
-    repeatable: documents already moved are skipped.
-
-    Raises:
-        DecryptFailed: ``old_private`` is not ``old_epoch``'s master key (nothing is changed for that document).
-    """
-    store = DocumentStore(database)
-    moved = 0
-    for document_id in await store.ids_in_epoch(old_epoch):
-        record = await store.get(document_id)
-        if record is None or record.key_epoch != old_epoch:
-            continue
-        aad = data_key_aad(document_id)
-        data_key = envelope.open_sealed(old_private, record.wrapped_key, aad)
-        sealed = envelope.seal(new_public, data_key, aad, secrets.token_bytes(32), secrets.token_bytes(12))
-        del data_key
-        moved += await store.rewrap(document_id, old_epoch, new_epoch, sealed)
-    return moved
 
 
 def _fail(message: str, type_: str = INVALID_INPUT) -> ApplicationError:
@@ -361,7 +165,7 @@ class ShelterDocumentActivities:
             raise ApplicationError(f"{network.value} replica {locator} of {document_id} read back "
                                    f"{'nothing' if back is None else 'SHA-256 ' + got}, expected {digest}",
                                    type="ReplicaNotVerified")
-        ref = ReplicaRef(network=network, locator=locator, sha256=got, verified_at=_utcnow(), ok=True)
+        ref = ReplicaRef(network=network, locator=locator, sha256=got, verified_at=utcnow(), ok=True)
         await self.store.upsert_replica(document_id, ref)
         return ref
 
@@ -385,7 +189,7 @@ class ShelterDocumentActivities:
         if replicator is None or not ref.locator:
             return ref.model_copy(update={"ok": False, "state": ReplicaState.NOT_CONFIGURED,
                                           "detail": f"no {ref.network.value} endpoint configured"})
-        now = _utcnow()
+        now = utcnow()
         try:
             data = await replicator.get(ref.locator)
         except (*TRANSIENT, WestworldError) as err:
@@ -413,14 +217,14 @@ class ShelterDocumentActivities:
                 checked.append(ref)
                 continue
             new = await self._check(record.ciphertext_sha256, ref) if ref.locator else ref.model_copy(update={
-                "ok": False, "state": ReplicaState.MISSING, "verified_at": _utcnow(),
+                "ok": False, "state": ReplicaState.MISSING, "verified_at": utcnow(),
                 "detail": f"never stored on {ref.network.value} ({ref.detail or ref.state.value} before)"})
             await self.store.upsert_replica(document_id, new)
             checked.append(new)
         have = {ref.network for ref in record.replicas}
         for network in self.replicators:  # a configured network the store never reached (or added since)
             if network not in have:
-                absent = ReplicaRef(network=network, locator="", sha256="", verified_at=_utcnow(), ok=False,
+                absent = ReplicaRef(network=network, locator="", sha256="", verified_at=utcnow(), ok=False,
                                     state=ReplicaState.MISSING, detail=f"never stored on {network.value}")
                 await self.store.upsert_replica(document_id, absent)
                 checked.append(absent)
