@@ -141,7 +141,8 @@ class NetworkHaltInput(BaseModel):
     reason: str
     findings: list[Finding] = Field(default_factory=list)
     guardians_required: int = Field(2, ge=1, le=64, description="k of the registered guardians to resume.")
-    reminder_every: timedelta = Field(timedelta(hours=1), description="How often the wait re-publishes its step.")
+    reminder_every: timedelta = Field(timedelta(minutes=15), description=(
+        "How often the wait re-reads the guardian registry and re-publishes its step."))
 
 
 class NetworkHaltStatus(BaseModel):

@@ -4,6 +4,7 @@ many small actions and under concurrent races, root keys encrypted at rest and r
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
+from pymacaroons import Macaroon
 from temporalio.testing import ActivityEnvironment
 
 from activities.capabilities import CapabilityActivities
@@ -22,6 +24,7 @@ from westworld.agents import CapabilityCheckInput, HaltRequest, HaltSet
 from westworld.errors import InvalidInput
 
 NOW = datetime(2026, 3, 1, 12, tzinfo=UTC)
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -162,3 +165,26 @@ async def test_the_anomaly_feed_has_denials_at_once_and_actions_once_they_happen
     assert [(e.action_id, e.allowed, e.node_ids, e.endorsed_by) for e in more] == [
         ("ok", True, ["n001", "n002"], ["p1", "p2"])]
     assert (await store.events(last2, 100))[0] == []
+
+
+async def test_mutated_tokens_never_pass_the_store_backed_check(store: CapabilityStore) -> None:
+    """The whole path the activity takes (parse, key lookup, chain, caveats, registry, budget) on 300 mutants."""
+    rng = random.Random(20261123)
+    token = cap.attenuate(await store.mint("fz", ["set_config"]), ["affects_nodes_le = 3", "budget = 50/3600s"])
+    assert (await store.check(ask(token, ["n001"], agent="fz"), NOW)).result.allowed
+    seen = 0
+    for i in range(300):
+        kind = i % 3
+        if kind == 0:
+            mutant = token[:rng.randrange(len(token))]
+        elif kind == 1:
+            pos = rng.randrange(len(token))
+            mutant = token[:pos] + rng.choice([c for c in B64 if c != token[pos]]) + token[pos + 1:]
+        else:
+            m = Macaroon.deserialize(token)
+            del m.caveats[rng.randrange(len(m.caveats))]
+            mutant = m.serialize()
+        result = (await store.check(ask(mutant, ["n002"], agent="fz"), NOW)).result
+        assert not result.allowed and result.caveat in {cap.MALFORMED, cap.SIGNATURE}, (mutant, result)
+        seen += 1
+    assert seen == 300
