@@ -99,10 +99,14 @@ class ExperimentWorkflow:
         result = ExperimentResult(name=spec.name, verdict=self._judged.verdict.value, score=self._judged.score,
                                   reasons=self._judged.reasons, evidence=self._evidence, audit_seq=receipt.seq)
         approved = await self._decide(spec, self._judged, self._evidence)
+        await self._audit("experiment.approval", {
+            "approved": approved, "verdict": self._judged.verdict.value, "vote_workflow_id": self._vote_id,
+            "vote_decision": self._vote_decision, "evidence_hash": self._evidence.hash,
+            "rollout": bool(approved and spec.spec.rollout is not None)})
         if approved and spec.spec.rollout is not None:
             result.rollout = await self._roll_out(spec, input, self._evidence)
-        self._to(Phase.DONE)
-        result.vote_decision = self._vote_decision
+        self._to(Phase.ABORTED if self._abort else Phase.DONE)
+        result.vote_decision, result.aborted = self._vote_decision, self._abort
         return result
 
     def _validate(self, input: ExperimentInput) -> ExperimentSpec:
@@ -239,13 +243,21 @@ class ExperimentWorkflow:
         body = (f"{spec.spec.objective}\n\nVerdict: {judged.verdict.value} (score {judged.score:.1f}).\n"
                 + "\n".join(f"- {r}" for r in judged.reasons)
                 + f"\n\nEvidence bundle sha256 {evidence.hash} (spec sha256 {spec.spec_hash()}).")
-        vote: DaoVoteResult = await workflow.execute_child_workflow(
+        child = await workflow.start_child_workflow(
             "DaoVoteWorkflow",
             DaoVoteInput(proposal=Proposal(id=pid, title=f"Roll out mesh-node {spec.spec.workload.version} "
                                                          f"({spec.name})", body=body, evidence_url=evidence.url),
                          voting_window=spec.spec.vote.window, quorum=spec.spec.vote.quorum,
                          approval_threshold=spec.spec.vote.approval_threshold, backend=self._in.vote_backend),
             id=self._vote_id, result_type=DaoVoteResult)
+        await workflow.wait_condition(lambda: child.done() or self._abort)
+        if not child.done():  # aborted while the DAO votes: the vote is cancelled, nothing rolls out
+            child.cancel()
+            with contextlib.suppress(BaseException):
+                await child
+            self._vote_decision = "cancelled (experiment aborted)"
+            return False
+        vote: DaoVoteResult = child.result()
         self._vote_decision = vote.decision
         return bool(vote.decision == "approved")
 
@@ -260,7 +272,7 @@ class ExperimentWorkflow:
                                 nodes=[NodeRef(id=n, address=n) for n in t.node_ids])
         names = set(plan.metrics) or {m.name for m in spec.spec.metrics}
         self._rollout_id = f"canary:{spec.name}"
-        result: CanaryResult = await workflow.execute_child_workflow(
+        child = await workflow.start_child_workflow(
             "CanaryRolloutWorkflow",
             CanaryInput(name=spec.name, version=spec.spec.workload.version, config=spec.spec.workload.config,
                         target=target, mesh_nodes=t.mesh_nodes,
@@ -270,6 +282,10 @@ class ExperimentWorkflow:
                         metrics=[m for m in spec.spec.metrics if m.name in names], evidence_hash=evidence.hash,
                         agent_id=input.rollout_agent_id, capability_token=input.rollout_capability_token),
             id=self._rollout_id, result_type=CanaryResult)
+        await workflow.wait_condition(lambda: child.done() or self._abort)
+        if not child.done():  # aborted during the rollout: the canary rolls every moved node back
+            await child.signal("abort")
+        result: CanaryResult = await child
         return result
 
     async def _audit(self, kind: str, payload: dict[str, Any]) -> AuditReceipt:

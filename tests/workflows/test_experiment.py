@@ -13,7 +13,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from tests.workflows.conftest import Harness, eventually
-from tests.workflows.experiments_support import node_versions, settings_overrides, spec, unique
+from tests.workflows.experiments_support import RELAY_ERRORS, node_versions, settings_overrides, spec, unique
 from tests.workflows.test_dao_vote import vote
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus, Phase
 from westworld.rollout import RolloutPhase
@@ -111,6 +111,25 @@ async def test_teardown_when_a_step_fails(harness: Harness) -> None:
     assert set((await node_versions(nodes)).values()) == {None}
     st = await handle.query(ExperimentWorkflow.status)
     assert st.phase is Phase.TEARING_DOWN and st.sandboxes == []
+
+
+async def test_abort_during_the_vote_cancels_it_and_rolls_nothing_out(harness: Harness) -> None:
+    name = unique("abortvote")
+    rollout = {"target": {"mesh_nodes": 2}, "steps": ["100%"], "bake_time": "1m", "analysis_interval": "1m"}
+    only_errors = [RELAY_ERRORS.model_dump(mode="json")]  # always has a value: the verdict cannot lack samples
+    handle = await start(harness, ExperimentInput(spec=spec(name, "1.4.0", duration="6s", vote=True, rollout=rollout,
+                                                            chaos=[], metrics=only_errors)))
+    voting = await status_when(handle, lambda s: s.phase is Phase.VOTING and s.vote_workflow_id, timeout=90)
+    await handle.signal(ExperimentWorkflow.abort)
+    result = await handle.result()
+    assert result.aborted and result.verdict == "pass" and result.rollout is None
+    assert result.vote_decision == "cancelled (experiment aborted)"
+    assert voting.vote_workflow_id is not None
+    desc = await harness.client.get_workflow_handle(voting.vote_workflow_id).describe()
+    assert desc.status is not None and desc.status.name == "CANCELED"
+    approval = next(e for e in reversed(await harness.resources.audit.latest(20))
+                    if e.subject == name and e.kind == "experiment.approval")
+    assert approval.payload["approved"] is False
 
 
 @pytest.mark.parametrize("how", ["cancel", "abort"])
