@@ -1,72 +1,34 @@
-"""`westworld agent mint | attenuate | inspect | act | sign | discharge | revoke | keys | peers | watch` and
-`westworld halt status | start | resume | guardians`."""
+"""`westworld agent mint | attenuate | inspect | act | sign | discharge | revoke | keys | peers | watch`.
+
+``halt_app`` (`westworld halt ...`) lives in :mod:`workers.cli_halt` and is re-exported here, where the CLI mounts it.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
-from temporalio.client import Client
-from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
 
 from westworld.agents import AgentActionInput, AnomalyWatchInput
 from westworld.errors import WestworldError
 from westworld.sandbox import MeshAction, MeshTarget
 from workers import agent_ops as ops
+from workers.cli_agent_common import client, emit, run
 from workers.cli_common import DataDir, fail, settings_for
-from workers.client import NotConfigured, connect
-from workers.settings import Settings
-from workflows.network_halt import NetworkHaltWorkflow
+from workers.cli_halt import halt_app
 
 agent_app = typer.Typer(help="Capability tokens (macaroons) for automated agents, and their actions.",
                         no_args_is_help=True)
-halt_app = typer.Typer(help="The network halt: status, and guardians' resume.", no_args_is_help=True)
 keys_app = typer.Typer(help="Root keys that mint capability tokens.", no_args_is_help=True)
 peers_app = typer.Typer(help="Mesh nodes and the peers among them that sign wide actions.", no_args_is_help=True)
-guardians_app = typer.Typer(help="Guardians who resume a halted network.", no_args_is_help=True)
 agent_app.add_typer(keys_app, name="keys")
 agent_app.add_typer(peers_app, name="peers")
-halt_app.add_typer(guardians_app, name="guardians")
-
-T = TypeVar("T")
 TokenArg = Annotated[str, typer.Argument(help="The token, or a file holding it.")]
 Out = Annotated[Path | None, typer.Option("--out", help="Write the token to this file (mode 0600).")]
-
-
-def _run(work: Awaitable[T]) -> T:
-    try:
-        return asyncio.run(_guarded(work))
-    except (WestworldError, NotConfigured) as err:
-        raise fail(err.message if isinstance(err, WestworldError) else str(err)) from err
-    except WorkflowAlreadyStartedError as err:
-        raise fail(f"{err.workflow_id} already exists: pick another action id") from err
-    except (RPCError, ValidationError) as err:
-        raise fail(f"{type(err).__name__}: {err}") from err
-
-
-async def _guarded(work: Awaitable[T]) -> T:
-    return await work
-
-
-async def _client(s: Settings) -> Client:
-    return await connect(s)
-
-
-def _emit(token: str, out: Path | None) -> None:
-    if out is None:
-        typer.echo(token)
-        return
-    out.touch(mode=0o600)
-    out.write_text(token + "\n")
-    typer.echo(f"token written to {out}")
-
 
 @keys_app.command("rotate")
 def keys_rotate(data_dir: DataDir = None) -> None:
@@ -77,7 +39,7 @@ def keys_rotate(data_dir: DataDir = None) -> None:
         async with ops.store_of(s) as store:
             return await store.rotate_key(ops.now())
 
-    typer.echo(f"active root key: {_run(go())}")
+    typer.echo(f"active root key: {run(go())}")
 
 
 @keys_app.command("retire")
@@ -89,7 +51,7 @@ def keys_retire(key_id: str, data_dir: DataDir = None) -> None:
         async with ops.store_of(s) as store:
             return await store.retire_key(key_id)
 
-    if not _run(go()):
+    if not run(go()):
         raise fail(f"no root key {key_id!r}")
     typer.echo(f"retired {key_id}")
 
@@ -108,7 +70,7 @@ def mint(agent: str, actions: Annotated[str, typer.Option(help="Comma-separated 
         async with ops.store_of(s) as store:
             return await store.mint(agent, wanted)
 
-    _emit(_run(go()), out)
+    emit(run(go()), out)
 
 
 @agent_app.command()
@@ -117,7 +79,7 @@ def attenuate(token: TokenArg,
               peer: Annotated[list[str] | None, typer.Option("--peer", help="Needs this peer's discharge")] = None,
               out: Out = None, data_dir: DataDir = None) -> None:
     """Narrow a token with caveats and/or third-party caveats to distinct peers."""
-    _emit(_run(ops.attenuate(settings_for(data_dir), ops.read_token(token), caveat or [], peer or [])), out)
+    emit(run(ops.attenuate(settings_for(data_dir), ops.read_token(token), caveat or [], peer or [])), out)
 
 
 @agent_app.command()
@@ -139,7 +101,7 @@ def discharge(token: TokenArg, peer: Annotated[str, typer.Option(help="Your peer
     try:
         from westworld import discharge as dc
 
-        _emit(dc.discharge(ops.read_token(token), peer, ops.read_private_key(key), caveat or []), out)
+        emit(dc.discharge(ops.read_token(token), peer, ops.read_private_key(key), caveat or []), out)
     except WestworldError as err:
         raise fail(err.message) from err
 
@@ -176,14 +138,14 @@ def act(token: Annotated[str, typer.Option("--token", help="Token or file.")],
         raise fail(f"bad action: {err}") from err
 
     async def go() -> str:
-        client = await _client(s)
-        wid = await ops.start_action(client, s, inp)
+        temporal = await client(s)
+        wid = await ops.start_action(temporal, s, inp)
         typer.echo(f"started {wid}")
         if not wait:
             return "not waiting; `westworld agent sign` lets peers sign if it is wide"
-        return ops.describe(await ops.await_action(client, wid))
+        return ops.describe(await ops.await_action(temporal, wid))
 
-    typer.echo(_run(go()))
+    typer.echo(run(go()))
 
 
 @agent_app.command()
@@ -194,9 +156,9 @@ def sign(workflow_id: Annotated[str, typer.Argument(help="agent-action:<agent>:<
     s = settings_for(data_dir)
 
     async def go() -> int:
-        return await ops.sign_action(await _client(s), workflow_id, peer, ops.read_private_key(key))
+        return await ops.sign_action(await client(s), workflow_id, peer, ops.read_private_key(key))
 
-    typer.echo(f"accepted: {_run(go())} peer signatures so far")
+    typer.echo(f"accepted: {run(go())} peer signatures so far")
 
 
 @agent_app.command()
@@ -215,7 +177,7 @@ def revoke(token_id: Annotated[str | None, typer.Option(help="Revoke one token (
                 return f"revoked token {token_id}"
             return f"revocation epoch is now {await store.bump_revocation_epoch()}: every older token is revoked"
 
-    typer.echo(_run(go()))
+    typer.echo(run(go()))
 
 
 @peers_app.command("add")
@@ -236,7 +198,7 @@ def peers_add(node_ids: Annotated[list[str], typer.Argument(help="One or more no
                 done.append(f"registered {node_id}" + (f"; private key in {path}" if public else ""))
         return done
 
-    for line in _run(go()):
+    for line in run(go()):
         typer.echo(line)
 
 
@@ -249,7 +211,7 @@ def peers_list(data_dir: DataDir = None) -> None:
         async with ops.store_of(s) as store:
             return await store.node_regions(), await store.peers()
 
-    regions, signers = _run(go())
+    regions, signers = run(go())
     for node, region in sorted(regions.items()):
         typer.echo(f"{node:24} {region or '-':12} {'peer ' + signers[node][:16] + '…' if node in signers else ''}")
     typer.echo(f"{len(regions)} nodes, {len(signers)} peers")
@@ -263,79 +225,9 @@ def watch(poll_seconds: Annotated[float, typer.Option(help="How often the decisi
     inp = AnomalyWatchInput(poll_interval=timedelta(seconds=poll_seconds), guardians_required=guardians_required)
 
     async def go() -> str:
-        return await ops.ensure_watch(await _client(s), s, inp)
+        return await ops.ensure_watch(await client(s), s, inp)
 
-    typer.echo(f"anomaly-watch: {_run(go())}")
-
-
-@guardians_app.command("add")
-def guardians_add(guardian_id: str, data_dir: DataDir = None) -> None:
-    """Register a guardian; its Ed25519 key is generated into the data dir (only the public key is registered)."""
-    s = settings_for(data_dir)
-    path = ops.keys_dir(s) / f"guardian-{guardian_id}.key"
-
-    async def go() -> None:
-        public = ops.new_keypair(path)
-        async with ops.store_of(s) as store:
-            await store.add_guardian(guardian_id, public, ops.now())
-
-    _run(go())
-    typer.echo(f"registered guardian {guardian_id}; private key in {path}")
+    typer.echo(f"anomaly-watch: {run(go())}")
 
 
-@halt_app.command("status")
-def halt_status(data_dir: DataDir = None) -> None:
-    """Whether the network is halted, why, and which guardians have signed the resume."""
-    s = settings_for(data_dir)
-
-    async def go() -> list[str]:
-        async with ops.store_of(s) as store:
-            state = await store.halt_state()
-        if not state.halted:
-            return ["not halted: capability checks run normally"]
-        lines = [f"HALTED since {state.since} (epoch {state.epoch}): {state.reason}"]
-        try:
-            st = await (await _client(s)).get_workflow_handle_for(
-                NetworkHaltWorkflow.run, f"halt:{state.epoch}").query(NetworkHaltWorkflow.status)
-            lines.append(f"resume needs {st.guardians_required} guardians; signed: {st.signed_by or 'none'}")
-            lines.append(f"resume digest: {st.digest}")
-        except (RPCError, NotConfigured) as err:
-            lines.append(f"(the halt workflow halt:{state.epoch} cannot be queried: {err})")
-        return lines
-
-    for line in _run(go()):
-        typer.echo(line)
-
-
-@halt_app.command("start")
-def halt_start(reason: Annotated[str, typer.Option()], guardians_required: Annotated[int, typer.Option()] = 2,
-               data_dir: DataDir = None) -> None:
-    """Halt the network by hand (a drill, or an operator's call); guardians resume it."""
-    s = settings_for(data_dir)
-
-    async def go() -> int:
-        return await ops.start_halt(await _client(s), s, reason, guardians_required)
-
-    typer.echo(f"halted: epoch {_run(go())}")
-
-
-@halt_app.command("resume")
-def halt_resume(guardian: Annotated[str, typer.Option(help="Your guardian id.")],
-                key: Annotated[Path, typer.Option(help="Your guardian private key file.")],
-                epoch: Annotated[int | None, typer.Option(help="Default: the active halt.")] = None,
-                data_dir: DataDir = None) -> None:
-    """As a guardian, sign the resume of the halt (locally) and submit the signature."""
-    s = settings_for(data_dir)
-
-    async def go() -> str:
-        e = epoch
-        if e is None:
-            async with ops.store_of(s) as store:
-                state = await store.halt_state()
-            if not state.halted:
-                return "the network is not halted"
-            e = state.epoch
-        n = await ops.sign_resume(await _client(s), e, guardian, ops.read_private_key(key))
-        return f"accepted: {n} guardian signatures on halt {e}"
-
-    typer.echo(_run(go()))
+__all__ = ["agent_app", "halt_app"]
