@@ -94,9 +94,12 @@ async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resu
     assert "network.halt" in kinds and "network.resume" in kinds
     assert kinds.index("network.halt") < kinds.index("network.resume")
 
-    # the watch kept running across continue-as-new, with the creeper's findings graded
-    after = await eventually(lambda: watch.query(AnomalyWatchWorkflow.status), lambda s: s.after_seq > 0)
-    assert after.halts == [epoch]
+    # the watch continues as new (every 4 polls) and carries its state: the halt it started, its feed position
+    first_run = watch.first_execution_run_id or watch.result_run_id
+    latest = h.client.get_workflow_handle_for(AnomalyWatchWorkflow.run, watch.id)
+    await eventually(latest.describe, lambda d: d.run_id != first_run, timeout=30)
+    after = await latest.query(AnomalyWatchWorkflow.status)
+    assert after.halts == [epoch] and after.after_seq >= steps
     await watch.terminate("test over")
 
 
