@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 
 from westworld.experiment import ExperimentSpec, format_duration, load_spec
 from westworld.experiment_run import ExperimentResult, ExperimentStatus, Phase
@@ -66,7 +66,11 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     if voting.vote_workflow_id:
         await _vote(client, s, voting, echo)
     await _follow_rollout(client, good.name, echo)
-    good_result = await good_h.result()
+    try:
+        good_result = await good_h.result()
+    except WorkflowFailureError as err:
+        echo(f"E4. {good.name} failed after its verdict: {_root_cause(err)} (see {ui_url(s, good_id)})")
+        raise
     faulty_result = await faulty_h.result()
     verdict, score = (faulty_result.verdict or "?").upper(), faulty_result.score or 0
     echo(f"E5. {faulty.name}: {verdict} (score {score:.1f}) — not put to a vote, not rolled out:")
@@ -185,6 +189,12 @@ async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> Can
              f"({took / inp.analysis_interval:.1f} analysis interval(s)); restored: "
              f"{', '.join(result.rolled_back_nodes)} back on their previous version")
     return result
+
+
+def _root_cause(err: BaseException) -> str:
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return str(err)
 
 
 def _where(s: Settings, good: ExperimentResult, faulty: ExperimentResult, override: CanaryResult, good_id: str,
