@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from temporalio.service import RPCError
 
 from westworld.errors import WestworldError
 from westworld.rotation import GuardianRotationInput
+from westworld.shelter import Network, StoreDocumentState
 from westworld.shelter_access import AccessRequest, VoteTerms
 from workers import shelter_ops as ops
 from workers.cli_common import DataDir, fail, settings_for
@@ -93,6 +95,32 @@ def guardians_init(
                 f"{epoch.master_public_key[:16]}…; guardians: {', '.join(g.id for g in epoch.guardians)}")
 
     typer.echo(_run(s, work()))
+
+
+@shelter_app.command()
+def store(
+    file: Annotated[Path, typer.Argument(help="The document to shelter.")],
+    document_id: Annotated[str | None, typer.Option("--id", help="Document id (default: from the file name).")]
+    = None,
+    title: Annotated[str, typer.Option(help="A title (public: it is in the index).")] = "",
+    network: Annotated[list[Network] | None, typer.Option(help="Replicate to (repeat); default all.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Encrypt a document under the current key epoch and replicate its ciphertext (IPFS, Arweave, Sia)."""
+    s = settings_for(data_dir)
+    doc_id = document_id or re.sub(r"[^a-z0-9._-]+", "-", file.stem.lower()).strip("-.")[:64]
+    try:
+        plaintext = file.read_bytes()
+    except OSError as err:
+        raise fail(f"{file}: cannot read: {err.strerror}") from err
+
+    async def work() -> StoreDocumentState:
+        return await ops.store_document(await connect(s), s, doc_id, title or file.name, plaintext, network)
+
+    state = _run(s, work())
+    typer.echo(f"stored {doc_id}: ciphertext SHA-256 {state.ciphertext_sha256}")
+    for r in state.replicas:
+        typer.echo(f"  {r.network.value:8} {r.state.value:15} {r.locator or r.detail}")
 
 
 def _request(document_id: str, reason: str, key: Path, request_id: str | None) -> AccessRequest:

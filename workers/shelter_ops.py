@@ -3,20 +3,30 @@ open a granted document locally. Key material stays in this process (read from t
 
 from __future__ import annotations
 
+import asyncio
 import secrets
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from westworld.rotation import AckTask, GuardianRotationInput, RotationResult, RotationState
-from westworld.shelter import CreateEpochInput, Guardian, KeyEpoch
+from activities.shelter_docs import stage_document
+from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult, RotationState
+from westworld.shelter import CreateEpochInput, Guardian, KeyEpoch, Network, StoreDocumentInput, StoreDocumentState
 from westworld.shelter_access import (
+    AccessDecision,
     AccessRequest,
     AccessResult,
     AccessState,
@@ -26,12 +36,14 @@ from westworld.shelter_access import (
     VoteTerms,
     reconstruct_master_key,
 )
+from westworld.vote import DaoVoteStatus, VoteState
 from workers.settings import Settings
 from workers.shelter_local import PartyKeys, acknowledge, answer_share
 from workflows.document_access import DocumentAccessWorkflow
 from workflows.emergency_access import EmergencyAccessWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
 from workflows.key_ceremony import KeyCeremonyWorkflow
+from workflows.store_document import StoreDocumentWorkflow
 
 Echo = Callable[[str], None]
 SHARE_WORKFLOWS = ("DocumentAccessWorkflow", "EmergencyAccessWorkflow", "GuardianRotationWorkflow")
@@ -50,6 +62,20 @@ async def init_guardians(client: Client, s: Settings, guardians: list[Guardian],
     epoch: KeyEpoch = await client.execute_workflow(
         KeyCeremonyWorkflow.run, inp, id=f"key-ceremony:{inp.epoch_key}", task_queue=s.task_queue)
     return epoch
+
+
+async def store_document(client: Client, s: Settings, document_id: str, title: str, plaintext: bytes,
+                         networks: list[Network] | None = None) -> StoreDocumentState:
+    """Stage the plaintext (0600, read and deleted by the encrypt activity) and run StoreDocumentWorkflow."""
+    inp = StoreDocumentInput(document_id=document_id, title=title,
+                             **({"networks": networks} if networks else {}))
+    stage_document(s.data_dir, document_id, plaintext)
+    try:
+        return await client.execute_workflow(StoreDocumentWorkflow.run, inp, id=f"document:{document_id}",
+                                             task_queue=s.task_queue,
+                                             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    except WorkflowFailureError as err:
+        raise ShelterError(f"storing {document_id} failed: {err.cause}") from err
 
 
 async def start_access(client: Client, s: Settings, request: AccessRequest, *, emergency: bool,
@@ -152,6 +178,52 @@ async def access_result(client: Client, ref: str) -> tuple[str, AccessResult]:
         raise ShelterError(f"{handle.id} ended as {desc.status.name if desc.status else '?'}: nothing to open")
     result = await client.get_workflow_handle(handle.id, result_type=AccessResult).result()
     return handle.id, result
+
+
+async def access_result_when_done(client: Client, ref: str, timeout: float = 120.0) -> tuple[str, AccessResult]:
+    handle = await resolve(client, ref)
+    result = await asyncio.wait_for(client.get_workflow_handle(handle.id, result_type=AccessResult).result(),
+                                    timeout)
+    return handle.id, result
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise ShelterError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_collecting(client: Client, wf_id: str) -> None:
+    """Until the request takes shares (after approval for a normal access; at once for an emergency)."""
+    async def ready() -> bool:
+        st = await client.get_workflow_handle(wf_id).query("status", result_type=AccessState)
+        return st.decision is AccessDecision.COLLECTING
+
+    await _until(ready, f"{wf_id} to collect shares")
+
+
+async def wait_vote_open(client: Client, vote_id: str) -> None:
+    """Until the child vote of a request is open for ballots."""
+    async def ready() -> bool:
+        try:
+            st = await client.get_workflow_handle(vote_id).query("status", result_type=DaoVoteStatus)
+        except RPCError as err:
+            if err.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return st.state is VoteState.OPEN
+
+    await _until(ready, f"{vote_id} to open")
+
+
+async def wait_acknowledging(client: Client, wf_id: str) -> None:
+    async def ready() -> bool:
+        st = await client.get_workflow_handle(wf_id).query("status", result_type=RotationState)
+        return st.phase is RotationPhase.ACKNOWLEDGING
+
+    await _until(ready, f"{wf_id} to re-split the key")
 
 
 def reconstruct(keys: PartyKeys, workflow_id: str, result: AccessResult) -> bytes:
