@@ -17,15 +17,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.shelter_docs import DocumentStore, documents
 from activities.shelter_keys import KeyEpochStore, key_epochs
 from activities.store import Database
 from westworld import envelope, shamir
 from westworld.errors import INVALID_INPUT, DecryptFailed, InvalidShare
 from westworld.rotation import BeginRotationInput, PendingEpoch, ReshareInput, RotationPlan, ack_hash, ack_proof
-from westworld.shelter import EncryptedShare, Guardian, KeyEpoch, share_aad
+from westworld.shelter import EncryptedShare, Guardian, KeyEpoch, data_key_aad, share_aad
 from westworld.shelter_access import handoff_aad
 
 metadata = sa.MetaData()
@@ -37,6 +39,14 @@ rotations = sa.Table(
     sa.Column("pending", sa.Text, nullable=False),  # PendingEpoch JSON (public data only)
     sa.Column("state", sa.String(16), nullable=False),  # pending | active | abandoned
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+rewraps = sa.Table(
+    "shelter_rewraps", metadata,
+    sa.Column("rotation_id", sa.String(200), primary_key=True),
+    sa.Column("document_id", sa.String(64), primary_key=True),
+    sa.Column("from_epoch", sa.Integer, nullable=False),
+    sa.Column("wrapped_key", sa.Text, nullable=False),  # JSON Sealed: the data key sealed to the NEW master public key
 )
 
 
@@ -123,12 +133,14 @@ class RotationActivities:
         if envelope.public_key(master).hex() != old.master_public_key:
             raise ApplicationError(f"{plan.rotation_id}: the shares combine to a key that is not epoch "
                                    f"{old.epoch}'s master key", type=INVALID_INPUT, non_retryable=True)
-        rewrapped = 0
-        if inp.rotate_master_key:
-            raise _permanent("rotate_master_key is not available yet")
         async with self._db.engine.connect() as conn:
             latest = int((await conn.execute(sa.select(sa.func.max(key_epochs.c.epoch)))).scalar() or 0)
         number = latest + 1
+        rewrap_rows: list[dict[str, object]] = []
+        if inp.rotate_master_key:  # a new master key; every data key under the old one is re-wrapped (pending)
+            old_master, master = master, secrets.token_bytes(32)
+            rewrap_rows = await self._rewrap(plan.rotation_id, old, old_master, envelope.public_key(master))
+            del old_master
         salt = secrets.token_bytes(32)
         new_shares = shamir.split(master, plan.threshold, len(plan.new_guardians), secrets.token_bytes)
         sealed, hashes = [], {}
@@ -142,7 +154,8 @@ class RotationActivities:
         new_public = envelope.public_key(master).hex()
         del master, shares, new_shares, rotation_private
         pending = PendingEpoch(
-            rotation_id=plan.rotation_id, from_epoch=old.epoch, ack_hashes=hashes, rewrapped_documents=rewrapped,
+            rotation_id=plan.rotation_id, from_epoch=old.epoch, ack_hashes=hashes,
+            rewrapped_documents=len(rewrap_rows),
             master_key_rotated=inp.rotate_master_key,
             epoch=KeyEpoch(epoch=number, threshold=plan.threshold, master_public_key=new_public, salt=salt.hex(),
                            guardians=plan.new_guardians, shares=sealed, created_at=datetime.now(UTC),
@@ -152,8 +165,36 @@ class RotationActivities:
             await conn.execute(rotations.insert().values(
                 rotation_id=plan.rotation_id, from_epoch=old.epoch, pending=pending.model_dump_json(),
                 state="pending", updated_at=datetime.now(UTC)))
+            if rewrap_rows:
+                await conn.execute(rewraps.insert(), rewrap_rows)
         key_file.unlink(missing_ok=True)
         return pending
+
+    async def _same_key_epochs(self, conn: AsyncConnection, master_public_key: str) -> list[int]:
+        query = sa.select(key_epochs.c.epoch).where(key_epochs.c.master_public_key == master_public_key)
+        return list((await conn.execute(query)).scalars())
+
+    async def _rewrap(self, rotation_id: str, old: KeyEpoch, old_master: bytes,
+                      new_public: bytes) -> list[dict[str, object]]:
+        """Every data key under the old master key (in any epoch that held it), sealed to the new master public key.
+        Kept aside until activation: until then the documents stay openable with the old shares."""
+        docs = DocumentStore(self._db)
+        await docs.init()
+        async with self._db.engine.connect() as conn:
+            epochs = await self._same_key_epochs(conn, old.master_public_key)
+        rows: list[dict[str, object]] = []
+        for e in epochs:
+            for document_id in await docs.ids_in_epoch(e):
+                record = await docs.get(document_id)
+                if record is None:
+                    continue
+                aad = data_key_aad(document_id)
+                data_key = envelope.open_sealed(old_master, record.wrapped_key, aad)
+                sealed = envelope.seal(new_public, data_key, aad, secrets.token_bytes(32), secrets.token_bytes(12))
+                del data_key
+                rows.append({"rotation_id": rotation_id, "document_id": document_id, "from_epoch": e,
+                             "wrapped_key": sealed.model_dump_json()})
+        return rows
 
     @activity.defn(name="activate_key_epoch")
     async def activate_key_epoch(self, pending: PendingEpoch) -> KeyEpoch:
@@ -162,7 +203,12 @@ class RotationActivities:
         e = pending.epoch
         if (existing := await self._epochs.by_key(pending.rotation_id)) is not None:
             return existing
+        old = await self._epochs.get(pending.from_epoch)
+        if old is None:
+            raise _permanent(f"{pending.rotation_id}: epoch {pending.from_epoch} is gone")
         async with self._db.engine.begin() as conn:
+            if pending.master_key_rotated:
+                await self._apply_rewraps(conn, pending, old.master_public_key)
             await conn.execute(key_epochs.insert().values(
                 epoch=e.epoch, epoch_key=pending.rotation_id, threshold=e.threshold,
                 master_public_key=e.master_public_key, salt=e.salt,
@@ -175,6 +221,22 @@ class RotationActivities:
             await conn.execute(rotations.update().where(rotations.c.rotation_id == pending.rotation_id)
                                .values(state="active", updated_at=datetime.now(UTC)))
         return e
+
+    async def _apply_rewraps(self, conn: AsyncConnection, pending: PendingEpoch, old_public: str) -> None:
+        """Swap in the re-wrapped data keys; refuse (changing nothing) if a document under the old key is not
+        covered (stored after the re-split): the old epoch then stays current and a new rotation covers it."""
+        epochs = await self._same_key_epochs(conn, old_public)
+        under_old = set((await conn.execute(sa.select(documents.c.document_id)
+                                            .where(documents.c.key_epoch.in_(epochs)))).scalars())
+        rows = (await conn.execute(sa.select(rewraps).where(rewraps.c.rotation_id == pending.rotation_id))).all()
+        missing = sorted(under_old - {r.document_id for r in rows})
+        if missing:
+            raise _permanent(f"{pending.rotation_id}: document(s) {missing} were stored under the old master key "
+                             "after the re-split; the old epoch stays current — run a new master-key rotation")
+        for r in rows:
+            await conn.execute(documents.update().where(
+                (documents.c.document_id == r.document_id) & (documents.c.key_epoch == r.from_epoch))
+                .values(key_epoch=pending.epoch.epoch, wrapped_key=r.wrapped_key))
 
     @activity.defn(name="abandon_rotation")
     async def abandon_rotation(self, rotation_id: str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from westworld.errors import SHARE_WINDOW_CLOSED, ShareRejected
@@ -93,10 +93,14 @@ class GuardianRotationWorkflow:
                                        f"{input.ack_window}; epoch {plan.from_epoch.epoch} stays valid")
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._step_to("activating", RotationPhase.ACKNOWLEDGING)
-        new: KeyEpoch = await workflow.execute_activity(
-            "activate_key_epoch", self._pending, result_type=KeyEpoch, start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=STORE_RETRY,
-        )
+        try:
+            new: KeyEpoch = await workflow.execute_activity(
+                "activate_key_epoch", self._pending, result_type=KeyEpoch,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY,
+            )
+        except ActivityError as err:  # refused for good (e.g. a document not covered by the re-wrap)
+            return await self._abandon(f"activation refused: {err.cause or err}; epoch {plan.from_epoch.epoch} "
+                                       "stays valid")
         return await self._finish(RotationPhase.COMPLETED, f"epoch {new.epoch} active with {len(self._acks)} "
                                   f"acknowledgements; epoch {plan.from_epoch.epoch} retired", new.epoch)
 

@@ -6,14 +6,18 @@ import json
 import uuid
 from datetime import timedelta
 
+import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
+from activities.shelter_docs import DocumentStore
 from activities.shelter_keys import KeyEpochStore
 from tests.workflows.conftest import Harness, eventually
-from tests.workflows.shelter_helpers import Guardians, answer, make_guardians, open_own_share, refused
-from westworld.errors import SHARE_BAD_PROOF, SHARE_DUPLICATE, SHARE_NOT_GUARDIAN, SHARE_WINDOW_CLOSED
+from tests.workflows.shelter_helpers import Guardians, answer, make_guardians, open_own_share, refused, seed_document
+from westworld import envelope
+from westworld.errors import SHARE_BAD_PROOF, SHARE_DUPLICATE, SHARE_NOT_GUARDIAN, SHARE_WINDOW_CLOSED, DecryptFailed
 from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult
+from westworld.shelter_access import open_document
 from workers.shelter_local import acknowledge, make_keys
 from workers.stuck import find_stuck
 from workflows.guardian_rotation import GuardianRotationWorkflow
@@ -166,3 +170,58 @@ async def _first(h: Harness, schedule_id: str) -> str | None:
     async for wf in h.client.list_workflows(f'TaskQueue = "{h.task_queue}" AND WorkflowId STARTS_WITH "{schedule_id}"'):
         return wf.id
     return None
+
+
+async def test_master_key_rotation_rewraps_every_data_key_without_touching_content(harness: Harness) -> None:
+    g = await make_guardians(harness)
+    docs = [await seed_document(harness, g, f"document {i}".encode()) for i in range(2)]
+    old_master = g.master_key()
+    new = [make_keys(f"n{i}") for i in range(1, 4)]
+    handle = await start(harness, GuardianRotationInput(new_guardians=[n.public() for n in new], threshold=2,
+                                                        rotate_master_key=True), g.epoch.epoch)
+    for keys in g.keys[:3]:
+        await answer(handle, keys)
+    await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                     lambda s: s.phase is RotationPhase.ACKNOWLEDGING)
+    store = DocumentStore(harness.resources.database)
+    assert (await store.get(docs[0].record.document_id)).key_epoch == g.epoch.epoch  # type: ignore[union-attr]
+    for keys in new:
+        task = await handle.query(GuardianRotationWorkflow.ack_task, keys.id)
+        assert task is not None
+        await handle.execute_update(GuardianRotationWorkflow.acknowledge, acknowledge(keys, task))
+    result = await handle.result()
+    assert result.phase is RotationPhase.COMPLETED and result.master_key_rotated and result.rewrapped_documents == 2
+    current = await KeyEpochStore(harness.resources.database).current()
+    assert current is not None and current.master_public_key != g.epoch.master_public_key
+    new_master = g.master_key(current, new[1:3])
+    assert envelope.public_key(new_master).hex() == current.master_public_key
+    for i, doc in enumerate(docs):
+        record = await store.get(doc.record.document_id)
+        assert record is not None and record.key_epoch == current.epoch
+        assert record.ciphertext_sha256 == doc.record.ciphertext_sha256  # content not re-uploaded
+        assert open_document(new_master, record, doc.blob) == f"document {i}".encode()
+        with pytest.raises(DecryptFailed):
+            open_document(old_master, record, doc.blob)
+
+
+async def test_master_key_rotation_refuses_to_strand_a_document_stored_meanwhile(harness: Harness) -> None:
+    g = await make_guardians(harness)
+    await seed_document(harness, g, b"before")
+    new = [make_keys(f"n{i}") for i in range(1, 3)]
+    handle = await start(harness, GuardianRotationInput(new_guardians=[n.public() for n in new], threshold=2,
+                                                        rotate_master_key=True), g.epoch.epoch)
+    for keys in g.keys[:3]:
+        await answer(handle, keys)
+    await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                     lambda s: s.phase is RotationPhase.ACKNOWLEDGING)
+    late = await seed_document(harness, g, b"stored during the rotation")
+    for keys in new:
+        task = await handle.query(GuardianRotationWorkflow.ack_task, keys.id)
+        assert task is not None
+        await handle.execute_update(GuardianRotationWorkflow.acknowledge, acknowledge(keys, task))
+    result = await handle.result()
+    assert result.phase is RotationPhase.ABANDONED and late.record.document_id in result.reason
+    current = await KeyEpochStore(harness.resources.database).current()
+    assert current is not None and current.epoch == g.epoch.epoch
+    record = await DocumentStore(harness.resources.database).get(late.record.document_id)
+    assert record is not None and open_document(g.master_key(), record, late.blob) == b"stored during the rotation"
