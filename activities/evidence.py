@@ -115,4 +115,8 @@ def _chaos_windows(bundle: EvidenceBundle) -> list[tuple[tuple[float, float], st
             s, kind = starts.pop(e.fault_id)
             windows.append(((s, e.offset_s), kind))
     windows += [((s, end), kind) for s, kind in starts.values()]
-    return windows
+    # Both arms get each fault at the same offsets: draw each window once.
+    unique: dict[tuple[str, int, int], tuple[tuple[float, float], str]] = {}
+    for (begin, finish), kind in windows:
+        unique.setdefault((kind, round(begin), round(finish)), ((begin, finish), kind))
+    return sorted(unique.values())

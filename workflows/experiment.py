@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -144,19 +145,21 @@ class ExperimentWorkflow:
         chaos = asyncio.create_task(self._chaos_schedule(spec, start))
         queries = [MetricQuery(name=m.name, promql=m.query) for m in s.metrics]
         selectors = {arm.value: self._refs[arm].labels for arm in ARMS}
-        chunk_len = max(self._in.live_update, s.interval, s.duration / 200)
-        chunk = 0
+        # Points at start + k * interval, k = 0 .. ticks-1, collected in chunks of whole intervals (at most 200
+        # chunks); each chunk begins on its own first tick, so the series has one point per interval.
+        ticks = max(1, int(s.duration / s.interval))
+        per_chunk = max(1, round(self._in.live_update / s.interval), math.ceil(ticks / 200))
+        done = 0
         try:
-            while not self._abort:
-                remaining = s.duration - (workflow.now() - start)
-                if remaining < s.interval / 2:
+            while done < ticks and not self._abort:
+                if not await self._wait_until(start + done * s.interval):
                     break
-                length = min(remaining, chunk_len)
+                n = min(per_chunk, ticks - done)
                 task = asyncio.ensure_future(workflow.execute_activity(
                     "collect_metrics",
-                    CollectInput(collection_id=f"{workflow.info().workflow_id}:{chunk}", queries=queries,
-                                 selectors=selectors, duration=length, interval=s.interval),
-                    result_type=CollectResult, start_to_close_timeout=length + timedelta(minutes=2),
+                    CollectInput(collection_id=f"{workflow.info().workflow_id}:{done}", queries=queries,
+                                 selectors=selectors, duration=s.interval * (n - 1), interval=s.interval),
+                    result_type=CollectResult, start_to_close_timeout=s.interval * n + timedelta(minutes=2),
                     heartbeat_timeout=max(self._in.heartbeat_timeout, s.interval * 3), retry_policy=COLLECT_RETRY))
                 await workflow.wait_condition(lambda t=task: t.done() or self._abort)  # type: ignore[misc]
                 if not task.done():
@@ -166,13 +169,24 @@ class ExperimentWorkflow:
                     break
                 for series in task.result().series:
                     self._points.setdefault((series.query, series.key), []).extend(series.points)
-                chunk += 1
+                done += n
+            await self._wait_until(start + s.duration)
+            if not self._abort:
+                await chaos  # every fault ends by spec.duration: let the last clear land
         finally:
             self._ended = workflow.now()
             if not chaos.done():
                 chaos.cancel()
                 with contextlib.suppress(BaseException):
                     await chaos
+
+    async def _wait_until(self, at: datetime) -> bool:
+        """Wait (durable timer) until ``at`` or an abort; False if aborted."""
+        delay = at - workflow.now()
+        if delay > timedelta(0) and not self._abort:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self._abort, timeout=delay)
+        return not self._abort
 
     async def _chaos_schedule(self, spec: ExperimentSpec, start: datetime) -> None:
         """Apply and clear each fault at its offsets, to both arms alike (so the comparison stays fair)."""
