@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 from activities.chain import load_deployment
 from activities.chain_deploy import distribute_voting_power
-from westworld.rotation import GuardianRotationInput, RotationResult
+from westworld.rotation import GuardianRotationInput, RotationPhase, RotationResult
 from westworld.shelter_access import AccessDecision, AccessRequest, VoteTerms, open_document
 from workers import shelter_ops as ops
 from workers.client import connect
@@ -92,7 +92,7 @@ async def run_shelter_demo(s: Settings, echo: Echo) -> None:
     req = AccessRequest(request_id=ops.request_id_for(doc_id), document_id=doc_id, requester=activist.id,
                         requester_public_key=activist.public().encryption_public_key, reason="raid expected tonight")
     wf_id = await ops.start_access(client, s, req, emergency=True, vote=VoteTerms(quorum=0.04))
-    echo(f"5. EMERGENCY: {activist.id} requests {doc_id} ({wf_id}, 2 h window); guardians answer during the vote:")
+    echo(f"5. EMERGENCY: {activist.id} requests {doc_id} ({wf_id}, 2 h window); the DAO votes, guardians answer:")
     await ops.wait_collecting(client, wf_id)
     await approve(client, s, f"emergency-{req.request_id}", echo)
     assert await answer_and_open(client, s, wf_id, guardians[3:6], activist, echo) == TEXT
@@ -102,10 +102,11 @@ async def run_shelter_demo(s: Settings, echo: Echo) -> None:
     rot_id = await ops.start_rotation(client, s, GuardianRotationInput(new_guardians=[n.public() for n in new],
                                                                        threshold=3), epoch.epoch)
     echo(f"6. rotation {rot_id} to 5 new guardians (3-of-5):")
+    await ops.wait_rotation(client, rot_id, RotationPhase.COLLECTING)
     for g in guardians[6:9]:
         await ops.submit_share(client, rot_id, g)
     echo("   3 current guardians handed in their shares sealed to the one-time rotation key")
-    await ops.wait_acknowledging(client, rot_id)
+    await ops.wait_rotation(client, rot_id, RotationPhase.ACKNOWLEDGING)
     for n in new:
         await ops.submit_ack(client, rot_id, n)
     echo("   5 new guardians opened their new share and acknowledged it")

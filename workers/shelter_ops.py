@@ -43,6 +43,7 @@ from workflows.document_access import DocumentAccessWorkflow
 from workflows.emergency_access import EmergencyAccessWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
 from workflows.key_ceremony import KeyCeremonyWorkflow
+from workflows.steps import STEP
 from workflows.store_document import StoreDocumentWorkflow
 
 Echo = Callable[[str], None]
@@ -136,8 +137,9 @@ async def submit_share(client: Client, ref: str, keys: PartyKeys) -> tuple[str, 
     handle = await resolve(client, ref)
     task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
     if task is None:
-        raise ShelterError(f"{handle.id} asks no share of {keys.id!r} (not a guardian of its key epoch, or it is "
-                           "not collecting shares)")
+        step = (await handle.describe()).typed_search_attributes.get(STEP) or "?"
+        raise ShelterError(f"{handle.id} asks no share of {keys.id!r} now (step: {step}); either {keys.id!r} is "
+                           "not a guardian of its key epoch, or it is not collecting shares yet or any more")
     if task.submitted:
         raise ShelterError(f"{keys.id!r} already submitted a share to {handle.id}")
     submission = answer_share(keys, task)
@@ -218,12 +220,13 @@ async def wait_vote_open(client: Client, vote_id: str) -> None:
     await _until(ready, f"{vote_id} to open")
 
 
-async def wait_acknowledging(client: Client, wf_id: str) -> None:
+async def wait_rotation(client: Client, wf_id: str, phase: RotationPhase) -> None:
+    """Until a rotation reaches ``phase`` (collecting shares after planning; acknowledging after re-splitting)."""
     async def ready() -> bool:
         st = await client.get_workflow_handle(wf_id).query("status", result_type=RotationState)
-        return st.phase is RotationPhase.ACKNOWLEDGING
+        return st.phase is phase
 
-    await _until(ready, f"{wf_id} to re-split the key")
+    await _until(ready, f"{wf_id} to reach {phase.value}")
 
 
 def reconstruct(keys: PartyKeys, workflow_id: str, result: AccessResult) -> bytes:
