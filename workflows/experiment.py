@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from westworld.audit import AuditEntryInput, AuditReceipt
@@ -271,7 +271,14 @@ class ExperimentWorkflow:
                 await child
             self._vote_decision = "cancelled (experiment aborted)"
             return False
-        vote: DaoVoteResult = child.result()
+        try:
+            vote: DaoVoteResult = child.result()
+        except ChildWorkflowError as err:  # the vote could not be held: nothing rolls out, and the result says why
+            root: BaseException = err
+            while root.__cause__ is not None:
+                root = root.__cause__
+            self._vote_decision = f"vote failed: {root}"
+            return False
         self._vote_decision = vote.decision
         return bool(vote.decision == "approved")
 
