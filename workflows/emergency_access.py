@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld.vote import DaoVoteResult, VoteKind
     from workflows.dao_vote import DaoVoteWorkflow
     from workflows.document_access import access_vote_input
-    from workflows.shelter_shares import NOTIFY_RETRY, ShareBox, audit, epoch_for, load_document
+    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify
     from workflows.steps import DOCUMENT_ID, set_step
 
 KIND = "emergency"
@@ -111,18 +111,14 @@ class EmergencyAccessWorkflow:
         assert self._deadline is not None
         while not self._box.full and workflow.now() < self._deadline:
             waiting = self._box.waiting_for()
-            await workflow.execute_activity(
-                "notify_guardians",
-                GuardianNotice(
-                    workflow_id=workflow.info().workflow_id, request_id=self._input.request.request_id,
-                    document_id=self._input.request.document_id, kind=KIND, guardians=waiting,
-                    deadline=self._deadline, reminder=self._reminders,
-                    message=f"Emergency access to {self._input.request.document_id} requested by "
-                            f"{self._input.request.requester}: {self._box.progress()} shares in; answer with "
-                            f"`westworld shelter submit-share {self._input.request.request_id}`",
-                ),
-                result_type=int, start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY,
-            )
+            await notify(GuardianNotice(
+                workflow_id=workflow.info().workflow_id, request_id=self._input.request.request_id,
+                document_id=self._input.request.document_id, kind=KIND, guardians=waiting,
+                deadline=self._deadline, reminder=self._reminders,
+                message=f"Emergency access to {self._input.request.document_id} requested by "
+                        f"{self._input.request.requester}: {self._box.progress()} shares in; answer with "
+                        f"`westworld shelter submit-share {self._input.request.request_id}`",
+            ))
             self._reminders += 1
             await workflow.sleep(min(self._input.reminder_every, max(self._deadline - workflow.now(),
                                                                       timedelta(seconds=1))))

@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from westworld.shelter import KeyEpoch
     from westworld.shelter_access import ShareSubmission, ShareTask
-    from workflows.shelter_shares import NOTIFY_RETRY, STORE_RETRY, ShareBox, audit
+    from workflows.shelter_shares import STORE_RETRY, ShareBox, audit, notify
     from workflows.steps import set_step
 
 
@@ -119,15 +119,11 @@ class GuardianRotationWorkflow:
     async def _remind(self, what: str, waiting: Callable[[], list[str]]) -> None:
         n = 0
         while self._deadline is not None and workflow.now() < self._deadline:
-            await workflow.execute_activity(
-                "notify_guardians",
-                GuardianNotice(workflow_id=self._id, request_id=self._id, document_id="", kind="rotation",
-                               guardians=waiting(), deadline=self._deadline, reminder=n,
-                               message=f"Guardian rotation {self._id} waits for your {what}: "
-                                       f"`westworld shelter {'submit-share' if what == 'shares' else 'acknowledge'} "
-                                       f"{self._id}`"),
-                result_type=int, start_to_close_timeout=timedelta(seconds=30), retry_policy=NOTIFY_RETRY,
-            )
+            await notify(GuardianNotice(
+                workflow_id=self._id, request_id=self._id, document_id="", kind="rotation", guardians=waiting(),
+                deadline=self._deadline, reminder=n,
+                message=f"Guardian rotation {self._id} waits for your {what}: `westworld shelter "
+                        f"{'submit-share' if what == 'shares' else 'acknowledge'} {self._id}`"))
             n += 1
             await workflow.sleep(self._input.reminder_every)
 

@@ -12,11 +12,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.errors import INVALID_INPUT, SHARE_WINDOW_CLOSED, ShareRejected
+    from westworld.notify import GuardianNotice
     from westworld.shelter import DocumentRecord, KeyEpoch
     from westworld.shelter_access import ShareSubmission, ShareTask, check_submission
 
@@ -114,6 +115,20 @@ async def load_document(document_id: str) -> DocumentRecord:
         retry_policy=STORE_RETRY,
     )
     return record
+
+
+async def notify(notice: GuardianNotice) -> bool:
+    """Send one notice; an unreachable webhook (after the retries) is logged, never fails the request."""
+    try:
+        await workflow.execute_activity(
+            "notify_guardians", notice, result_type=int, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=NOTIFY_RETRY,
+        )
+    except ActivityError as err:
+        workflow.logger.warning("notice %d for %s not delivered: %s", notice.reminder, notice.request_id,
+                                err.cause or err)
+        return False
+    return True
 
 
 async def audit(kind: str, subject: str, payload: dict[str, Any]) -> int:
