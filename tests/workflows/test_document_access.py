@@ -9,8 +9,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from tests.workflows.conftest import Harness, eventually
@@ -183,3 +184,22 @@ async def test_a_rejected_vote_denies_access(harness: Harness) -> None:
     assert result.decision is AccessDecision.DENIED and result.vote and result.vote.decision == "rejected"
     entry = (await harness.resources.audit.latest(1))[0]
     assert (entry.kind, entry.payload["vote_decision"]) == ("shelter.access.denied", "rejected")
+
+
+async def test_an_unknown_document_or_a_repeated_request_is_refused(harness: Harness) -> None:
+    g = await make_guardians(harness)
+    doc = await seed_document(harness, g, b"unused")
+    req = AccessRequest(request_id=f"rq-{uuid.uuid4().hex[:10]}", document_id="no-such-document",
+                        requester="journalist", requester_public_key=g.requester.public().encryption_public_key,
+                        reason="curiosity")
+    handle = await harness.client.start_workflow(DocumentAccessWorkflow.run, DocumentAccessInput(request=req),
+                                                 id=f"access:{req.request_id}", task_queue=harness.task_queue)
+    with pytest.raises(WorkflowFailureError) as exc:
+        await handle.result()
+    assert "no-such-document is not in the shelter index" in str(exc.value.cause.__cause__ or exc.value.cause)
+    first = await start(harness, g, doc)
+    with pytest.raises(WorkflowAlreadyStartedError):
+        await harness.client.start_workflow(DocumentAccessWorkflow.run, DocumentAccessInput(
+            request=(await first.query(DocumentAccessWorkflow.status)).request), id=first.id,
+            task_queue=harness.task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    await first.terminate("test done")
