@@ -18,8 +18,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.arweave import Wallet
 from tests.workflows.conftest import Harness, eventually
-from westworld.rotation import RotationPhase
-from westworld.shelter_access import AccessDecision
+from westworld.rotation import RotationPhase, RotationResult
+from westworld.shelter_access import AccessDecision, AccessResult
 from westworld.vote import DaoVoteResult, VoteState
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.document_access import DocumentAccessWorkflow
@@ -90,7 +90,8 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
                     str(keys / "journalist.key"), "--request-id", "minutes-j1", "--quorum", "0.00001")
     assert "started access:minutes-j1" in out
     await approve(h, "vote:access-minutes-j1", voter)
-    access = h.client.get_workflow_handle_for(DocumentAccessWorkflow.run, "access:minutes-j1")
+    access: WorkflowHandle[DocumentAccessWorkflow, AccessResult] = h.client.get_workflow_handle_for(
+        DocumentAccessWorkflow.run, "access:minutes-j1")
     await eventually(lambda: access.query(DocumentAccessWorkflow.status),
                      lambda s: s.decision is AccessDecision.COLLECTING)
     pending = await cli(h, "shelter", "pending", "--key", str(keys / "g2.key"))
@@ -130,7 +131,8 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     assert rot_id == "rotation:1"
     for g in ("g1", "g3", "g4"):
         await cli(h, "shelter", "submit-share", rot_id, "--key", str(keys / f"{g}.key"))
-    rotation = h.client.get_workflow_handle_for(GuardianRotationWorkflow.run, rot_id)
+    rotation: WorkflowHandle[GuardianRotationWorkflow, RotationResult] = h.client.get_workflow_handle_for(
+        GuardianRotationWorkflow.run, rot_id)
     await eventually(lambda: rotation.query(GuardianRotationWorkflow.status),
                      lambda s: s.phase is RotationPhase.ACKNOWLEDGING)
     assert "waits for your acknowledgement" in await cli(h, "shelter", "pending", "--key", str(keys / "n1.key"))
