@@ -42,13 +42,17 @@ with workflow.unsafe.imports_passed_through():
 
 @workflow.defn
 class GuardianRotationWorkflow:
-    """One rotation. Workflow id: ``rotation:<current epoch>`` (or the schedule's id)."""
+    """One rotation. Workflow id: ``rotation:<current epoch>`` (or the schedule's id); a rotation abandoned for lack
+    of guardians can be started again under the same id (a new run)."""
 
     @workflow.init
     def __init__(self, input: GuardianRotationInput | None = None) -> None:
         self._input = input or GuardianRotationInput()  # the schedule starts it without arguments
         self._id = workflow.info().workflow_id
-        self._box = ShareBox(self._id, self._id)
+        # What shares, acknowledgements and the rotation key are bound to: this run only (a retried rotation of
+        # the same epoch is a new run; nothing handed to an abandoned one is valid in it).
+        self._key = f"{self._id}/{workflow.info().run_id}"
+        self._box = ShareBox(self._key, self._key)
         self._plan: RotationPlan | None = None
         self._pending: PendingEpoch | None = None
         self._acks: set[str] = set()
@@ -61,7 +65,7 @@ class GuardianRotationWorkflow:
         input = self._input
         self._step_to("planning", RotationPhase.PLANNING)
         self._plan = await workflow.execute_activity(
-            "begin_rotation", BeginRotationInput(rotation_id=self._id, new_guardians=input.new_guardians,
+            "begin_rotation", BeginRotationInput(rotation_id=self._key, new_guardians=input.new_guardians,
                                                  threshold=input.threshold),
             result_type=RotationPlan, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY,
         )
@@ -128,7 +132,7 @@ class GuardianRotationWorkflow:
             await workflow.sleep(self._input.reminder_every)
 
     async def _abandon(self, reason: str) -> RotationResult:
-        await workflow.execute_activity("abandon_rotation", self._id, start_to_close_timeout=timedelta(seconds=30),
+        await workflow.execute_activity("abandon_rotation", self._key, start_to_close_timeout=timedelta(seconds=30),
                                         retry_policy=STORE_RETRY)
         return await self._finish(RotationPhase.ABANDONED, reason, None)
 
@@ -187,7 +191,7 @@ class GuardianRotationWorkflow:
             raise ApplicationError(f"{self._id}: the acknowledgement window closed at {self._deadline.isoformat()}",
                                    type=SHARE_WINDOW_CLOSED, non_retryable=True)
         try:
-            check_ack(ack, self._pending, self._id, self._acks)
+            check_ack(ack, self._pending, self._key, self._acks)
         except ShareRejected as err:
             raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
 
@@ -214,7 +218,7 @@ class GuardianRotationWorkflow:
         share = self._pending.epoch.share_of(guardian_id) if self._pending else None
         if self._pending is None or share is None:
             return None
-        return AckTask(workflow_id=self._id, guardian_id=guardian_id, epoch=self._pending.epoch.epoch,
+        return AckTask(workflow_id=self._key, guardian_id=guardian_id, epoch=self._pending.epoch.epoch,
                        encrypted_share=share, salt=self._pending.epoch.salt,
                        acknowledged=guardian_id in self._acks)
 

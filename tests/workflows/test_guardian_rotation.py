@@ -55,6 +55,14 @@ async def test_too_few_guardians_keep_the_old_epoch_and_stuck_shows_why(harness:
     assert not list((harness.settings.data_dir / "shelter" / "rotation").glob("*.key")), "rotation key not deleted"
     entry = (await harness.resources.audit.latest(1))[0]
     assert (entry.kind, entry.subject) == ("shelter.rotation.abandoned", handle.id)
+    # the same rotation can be started again (a new run): nothing handed to the abandoned run counts there
+    again = await harness.skipper.client.start_workflow(
+        GuardianRotationWorkflow.run, GuardianRotationInput(new_guardians=[k.public() for k in new]), id=handle.id,
+        task_queue=harness.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+    status = await eventually(lambda: again.query(GuardianRotationWorkflow.status),
+                              lambda s: s.phase is RotationPhase.COLLECTING)
+    assert status.shares_in == [] and status.step == "waiting for guardian shares: 0/3"
+    await again.terminate("test done")
 
 
 async def rotate(harness: Harness, g: Guardians, new_n: int = 5, k: int = 3) -> tuple[RotationHandle, list]:  # type: ignore[type-arg]
