@@ -40,16 +40,16 @@ Quorum = Annotated[float, typer.Option(help="Vote quorum (share of voting power)
 
 def _run(s: Settings, work: Awaitable[T]) -> T:
     try:
-        return asyncio.run(_guarded(work))
+        return asyncio.run(_awaited(work))
     except (ops.ShelterError, WestworldError, NotConfigured) as err:
         raise fail(err.message if isinstance(err, WestworldError) else str(err)) from err
     except WorkflowAlreadyStartedError as err:
-        raise fail(f"{err.workflow_id} already exists: pick another id") from err
+        raise fail(f"{err.workflow_id} already exists (a document, request or running rotation with that id)") from err
     except (RPCError, ValidationError) as err:
         raise fail(f"{type(err).__name__}: {err}") from err
 
 
-async def _guarded(work: Awaitable[T]) -> T:
+async def _awaited(work: Awaitable[T]) -> T:  # asyncio.run takes a coroutine, not any awaitable
     return await work
 
 
