@@ -23,7 +23,8 @@ def find_arlocal() -> Path:
 
 def arlocal_args(port: int, db_dir: Path) -> list[str]:
     db_dir.mkdir(parents=True, exist_ok=True)
-    return ["node", str(find_arlocal()), str(port), f"--dbpath={db_dir}", "--hidelogs"]
+    # arlocal writes a `logs` file into its working directory whatever its flags: run it from its own data dir.
+    return ["env", "-C", str(db_dir), "node", str(find_arlocal()), str(port), f"--dbpath={db_dir}", "--hidelogs"]
 
 
 def network(url: str, timeout: float = 1.0) -> str | None:
