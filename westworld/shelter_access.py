@@ -78,6 +78,7 @@ class DocumentAccessInput(BaseModel):
     request: AccessRequest
     vote: VoteTerms = Field(default_factory=VoteTerms)
     share_window: timedelta = Field(timedelta(days=7), description="After approval: time for k guardians.")
+    reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered.")
 
 
 class EmergencyAccessInput(BaseModel):

@@ -9,6 +9,7 @@ open``). The server never sees a clear share or the master key. Every outcome is
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 
 from temporalio import workflow
@@ -17,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from westworld.errors import ACCESS_NOT_APPROVED
+    from westworld.notify import GuardianNotice
     from westworld.shelter import DocumentRecord
     from westworld.shelter_access import (
         AccessDecision,
@@ -28,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteKind
     from workflows.dao_vote import DaoVoteWorkflow
-    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document
+    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify
     from workflows.steps import DOCUMENT_ID, set_step
 
 KIND = "normal"
@@ -84,6 +86,7 @@ class DocumentAccessWorkflow:
             return await self._finish(AccessDecision.DENIED, f"the DAO vote ended {self._vote.decision}")
         self._deadline = workflow.now() + input.share_window
         self._step_to(f"collecting shares: 0/{self._box.needed}", AccessDecision.COLLECTING)
+        reminders = asyncio.create_task(self._remind())
         try:
             await workflow.wait_condition(lambda: self._box.full, timeout=input.share_window)
         except TimeoutError:
@@ -91,9 +94,24 @@ class DocumentAccessWorkflow:
                 AccessDecision.EXPIRED,
                 f"only {self._box.progress()} guardian shares arrived within {input.share_window}",
             )
+        finally:
+            reminders.cancel()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return await self._finish(AccessDecision.GRANTED, f"approved by vote; shares from {self._box.progress()} "
                                   f"guardians: {', '.join(sorted(self._box.accepted))}")
+
+    async def _remind(self) -> None:
+        """Tell the guardians the DAO approved, then remind those who have not answered every ``reminder_every``."""
+        assert self._deadline is not None
+        r, n = self._input.request, 0
+        while not self._box.full and workflow.now() < self._deadline:
+            await notify(GuardianNotice(
+                workflow_id=workflow.info().workflow_id, request_id=r.request_id, document_id=r.document_id,
+                kind=KIND, guardians=self._box.waiting_for(), deadline=self._deadline, reminder=n,
+                message=f"The DAO approved {r.requester}'s access to {r.document_id}: {self._box.progress()} shares "
+                        f"in; answer with `westworld shelter submit-share {r.request_id}`"))
+            n += 1
+            await workflow.sleep(self._input.reminder_every)
 
     async def _finish(self, decision: AccessDecision, reason: str) -> AccessResult:
         self._step_to("recording decision", decision)

@@ -4,8 +4,10 @@ requester, who reconstructs the key locally."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -89,6 +91,9 @@ async def test_approved_request_is_opened_locally_by_the_requester(harness: Harn
     doc = await seed_document(harness, g, b"the minutes of the 2026 assembly")
     handle = await approved(harness, g, doc)
     assert (await handle.query(DocumentAccessWorkflow.status)).step == "collecting shares: 0/3"
+    notices = harness.settings.data_dir / "shelter" / "notifications.jsonl"  # no webhook set: the file
+    first = await eventually(lambda: _notices(notices, handle.id), lambda n: len(n) >= 1)
+    assert len(first[0]["guardians"]) == 10 and "approved" in first[0]["message"]
     for n, keys in enumerate(g.keys[7:10], start=1):
         assert await answer(handle, keys) == n
     result = await handle.result()
@@ -148,6 +153,11 @@ async def test_bad_shares_are_refused_with_the_reason(harness: Harness) -> None:
     except RPCError as rpc:
         outcome = SHARE_WINDOW_CLOSED if "completed" in rpc.message else rpc.message
     assert outcome in {SHARE_WINDOW_CLOSED, ACCESS_NOT_APPROVED}
+
+
+async def _notices(path: Path, workflow_id: str) -> list[dict[str, Any]]:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [n for n in map(json.loads, lines) if n["workflow_id"] == workflow_id]
 
 
 async def submission_when_ready(handle: AccessHandle, g: Guardians) -> Any:
