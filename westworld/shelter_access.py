@@ -130,7 +130,6 @@ class AccessState(BaseModel):
     submitted: list[str] = Field(description="Guardian ids whose shares were accepted.")
     waiting_for: list[str] = Field(description="Guardians of the epoch who have not answered.")
     vote_decision: str | None = None
-    rejected: int = 0
 
 
 class AccessResult(BaseModel):

@@ -161,7 +161,6 @@ class EmergencyAccessWorkflow:
             deadline=self._deadline, epoch=epoch.epoch if epoch else None,
             threshold=epoch.threshold if epoch else None, submitted=sorted(self._box.accepted),
             waiting_for=self._box.waiting_for(), vote_decision=self._vote.decision if self._vote else None,
-            rejected=self._box.rejected,
         )
 
     @workflow.query

@@ -35,7 +35,6 @@ class ShareBox:
         self.request_id = request_id
         self.epoch: KeyEpoch | None = None
         self.accepted: dict[str, ShareSubmission] = {}
-        self.rejected = 0
 
     @property
     def needed(self) -> int:
@@ -51,6 +50,7 @@ class ShareBox:
         return [g.id for g in self.epoch.guardians if g.id not in self.accepted]
 
     def check(self, sub: ShareSubmission, deadline: datetime | None) -> None:
+        """For update validators: raises the typed refusal; mutates nothing (validators do not replay)."""
         if self.epoch is None:
             raise ApplicationError(f"{self.request_id}: the key epoch is not loaded yet, try again shortly",
                                    type=SHARE_WINDOW_CLOSED, non_retryable=True)
@@ -58,7 +58,6 @@ class ShareBox:
             check_submission(sub, self.epoch, self.workflow_id, self.request_id, self.accepted.keys(),
                              workflow.now(), deadline)
         except ShareRejected as err:
-            self.rejected += 1
             raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
 
     def accept(self, sub: ShareSubmission) -> int:
