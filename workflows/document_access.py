@@ -14,7 +14,7 @@ from datetime import datetime
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from westworld.errors import ACCESS_NOT_APPROVED
@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteKind
     from workflows.dao_vote import DaoVoteWorkflow
-    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify
+    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify, refusal
     from workflows.steps import DOCUMENT_ID, set_step
 
 KIND = "normal"
@@ -70,8 +70,11 @@ class DocumentAccessWorkflow:
     async def run(self, input: DocumentAccessInput) -> AccessResult:
         r = input.request
         self._step_to("checking request", AccessDecision.PENDING)
-        self._document = await load_document(r.document_id)
-        self._box.epoch = await epoch_for(self._document)
+        try:
+            self._document = await load_document(r.document_id)
+            self._box.epoch = await epoch_for(self._document)
+        except (ActivityError, ApplicationError) as err:  # unknown document, key not held: refused, audited
+            return await self._finish(AccessDecision.DENIED, f"refused: {refusal(err)}")
         await audit("shelter.access.requested", r.request_id, {
             "kind": KIND, "document_id": r.document_id, "requester": r.requester, "reason": r.reason,
             "requester_public_key": r.requester_public_key, "epoch": self._box.epoch.epoch,

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from westworld.notify import GuardianNotice
@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld.vote import DaoVoteResult, VoteKind
     from workflows.dao_vote import DaoVoteWorkflow
     from workflows.document_access import access_vote_input
-    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify
+    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify, refusal
     from workflows.steps import DOCUMENT_ID, set_step
 
 KIND = "emergency"
@@ -58,8 +58,11 @@ class EmergencyAccessWorkflow:
         r = input.request
         self._deadline = workflow.now() + input.window
         self._step_to("checking request", AccessDecision.PENDING)
-        self._document = await load_document(r.document_id)
-        self._box.epoch = await epoch_for(self._document)
+        try:
+            self._document = await load_document(r.document_id)
+            self._box.epoch = await epoch_for(self._document)
+        except (ActivityError, ApplicationError) as err:  # unknown document, key not held: refused, audited
+            return await self._finish(AccessDecision.DENIED, f"refused: {refusal(err)}")
         await audit("shelter.emergency.requested", r.request_id, {
             "kind": KIND, "document_id": r.document_id, "requester": r.requester, "reason": r.reason,
             "requester_public_key": r.requester_public_key, "epoch": self._box.epoch.epoch,

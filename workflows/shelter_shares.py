@@ -116,6 +116,12 @@ async def load_document(document_id: str) -> DocumentRecord:
     return record
 
 
+def refusal(err: ActivityError | ApplicationError) -> str:
+    """The message of a permanent failure (an activity's cause, or the error itself)."""
+    cause = err.cause if isinstance(err, ActivityError) and err.cause else err
+    return cause.message if isinstance(cause, ApplicationError) else str(cause)
+
+
 async def notify(notice: GuardianNotice) -> bool:
     """Send one notice; an unreachable webhook (after the retries) is logged, never fails the request."""
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -204,9 +204,10 @@ async def test_an_unknown_document_or_a_repeated_request_is_refused(harness: Har
                         reason="curiosity")
     handle = await harness.client.start_workflow(DocumentAccessWorkflow.run, DocumentAccessInput(request=req),
                                                  id=f"access:{req.request_id}", task_queue=harness.task_queue)
-    with pytest.raises(WorkflowFailureError) as exc:
-        await handle.result()
-    assert "no-such-document is not in the shelter index" in str(exc.value.cause.__cause__ or exc.value.cause)
+    result = await handle.result()
+    assert result.decision is AccessDecision.DENIED and "no-such-document is not in the shelter index" in result.reason
+    entry = (await harness.resources.audit.latest(1))[0]
+    assert (entry.kind, entry.subject) == ("shelter.access.denied", req.request_id)
     first = await start(harness, g, doc)
     with pytest.raises(WorkflowAlreadyStartedError):
         await harness.client.start_workflow(DocumentAccessWorkflow.run, DocumentAccessInput(
