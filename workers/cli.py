@@ -75,13 +75,24 @@ def codec_server() -> None:
         asyncio.run(serve(load_settings()))
 
 
-@app.command()
-def demo(data_dir: DataDir = None) -> None:
-    """Walk through a real vote: proposal, signed votes, quorum, audit, on-chain execution."""
-    from workers.demo import run_demo
+DEMO_PARTS = ("vote", "experiments", "capabilities", "shelter")
 
+
+@app.command()
+def demo(
+    only: Annotated[list[str] | None, typer.Option("--only", help=f"Run only these parts: {', '.join(DEMO_PARTS)}.")]
+    = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Walk through each part on the live stack: a DAO vote executed on chain, an experiment promoted and a faulty
+    build rolled back, capability-bounded agents and a halted takeover, and the document shelter."""
+    from workers.demo import run_demos
+
+    parts = only or list(DEMO_PARTS)
+    if unknown := sorted(set(parts) - set(DEMO_PARTS)):
+        raise fail(f"--only: unknown part(s) {', '.join(unknown)}; choose from {', '.join(DEMO_PARTS)}")
     try:
-        asyncio.run(run_demo(_settings(data_dir), typer.echo))
+        asyncio.run(run_demos(_settings(data_dir), parts, typer.echo))
     except Exception as err:
         raise fail(f"{type(err).__name__}: {err}") from err
 

@@ -153,3 +153,16 @@ async def _read_parameter(s: Settings, key: str) -> str:
         return await chain.read_parameter(key)
     finally:
         await w3.provider.disconnect()
+
+
+async def run_demos(s: Settings, parts: list[str], echo: Echo) -> None:
+    """Run the chosen parts' demos in order (the vote demo first: it funds the voters the others use)."""
+    from workers.capabilities_demo import run_capabilities_demo
+    from workers.experiments_demo import run_experiments_demo
+    from workers.shelter_demo import run_shelter_demo
+
+    demos = {"vote": run_demo, "experiments": run_experiments_demo, "capabilities": run_capabilities_demo,
+             "shelter": run_shelter_demo}
+    for name in parts:
+        echo(f"\n=== demo: {name} ===")
+        await demos[name](s, echo)
