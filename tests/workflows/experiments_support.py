@@ -38,7 +38,7 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def spec(name: str, version: str, *, duration: str = "6s", vote: bool = False, rollout: dict[str, Any] | None = None,
+def spec(name: str, version: str, *, duration: str = "8s", vote: bool = False, rollout: dict[str, Any] | None = None,
          metrics: list[dict[str, Any]] | None = None, chaos: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "objective": f"{version} is no worse than 1.4.0",

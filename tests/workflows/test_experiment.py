@@ -117,7 +117,7 @@ async def test_abort_during_the_vote_cancels_it_and_rolls_nothing_out(harness: H
     name = unique("abortvote")
     rollout = {"target": {"mesh_nodes": 2}, "steps": ["100%"], "bake_time": "1m", "analysis_interval": "1m"}
     only_errors = [RELAY_ERRORS.model_dump(mode="json")]  # always has a value: the verdict cannot lack samples
-    handle = await start(harness, ExperimentInput(spec=spec(name, "1.4.0", duration="6s", vote=True, rollout=rollout,
+    handle = await start(harness, ExperimentInput(spec=spec(name, "1.4.0", vote=True, rollout=rollout,
                                                             chaos=[], metrics=only_errors)))
     voting = await status_when(handle, lambda s: s.phase is Phase.VOTING and s.vote_workflow_id, timeout=90)
     await handle.signal(ExperimentWorkflow.abort)
