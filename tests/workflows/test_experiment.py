@@ -19,6 +19,7 @@ from westworld.experiment_run import ExperimentInput, ExperimentResult, Experime
 from westworld.rollout import RolloutPhase
 from westworld.sandbox import NodeRef
 from westworld.vote import DaoVoteResult
+from workers.stuck import find_stuck
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.experiment import ExperimentWorkflow
@@ -120,6 +121,9 @@ async def test_abort_during_the_vote_cancels_it_and_rolls_nothing_out(harness: H
     handle = await start(harness, ExperimentInput(spec=spec(name, "1.4.0", vote=True, rollout=rollout,
                                                             chaos=[], metrics=only_errors)))
     voting = await status_when(handle, lambda s: s.phase is Phase.VOTING and s.vote_workflow_id, timeout=90)
+    rows = await eventually(lambda: find_stuck(harness.settings, timedelta(0), client=harness.client),
+                            lambda rs: any(r.workflow_id == handle.id for r in rs))
+    assert next(r for r in rows if r.workflow_id == handle.id).step == "experiment: voting"  # `westworld stuck`
     await handle.signal(ExperimentWorkflow.abort)
     result = await handle.result()
     assert result.aborted and result.verdict == "pass" and result.rollout is None
