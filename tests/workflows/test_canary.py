@@ -35,18 +35,23 @@ async def test_faulty_version_is_rolled_back_at_its_first_step(harness: Harness)
                       metrics=[RELAY_ERRORS], keep_mesh=True)
     handle = await start(harness, inp)
     result = await handle.result()
-    assert result.outcome is RolloutPhase.ROLLED_BACK
     st = result.status
-    assert result.steps_done == 1 and len(result.rolled_back_nodes) == 1
-    assert ("relay_errors" in result.reasons[0] and "stable nodes" in result.reasons[0]) or "threshold" in \
-        result.reasons[0]
-    assert st.step_applied_at and st.rollback_started_at and st.breach_at
-    assert st.rollback_started_at - st.step_applied_at <= 3 * inp.analysis_interval
-    versions = await node_versions(st.nodes)
-    assert set(versions.values()) == {"1.4.0"}, versions  # the canary node runs its previous version again
-    kinds = [e.kind for e in await harness.resources.audit.latest(10) if e.subject == inp.name]
-    assert kinds == ["canary.start", "canary.step", "canary.rollback", "canary.rolled_back"]
-    await _teardown(harness, st)
+    try:
+        assert result.outcome is RolloutPhase.ROLLED_BACK
+        assert result.steps_done == 1 and len(result.rolled_back_nodes) == 1
+        assert result.reasons[0].startswith("relay_errors=") and "(1 failed measurement(s); 0 tolerated)" in \
+            result.reasons[0]
+        assert st.step_applied_at and st.rollback_started_at and st.breach_at
+        # Rolled back at the analysis that saw the breach, well before the step's 30 s bake was over (how soon the
+        # breach is visible at all depends on the scrape and the rate window: the benchmark measures it).
+        assert st.rollback_started_at - st.breach_at < inp.analysis_interval
+        assert st.rollback_started_at - st.step_applied_at < inp.bake_time / 2
+        versions = await node_versions(st.nodes)
+        assert set(versions.values()) == {"1.4.0"}, versions  # the canary node runs its previous version again
+        kinds = [e.kind for e in await harness.resources.audit.latest(10) if e.subject == inp.name]
+        assert kinds == ["canary.start", "canary.step", "canary.rollback", "canary.rolled_back"]
+    finally:
+        await _teardown(harness, st)
 
 
 async def test_good_version_promoted_with_pause_resume_and_promote(harness: Harness) -> None:
@@ -81,9 +86,11 @@ async def test_abort_rolls_back_every_moved_node(harness: Harness) -> None:
     await phase_is(handle, RolloutPhase.BAKING)
     await handle.signal(CanaryRolloutWorkflow.abort)
     result = await handle.result()
-    assert result.outcome is RolloutPhase.ABORTED and len(result.rolled_back_nodes) == 1
-    assert set((await node_versions(result.status.nodes)).values()) == {"1.3.0"}
-    await _teardown(harness, result.status)
+    try:
+        assert result.outcome is RolloutPhase.ABORTED and len(result.rolled_back_nodes) == 1
+        assert set((await node_versions(result.status.nodes)).values()) == {"1.3.0"}
+    finally:
+        await _teardown(harness, result.status)
 
 
 async def _teardown(h: Harness, st: CanaryStatus) -> None:
