@@ -64,6 +64,7 @@ class ExperimentWorkflow:
         self._points: dict[tuple[str, str], list[Point]] = {}
         self._chaos: list[ChaosEvent] = []
         self._chaos_mode = ""
+        self._ran_to_end = False
         self._started: datetime | None = None
         self._ended: datetime | None = None
         self._judged: JudgeResult | None = None
@@ -173,6 +174,7 @@ class ExperimentWorkflow:
             await self._wait_until(start + s.duration)
             if not self._abort:
                 await chaos  # every fault ends by spec.duration: let the last clear land
+                self._ran_to_end = True
         finally:
             self._ended = workflow.now()
             if not chaos.done():
@@ -330,8 +332,8 @@ class ExperimentWorkflow:
         elapsed = timedelta(0)
         if self._started is not None:
             elapsed = min(duration, (self._ended or workflow.now()) - self._started)
-            if self._ended is not None and not self._abort and self._phase is not Phase.RUNNING:
-                elapsed = duration  # the last interval's collection ends the run
+            if self._ran_to_end:
+                elapsed = duration
         live: dict[str, dict[str, float | None]] = {}
         for (query, key), points in self._points.items():
             latest = next((p.value for p in reversed(points) if p.value is not None), None)

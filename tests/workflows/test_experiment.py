@@ -4,6 +4,7 @@ closed early by the votes and the canary's 10 min bakes are time-skipped. The ru
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ from tests.workflows.experiments_support import RELAY_ERRORS, node_versions, set
 from tests.workflows.test_dao_vote import vote
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus, Phase
 from westworld.rollout import RolloutPhase
-from westworld.sandbox import NodeRef
+from westworld.sandbox import NodeRef, SandboxRef
 from westworld.vote import DaoVoteResult
 from workers.stuck import find_stuck
 from workflows.canary import CanaryRolloutWorkflow
@@ -36,6 +37,17 @@ async def start(h: Harness, inp: ExperimentInput) -> Handle:
 
 async def status_when(handle: Handle, check: object, timeout: float = 60) -> ExperimentStatus:
     return await eventually(lambda: handle.query(ExperimentWorkflow.status), check, timeout=timeout)  # type: ignore[arg-type]
+
+
+async def provisioned(h: Harness, handle: Handle) -> list[SandboxRef]:
+    """The SandboxRefs provision_sandbox returned, decoded from the workflow's (encrypted) history."""
+    refs = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_completed_event_attributes"):
+            payloads = event.activity_task_completed_event_attributes.result.payloads
+            with contextlib.suppress(Exception):  # other activities' results are not SandboxRefs
+                refs.append((await h.client.data_converter.decode(payloads, [SandboxRef]))[0])
+    return [r for r in refs if isinstance(r, SandboxRef)]
 
 
 async def running_nodes(handle: Handle, *, check_alive: bool = True) -> list[NodeRef]:
@@ -103,9 +115,11 @@ async def test_teardown_when_a_step_fails(harness: Harness) -> None:
     broken = spec(name, "1.4.0", duration="30s", metrics=[
         {"name": "broken", "query": "sum(rate(mesh_relay_errors_total{selector}[5s])"}])  # Prometheus refuses it
     handle = await start(harness, ExperimentInput(spec=broken, live_update=timedelta(seconds=2)))
-    nodes = await running_nodes(handle, check_alive=False)  # the first collection fails within a second
     with pytest.raises(WorkflowFailureError) as exc:
         await handle.result()
+    # The first collection fails within a second of the run: the nodes are read from the workflow's history.
+    nodes = [n for ref in await provisioned(harness, handle) for n in ref.nodes]
+    assert len(nodes) == 6
     activity_error = exc.value.cause
     cause = activity_error.__cause__ if activity_error is not None else None
     assert isinstance(cause, ApplicationError) and cause.type == "InvalidInput" and "broken" in cause.message
