@@ -19,6 +19,7 @@ from westworld.agents import (
     HaltRequest,
     HaltSet,
     HaltState,
+    RegisterNodesInput,
     SignerRegistry,
     UsageSettle,
 )
@@ -42,6 +43,14 @@ class CapabilityActivities:
         Idempotent by ``action_id``: a retry answers with the recorded decision."""
         try:
             return await self._store.check(inp, self._clock())
+        except WestworldError as err:
+            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+
+    @activity.defn(name="register_nodes")
+    async def register_nodes(self, inp: RegisterNodesInput) -> list[str]:
+        """Register the nodes not registered yet; returns those added (idempotent)."""
+        try:
+            return await self._store.add_nodes_if_absent(inp.node_ids, inp.region, self._clock())
         except WestworldError as err:
             raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
 
@@ -82,5 +91,5 @@ class CapabilityActivities:
         return await self._store.halt_state()
 
     def all(self) -> list[Callable[..., object]]:
-        return [self.check_capability, self.settle_usage, self.list_peers, self.list_guardians, self.agent_events,
-                self.allocate_halt_epoch, self.set_halt, self.clear_halt, self.halt_state]
+        return [self.check_capability, self.register_nodes, self.settle_usage, self.list_peers, self.list_guardians,
+                self.agent_events, self.allocate_halt_epoch, self.set_halt, self.clear_halt, self.halt_state]

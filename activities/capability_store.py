@@ -176,6 +176,19 @@ class CapabilityStore:
             await conn.execute(sa.insert(nodes).values(node_id=node_id, region=region, public_key=public_key,
                                                        added_at=now))
 
+    async def add_nodes_if_absent(self, node_ids: list[str], region: str, now: datetime) -> list[str]:
+        """Register the nodes not registered yet (a registered node, and a peer's key, are left as they are)."""
+        async with self._db.engine.begin() as conn:
+            known = set((await conn.execute(sa.select(nodes.c.node_id).where(nodes.c.node_id.in_(node_ids))))
+                        .scalars())
+            added = [n for n in node_ids if n not in known]
+            for node_id in added:
+                if not cv.NAME.fullmatch(node_id) or (region and not cv.NAME.fullmatch(region)):
+                    raise InvalidInput(f"node {node_id!r} / region {region!r}: letters, digits, '.', '_', ':' or '-'")
+                await conn.execute(sa.insert(nodes).values(node_id=node_id, region=region, public_key=None,
+                                                           added_at=now))
+        return added
+
     async def peers(self) -> dict[str, str]:
         async with self._db.engine.connect() as conn:
             rows = await conn.execute(sa.select(nodes.c.node_id, nodes.c.public_key)

@@ -182,3 +182,10 @@ class AnomalyWatchStatus(BaseModel):
     events: int
     findings: list[Finding]
     halts: list[int]
+
+
+class RegisterNodesInput(BaseModel):
+    """Nodes a rollout provisioned itself (its stand-in mesh), registered so capability checks can count them."""
+
+    node_ids: list[str] = Field(min_length=1, max_length=100_000)
+    region: str = "local"

@@ -52,6 +52,12 @@ class CanaryInput(BaseModel):
     evidence_hash: str | None = Field(None, description="The experiment evidence that approved this rollout.")
     agent_id: str | None = Field(None, description="The agent each step acts as (capability-bounded).")
     capability_token: str | None = Field(None, description="Capability token bounding each step's action.")
+    peers_required: int = Field(3, ge=1, le=64, description="With a token: k peer signatures a wide step needs.")
+    peer_wait: timedelta = Field(timedelta(hours=1), description="With a token: how long a wide step waits for "
+                                 "its peer signatures before it is denied.")
+    peer_threshold_nodes: int = Field(20, ge=0, description="With a token: a step moving more nodes is wide.")
+    peer_threshold_pct: float = Field(1.0, ge=0, le=100, description="With a token: a step moving more than this "
+                                      "% of live nodes is wide.")
     action_timeout: timedelta = Field(timedelta(minutes=2))
     provision_timeout: timedelta = Field(timedelta(minutes=5))
 
@@ -61,6 +67,8 @@ class CanaryInput(BaseModel):
             raise ValueError("give exactly one of target and mesh_nodes")
         if self.target is not None and not self.target.nodes and self.replicas is None:
             raise ValueError("target: list its nodes, or give replicas (Kubernetes)")
+        if (self.agent_id is None) != (self.capability_token is None):
+            raise ValueError("agent_id and capability_token go together")
         if (self.canary_labels is None) != (self.stable_labels is None):
             raise ValueError("canary_labels and stable_labels go together")
         return self

@@ -2,8 +2,11 @@
 with analysis every interval (canary nodes vs the rest, and thresholds), rolled back automatically to each node's
 previous version when a metric fails, paused/resumed/promoted/aborted by signal, every step audited.
 
-Every change to the mesh goes through :meth:`CanaryRolloutWorkflow._act` (one method), so it can be routed as a
-capability-bounded agent action (``agent_id``/``capability_token`` in the input).
+Every change to the mesh goes through :meth:`CanaryRolloutWorkflow._act`. With ``agent_id``/``capability_token``
+in the input each step is a capability-bounded agent action: a child ``AgentActionWorkflow`` checks the token's
+caveats (and collects peer signatures for a wide step) before it executes; a denied step rolls back what the
+rollout moved. Rollbacks restore each node's previous version directly, audited but not checked: a halted network
+or an exhausted budget must never trap the mesh half-way on a build the analysis rejected.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from westworld.agents import AgentActionInput, AgentActionResult, RegisterNodesInput
     from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.canary import Decision, Measurement, PlannedStep, analyse_step, group_query, measure, plan_steps
     from westworld.errors import INVALID_INPUT
@@ -48,6 +52,10 @@ ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
                            maximum_attempts=10)
 QUERY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+
+
+class StepDenied(Exception):
+    """A step's agent action was refused by the capability check (caveat named in the message)."""
 
 
 @workflow.defn
@@ -95,6 +103,10 @@ class CanaryRolloutWorkflow:
                 heartbeat_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY)
             self._target = MeshTarget(backend=Backend.LOCAL, nodes=self._mesh.nodes)
             self._labels = {**self._mesh.labels, **self._labels}
+            if input.agent_id is not None:  # the mesh this rollout made is registered so checks can count it
+                await workflow.execute_activity(
+                    "register_nodes", RegisterNodesInput(node_ids=[n.id for n in self._mesh.nodes]),
+                    start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTION_RETRY)
         assert self._target is not None
         if not self._target.nodes and input.replicas:  # Kubernetes: steps count replicas of the Deployment
             name = self._target.name or input.name
@@ -113,7 +125,11 @@ class CanaryRolloutWorkflow:
             await workflow.wait_condition(lambda: not self._paused or self._abort)
             if self._abort:
                 return await self._rollback("aborted by an operator", RolloutPhase.ABORTED)
-            await self._apply_step(step)
+            try:
+                await self._apply_step(step)
+            except StepDenied as denied:
+                await self._audit("canary.denied", {"step": step.label, "reason": str(denied)})
+                return await self._rollback(str(denied), RolloutPhase.ROLLED_BACK)
             outcome = await self._bake(step)
             if outcome is not None:
                 return outcome
@@ -229,15 +245,29 @@ class CanaryRolloutWorkflow:
         for version, nodes in sorted(by_version.items()):
             await self._act(MeshActionInput(
                 target=self._target, action=MeshAction.SET_VERSION, node_ids=nodes, version=version,
-                action_id=f"{workflow.info().workflow_id}:rollback-{version}"))
+                action_id=f"{workflow.info().workflow_id}:rollback-{version}"), checked=False)
         self._to(outcome, outcome.value)
         await self._audit(f"canary.{'aborted' if outcome is RolloutPhase.ABORTED else 'rolled_back'}",
                           {"reason": reason, "restored": by_version})
         await self._release_mesh()
         return self._result(outcome, [reason], rolled_back=sorted(self._previous))
 
-    async def _act(self, action: MeshActionInput) -> MeshActionResult:
-        """The one place a step changes the mesh (to be routed through a capability-bounded agent action)."""
+    async def _act(self, action: MeshActionInput, *, checked: bool = True) -> MeshActionResult:
+        """The one place the rollout changes the mesh: as the input's agent, through ``AgentActionWorkflow``, when
+        a capability token is given and the change is a step (``checked``); else directly."""
+        agent, token = self._in.agent_id, self._in.capability_token
+        if checked and agent is not None and token is not None:
+            request = AgentActionInput.for_mesh_action(
+                agent, token, action, peers_required=self._in.peers_required, peer_wait=self._in.peer_wait,
+                peer_threshold_nodes=self._in.peer_threshold_nodes, peer_threshold_pct=self._in.peer_threshold_pct,
+                execute_timeout=self._in.action_timeout)
+            decided: AgentActionResult = await workflow.execute_child_workflow(
+                "AgentActionWorkflow", request, id=f"agent-action:{agent}:{request.action_id}",
+                result_type=AgentActionResult)
+            if not decided.allowed:
+                raise StepDenied(f"agent {agent} was refused the step on {len(action.node_ids)} node(s) "
+                                 f"[{decided.caveat}]: {decided.reason}")
+            return decided.to_mesh_result(action.action_id)
         result: MeshActionResult = await workflow.execute_activity(
             "execute_mesh_action", action, result_type=MeshActionResult,
             start_to_close_timeout=self._in.action_timeout, retry_policy=ACTION_RETRY)
