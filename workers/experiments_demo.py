@@ -173,12 +173,16 @@ async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> Can
     spec = load_spec((SPECS / "faulty.yaml").read_text())
     assert spec.spec.rollout is not None
     names = set(spec.spec.rollout.metrics)
+    agent, token = "operator-override", await _override_token(s)
     inp = CanaryInput(name=f"override-1-5-0-rc1-{suffix}", version="1.5.0-rc1", mesh_nodes=20, mesh_version="1.4.0",
                       steps=spec.spec.rollout.steps, bake_time=timedelta(seconds=6),
                       analysis_interval=timedelta(seconds=2),
-                      metrics=[m for m in spec.spec.metrics if m.name in names])
+                      metrics=[m for m in spec.spec.metrics if m.name in names],
+                      agent_id=agent, capability_token=token, peer_threshold_pct=10.0)
     echo(f"E6. operator override: the faulty 1.5.0-rc1 rolled out directly (no experiment, no vote) as "
-         f"{canary_id(inp.name)} over a fresh 20-node mesh on 1.4.0 — the canary analysis must catch it:")
+         f"{canary_id(inp.name)} over a fresh 20-node mesh on 1.4.0 — the canary analysis must catch it.")
+    echo(f"      each step runs as agent {agent!r} (AgentActionWorkflow agent-action:{agent}:...) under a token "
+         f"capped at 5 nodes per action; steps over 10% of the mesh would need 3 peer signatures:")
     handle = await client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
                                          task_queue=s.task_queue)
     result = await _print_steps(handle, echo)
@@ -189,6 +193,20 @@ async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> Can
              f"({took / inp.analysis_interval:.1f} analysis interval(s)); restored: "
              f"{', '.join(result.rolled_back_nodes)} back on their previous version")
     return result
+
+
+async def _override_token(s: Settings) -> str:
+    """A capability for the override agent: set_version only, at most 5 nodes per action."""
+    from westworld import capability as cap
+    from westworld.errors import InvalidInput
+    from workers import agent_ops
+
+    async with agent_ops.store_of(s) as store:
+        try:
+            await store.active_key()
+        except InvalidInput:  # no root key yet
+            await store.rotate_key(agent_ops.now())
+        return cap.attenuate(await store.mint("operator-override", ["set_version"]), ["affects_nodes_le = 5"])
 
 
 def _root_cause(err: BaseException) -> str:

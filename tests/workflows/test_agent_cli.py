@@ -7,7 +7,10 @@ import asyncio
 import os
 import sys
 
+from temporalio.client import WorkflowHandle
+
 from tests.workflows.conftest import Harness, eventually
+from westworld.agents import AgentActionResult
 from workflows.agent_action import AgentActionWorkflow
 
 
@@ -46,7 +49,8 @@ async def test_mint_attenuate_act_sign_halt_and_resume_from_the_cli(harness: Har
     await cli(h, "agent", "act", "--token", str(d / "bot.tok"), "--action", "set_version", "--nodes",
               "n0,n1,n2,n3,n4", "--version", "2.0", "--peers-required", "2", "--action-id", "wide1", "--no-wait")
     wid = "agent-action:bot:wide1"
-    handle = h.client.get_workflow_handle_for(AgentActionWorkflow.run, wid)
+    handle: WorkflowHandle[AgentActionWorkflow, AgentActionResult] = h.client.get_workflow_handle_for(
+        AgentActionWorkflow.run, wid)
     await eventually(lambda: handle.query(AgentActionWorkflow.status), lambda s: s.step == "awaiting peer signatures")
     refused = await cli(h, "agent", "sign", wid, "--peer", "p0", "--key", str(keys / "peer-p1.key"), ok=False)
     assert "BadSignerSignature" in refused

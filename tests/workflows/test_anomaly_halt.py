@@ -63,7 +63,8 @@ async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resu
     status = await eventually(lambda: watch.query(AnomalyWatchWorkflow.status), lambda s: bool(s.halts))
     assert 8 <= steps <= 14, f"caught after {steps} small actions"
     epoch = status.halts[0]
-    halt = h.client.get_workflow_handle_for(NetworkHaltWorkflow.run, f"halt:{epoch}")
+    halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
+        NetworkHaltWorkflow.run, f"halt:{epoch}")
     halt_status = await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
     caught = re.search(r"creeper touched (\d+) distinct nodes of 200 live in 1 day", halt_status.reason)
     assert caught and 16 <= int(caught[1]) <= 2 * steps, halt_status.reason  # >= 8% of the network, by creeping
@@ -96,7 +97,8 @@ async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resu
 
     # the watch continues as new (every 4 polls) and carries its state: the halt it started, its feed position
     first_run = watch.first_execution_run_id or watch.result_run_id
-    latest = h.client.get_workflow_handle_for(AnomalyWatchWorkflow.run, watch.id)
+    latest: WorkflowHandle[AnomalyWatchWorkflow, None] = h.client.get_workflow_handle_for(
+        AnomalyWatchWorkflow.run, watch.id)
     await eventually(latest.describe, lambda d: d.run_id != first_run, timeout=30)
     after = await latest.query(AnomalyWatchWorkflow.status)
     assert after.halts == [epoch] and after.after_seq >= steps

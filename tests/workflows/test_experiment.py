@@ -17,7 +17,7 @@ from tests.workflows.conftest import Harness, eventually
 from tests.workflows.experiments_support import RELAY_ERRORS, node_versions, settings_overrides, spec, unique
 from tests.workflows.test_dao_vote import vote
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus, Phase
-from westworld.rollout import RolloutPhase
+from westworld.rollout import CanaryResult, RolloutPhase
 from westworld.sandbox import NodeRef, SandboxRef
 from westworld.vote import DaoVoteResult
 from workers.stuck import find_stuck
@@ -83,7 +83,8 @@ async def test_good_version_passes_is_voted_and_rolled_out(harness: Harness) -> 
     await vote(vote_handle, harness.voters[30], "for")
     await vote(vote_handle, harness.voters[0], "against")
     await harness.skipper.fast_forward(vote_handle, timedelta(hours=72, minutes=1))  # the 72 h window, skipped
-    canary = harness.client.get_workflow_handle_for(CanaryRolloutWorkflow.run, f"canary:{name}")
+    canary: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult] = harness.client.get_workflow_handle_for(
+        CanaryRolloutWorkflow.run, f"canary:{name}")
     await status_when(handle, lambda s: s.phase is Phase.ROLLING_OUT)
     await eventually(lambda: canary.query(CanaryRolloutWorkflow.status), lambda s: s.phase.value == "baking")
     await harness.skipper.fast_forward(canary, timedelta(minutes=25))
