@@ -142,7 +142,7 @@ class CanaryRolloutWorkflow:
         assert self._target is not None
         result = await self._act(MeshActionInput(
             target=self._target, action=MeshAction.SET_VERSION, node_ids=step.added, version=self._in.version,
-            config=self._in.config, action_id=f"{workflow.info().workflow_id}:step-{step.index}"))
+            config=self._in.config, action_id=f"canary:{self._in.name}:step-{step.index}"))
         known = {n.id: n.version for n in self._target.nodes}
         for node in step.added:
             before = result.previous.get(node) or known.get(node) or self._in.mesh_version
@@ -245,7 +245,7 @@ class CanaryRolloutWorkflow:
         for version, nodes in sorted(by_version.items()):
             await self._act(MeshActionInput(
                 target=self._target, action=MeshAction.SET_VERSION, node_ids=nodes, version=version,
-                action_id=f"{workflow.info().workflow_id}:rollback-{version}"), checked=False)
+                action_id=f"canary:{self._in.name}:rollback-{version}"), checked=False)
         self._to(outcome, outcome.value)
         await self._audit(f"canary.{'aborted' if outcome is RolloutPhase.ABORTED else 'rolled_back'}",
                           {"reason": reason, "restored": by_version})

@@ -42,6 +42,9 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "WESTWORLD_CHAIN_RPC_URL": f"http://127.0.0.1:{free_port()}",
         "WESTWORLD_CODEC_SERVER_PORT": str(free_port()),
         "WESTWORLD_WORKER_METRICS_PORT": str(metrics),
+        "WESTWORLD_PROMETHEUS_PORT": str(free_port()),
+        "WESTWORLD_IPFS_API_URL": f"http://127.0.0.1:{free_port()}",
+        "WESTWORLD_ARWEAVE_URL": f"http://127.0.0.1:{free_port()}",
     }
     run(env, "up", timeout=300)
     try:
@@ -52,9 +55,11 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 def test_up_twice_is_a_no_op_and_status_shows_health(stack_env: dict[str, str]) -> None:
     again = run(stack_env, "up")
-    assert again.stdout.count("already running") == 4
+    for name in ("temporal", "chain", "codec-server", "prometheus", "ipfs", "arlocal", "worker"):
+        assert f"{name:13} already running" in again.stdout, again.stdout
+    assert "started" not in again.stdout, again.stdout
     status = run(stack_env, "status").stdout
-    assert status.count(" up (pid ") == 4, status
+    assert status.count(" up (pid ") == 7, status
 
 
 def test_vote_through_the_cli(stack_env: dict[str, str], tmp_path: Path) -> None:
