@@ -11,70 +11,38 @@ the requester decrypts locally; when the window expires, or the vote fails, acce
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld.notify import GuardianNotice
-    from westworld.shelter import DocumentRecord
-    from westworld.shelter_access import (
-        AccessDecision,
-        AccessResult,
-        AccessState,
-        DocumentAccessInput,
-        EmergencyAccessInput,
-        ShareSubmission,
-        ShareTask,
-    )
+    from westworld.shelter_access import AccessDecision, AccessResult, EmergencyAccessInput
     from westworld.vote import DaoVoteResult, VoteKind
+    from workflows.access_base import AccessWorkflowBase
     from workflows.dao_vote import DaoVoteWorkflow
-    from workflows.document_access import access_vote_input
-    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify, refusal
-    from workflows.steps import DOCUMENT_ID, set_step
-
-KIND = "emergency"
 
 
 @workflow.defn
-class EmergencyAccessWorkflow:
+class EmergencyAccessWorkflow(AccessWorkflowBase):
     """One emergency request. Workflow id: ``emergency:<request id>``."""
+
+    KIND = "emergency"
+    AUDIT = "shelter.emergency"
 
     @workflow.init
     def __init__(self, input: EmergencyAccessInput) -> None:
-        self._input = input
-        self._box = ShareBox(workflow.info().workflow_id, input.request.request_id)
-        self._decision = AccessDecision.PENDING
-        self._step = "checking request"
-        self._deadline: datetime | None = None
-        self._vote: DaoVoteResult | None = None
-        self._document: DocumentRecord | None = None
-        self._reminders = 0
+        super().__init__(input.request, input.reminder_every)
 
     @workflow.run
     async def run(self, input: EmergencyAccessInput) -> AccessResult:
-        r = input.request
         self._deadline = workflow.now() + input.window
-        self._step_to("checking request", AccessDecision.PENDING)
-        try:
-            self._document = await load_document(r.document_id)
-            self._box.epoch = await epoch_for(self._document)
-        except (ActivityError, ApplicationError) as err:  # unknown document, key not held: refused, audited
-            return await self._finish(AccessDecision.DENIED, f"refused: {refusal(err)}")
-        await audit("shelter.emergency.requested", r.request_id, {
-            "kind": KIND, "document_id": r.document_id, "requester": r.requester, "reason": r.reason,
-            "requester_public_key": r.requester_public_key, "epoch": self._box.epoch.epoch,
-            "deadline": self._deadline.isoformat(),
-        })
+        if (refused := await self._open_request(deadline=self._deadline.isoformat())) is not None:
+            return refused
         terms = input.vote.model_copy(update={"voting_window": input.vote.voting_window or input.window})
-        vote_input = access_vote_input(DocumentAccessInput(request=r, vote=terms), VoteKind.EMERGENCY)
-        vote = await workflow.start_child_workflow(
-            DaoVoteWorkflow.run, vote_input, id=f"vote:{vote_input.proposal.id}",
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-        self._step_to(f"voting; guardian shares {self._box.progress()}", AccessDecision.COLLECTING)
+        vote = await self._start_vote(terms, VoteKind.EMERGENCY)
+        self._step_to(self._share_step(), AccessDecision.COLLECTING)
         vote_done = asyncio.create_task(self._await_vote(vote))
         reminders = asyncio.create_task(self._remind())
         try:
@@ -106,70 +74,21 @@ class EmergencyAccessWorkflow:
         except ChildWorkflowError as err:
             workflow.logger.warning("emergency vote failed: %s", err)
             return
-        self._step_to(f"vote {self._vote.decision}; guardian shares {self._box.progress()}",
-                      AccessDecision.COLLECTING)
+        self._step_to(self._share_step(), AccessDecision.COLLECTING)
 
-    async def _remind(self) -> None:
-        """Remind the guardians who have not answered, every ``reminder_every``, until the window closes."""
+    def _share_step(self) -> str:
+        vote = "voting" if self._vote is None else f"vote {self._vote.decision}"
+        return f"{vote}; guardian shares {self._box.progress()}"
+
+    def _reminder_message(self) -> str:
+        r = self._request
+        return (f"Emergency access to {r.document_id} requested by {r.requester}: {self._box.progress()} shares "
+                f"in; answer with `westworld shelter submit-share {r.request_id}`")
+
+    def _reminder_pause(self) -> timedelta:
+        """Never past the window's end (at least a second)."""
         assert self._deadline is not None
-        while not self._box.full and workflow.now() < self._deadline:
-            waiting = self._box.waiting_for()
-            await notify(GuardianNotice(
-                workflow_id=workflow.info().workflow_id, request_id=self._input.request.request_id,
-                document_id=self._input.request.document_id, kind=KIND, guardians=waiting,
-                deadline=self._deadline, reminder=self._reminders,
-                message=f"Emergency access to {self._input.request.document_id} requested by "
-                        f"{self._input.request.requester}: {self._box.progress()} shares in; answer with "
-                        f"`westworld shelter submit-share {self._input.request.request_id}`",
-            ))
-            self._reminders += 1
-            await workflow.sleep(min(self._input.reminder_every, max(self._deadline - workflow.now(),
-                                                                      timedelta(seconds=1))))
+        return min(self._reminder_every, max(self._deadline - workflow.now(), timedelta(seconds=1)))
 
-    async def _finish(self, decision: AccessDecision, reason: str) -> AccessResult:
-        self._step_to("recording decision", decision)
-        epoch = self._box.epoch
-        seq = await audit(f"shelter.emergency.{decision.value}", self._input.request.request_id, {
-            "kind": KIND, "document_id": self._input.request.document_id, "reason": reason,
-            "guardians": sorted(self._box.accepted), "vote_decision": self._vote.decision if self._vote else None,
-            "reminders": self._reminders,
-        })
-        self._step_to("done", decision)
-        return AccessResult(
-            request=self._input.request, kind=KIND, decision=decision, reason=reason,
-            epoch=epoch.epoch if epoch else None, threshold=epoch.threshold if epoch else None,
-            salt=epoch.salt if epoch else None, commitments=epoch.commitments() if epoch else {},
-            master_public_key=epoch.master_public_key if epoch else None, document=self._document,
-            shares=list(self._box.accepted.values()) if decision is AccessDecision.GRANTED else [],
-            vote=self._vote, audit_seq=seq,
-        )
-
-    @workflow.update
-    async def submit_share(self, sub: ShareSubmission) -> int:
-        """A guardian's approval: their share sealed to the requester. Returns how many shares are in."""
-        n = self._box.accept(sub)
-        self._step_to(f"{'voting' if self._vote is None else 'vote ' + self._vote.decision}; guardian shares "
-                      f"{self._box.progress()}", AccessDecision.COLLECTING)
-        return n
-
-    @submit_share.validator
-    def _validate_share(self, sub: ShareSubmission) -> None:
-        self._box.check(sub, self._deadline)
-
-    @workflow.query
-    def status(self) -> AccessState:
-        epoch = self._box.epoch
-        return AccessState(
-            request=self._input.request, kind=KIND, decision=self._decision, step=self._step,
-            deadline=self._deadline, epoch=epoch.epoch if epoch else None,
-            threshold=epoch.threshold if epoch else None, submitted=sorted(self._box.accepted),
-            waiting_for=self._box.waiting_for(), vote_decision=self._vote.decision if self._vote else None,
-        )
-
-    @workflow.query
-    def share_task(self, guardian_id: str) -> ShareTask | None:
-        return self._box.task(guardian_id, self._input.request.requester_public_key)
-
-    def _step_to(self, step: str, decision: AccessDecision) -> None:
-        self._step, self._decision = step, decision
-        set_step(step, DOCUMENT_ID.value_set(self._input.request.document_id))
+    def _audit_extra(self) -> dict[str, Any]:
+        return {"reminders": self._reminders}
