@@ -82,17 +82,24 @@ DEMO_PARTS = ("vote", "experiments", "capabilities", "shelter")
 def demo(
     only: Annotated[list[str] | None, typer.Option("--only", help=f"Run only these parts: {', '.join(DEMO_PARTS)}.")]
     = None,
+    part_timeout: Annotated[str, typer.Option(help="Stop a part that runs longer than this (e.g. 10m, 90s) and list "
+                                              "the workflows it left running.")] = "10m",
     data_dir: DataDir = None,
 ) -> None:
     """Walk through each part on the live stack: a DAO vote executed on chain, an experiment promoted and a faulty
     build rolled back, capability-bounded agents and a halted takeover, and the document shelter."""
     from workers.demo import run_demos
+    from workers.stuck import parse_duration
 
     parts = only or list(DEMO_PARTS)
     if unknown := sorted(set(parts) - set(DEMO_PARTS)):
         raise fail(f"--only: unknown part(s) {', '.join(unknown)}; choose from {', '.join(DEMO_PARTS)}")
     try:
-        asyncio.run(run_demos(_settings(data_dir), parts, typer.echo))
+        limit = parse_duration(part_timeout, "--part-timeout")
+    except ValueError as err:
+        raise fail(str(err)) from err
+    try:
+        asyncio.run(run_demos(_settings(data_dir), parts, typer.echo, limit))
     except Exception as err:
         raise fail(f"{type(err).__name__}: {err}") from err
 

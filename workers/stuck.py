@@ -15,11 +15,11 @@ from workflows.steps import STEP, STEP_SINCE
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '2h', '1d', '1h30m' -> timedelta; a clear error otherwise."""
+def parse_duration(text: str, option: str = "--older-than") -> timedelta:
+    """'90s', '30m', '2h', '1d', '1h30m' -> timedelta; a clear error (naming `option`) otherwise."""
     parts = re.findall(r"(\d+)([smhdw])", text.strip())
     if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"--older-than {text!r}: use a number and a unit (s, m, h, d, w), e.g. 30m, 2h, 1d")
+        raise ValueError(f"{option} {text!r}: use a number and a unit (s, m, h, d, w), e.g. 30m, 2h, 1d")
     return sum((timedelta(**{_UNITS[u]: int(n)}) for n, u in parts), timedelta())
 
 

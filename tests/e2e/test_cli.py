@@ -19,8 +19,15 @@ pytestmark = pytest.mark.e2e
 
 
 def run(env: dict[str, str], *args: str, ok: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    """`westworld ARGS`; a run that overruns `timeout` fails with what it printed so far (where it hung)."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as err:
+        out, errout = (b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+                       for b in (err.stdout, err.stderr))
+        raise AssertionError(f"westworld {' '.join(args)} still running after {timeout:.0f} s; it printed:\n"
+                             f"{out}\n{errout}") from None
     if ok and proc.returncode != 0:
         raise AssertionError(f"westworld {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -64,8 +71,9 @@ def test_up_twice_is_a_no_op_and_status_shows_health(stack_env: dict[str, str]) 
 
 def test_vote_through_the_cli(stack_env: dict[str, str], tmp_path: Path) -> None:
     data = Path(stack_env["WESTWORLD_DATA_DIR"])
-    demo = run(stack_env, "demo", timeout=300).stdout
+    demo = run(stack_env, "demo", "--only", "vote", timeout=240).stdout
     assert "APPROVED" in demo and "executed" in demo.lower()
+    assert "=== demo: vote passed in" in demo
     keys = sorted((data / "demo-keys").glob("*.key"))
     assert len(keys) >= 3
     pid = f"cli-{uuid.uuid4().hex[:8]}"
@@ -85,6 +93,31 @@ def test_vote_through_the_cli(stack_env: dict[str, str], tmp_path: Path) -> None
     assert f"{pid}: open" in run(stack_env, "vote", "status", pid).stdout
     assert f"vote:{pid}" in run(stack_env, "stuck", "--older-than", "0s").stdout
     assert "audit log OK" in run(stack_env, "audit", "verify").stdout
+
+
+# What each part's demo must show (beyond finishing): `./dev up` runs them all; here each part gets its own time.
+PART_SHOWS = {
+    "experiments": ("-> PROMOTED (20 of 20 node(s) on 1.4.0)", "FAIL (score 0.0)", "-> ROLLED BACK"),
+    "capabilities": ("-> allowed: executed on 3 nodes", "signature refused"),
+    "shelter": ("emergency request to plaintext",),
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("part", list(PART_SHOWS))
+def test_each_part_demo_on_the_stack(stack_env: dict[str, str], part: str) -> None:
+    """Runs after the vote demo (file order): it funded the voters the other parts use."""
+    out = run(stack_env, "demo", "--only", part, "--part-timeout", "9m", timeout=570).stdout
+    assert f"=== demo: {part} passed in" in out, out
+    for line in PART_SHOWS[part]:
+        assert line in out, f"{line!r} missing from the {part} demo:\n{out}"
+
+
+def test_demo_part_timeout_names_what_still_runs(stack_env: dict[str, str]) -> None:
+    out = run(stack_env, "demo", "--only", "vote", "--part-timeout", "1s", ok=False)
+    assert out.returncode != 0
+    assert "did not finish within 1 s" in out.stdout and "DemoTimeout" in out.stderr, out.stdout + out.stderr
+    assert "--part-timeout 'ten'" in run(stack_env, "demo", "--part-timeout", "ten", ok=False).stderr
 
 
 def test_malformed_proposal_names_each_problem(stack_env: dict[str, str], tmp_path: Path) -> None:
