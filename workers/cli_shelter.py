@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -26,7 +26,7 @@ from workers import shelter_ops as ops
 from workers.cli_common import DataDir, fail, settings_for
 from workers.client import NotConfigured, connect
 from workers.settings import Settings
-from workers.shelter_local import load_guardian, load_keys, make_keys, save_keys
+from workers.shelter_local import PartyKeys, load_guardian, load_keys, make_keys, save_keys
 
 shelter_app = typer.Typer(help="The shelter: encrypted replicated documents and guardian key shares.",
                           no_args_is_help=True)
@@ -36,6 +36,7 @@ shelter_app.add_typer(guardians_app, name="guardians")
 T = TypeVar("T")
 KeyFile = Annotated[Path, typer.Option("--key", help="Your key file (from `shelter keygen`).")]
 Quorum = Annotated[float, typer.Option(help="Vote quorum (share of voting power).")]
+Answer = Callable[[Client, str, PartyKeys], Awaitable[tuple[str, int]]]  # ops.submit_share, ops.submit_ack
 
 
 def _run(s: Settings, work: Awaitable[T]) -> T:
@@ -55,6 +56,13 @@ async def _awaited(work: Awaitable[T]) -> T:  # asyncio.run takes a coroutine, n
 
 def _keys_dir(s: Settings) -> Path:
     return s.data_dir / "shelter" / "keys"
+
+
+def _load_keys(key: Path) -> PartyKeys:
+    try:
+        return load_keys(key)
+    except WestworldError as err:
+        raise fail(err.message) from err
 
 
 @shelter_app.command()
@@ -174,10 +182,7 @@ def emergency(
 def pending(key: KeyFile, data_dir: DataDir = None) -> None:
     """Requests and rotations waiting for your share or acknowledgement."""
     s = settings_for(data_dir)
-    try:
-        keys = load_keys(key)
-    except WestworldError as err:
-        raise fail(err.message) from err
+    keys = _load_keys(key)
 
     async def work() -> list[ops.PendingItem]:
         return await ops.pending_for(await connect(s), keys)
@@ -191,36 +196,30 @@ def pending(key: KeyFile, data_dir: DataDir = None) -> None:
         typer.echo(f"nothing waits for {keys.id}")
 
 
+def _answer(ref: str, key: Path, data_dir: Path | None, send: Answer) -> tuple[str, str, int]:
+    """Send this guardian's answer (a share, or an acknowledgement) to ``ref``: (guardian id, workflow id, count)."""
+    s = settings_for(data_dir)
+    keys = _load_keys(key)
+
+    async def work() -> tuple[str, int]:
+        return await send(await connect(s), ref, keys)
+
+    wf_id, n = _run(s, work())
+    return keys.id, wf_id, n
+
+
 @shelter_app.command("submit-share")
 def submit_share(request_ref: str, key: KeyFile, data_dir: DataDir = None) -> None:
     """Decrypt your share locally, seal it to the requester (or rotation key), sign and submit it."""
-    s = settings_for(data_dir)
-    try:
-        keys = load_keys(key)
-    except WestworldError as err:
-        raise fail(err.message) from err
-
-    async def work() -> tuple[str, int]:
-        return await ops.submit_share(await connect(s), request_ref, keys)
-
-    wf_id, n = _run(s, work())
-    typer.echo(f"accepted: {keys.id}'s share is in {wf_id} ({n} so far)")
+    who, wf_id, n = _answer(request_ref, key, data_dir, ops.submit_share)
+    typer.echo(f"accepted: {who}'s share is in {wf_id} ({n} so far)")
 
 
 @shelter_app.command()
 def acknowledge(rotation_ref: str, key: KeyFile, data_dir: DataDir = None) -> None:
     """As a new guardian: open your new share, check it, and prove it with a signed acknowledgement."""
-    s = settings_for(data_dir)
-    try:
-        keys = load_keys(key)
-    except WestworldError as err:
-        raise fail(err.message) from err
-
-    async def work() -> tuple[str, int]:
-        return await ops.submit_ack(await connect(s), rotation_ref, keys)
-
-    wf_id, n = _run(s, work())
-    typer.echo(f"acknowledged: {keys.id} holds a valid share of {wf_id}'s new epoch ({n} so far)")
+    who, wf_id, n = _answer(rotation_ref, key, data_dir, ops.submit_ack)
+    typer.echo(f"acknowledged: {who} holds a valid share of {wf_id}'s new epoch ({n} so far)")
 
 
 @shelter_app.command("open")
@@ -233,10 +232,7 @@ def open_document(
     from workers.shelter_fetch import fetch_ciphertext
 
     s = settings_for(data_dir)
-    try:
-        keys = load_keys(key)
-    except WestworldError as err:
-        raise fail(err.message) from err
+    keys = _load_keys(key)
 
     async def work() -> tuple[str, int, str]:
         from westworld.shelter_access import open_document as decrypt
