@@ -4,13 +4,12 @@ re-wrapping of data keys when the master key rotates (documents stay where they 
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from activities.shelter_keys import KeyEpochStore, create_tables
+from activities.shelter_keys import KeyEpochStore, TablesOnce
 from activities.store import Database
 from westworld import envelope
 from westworld.shelter import DocumentRecord, EncryptedDocument, Network, ReplicaRef, ReplicaState, data_key_aad
@@ -56,17 +55,10 @@ class DocumentStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
-        self._ready = False
-        self._lock = asyncio.Lock()
+        self._tables = TablesOnce(database, metadata, first=KeyEpochStore(database).init)  # documents name epochs
 
     async def init(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if not self._ready:
-                await KeyEpochStore(self._db).init()
-                await create_tables(self._db, metadata)
-                self._ready = True
+        await self._tables()
 
     async def insert(self, doc: EncryptedDocument, created_by: str) -> None:
         await self.init()

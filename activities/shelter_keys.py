@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -91,21 +92,38 @@ async def create_tables(database: Database, tables: sa.MetaData) -> None:
                 raise
 
 
+class TablesOnce:
+    """Creates ``tables`` (after ``first``, e.g. the tables they reference) on the first call; later calls return at
+    once and concurrent first calls wait for the one that creates them."""
+
+    def __init__(self, database: Database, tables: sa.MetaData,
+                 first: Callable[[], Awaitable[None]] | None = None) -> None:
+        self._db = database
+        self._tables = tables
+        self._first = first
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> None:
+        if self._ready:
+            return
+        async with self._lock:
+            if not self._ready:
+                if self._first is not None:
+                    await self._first()
+                await create_tables(self._db, self._tables)
+                self._ready = True
+
+
 class KeyEpochStore:
     """The ``shelter_key_epochs`` table."""
 
     def __init__(self, database: Database) -> None:
         self._db = database
-        self._ready = False
-        self._lock = asyncio.Lock()
+        self._tables = TablesOnce(database, metadata)
 
     async def init(self) -> None:
-        if self._ready:
-            return
-        async with self._lock:
-            if not self._ready:
-                await create_tables(self._db, metadata)
-                self._ready = True
+        await self._tables()
 
     async def by_key(self, epoch_key: str) -> KeyEpoch | None:
         await self.init()
