@@ -17,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +31,7 @@ from activities import netns
 from activities.local_nodes import alive
 from activities.sandbox import SandboxActivities
 from activities.sandbox_local import LocalSandbox
+from tests.fixtures.polling import eventually
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.errors import BACKEND_UNAVAILABLE, INVALID_INPUT, WestworldError
 from westworld.sandbox import (
@@ -47,19 +48,7 @@ from westworld.sandbox import (
     Workload,
 )
 
-T = TypeVar("T")
 MODES = ["netns", "userspace"]
-
-
-async def eventually(fn: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 15.0) -> T:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fn()
-        if check(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.25)
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ import asyncio
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from eth_account import Account
@@ -19,13 +19,15 @@ from temporalio.testing._timeskipping import TimeSkipper, TimeSkippingConfig
 
 from activities.chain import save_deployment
 from activities.chain_deploy import distribute_voting_power
+from tests.fixtures.polling import eventually
 from westworld.chain import Deployment
 from workers.codec import build_data_converter, create_keyring, load_keyring
 from workers.metrics import Metrics
 from workers.settings import ANVIL_DEV_KEY, Settings
 from workers.worker import Resources, build_worker, open_resources
 
-T = TypeVar("T")
+__all__ = ["TOKEN", "Harness", "eventually"]  # eventually: the workflow tests import it from here
+
 TOKEN = 10**18
 REPLAY_DIR = Path(__file__).parents[1] / "replay" / "histories"
 
@@ -98,15 +100,4 @@ async def record_histories(h: Harness, test_name: str) -> None:
         (REPLAY_DIR / f"{stem}.history.json").write_text(history.to_json())
         shutil.copy(h.settings.resolved_codec_key_file, REPLAY_DIR / f"{stem}.keyring.json")
 
-
-async def eventually(fn: Callable[[], Awaitable[T]], check: Callable[[T], bool], timeout: float = 15.0) -> T:
-    """Poll ``fn`` until ``check`` holds (visibility and queries are eventually consistent)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await fn()
-        if check(value):
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s; last value: {value!r}")
-        await asyncio.sleep(0.1)
 
