@@ -177,11 +177,26 @@ class AnomalyWatchInput(BaseModel):
     carry: WatchCarry | None = None
 
 
+class WatchSettings(BaseModel):
+    """What an operator may change on a running watch (the ``reconfigure`` update)."""
+
+    config: AnomalyConfig = Field(default_factory=AnomalyConfig)
+    poll_interval: timedelta = timedelta(seconds=15)
+    guardians_required: int = Field(2, ge=1, le=64)
+
+
+class WatchConfigRequest(WatchSettings):
+    """New settings for the running watch; audited with the old ones and the reason."""
+
+    reason: str = Field(min_length=1, max_length=500, description="Why (recorded in the audit log).")
+
+
 class AnomalyWatchStatus(BaseModel):
     after_seq: int
     events: int
     findings: list[Finding]
     halts: list[int]
+    settings: WatchSettings | None = None
 
 
 class RegisterNodesInput(BaseModel):

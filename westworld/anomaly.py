@@ -66,6 +66,28 @@ class Finding(BaseModel):
     reasons: list[str]
 
 
+def config_problems(cfg: AnomalyConfig, poll_interval: timedelta) -> list[str]:
+    """What makes a watch configuration unusable (empty when it is sound): each warning level at or below its
+    critical/high level, positive windows and thresholds, and a poll that fits in the short window (a slower poll
+    would let a burst age out of the short window between two reads)."""
+    problems = [f"{name} must be > 0" for name, value in (
+        ("short_window", cfg.short_window.total_seconds()), ("long_window", cfg.long_window.total_seconds()),
+        ("coverage_warn_pct", cfg.coverage_warn_pct), ("concentration_warn_pct", cfg.concentration_warn_pct),
+        ("rate_warn", cfg.rate_warn), ("denials_warn", cfg.denials_warn), ("spike_factor", cfg.spike_factor),
+        ("poll_interval", poll_interval.total_seconds())) if value <= 0]
+    problems += [f"{low} ({lv:g}) must not exceed {high} ({hv:g})" for low, lv, high, hv in (
+        ("coverage_warn_pct", cfg.coverage_warn_pct, "coverage_critical_pct", cfg.coverage_critical_pct),
+        ("concentration_warn_pct", cfg.concentration_warn_pct, "concentration_critical_pct",
+         cfg.concentration_critical_pct),
+        ("rate_warn", cfg.rate_warn, "rate_high", cfg.rate_high),
+        ("denials_warn", cfg.denials_warn, "denials_high", cfg.denials_high)) if lv > hv]
+    if cfg.short_window > cfg.long_window:
+        problems.append(f"short_window ({cfg.short_window}) must not exceed long_window ({cfg.long_window})")
+    if poll_interval > cfg.short_window:
+        problems.append(f"poll_interval ({poll_interval}) must not exceed short_window ({cfg.short_window})")
+    return problems
+
+
 def prune(events: Iterable[AgentEvent], now: datetime, cfg: AnomalyConfig) -> list[AgentEvent]:
     """The events still inside the long window."""
     return [e for e in events if e.at > now - cfg.long_window]

@@ -16,16 +16,24 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from temporalio.client import Client, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.capability_store import CapabilityStore
 from activities.store import Database
 from westworld import capability as cap
 from westworld import discharge as dc
 from westworld import peers
-from westworld.agents import AgentActionInput, AgentActionResult, AnomalyWatchInput, NetworkHaltInput
+from westworld.agents import (
+    AgentActionInput,
+    AgentActionResult,
+    AnomalyWatchInput,
+    NetworkHaltInput,
+    WatchConfigRequest,
+    WatchSettings,
+)
 from westworld.errors import InvalidInput
 from workers.capabilities_wiring import open_store
 from workers.settings import Settings
@@ -164,13 +172,49 @@ async def start_halt(client: Client, s: Settings, reason: str, guardians_require
     return epoch
 
 
+async def watch_running(client: Client) -> bool:
+    """Whether the network's anomaly watch runs (asks the server only: no worker needed)."""
+    try:
+        desc = await client.get_workflow_handle_for(AnomalyWatchWorkflow.run, WATCH_ID).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return desc.status is WorkflowExecutionStatus.RUNNING
+
+
 async def ensure_watch(client: Client, s: Settings, inp: AnomalyWatchInput) -> str:
-    """Start the network's anomaly watch unless it is running."""
-    handle = client.get_workflow_handle_for(AnomalyWatchWorkflow.run, WATCH_ID)
-    with contextlib.suppress(Exception):
-        desc = await handle.describe()
-        if desc.status is not None and desc.status.name == "RUNNING":
-            return "already running"
-    await client.start_workflow(AnomalyWatchWorkflow.run, inp, id=WATCH_ID, task_queue=s.task_queue,
-                                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+    """Start the network's anomaly watch unless it is running (a closed one is started afresh)."""
+    if await watch_running(client):
+        return "already running"
+    try:
+        await client.start_workflow(AnomalyWatchWorkflow.run, inp, id=WATCH_ID, task_queue=s.task_queue,
+                                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+    except WorkflowAlreadyStartedError:
+        return "already running"  # started by someone else between the two calls
     return "started"
+
+
+async def sync_watch(client: Client, s: Settings, echo: Echo) -> None:
+    """What `westworld up` does for the watch: start it with the production defaults unless it runs or the
+    ``anomaly_watch`` setting is off."""
+    if not s.anomaly_watch:
+        state = "running" if await watch_running(client) else "not running"
+        echo(f"{'anomaly-watch':13} off by setting  (WESTWORLD_ANOMALY_WATCH=false; {state}; "
+             f"`westworld agent watch` starts it)")
+        return
+    default = AnomalyWatchInput()
+    outcome = await ensure_watch(client, s, default)
+    what = (f" (default thresholds, polls every {default.poll_interval.total_seconds():g} s)"
+            if outcome == "started" else "")
+    echo(f"{'anomaly-watch':13} {outcome:16} workflow {WATCH_ID}{what}")
+
+
+async def reconfigure_watch(client: Client, request: WatchConfigRequest) -> WatchSettings:
+    """Change the running watch's settings (validated and audited by the watch); returns the settings replaced."""
+    handle = client.get_workflow_handle_for(AnomalyWatchWorkflow.run, WATCH_ID)
+    try:
+        return await handle.execute_update(AnomalyWatchWorkflow.reconfigure, request)
+    except WorkflowUpdateFailedError as err:
+        cause = err.cause
+        raise InvalidInput(cause.message if isinstance(cause, ApplicationError) else str(cause)) from err

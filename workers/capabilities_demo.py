@@ -3,8 +3,10 @@
 1. a narrow token is refused a wide action, the caveat named;
 2. a wide action passes only once k peers have signed it (a forged signature is refused), and runs on real
    local mesh nodes (a 3-node sandbox this demo provisions and removes);
-3. a creeping takeover (one agent, 2 nodes at a time, each step narrow) is caught by the anomaly watch, which
-   halts the network: every check fails until 2 guardians sign the resume.
+3. a creeping takeover (one agent, 2 nodes at a time, each step narrow) is caught by the network's anomaly watch
+   (the one `westworld up` started), which halts the network: every check fails until 2 guardians sign the resume.
+   For the demo the watch is reconfigured (its ``reconfigure`` update, audited) to a tighter creep threshold and a
+   2 s poll, so the creep is caught in seconds; its previous settings are put back afterwards, whatever happens.
 
 The network is the 3 real nodes plus 197 registered node entries (``sim-*``) that stand for the rest of a
 200-node mesh: actions on those are decided and recorded, not executed (no process behind them here).
@@ -24,7 +26,7 @@ from activities.capability_store import CapabilityStore
 from activities.sandbox_local import LocalSandbox
 from westworld import capability as cap
 from westworld import peers
-from westworld.agents import AgentActionInput, AnomalyWatchInput
+from westworld.agents import AgentActionInput, AnomalyWatchInput, WatchConfigRequest
 from westworld.anomaly import AnomalyConfig
 from westworld.sandbox import Arm, Backend, MeshAction, MeshTarget, ProvisionInput, SandboxRef, Workload
 from workers import agent_ops as ops
@@ -35,8 +37,8 @@ from workflows.anomaly_watch import AnomalyWatchWorkflow
 
 Echo = Callable[[str], None]
 SIMULATED = 197
-WATCH = AnomalyWatchInput(config=AnomalyConfig(concentration_critical_pct=8.0), poll_interval=timedelta(seconds=2),
-                          guardians_required=2)
+WATCH = WatchConfigRequest(config=AnomalyConfig(concentration_critical_pct=8.0), poll_interval=timedelta(seconds=2),
+                           guardians_required=2, reason="capabilities demo: catch the creep at 8% of the network")
 
 
 def _key(s: Settings, name: str) -> bytes:
@@ -134,7 +136,23 @@ async def _demo(client: Client, s: Settings, store: CapabilityStore, ref: Sandbo
     echo(f"   node versions now: {versions}")
 
     echo("\n3. a creeping takeover: 2 nodes at a time, each step narrow")
-    echo(f"   anomaly watch: {await ops.ensure_watch(client, s, WATCH)}")
+    echo(f"   anomaly watch ({ops.WATCH_ID}): {await ops.ensure_watch(client, s, AnomalyWatchInput())}")
+    before = await ops.reconfigure_watch(client, WATCH)
+    echo(f"   reconfigured for the demo (audited): creep critical at {before.config.concentration_critical_pct:g}% "
+         f"-> {WATCH.config.concentration_critical_pct:g}% of the network, poll "
+         f"{before.poll_interval.total_seconds():g} s -> {WATCH.poll_interval.total_seconds():g} s")
+    try:
+        await _creep(client, s, store, echo, tag, rollout, real, target, guardian_keys)
+    finally:
+        await ops.reconfigure_watch(client, WatchConfigRequest(
+            **before.model_dump(), reason="capabilities demo over: the watch's previous settings restored"))
+        echo(f"   anomaly watch settings restored (creep critical at {before.config.concentration_critical_pct:g}%, "
+             f"poll {before.poll_interval.total_seconds():g} s)")
+    echo("\nevery decision above is in the audit log: `westworld audit show --last 20`")
+
+
+async def _creep(client: Client, s: Settings, store: CapabilityStore, echo: Echo, tag: str, rollout: str,
+                 real: list[str], target: MeshTarget, guardian_keys: dict[str, bytes]) -> None:
     creeper = await store.mint(f"creeper-{tag}", ["set_config"])
     sims = [f"sim-{i:03d}" for i in range(SIMULATED)]
     halted = False
@@ -172,4 +190,3 @@ async def _demo(client: Client, s: Settings, store: CapabilityStore, ref: Sandbo
     await _act(client, s, echo, AgentActionInput(agent_id=f"rollout-{tag}", action_id="after-resume", token=rollout,
                                                  action=MeshAction.SET_VERSION, node_ids=real[:1], version="1.4.0",
                                                  target=target))
-    echo("\nevery decision above is in the audit log: `westworld audit show --last 20`")

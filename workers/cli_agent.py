@@ -220,7 +220,7 @@ def peers_list(data_dir: DataDir = None) -> None:
 @agent_app.command("watch")
 def watch(poll_seconds: Annotated[float, typer.Option(help="How often the decision feed is read.")] = 15.0,
           guardians_required: Annotated[int, typer.Option()] = 2, data_dir: DataDir = None) -> None:
-    """Start the network's AnomalyWatchWorkflow (id anomaly-watch) unless it runs."""
+    """Start the network's AnomalyWatchWorkflow (id anomaly-watch) unless it runs (`westworld up` starts it too)."""
     s = settings_for(data_dir)
     inp = AnomalyWatchInput(poll_interval=timedelta(seconds=poll_seconds), guardians_required=guardians_required)
 

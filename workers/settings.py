@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     kube_config: str = Field(
         "", description="Kubeconfig of the cluster for kubernetes sandboxes and rollouts; empty: not configured."
     )
+    anomaly_watch: bool = Field(
+        True, description="`westworld up` starts the network's anomaly watch (workflow anomaly-watch, default "
+        "thresholds) unless it runs; false leaves starting it to `westworld agent watch`."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -4,6 +4,10 @@ Components (each only started if not already answering on its port): the Tempora
 the data dir, UI on, search attributes registered), anvil with the project's contracts deployed (addresses
 in ``contracts.json``), the codec server, the worker. What ``up`` started is recorded in ``stack.json`` so that
 ``down`` stops exactly that and nothing else. Logs go to ``<data dir>/logs``.
+
+Once the worker runs, ``up`` syncs the Temporal Schedules and starts the network's anomaly watch (workflow
+``anomaly-watch``) unless it runs or the ``anomaly_watch`` setting is off. The watch is durable: ``down`` stops the
+server under it and the next ``up`` finds it running again.
 """
 
 from __future__ import annotations
@@ -145,14 +149,18 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
         state[comp.name] = proc.pid
         _write_state(s, state)
         echo(f"{comp.name:13} started          {comp.address}  (log {log})")
-    asyncio.run(_sync_schedules(s, echo))
+    asyncio.run(_sync_workflows(s, echo))
 
 
-async def _sync_schedules(s: Settings, echo: Callable[[str], None]) -> None:
+async def _sync_workflows(s: Settings, echo: Callable[[str], None]) -> None:
+    """The schedules and the long-running workflows `up` keeps, against the running worker."""
+    from workers.agent_ops import sync_watch
     from workers.client import connect
     from workers.schedules import sync_schedules
 
-    await sync_schedules(await connect(s), s.task_queue, echo)
+    client = await connect(s)
+    await sync_schedules(client, s.task_queue, echo)
+    await sync_watch(client, s, echo)
 
 
 def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
@@ -186,4 +194,23 @@ def status(s: Settings) -> list[tuple[str, str, str]]:
         pid = state.get(comp.name)
         owner = f"pid {pid}" if pid and _alive(pid) else "not started by up"
         rows.append((comp.name, f"{'up' if healthy else 'DOWN'} ({owner})", comp.address))
+    rows.append(("anomaly-watch", _watch_health(s),
+                 "workflow anomaly-watch" + ("" if s.anomaly_watch else " (off by setting: `up` leaves it)")))
     return rows
+
+
+def _watch_health(s: Settings) -> str:
+    if not processes.port_open(_temporal_port(s)):
+        return "unknown (Temporal is down)"
+
+    async def ask() -> bool:
+        from workers.agent_ops import watch_running
+        from workers.client import connect
+
+        return await watch_running(await connect(s))
+
+    try:
+        running = asyncio.run(asyncio.wait_for(ask(), timeout=10))
+    except Exception as err:
+        return f"unknown ({type(err).__name__})"
+    return "running" if running else "NOT RUNNING"
