@@ -3,7 +3,8 @@
 ``load_spec(text)`` parses YAML or JSON and raises one :class:`InvalidInput` listing EVERY problem with its path
 (``spec.chaos[1].duration: must end before spec.duration (30s)``) and, where the text shows it, its line:
 structural problems from the models and the cross-field rules (faults end before the run does, node indexes
-exist, metric names are unique, rollout steps grow and end at all nodes) are reported together.
+exist, metric names are unique, rollout steps grow and end at all nodes, a peer policy has its agent) are
+reported together.
 """
 
 from __future__ import annotations
@@ -17,13 +18,23 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+)
 
 from westworld.audit import canonical_json
 from westworld.errors import InvalidInput
 from westworld.sandbox import Backend, FaultKind
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
+AGENT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # the agent a capability token names (westworld.capability.AGENT)
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?"
                        r"(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 _STEP = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
@@ -169,12 +180,35 @@ DEFAULT_STEPS = ("1%", "5%", "25%", "50%", "100%")
 RolloutStep = Annotated[int | str, Field(union_mode="left_to_right")]
 
 
+class PeerPolicySpec(_Strict):
+    """Which steps of the rollout's agent are *wide*, and how many peers must sign one (the canary's
+    ``peer_threshold_nodes``, ``peer_threshold_pct``, ``peers_required`` and ``peer_wait``)."""
+
+    threshold: int = Field(3, ge=1, le=64, description="k: distinct registered peers that must sign a wide step.")
+    wide_nodes: int = Field(20, ge=0, description="A step moving more nodes than this is wide.")
+    wide_pct: float = Field(1.0, ge=0, le=100, description="A step moving more than this % of live nodes is wide.")
+    wait: Duration = Field(timedelta(hours=1), description="How long a wide step waits for its signatures; then it "
+                                                            "is denied and the rollout rolls back.")
+
+
 class RolloutSpec(_Strict):
     target: TargetSpec
     steps: list[RolloutStep] = Field(default_factory=lambda: list[int | str](DEFAULT_STEPS), min_length=1)
     bake_time: Duration = timedelta(minutes=10)
     analysis_interval: Duration = timedelta(minutes=1)
     metrics: list[str] = Field(default_factory=list, description="Metric names analysed each step; empty: all.")
+    agent: str | None = Field(None, pattern=AGENT_PATTERN, description="Each step runs as this agent's capability-"
+                              "bounded action; its token is given at start (never in the spec: it is a credential).")
+    peer_policy: PeerPolicySpec | None = Field(None, description="With an agent: wide steps and their peers.")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_agent(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A spec written without these fields dumps (and so hashes) as it did before they existed.
+        data: dict[str, Any] = handler(self)
+        for key in ("agent", "peer_policy"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class Spec(_Strict):
@@ -403,6 +437,13 @@ def _rollout_checks(rollout: dict[str, Any], metric_names: set[str]) -> list[tup
         for i, n in enumerate(names):
             if isinstance(n, str) and n not in metric_names:
                 out.append((("spec", "rollout", "metrics", i), f"unknown metric {n!r} (not in spec.metrics)"))
+    policy = rollout.get("peer_policy")
+    if isinstance(policy, dict):
+        if rollout.get("agent") is None:
+            out.append((("spec", "rollout", "peer_policy"), "applies to steps run as an agent: set spec.rollout.agent"))
+        wait = _dur(policy.get("wait", "1h"))
+        if wait is not None and wait <= timedelta(0):
+            out.append((("spec", "rollout", "peer_policy", "wait"), "must be positive"))
     return out
 
 
@@ -419,6 +460,8 @@ def _message(e: Any) -> str:
         return "required"
     if kind == "string_pattern_mismatch" and tuple(e["loc"]) == ("metadata", "name"):
         return f"{e.get('input')!r} is not a DNS label: lowercase letters, digits and '-', at most 40 characters"
+    if kind == "string_pattern_mismatch" and tuple(e["loc"]) == ("spec", "rollout", "agent"):
+        return f"{e.get('input')!r} is not an agent id: letters, digits, '.', '_' and '-', at most 64 characters"
     if kind == "value_error":
         return str(msg).removeprefix("Value error, ")
     if kind in {"literal_error", "enum"}:

@@ -9,7 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from westworld.errors import InvalidInput
 from westworld.evidence import ChaosEvent, EvidenceRef
+from westworld.experiment import ExperimentSpec
 from westworld.rollout import CanaryResult
 from westworld.sandbox import SandboxRef
 from westworld.vote import VoteBackend
@@ -45,14 +47,38 @@ class ExperimentInput(BaseModel):
     teardown_timeout: timedelta = timedelta(minutes=3)
     heartbeat_timeout: timedelta = timedelta(seconds=30)
     evidence_timeout: timedelta = timedelta(minutes=2)
-    rollout_agent_id: str | None = None
-    rollout_capability_token: str | None = None
+    rollout_agent_id: str | None = Field(None, description="The rollout's agent when the spec names none "
+                                         "(spec.rollout.agent is the usual place).")
+    rollout_capability_token: str | None = Field(None, description="The rollout agent's capability token (a "
+                                                 "credential: given here at start, never in the spec).")
 
     @model_validator(mode="after")
     def _one_spec(self) -> ExperimentInput:
         if (self.spec is None) == (self.spec_yaml is None):
             raise ValueError("give exactly one of spec and spec_yaml")
         return self
+
+    def rollout_agent(self, spec: ExperimentSpec) -> tuple[str, str] | None:
+        """The agent the rollout's steps act as and its token, or None (the steps act directly).
+
+        Raises:
+            InvalidInput: an agent without its token, a token without its agent, or two different agents.
+        """
+        plan = spec.spec.rollout
+        if plan is None:
+            return None
+        named, given, token = plan.agent, self.rollout_agent_id, self.rollout_capability_token
+        if named is not None and given is not None and named != given:
+            raise InvalidInput(f"rollout_agent_id: {given!r} is not spec.rollout.agent ({named!r}); give one of "
+                               "them, or the same")
+        agent = named or given
+        if agent is not None and token is None:
+            where = "spec.rollout.agent" if named is not None else "rollout_agent_id"
+            raise InvalidInput(f"{where}: agent {agent!r} needs its capability token at start "
+                               "(rollout_capability_token; `westworld experiment start --token`), never in the spec")
+        if agent is None and token is not None:
+            raise InvalidInput("rollout_capability_token: give the agent it was minted for (spec.rollout.agent)")
+        return (agent, token) if agent is not None and token is not None else None
 
 
 class ExperimentStatus(BaseModel):

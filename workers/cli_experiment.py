@@ -19,6 +19,7 @@ from westworld.errors import InvalidInput
 from westworld.experiment import ExperimentSpec, format_duration, load_spec
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus
 from westworld.rollout import CanaryInput, CanaryStatus, PromoteRequest
+from workers.agent_ops import read_token
 from workers.cli_common import DataDir, fail, settings_for
 from workers.client import NotConfigured, connect
 from workers.inputs import InputError, load_model
@@ -32,6 +33,8 @@ experiment_app = typer.Typer(help="Experiments: sandbox under chaos, judged, vot
 rollout_app = typer.Typer(help="Canary rollouts: status, pause, resume, promote, abort.", no_args_is_help=True)
 experiment_app.add_typer(rollout_app, name="rollout")
 Watch = Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the workflow ends.")]
+Token = Annotated[str | None, typer.Option("--token", help="The capability token (or a file holding it) of the "
+                                                           "rollout's agent, spec.rollout.agent.")]
 
 
 def experiment_id(name: str) -> str:
@@ -55,9 +58,13 @@ def read_spec(file: Path) -> tuple[ExperimentSpec, dict[str, Any]]:
     return spec, yaml.safe_load(text)
 
 
-async def start_experiment(client: Client, s: Settings, data: dict[str, Any], name: str) -> str:
+async def start_experiment(client: Client, s: Settings, data: dict[str, Any], name: str,
+                           capability_token: str | None = None) -> str:
+    """Start ``ExperimentWorkflow`` on the spec's data; ``capability_token`` is the token of the rollout's agent
+    (``spec.rollout.agent``), passed beside the spec, never in it."""
     handle = await client.start_workflow(
-        ExperimentWorkflow.run, ExperimentInput(spec=data), id=experiment_id(name), task_queue=s.task_queue,
+        ExperimentWorkflow.run, ExperimentInput(spec=data, rollout_capability_token=capability_token),
+        id=experiment_id(name), task_queue=s.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
     return handle.id
 
@@ -153,25 +160,33 @@ def validate(file: Path) -> None:
     except InvalidInput as err:
         raise fail(err.message) from err
     s = spec.spec
+    rollout = "none"
+    if s.rollout is not None:
+        rollout = "planned" + (f" as agent {s.rollout.agent!r}" if s.rollout.agent else "")
     typer.echo(f"{file}: OK — {spec.name}: {s.workload.version} vs {s.baseline.version}, {s.workload.nodes} node(s) "
                f"per arm for {format_duration(s.duration)}, {len(s.chaos)} fault(s), {len(s.metrics)} metric(s), "
                f"vote {'required' if s.dao_vote_required else 'not required'}, "
-               f"rollout {'planned' if s.rollout else 'none'}; spec sha256 {spec.spec_hash()[:16]}…")
+               f"rollout {rollout}; spec sha256 {spec.spec_hash()[:16]}…")
 
 
 @experiment_app.command("start")
-def start(file: Path, data_dir: DataDir = None) -> None:
+def start(file: Path, token: Token = None, data_dir: DataDir = None) -> None:
     """Validate a spec and start its ExperimentWorkflow (id experiment:<name>)."""
     s = settings_for(data_dir)
+    capability = read_token(token) if token else None
     try:
         spec, data = read_spec(file)
     except InvalidInput as err:
         raise fail(err.message) from err
+    try:  # an agent without its token (or the reverse) fails here, not after the run
+        ExperimentInput(spec=data, rollout_capability_token=capability).rollout_agent(spec)
+    except InvalidInput as err:
+        raise fail(f"{file}: {err.message}") from err
 
     async def go() -> str:
         client = await _client(s)
         try:
-            return await start_experiment(client, s, data, spec.name)
+            return await start_experiment(client, s, data, spec.name, capability)
         except WorkflowAlreadyStartedError as err:
             raise fail(f"experiment {spec.name!r} already exists ({experiment_id(spec.name)})") from err
 

@@ -4,33 +4,41 @@
    mesh-node processes per arm (baseline 1.3.0), under latency and packet-loss chaos, measured in Prometheus and
    judged. The good one passes, its evidence is stored and hashed into the audit log, the DAO votes on it (the demo
    voters' signed ballots close the vote early), and it is rolled out as a canary over a 20-node local mesh,
-   1% -> 5% -> 25% -> 50% -> 100% (bakes shortened to 6 s for the demo). The faulty one fails the judge: no vote,
-   no rollout.
+   1% -> 5% -> 25% -> 50% -> 100% (bakes shortened to 6 s for the demo). Each step runs as the spec's rollout
+   agent (``spec.rollout.agent``, its token minted here and passed at start), capped at 10 nodes per action; the
+   spec's peer policy makes the wider steps need peer signatures, and two demo peers sign them. The faulty one
+   fails the judge: no vote, no rollout.
 2. To show the automatic rollback, an operator then overrides the judge and rolls the faulty build out directly
-   (a CanaryRolloutWorkflow without an experiment): its canary node's relay errors break the analysis at the
-   first step and the node is put back on its previous version.
+   (a CanaryRolloutWorkflow without an experiment, also as a capability-bounded agent): its canary node's relay
+   errors break the analysis at the first step and the node is put back on its previous version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
+from westworld import capability as cap
+from westworld import peers
+from westworld.errors import InvalidInput
 from westworld.experiment import ExperimentSpec, format_duration, load_spec
 from westworld.experiment_run import ExperimentResult, ExperimentStatus, Phase
-from westworld.rollout import CanaryInput, CanaryResult, RolloutPhase
+from westworld.rollout import CanaryInput, CanaryResult, CanaryStatus, RolloutPhase
+from workers import agent_ops
 from workers.cli_experiment import canary_id, progress_bar, start_experiment, ui_url
 from workers.client import connect
 from workers.demo import demo_voters
 from workers.settings import Settings
 from workers.vote_cli import explain_refusal, submit_vote
+from workflows.agent_action import AgentActionWorkflow
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.experiment import ExperimentWorkflow
 
@@ -38,25 +46,33 @@ Echo = Callable[[str], None]
 SPECS = Path(__file__).resolve().parents[1] / "deploy" / "experiments"
 DEMO_BAKE = {"bake_time": "6s", "analysis_interval": "2s"}
 BALLOTS = (("voter-1", "for"), ("voter-2", "for"), ("voter-3", "against"))
+# The approved rollout's agent: at most 10 nodes per action (the 100% step adds 10 of 20); a step over 5 nodes or
+# 5% of the registered nodes is wide and needs 2 of the demo peers' signatures. What the peers endorse is left out
+# of the anomaly watch's coverage, so the agent's own reach stays well under what would halt the network.
+ROLLOUT_CAP = 10
+PEER_POLICY = {"threshold": 2, "wide_nodes": 5, "wide_pct": 5, "wait": "2m"}
+DEMO_PEERS = ("demo-peer-0", "demo-peer-1")  # the capabilities demo's first two peers (same key files)
 
 
-def demo_spec(file: str, suffix: str) -> tuple[ExperimentSpec, dict[str, Any]]:
-    """A shipped example spec with a unique name and the demo's short bakes."""
+def demo_spec(file: str, suffix: str, **rollout: Any) -> tuple[ExperimentSpec, dict[str, Any]]:
+    """A shipped example spec with a unique name, the demo's short bakes and ``rollout`` fields."""
     data = yaml.safe_load((SPECS / file).read_text())
     data["metadata"]["name"] = f"{data['metadata']['name']}-{suffix}"[:40].rstrip("-")
-    data["spec"]["rollout"].update(DEMO_BAKE)
+    data["spec"]["rollout"].update(DEMO_BAKE, **rollout)
     return load_spec(yaml.safe_dump(data)), data
 
 
 async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     client = await connect(s)
     suffix = f"{int(time.time()) % 100000}"
-    good, good_data = demo_spec("good.yaml", suffix)
+    agent = f"cradle-rollout-{suffix}"  # one agent per run: the anomaly watch judges each agent's own history
+    good, good_data = demo_spec("good.yaml", suffix, agent=agent, peer_policy=PEER_POLICY)
     faulty, faulty_data = demo_spec("faulty.yaml", suffix)
     echo(f"E1. experiments {good.name} (1.4.0) and {faulty.name} (1.5.0-rc1), each vs baseline 1.3.0 on "
          f"{good.spec.workload.nodes}+{good.spec.workload.nodes} local mesh nodes for "
          f"{format_duration(good.spec.duration)} under {len(good.spec.chaos)} faults")
-    good_id = await start_experiment(client, s, good_data, good.name)
+    token, peer_keys = await _token(s, agent, [f"affects_nodes_le = {ROLLOUT_CAP}"]), await _peer_keys(s)
+    good_id = await start_experiment(client, s, good_data, good.name, capability_token=token)
     faulty_id = await start_experiment(client, s, faulty_data, faulty.name)
     good_h = client.get_workflow_handle_for(ExperimentWorkflow.run, good_id)
     faulty_h = client.get_workflow_handle_for(ExperimentWorkflow.run, faulty_id)
@@ -65,7 +81,7 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     _show_verdict(voting, echo)
     if voting.vote_workflow_id:
         await _vote(client, s, voting, echo)
-    await _follow_rollout(client, good.name, echo)
+    await _follow_rollout(client, good, peer_keys, echo)
     try:
         good_result = await good_h.result()
     except WorkflowFailureError as err:
@@ -136,18 +152,27 @@ async def _vote(client: Client, s: Settings, st: ExperimentStatus, echo: Echo) -
                 await asyncio.sleep(0.3)
 
 
-async def _follow_rollout(client: Client, name: str, echo: Echo) -> None:
+async def _follow_rollout(client: Client, spec: ExperimentSpec, peer_keys: dict[str, bytes], echo: Echo) -> None:
+    plan, name = spec.spec.rollout, spec.name
+    assert plan is not None and plan.agent is not None and plan.peer_policy is not None
     handle = client.get_workflow_handle_for(CanaryRolloutWorkflow.run, canary_id(name))
     exp = client.get_workflow_handle_for(ExperimentWorkflow.run, f"experiment:{name}")
     st = await _wait_phase(exp, {Phase.ROLLING_OUT, Phase.DONE})
     if st.phase is not Phase.ROLLING_OUT:
         echo(f"E4. no rollout (vote: {st.vote_decision})")
         return
+    policy = plan.peer_policy
     echo(f"E4. vote {st.vote_decision}: canary rollout {canary_id(name)} over a 20-node local mesh")
-    await _print_steps(handle, echo)
+    echo(f"      each step runs as agent {plan.agent!r} (AgentActionWorkflow agent-action:{plan.agent}:...) under a "
+         f"token capped at {ROLLOUT_CAP} nodes per action; spec.rollout.peer_policy: a step over {policy.wide_nodes} "
+         f"nodes or {policy.wide_pct:g}% of the network needs {policy.threshold} peer signatures:")
+    agent, signed = plan.agent, set[int]()
+    await _print_steps(handle, echo, lambda now: _endorse(client, now, agent, peer_keys, signed, echo))
 
 
-async def _print_steps(handle: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult], echo: Echo) -> CanaryResult:
+async def _print_steps(handle: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult], echo: Echo,
+                       after: Callable[[CanaryStatus], Awaitable[None]] | None = None) -> CanaryResult:
+    """Print each step as it is applied and decided (then run ``after`` on the status) until the rollout ends."""
     seen: set[tuple[int, str]] = set()
     while True:
         try:
@@ -166,14 +191,54 @@ async def _print_steps(handle: WorkflowHandle[CanaryRolloutWorkflow, CanaryResul
         if st.phase in {RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK, RolloutPhase.ABORTED}:
             echo(f"      -> {st.phase.value.upper()} ({st.on_new_version} of {st.total_nodes} node(s) on {st.version})")
             return await handle.result()
+        if after is not None:
+            await after(st)
         await asyncio.sleep(0.5)
+
+
+async def _endorse(client: Client, st: CanaryStatus, agent: str, keys: dict[str, bytes], signed: set[int],
+                   echo: Echo) -> None:
+    """As the demo's peers, sign the rollout's current step if its agent action waits for peer signatures."""
+    if st.step < 0 or st.step in signed:
+        return
+    wid = f"agent-action:{agent}:canary:{st.name}:step-{st.step}"
+    try:
+        action = await client.get_workflow_handle_for(AgentActionWorkflow.run, wid).query(AgentActionWorkflow.status)
+    except RPCError:  # this step's action has not started yet
+        return
+    if action.step != "awaiting peer signatures":
+        return
+    signed.add(st.step)
+    step, signers = st.steps[st.step], sorted(keys)[:action.peers_required]
+    try:
+        for signer in signers:
+            await agent_ops.sign_action(client, wid, signer, keys[signer])
+        echo(f"      step {step.label:>4}: wide ({len(step.added)} nodes in one action), signed by peers "
+             f"{', '.join(signers)}")
+    except InvalidInput as err:  # the step is then denied when its wait ends, and the rollout rolls back
+        echo(f"      step {step.label:>4}: wide, but {err.message}")
+
+
+async def _peer_keys(s: Settings) -> dict[str, bytes]:
+    """The demo peers, registered with their public keys (key files made on first use, as the capabilities
+    demo does)."""
+    keys: dict[str, bytes] = {}
+    async with agent_ops.store_of(s) as store:
+        for pid in DEMO_PEERS:
+            path = agent_ops.keys_dir(s) / f"{pid}.key"
+            if not path.exists():
+                agent_ops.new_keypair(path)
+            keys[pid] = agent_ops.read_private_key(path)
+            await store.add_node(pid, "sim", peers.public_key_of(keys[pid]), agent_ops.now())
+    return keys
 
 
 async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> CanaryResult:
     spec = load_spec((SPECS / "faulty.yaml").read_text())
     assert spec.spec.rollout is not None
     names = set(spec.spec.rollout.metrics)
-    agent, token = "operator-override", await _override_token(s)
+    agent = "operator-override"
+    token = await _token(s, agent, ["affects_nodes_le = 5"])
     inp = CanaryInput(name=f"override-1-5-0-rc1-{suffix}", version="1.5.0-rc1", mesh_nodes=20, mesh_version="1.4.0",
                       steps=spec.spec.rollout.steps, bake_time=timedelta(seconds=6),
                       analysis_interval=timedelta(seconds=2),
@@ -195,18 +260,14 @@ async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> Can
     return result
 
 
-async def _override_token(s: Settings) -> str:
-    """A capability for the override agent: set_version only, at most 5 nodes per action."""
-    from westworld import capability as cap
-    from westworld.errors import InvalidInput
-    from workers import agent_ops
-
+async def _token(s: Settings, agent: str, caveats: list[str]) -> str:
+    """A capability for ``agent``: set_version only, narrowed by ``caveats``."""
     async with agent_ops.store_of(s) as store:
         try:
             await store.active_key()
         except InvalidInput:  # no root key yet
             await store.rotate_key(agent_ops.now())
-        return cap.attenuate(await store.mint("operator-override", ["set_version"]), ["affects_nodes_le = 5"])
+        return cap.attenuate(await store.mint(agent, ["set_version"]), caveats)
 
 
 def _root_cause(err: BaseException) -> str:

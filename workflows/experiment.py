@@ -1,7 +1,9 @@
 """ExperimentWorkflow: validate the spec, provision a baseline and a treatment sandbox, run both for the spec's
 duration with its chaos schedule applied to both and metrics collected every interval, judge, ALWAYS tear down
 (on success, failure, abort and cancellation), store the evidence (its hash audited), ask the DAO (a child
-DaoVoteWorkflow with the evidence linked) if required, and roll out as a child CanaryRolloutWorkflow if approved.
+DaoVoteWorkflow with the evidence linked) if required, and roll out as a child CanaryRolloutWorkflow if approved
+(with ``spec.rollout.agent`` and the token given at start, each step is that agent's capability-bounded action under
+``spec.rollout.peer_policy``).
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class ExperimentWorkflow:
         self._vote_id: str | None = None
         self._vote_decision: str | None = None
         self._rollout_id: str | None = None
+        self._agent: tuple[str, str] | None = None
 
     @workflow.run
     async def run(self, input: ExperimentInput) -> ExperimentResult:
@@ -106,7 +109,7 @@ class ExperimentWorkflow:
             "vote_decision": self._vote_decision, "evidence_hash": self._evidence.hash,
             "rollout": bool(approved and spec.spec.rollout is not None)})
         if approved and spec.spec.rollout is not None:
-            result.rollout = await self._roll_out(spec, input, self._evidence)
+            result.rollout = await self._roll_out(spec, self._evidence)
         self._to(Phase.ABORTED if self._abort else Phase.DONE)
         result.vote_decision, result.aborted = self._vote_decision, self._abort
         return result
@@ -114,6 +117,7 @@ class ExperimentWorkflow:
     def _validate(self, input: ExperimentInput) -> ExperimentSpec:
         try:
             spec = load_spec(input.spec_yaml) if input.spec_yaml is not None else parse_spec(input.spec)
+            self._agent = input.rollout_agent(spec)
         except InvalidInput as err:
             self._phase = Phase.FAILED
             raise ApplicationError(err.message, type=INVALID_INPUT, non_retryable=True) from err
@@ -284,7 +288,9 @@ class ExperimentWorkflow:
         self._vote_decision = vote.decision
         return bool(vote.decision == "approved")
 
-    async def _roll_out(self, spec: ExperimentSpec, input: ExperimentInput, evidence: EvidenceRef) -> CanaryResult:
+    async def _roll_out(self, spec: ExperimentSpec, evidence: EvidenceRef) -> CanaryResult:
+        """The approved rollout as a child canary; with an agent, each step is that agent's capability-bounded
+        action under the spec's peer policy (the canary's own defaults without one)."""
         plan = spec.spec.rollout
         assert plan is not None
         self._to(Phase.ROLLING_OUT)
@@ -294,6 +300,12 @@ class ExperimentWorkflow:
             target = MeshTarget(backend=t.backend, namespace=t.namespace, kind=t.kind, name=t.name,
                                 nodes=[NodeRef(id=n, address=n) for n in t.node_ids])
         names = set(plan.metrics) or {m.name for m in spec.spec.metrics}
+        agent_id, token = self._agent or (None, None)
+        policy: dict[str, Any] = {}
+        if plan.peer_policy is not None:
+            p = plan.peer_policy
+            policy = {"peers_required": p.threshold, "peer_threshold_nodes": p.wide_nodes,
+                      "peer_threshold_pct": p.wide_pct, "peer_wait": p.wait}
         self._rollout_id = f"canary:{spec.name}"
         child = await workflow.start_child_workflow(
             "CanaryRolloutWorkflow",
@@ -303,7 +315,7 @@ class ExperimentWorkflow:
                         steps=plan.steps, bake_time=plan.bake_time, analysis_interval=plan.analysis_interval,
                         replicas=t.replicas, canary_labels=t.canary_labels, stable_labels=t.stable_labels,
                         metrics=[m for m in spec.spec.metrics if m.name in names], evidence_hash=evidence.hash,
-                        agent_id=input.rollout_agent_id, capability_token=input.rollout_capability_token),
+                        agent_id=agent_id, capability_token=token, **policy),
             id=self._rollout_id, result_type=CanaryResult)
         await workflow.wait_condition(lambda: child.done() or self._abort)
         if not child.done():  # aborted during the rollout: the canary rolls every moved node back

@@ -33,3 +33,13 @@ def test_validate_lists_every_problem_and_fails(tmp_path: Path) -> None:
 def test_progress_bar() -> None:
     assert progress_bar(0.5, 10) == "[#####-----]  50%"
     assert progress_bar(2.0, 4) == "[####] 100%" and progress_bar(-1, 4) == "[----]   0%"
+
+
+def test_start_refuses_a_rollout_agent_without_its_token_before_connecting(tmp_path: Path) -> None:
+    spec = tmp_path / "agent.yaml"
+    spec.write_text((EXAMPLES / "good.yaml").read_text() + "    agent: cradle-bot\n")
+    out = CliRunner().invoke(experiment_app, ["start", str(spec), "--data-dir", str(tmp_path / "data")])
+    assert out.exit_code == 1
+    assert "spec.rollout.agent: agent 'cradle-bot' needs its capability token at start" in out.output, out.output
+    valid = CliRunner().invoke(experiment_app, ["validate", str(spec)])
+    assert valid.exit_code == 0 and "rollout planned as agent 'cradle-bot'" in valid.output, valid.output

@@ -132,3 +132,58 @@ def test_any_input_is_either_a_spec_or_invalid_input(data: dict[str, object]) ->
     except InvalidInput as err:
         message = err.message
     assert not message or "problem" in message or "(top)" in message
+
+
+def _with_rollout(**fields: object) -> dict[str, object]:
+    data = yaml.safe_load((EXAMPLES / "good.yaml").read_text())
+    data["spec"]["rollout"].update(fields)
+    return data  # type: ignore[no-any-return]
+
+
+def test_rollout_agent_and_peer_policy() -> None:
+    spec = parse_spec(_with_rollout(agent="cradle-bot", peer_policy={"threshold": 2, "wide_nodes": 5, "wait": "2m"}))
+    plan = spec.spec.rollout
+    assert plan is not None and plan.agent == "cradle-bot" and plan.peer_policy is not None
+    assert (plan.peer_policy.threshold, plan.peer_policy.wide_nodes) == (2, 5)
+    assert (plan.peer_policy.wide_pct, plan.peer_policy.wait) == (1.0, timedelta(minutes=2))  # the canary's default
+    dumped = spec.model_dump(mode="json", by_alias=True)["spec"]["rollout"]
+    assert dumped["agent"] == "cradle-bot" and dumped["peer_policy"]["wait"] == "PT2M"
+
+
+def test_a_spec_without_an_agent_dumps_and_hashes_as_before() -> None:
+    spec = load_spec((EXAMPLES / "good.yaml").read_text())
+    assert not {"agent", "peer_policy"} & set(spec.model_dump(mode="json", by_alias=True)["spec"]["rollout"])
+    with_agent = parse_spec(_with_rollout(agent="cradle-bot"))
+    assert with_agent.spec_hash() != spec.spec_hash()  # the agent is part of what the vote approves
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"agent": "a", "peer_policy": {"threshold": 0}},
+     "spec.rollout.peer_policy.threshold: Input should be greater than or equal to 1"),
+    ({"agent": "a", "peer_policy": {"threshold": 65}},
+     "spec.rollout.peer_policy.threshold: Input should be less than or equal to 64"),
+    ({"agent": "a", "peer_policy": {"wide_nodes": -1}},
+     "spec.rollout.peer_policy.wide_nodes: Input should be greater than or equal to 0"),
+    ({"agent": "a", "peer_policy": {"wide_pct": 101}},
+     "spec.rollout.peer_policy.wide_pct: Input should be less than or equal to 100"),
+    ({"agent": "a", "peer_policy": {"wait": "0s"}}, "spec.rollout.peer_policy.wait: must be positive"),
+    ({"agent": "a", "peer_policy": {"wait": "soon"}}, "spec.rollout.peer_policy.wait: 'soon' is not a duration"),
+    ({"agent": "a", "peer_policy": {"peers": ["p1"]}}, "spec.rollout.peer_policy.peers: unknown field"),
+    ({"peer_policy": {"threshold": 2}},
+     "spec.rollout.peer_policy: applies to steps run as an agent: set spec.rollout.agent"),
+    ({"agent": "bad agent!"}, "spec.rollout.agent: 'bad agent!' is not an agent id"),
+    ({"agent": "a", "capability_token": "secret"}, "spec.rollout.capability_token: unknown field"),
+])
+def test_rollout_agent_problems_name_their_path(fields: dict[str, object], expected: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        parse_spec(_with_rollout(**fields))
+    lines = [line.strip() for line in exc.value.message.splitlines()[1:]]
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_peer_policy_problems_carry_their_line() -> None:
+    text = (EXAMPLES / "good.yaml").read_text() + "    peer_policy:\n      threshold: 0\n"
+    found = problems(text)
+    assert found[0].startswith("spec.rollout.peer_policy.threshold (line 70): Input should be greater than or equal")
+    assert found[1] == ("spec.rollout.peer_policy (line 70): applies to steps run as an agent: set "
+                        "spec.rollout.agent")
