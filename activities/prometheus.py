@@ -23,12 +23,15 @@ from temporalio.exceptions import ApplicationError
 
 from westworld.errors import INVALID_INPUT, METRICS_UNAVAILABLE, WestworldError
 from westworld.series import (
+    SELECTOR,
     CollectInput,
     CollectResult,
     InstantQueryInput,
     InstantQueryResult,
     MetricQuery,
     Point,
+    ScrapeReadyInput,
+    ScrapeReadyResult,
     Series,
     expand,
 )
@@ -118,6 +121,39 @@ class PrometheusActivities:
             activity.heartbeat({"started": started.isoformat(),
                                 "series": [s.model_dump(mode="json") for s in series]})
         return CollectResult(series=series)
+
+
+    @activity.defn(name="await_scraped")
+    async def await_scraped(self, inp: ScrapeReadyInput) -> ScrapeReadyResult:
+        """Return once every target of each key has ``scrapes`` successful scrapes; heartbeats what it has seen.
+
+        A run measured before Prometheus has found and scraped its nodes starts with empty samples (a ``rate()``
+        needs two scrapes), which a loaded machine stretches to most of a short run. Fails (non-retryable
+        ``MetricsUnavailable``) after ``timeout``, naming the keys still short of targets.
+        """
+        if missing := sorted(set(inp.targets) - set(inp.selectors)):
+            raise ApplicationError(f"await_scraped: no selector for {', '.join(missing)}", type=INVALID_INPUT,
+                                   non_retryable=True)
+        query = MetricQuery(name="scraped targets",
+                            promql=f"count(sum_over_time(up{SELECTOR}[10m]) >= {inp.scrapes})")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        deadline = began + inp.timeout.total_seconds()
+        while True:
+            scraped = {key: int(await self.evaluate(query, key, inp.selectors[key], None) or 0)
+                       for key in inp.targets}
+            activity.heartbeat(scraped)
+            short = {k: n for k, n in inp.targets.items() if scraped[k] < n}
+            if not short:
+                return ScrapeReadyResult(waited_s=round(loop.time() - began, 3), scraped=scraped)
+            if loop.time() >= deadline:
+                detail = "; ".join(f"{k}: {scraped[k]} of {n} node(s)" for k, n in sorted(short.items()))
+                raise ApplicationError(
+                    f"Prometheus at {self._url} has not scraped every node {inp.scrapes} times within "
+                    f"{inp.timeout.total_seconds():.0f} s ({detail}): is it running and reading the sandboxes' "
+                    "scrape targets (file_sd in <data dir>/prometheus/targets)?",
+                    type=METRICS_UNAVAILABLE, non_retryable=True)
+            await asyncio.sleep(inp.poll.total_seconds())
 
 
 def _check(queries: list[MetricQuery], selectors: dict[str, dict[str, str]]) -> str | None:

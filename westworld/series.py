@@ -40,6 +40,21 @@ class CollectInput(BaseModel):
     interval: timedelta = Field(timedelta(seconds=5), description="Time between two evaluations.")
 
 
+class ScrapeReadyInput(BaseModel):
+    """Wait until Prometheus has scraped every target of each series key often enough for ``rate()`` to answer."""
+
+    selectors: dict[str, dict[str, str]] = Field(description="series key -> label matchers of its targets")
+    targets: dict[str, int] = Field(description="series key -> how many targets (nodes) must have been scraped")
+    scrapes: int = Field(2, ge=1, le=100, description="Successful scrapes per target (2: a rate() has a value).")
+    timeout: timedelta = Field(timedelta(minutes=2), description="Then fail, naming what is missing.")
+    poll: timedelta = Field(timedelta(milliseconds=500))
+
+
+class ScrapeReadyResult(BaseModel):
+    waited_s: float
+    scraped: dict[str, int] = Field(description="series key -> targets with enough successful scrapes")
+
+
 class Point(BaseModel):
     at: datetime
     value: float | None = Field(description="None when the query returned no sample or NaN.")

@@ -45,4 +45,5 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
         sandbox = SandboxActivities(sandbox_backends(settings, http))
         prometheus = PrometheusActivities(http, settings.resolved_prometheus_url)
         evidence = EvidenceActivities(settings.data_dir / "evidence")
-        yield [*sandbox.activities(), prometheus.collect_metrics, prometheus.query_metrics, evidence.store_evidence]
+        yield [*sandbox.activities(), prometheus.collect_metrics, prometheus.query_metrics, prometheus.await_scraped,
+               evidence.store_evidence]

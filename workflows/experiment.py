@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld.rollout import CanaryInput, CanaryResult
     from westworld.sandbox import (
         Arm,
+        Backend,
         Fault,
         FaultApplied,
         FaultInput,
@@ -37,7 +38,15 @@ with workflow.unsafe.imports_passed_through():
         SandboxRef,
         Workload,
     )
-    from westworld.series import CollectInput, CollectResult, MetricQuery, Point, Series
+    from westworld.series import (
+        CollectInput,
+        CollectResult,
+        MetricQuery,
+        Point,
+        ScrapeReadyInput,
+        ScrapeReadyResult,
+        Series,
+    )
     from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal
     from workflows.steps import set_step
 
@@ -142,6 +151,17 @@ class ExperimentWorkflow:
 
         await asyncio.gather(*(one(arm) for arm in ARMS))
         self._chaos_mode = "; ".join(f"{r.arm.value}: {r.chaos_mode}" for r in self._refs.values())
+        if workflow.patched("experiment-await-scraped") and s.backend is Backend.LOCAL:
+            # The run's clock starts only once Prometheus has scraped every node of both arms twice (a rate() has
+            # a value); otherwise a loaded machine leaves the first seconds of a short run without samples.
+            set_step("experiment: provisioning (waiting for Prometheus to scrape every node)",
+                     EXPERIMENT_NAME.value_set(self._name))
+            await workflow.execute_activity(
+                "await_scraped",
+                ScrapeReadyInput(selectors={arm.value: self._refs[arm].labels for arm in ARMS},
+                                 targets={arm.value: len(self._refs[arm].nodes) for arm in ARMS}),
+                result_type=ScrapeReadyResult, start_to_close_timeout=timedelta(minutes=3),
+                heartbeat_timeout=timedelta(seconds=30), retry_policy=SANDBOX_RETRY)
 
     async def _run_arms(self, spec: ExperimentSpec) -> None:
         s = spec.spec

@@ -21,7 +21,16 @@ from activities.sandbox_local import LocalSandbox
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.errors import INVALID_INPUT, METRICS_UNAVAILABLE
 from westworld.sandbox import Arm, Backend, ProvisionInput, SandboxRef, Workload
-from westworld.series import CollectInput, InstantQueryInput, MetricQuery, Point, Series, expand, render_selector
+from westworld.series import (
+    CollectInput,
+    InstantQueryInput,
+    MetricQuery,
+    Point,
+    ScrapeReadyInput,
+    Series,
+    expand,
+    render_selector,
+)
 from workers import processes
 
 UP = MetricQuery(name="nodes_up", promql="sum(up{selector})")
@@ -162,3 +171,37 @@ async def test_hostile_label_values_stay_inside_their_matcher(acts: PrometheusAc
     result = await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[UP],
                                                                                    selectors={"h": hostile}))
     assert result.values == {"nodes_up": {"h": None}}
+
+
+async def test_await_scraped_returns_once_every_node_has_a_rate(prometheus: PrometheusServer,
+                                                                acts: PrometheusActivities, tmp_path: Path) -> None:
+    """A fresh sandbox: the activity waits until both nodes were scraped twice, after which a rate() answers."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        sandbox = LocalSandbox(http, tmp_path, prometheus.targets_dir)
+        ref = await sandbox.provision(ProvisionInput(backend=Backend.LOCAL, sandbox_id=f"w-{uuid.uuid4().hex[:6]}",
+                                                     arm=Arm.TREATMENT, workload=Workload(version="1.4.0", nodes=2)),
+                                      lambda _m: None)
+        try:
+            env = ActivityEnvironment()
+            beats: list[Any] = []
+            env.on_heartbeat = lambda *d: beats.append(d[0])
+            ready = await env.run(acts.await_scraped, ScrapeReadyInput(selectors={"t": ref.labels}, targets={"t": 2}))
+            assert ready.scraped == {"t": 2} and beats and beats[-1] == {"t": 2}
+            rate = MetricQuery(name="sent", promql="sum(rate(mesh_messages_sent_total{selector}[5s]))")
+            now = await env.run(acts.query_metrics, InstantQueryInput(queries=[rate], selectors={"t": ref.labels}))
+            assert now.values["sent"]["t"] is not None
+        finally:
+            await sandbox.teardown(ref)
+
+
+async def test_await_scraped_names_what_was_never_scraped(scraped: SandboxRef, acts: PrometheusActivities) -> None:
+    env = ActivityEnvironment()
+    inp = ScrapeReadyInput(selectors={**selectors(scraped), "ghost": {"sandbox": "no-such-sandbox"}},
+                           targets={"baseline": 2, "ghost": 1}, timeout=timedelta(seconds=1.5))
+    with pytest.raises(ApplicationError) as err:
+        await env.run(acts.await_scraped, inp)
+    assert err.value.type == METRICS_UNAVAILABLE and err.value.non_retryable
+    assert "ghost: 0 of 1 node(s)" in err.value.message and "baseline" not in err.value.message
+    with pytest.raises(ApplicationError) as err:
+        await env.run(acts.await_scraped, inp.model_copy(update={"targets": {"nobody": 1}}))
+    assert err.value.type == INVALID_INPUT and "nobody" in err.value.message
