@@ -7,7 +7,7 @@ step's wait for its peers."""
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
@@ -42,7 +42,8 @@ async def test_an_approved_rollout_runs_as_the_specs_agent_under_its_peer_policy
         rollout_capability_token=token))
     canary: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult] = harness.client.get_workflow_handle_for(
         CanaryRolloutWorkflow.run, f"canary:{name}")
-    wide = harness.client.get_workflow_handle_for(AgentActionWorkflow.run, f"agent-action:{AGENT}:canary:{name}:step-1")
+    wide: WorkflowHandle[Any, AgentActionResult] = harness.client.get_workflow_handle(
+        f"agent-action:{AGENT}:canary:{name}:step-1", result_type=AgentActionResult)
     waiting = await eventually(lambda: _started(wide.query(AgentActionWorkflow.status)),
                                lambda s: s is not None and s.step == "awaiting peer signatures", timeout=120)
     assert waiting is not None
@@ -55,8 +56,8 @@ async def test_an_approved_rollout_runs_as_the_specs_agent_under_its_peer_policy
     result = await handle.result()
     assert result.verdict == "pass" and result.rollout is not None
     assert result.rollout.outcome is RolloutPhase.PROMOTED and result.rollout.status.on_new_version == 4
-    narrow: AgentActionResult = await harness.client.get_workflow_handle_for(
-        AgentActionWorkflow.run, f"agent-action:{AGENT}:canary:{name}:step-0").result()
+    narrow = await harness.client.get_workflow_handle(
+        f"agent-action:{AGENT}:canary:{name}:step-0", result_type=AgentActionResult).result()
     signed: AgentActionResult = await wide.result()
     assert (narrow.allowed, narrow.wide, narrow.executed, len(narrow.applied)) == (True, False, True, 1)
     assert (signed.allowed, signed.wide, signed.executed, len(signed.applied)) == (True, True, True, 3)
