@@ -1,0 +1,146 @@
+"""The network policy: the security parameters the DAO set, and the floors nobody can go under.
+
+Who decides a security parameter (a quorum, an approval threshold, how many peers must sign a wide action, how
+sensitive the anomaly watch is) must never be the party it constrains. So every such parameter comes from here:
+
+* ``NetworkPolicy`` is what the DAO set. Its canonical bytes are hashed (``policy_hash``) and the hash is kept on
+  chain (``MeshConfig.parameters(POLICY_HASH_KEY)``, changed only through the Governor and timelock); the worker
+  loads the policy file and refuses one whose hash is not the one on chain (see ``activities/policy.py``).
+* ``HARD_FLOORS`` are the minimums written in code: a policy file under them is refused even if the DAO
+  passed it (a captured DAO must not be able to switch the protections off in one vote).
+* A requester or agent may ask for *stricter* than the policy (``stricter_*`` helpers), never looser: a field in
+  a start input is only ever combined with the policy through those helpers.
+
+Fractions (quorum, approval) are exact decimals, never rounded to parts per million: a positive quorum can never
+turn into zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+POLICY_HASH_KEY = "policy.sha256"  # the MeshConfig parameter that holds the hash of the policy in force
+
+
+class VotePolicy(BaseModel):
+    """Floors for every DAO vote (proposals, experiments' votes, shelter access votes)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quorum_min: Decimal = Field(Decimal("0.04"), gt=0, le=1, description="Least share of supply that must vote.")
+    approval_threshold_min: Decimal = Field(Decimal("0.5"), ge=Decimal("0.5"), lt=1,
+                                            description="Approve share of non-abstain weight must exceed this.")
+    window_min: timedelta = Field(timedelta(minutes=1), description="Shortest voting window anyone may ask for.")
+    window_max: timedelta = Field(timedelta(days=30), description="Longest voting window anyone may ask for.")
+
+
+class PeerPolicy(BaseModel):
+    """When an agent's action is wide, and how many distinct registered peers must sign it then."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold_nodes: int = Field(20, ge=0, description="More nodes than this is a wide action.")
+    threshold_pct: Decimal = Field(Decimal("1.0"), ge=0, le=100, description="More than this % of live nodes too.")
+    peers_required: int = Field(3, ge=1, le=64, description="k: distinct registered peers that must sign.")
+    wait_max: timedelta = Field(timedelta(hours=24), description="Longest an action may wait for its peers.")
+    discharge_ttl_max: timedelta = Field(timedelta(hours=1), description="Longest a peer's discharge stays valid.")
+
+
+class WatchPolicy(BaseModel):
+    """The loosest the anomaly watch may be set, and who may change or resume it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coverage_critical_pct_max: float = Field(10.0, gt=0, le=100)
+    concentration_critical_pct_max: float = Field(20.0, gt=0, le=100)
+    rate_high_max: int = Field(100, ge=1)
+    denials_high_max: int = Field(20, ge=1)
+    poll_interval_max: timedelta = Field(timedelta(minutes=1))
+    guardians_required_min: int = Field(2, ge=1, le=64, description="Guardian signatures to resume or reconfigure.")
+
+
+class ShelterPolicy(BaseModel):
+    """Floors for access to sheltered documents."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    emergency_window_max: timedelta = Field(timedelta(hours=2), description="An emergency request expires by then.")
+    share_window_max: timedelta = Field(timedelta(days=7))
+
+
+class NetworkPolicy(BaseModel):
+    """What the DAO set. Loaded from a file whose hash is on chain; every field has the documented default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: int = Field(1, ge=1)
+    votes: VotePolicy = Field(default_factory=VotePolicy)
+    peers: PeerPolicy = Field(default_factory=PeerPolicy)
+    watch: WatchPolicy = Field(default_factory=WatchPolicy)
+    shelter: ShelterPolicy = Field(default_factory=ShelterPolicy)
+
+    @model_validator(mode="after")
+    def _above_hard_floors(self) -> NetworkPolicy:
+        if problems := floor_problems(self):
+            raise ValueError("under the hard floors: " + "; ".join(problems))
+        return self
+
+
+def canonical_bytes(policy: NetworkPolicy) -> bytes:
+    """The bytes whose SHA-256 goes on chain: sorted keys, no spaces, decimals and durations as strings."""
+    return json.dumps(policy.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()
+
+
+def policy_hash(policy: NetworkPolicy) -> str:
+    """Hex SHA-256 of the canonical bytes (``0x``-less, lower case), as kept on chain."""
+    return hashlib.sha256(canonical_bytes(policy)).hexdigest()
+
+
+# Written in code, not in the policy: what no DAO vote can go under.
+HARD_QUORUM_MIN = Decimal("0.01")
+HARD_APPROVAL_MIN = Decimal("0.5")
+HARD_PEERS_MIN = 2
+HARD_GUARDIANS_MIN = 2
+
+
+def floor_problems(p: NetworkPolicy) -> list[str]:
+    problems = []
+    if p.votes.quorum_min < HARD_QUORUM_MIN:
+        problems.append(f"votes.quorum_min {p.votes.quorum_min} < {HARD_QUORUM_MIN}")
+    if p.votes.approval_threshold_min < HARD_APPROVAL_MIN:
+        problems.append(f"votes.approval_threshold_min {p.votes.approval_threshold_min} < {HARD_APPROVAL_MIN}")
+    if p.votes.window_min <= timedelta(0) or p.votes.window_max < p.votes.window_min:
+        problems.append("votes.window_min must be positive and at most votes.window_max")
+    if p.peers.peers_required < HARD_PEERS_MIN:
+        problems.append(f"peers.peers_required {p.peers.peers_required} < {HARD_PEERS_MIN}")
+    if p.watch.guardians_required_min < HARD_GUARDIANS_MIN:
+        problems.append(f"watch.guardians_required_min {p.watch.guardians_required_min} < {HARD_GUARDIANS_MIN}")
+    return problems
+
+
+def as_fraction(value: Decimal | float | str) -> Fraction:
+    """An exact fraction of a decimal share; a float is read through its shortest decimal repr (0.04 -> 1/25)."""
+    return Fraction(Decimal(str(value)))
+
+
+def stricter_quorum(requested: Decimal | float | None, policy: VotePolicy) -> Fraction:
+    """The quorum in force: the requester's if it is at least the policy's floor, else the floor."""
+    floor = as_fraction(policy.quorum_min)
+    return floor if requested is None else max(floor, as_fraction(requested))
+
+
+def stricter_approval(requested: Decimal | float | None, policy: VotePolicy) -> Fraction:
+    floor = as_fraction(policy.approval_threshold_min)
+    return floor if requested is None else max(floor, as_fraction(requested))
+
+
+def weight_at_least(total: int, share: Fraction) -> int:
+    """The least integer weight that is at least ``share`` of ``total`` (exact ceiling; positive share of a
+    positive total is at least 1)."""
+    return -(-total * share.numerator // share.denominator)
