@@ -22,6 +22,7 @@ from eth_utils.address import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.chain_tx import Signer, is_dev_chain, latest_timestamp, load_deployment, save_deployment
+from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
 from westworld.chain import (
     AIRDROP,
     EMERGENCY_GOVERNOR,
@@ -33,6 +34,7 @@ from westworld.chain import (
     GovernorParams,
 )
 from westworld.errors import CONFIG_ERROR, WestworldError
+from westworld.policy import POLICY_HASH_KEY, policy_hash
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_FILE = REPO / "contracts" / "build" / "Contracts.json"
@@ -62,8 +64,13 @@ async def deploy_contracts(
     rpc_url: str, deployer_key: str, build_json_path: Path = BUILD_FILE, *, timelock_delay: int = 3600,
     voting_delay: int = 1, normal_period: int = 72 * 3600, emergency_period: int = 2 * 3600,
     quorum_percent: int = 4, initial_supply: int = INITIAL_SUPPLY,
+    initial_parameters: dict[str, str] | None = None,
 ) -> Deployment:
-    """Deploy every contract, wire the timelock roles, renounce the deployer's admin; return the record."""
+    """Deploy every contract, wire the timelock roles, renounce the deployer's admin; return the record.
+
+    ``initial_parameters`` are MeshConfig's values from the start; by default the hash of the shipped network
+    policy (``deploy/policy.yaml``), which the worker then enforces. Later changes go through the DAO."""
+    params = initial_parameters if initial_parameters is not None else default_parameters()
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     acct: LocalAccount = Account.from_key(deployer_key)
     arts = load_artifacts(build_json_path)
@@ -82,7 +89,8 @@ async def deploy_contracts(
     for name, p in governors.items():
         addr[name] = await _deploy(tx, arts["WestworldGovernor"], name, p.name, addr[TOKEN], addr[TIMELOCK],
                                    p.voting_delay, p.voting_period, p.quorum_percent)
-    addr[MESH_CONFIG] = await _deploy(tx, arts["MeshConfig"], MESH_CONFIG, addr[TIMELOCK])
+    addr[MESH_CONFIG] = await _deploy(tx, arts["MeshConfig"], MESH_CONFIG, addr[TIMELOCK],
+                                      list(params), list(params.values()))
     addr[AIRDROP] = await _deploy(tx, arts["VotingPowerAirdrop"], AIRDROP)
     artifact_of = {TOKEN: "WestworldToken", TIMELOCK: "WestworldTimelock", GOVERNOR: "WestworldGovernor",
                    EMERGENCY_GOVERNOR: "WestworldGovernor", MESH_CONFIG: "MeshConfig", AIRDROP: "VotingPowerAirdrop"}
@@ -101,7 +109,13 @@ async def deploy_contracts(
     )
 
 
-async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path, *, timelock_delay: int = 20) -> bool:
+def default_parameters(policy_file: Path = DEFAULT_POLICY_FILE) -> dict[str, str]:
+    """MeshConfig's parameters at deployment: the hash of the network policy in ``policy_file``."""
+    return {POLICY_HASH_KEY: policy_hash(read_policy_file(policy_file))}
+
+
+async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path, *, timelock_delay: int = 20,
+                           policy_file: Path = DEFAULT_POLICY_FILE) -> bool:
     """Deploy unless ``contracts_file`` names contracts that exist on this chain. True if it deployed.
 
     The local stack uses a short timelock delay (20 s) so the demo runs through in a minute.
@@ -116,7 +130,8 @@ async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path
                     return False
         finally:
             await w3.provider.disconnect()
-    save_deployment(contracts_file, await deploy_contracts(rpc_url, deployer_key, timelock_delay=timelock_delay))
+    save_deployment(contracts_file, await deploy_contracts(
+        rpc_url, deployer_key, timelock_delay=timelock_delay, initial_parameters=default_parameters(policy_file)))
     return True
 
 

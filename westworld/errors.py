@@ -63,6 +63,12 @@ SIGNER_BAD_SIGNATURE = "BadSignerSignature"
 SIGNER_DUPLICATE = "DuplicateSigner"
 SIGNATURES_CLOSED = "NotAwaitingSignatures"
 
+# Trust model (docs/security.md): the policy in force, and requests that try to decide what is not theirs.
+POLICY_INVALID = "PolicyInvalid"  # the policy file does not parse or goes under the hard floors
+POLICY_MISMATCH = "PolicyNotOnChain"  # the policy file's hash is not the one the DAO put on chain
+INJECTED_STATE = "InjectedState"  # a start input carries internal state only the workflow itself may carry
+UNAUTHORISED = "Unauthorised"  # a change to a protection without the signatures entitled to make it
+
 
 class WestworldError(Exception):
     """A permanent failure; ``type`` is the constant an ``ApplicationError`` carries."""

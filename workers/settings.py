@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from activities.policy import DEFAULT_POLICY_FILE
+
 # anvil's first well-known development account: only ever funded on a local dev chain.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 
@@ -69,6 +71,8 @@ class Settings(BaseSettings):
     kube_config: str = Field(
         "", description="Kubeconfig of the cluster for kubernetes sandboxes and rollouts; empty: not configured."
     )
+    policy_file: Path = Field(DEFAULT_POLICY_FILE, description="The network policy the DAO set (its SHA-256 must be "
+                              "MeshConfig's `policy.sha256` on chain); see docs/security.md.")
     anomaly_watch: bool = Field(
         True, description="`westworld up` starts the network's anomaly watch (workflow anomaly-watch, default "
         "thresholds) unless it runs; false leaves starting it to `westworld agent watch`."

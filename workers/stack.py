@@ -167,7 +167,8 @@ def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
     """Deploy the contracts unless the recorded deployment is live on this chain."""
     from activities.chain_deploy import deploy_if_needed
 
-    deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file))
+    deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file,
+                                             policy_file=s.policy_file))
     if deployed:
         echo(f"{'contracts':13} deployed         addresses in {s.contracts_file}")
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from activities.anchor import AnchorActivities
 from activities.audit import AuditActivities
 from activities.chain import ChainActivities, ChainClient, load_deployment
+from activities.policy import PolicyActivities
 from activities.snapshot import SnapshotActivities, SnapshotClient
 from activities.store import AuditLog, Database, VoteStore
 from activities.votes import VoteActivities
@@ -47,6 +49,7 @@ class Resources:
     chain: ChainClient
     snapshot: SnapshotClient
     part_activities: list[Any]
+    policy_file: Path
 
 
 @contextlib.asynccontextmanager
@@ -65,7 +68,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             part_activities: list[Any] = []
             for part in PARTS:
                 part_activities += await stack.enter_async_context(part.open_activities(settings, database, audit))
-            yield Resources(database, audit, VoteStore(database), chain, snapshot, part_activities)
+            yield Resources(database, audit, VoteStore(database), chain, snapshot, part_activities,
+                            settings.policy_file)
     finally:
         await http.aclose()
         await database.close()
@@ -78,12 +82,13 @@ def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
     snapshot = SnapshotActivities(res.snapshot)
     audit = AuditActivities(res.audit, _audit_observer(metrics) if metrics else None)
     anchor = AnchorActivities(res.chain)
+    policy = PolicyActivities(res.chain, res.policy_file)
     return [
         chain_acts.chain_snapshot, chain_acts.governor_propose, chain_acts.governor_finalize,
         chain_acts.governor_queue, chain_acts.governor_execute, chain_acts.governor_state,
         votes.record_votes, votes.vote_set_root, votes.chain_time,
         audit.append_audit, audit.verify_audit_log, anchor.anchor_root,
-        snapshot.create_proposal, snapshot.submit_vote, snapshot.scores,
+        snapshot.create_proposal, snapshot.submit_vote, snapshot.scores, policy.load_policy,
         *res.part_activities,
     ]
 

@@ -9,7 +9,15 @@ contract MeshConfig is Ownable {
 
     event ParameterSet(string key, string value);
 
-    constructor(address timelock) Ownable(timelock) {}
+    /// @param initialKeys parameters in force from deployment (e.g. "policy.sha256", the hash of the network
+    ///        policy the worker enforces); later changes go through the DAO like any other.
+    constructor(address timelock, string[] memory initialKeys, string[] memory initialValues) Ownable(timelock) {
+        require(initialKeys.length == initialValues.length, "MeshConfig: keys and values differ in length");
+        for (uint256 i = 0; i < initialKeys.length; i++) {
+            parameters[initialKeys[i]] = initialValues[i];
+            emit ParameterSet(initialKeys[i], initialValues[i]);
+        }
+    }
 
     function setParameter(string calldata key, string calldata value) external onlyOwner {
         parameters[key] = value;
