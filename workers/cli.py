@@ -36,7 +36,7 @@ _settings = settings_for
 @app.command()
 def up(data_dir: DataDir = None) -> None:
     """Bring the local stack up (a second `up` is a no-op) and print where everything is."""
-    s = _settings(data_dir)
+    s = _settings(data_dir, create=True)  # the one command that makes a data dir
     try:
         stack.up(s, typer.echo)
     except Exception as err:

@@ -38,6 +38,7 @@ def test_progress_bar() -> None:
 def test_start_refuses_a_rollout_agent_without_its_token_before_connecting(tmp_path: Path) -> None:
     spec = tmp_path / "agent.yaml"
     spec.write_text((EXAMPLES / "good.yaml").read_text() + "    agent: cradle-bot\n")
+    (tmp_path / "data").mkdir()
     out = CliRunner().invoke(experiment_app, ["start", str(spec), "--data-dir", str(tmp_path / "data")])
     assert out.exit_code == 1
     assert "spec.rollout.agent: agent 'cradle-bot' needs its capability token at start" in out.output, out.output
