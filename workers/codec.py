@@ -5,6 +5,14 @@ with the active key of the ring and stored as ``binary/encrypted`` with the key 
 picks the key by that id, so payloads written before a key rotation stay readable. Payloads that are not
 encrypted (the Temporal UI's start form sends plain JSON) pass through unchanged.
 
+A payload that cannot be decrypted (unknown key id, tampered, relabelled) is never retried forever. The data
+converter of :func:`build_data_converter` turns it into a ``binary/undecryptable`` marker carrying the key id and
+what is wrong, and its payload converter refuses to read the marker with a non-retryable ``ApplicationError``
+of type ``PayloadUndecryptable``. The SDK then fails exactly what needed the payload: a workflow whose start
+input it is fails (not its task, retried forever), an update carrying it is rejected, a signal carrying it is
+dropped (logged), an activity or client call reading it raises. One forged message cannot wedge a running
+workflow. The codec server uses the strict codec and answers 422.
+
 The key file is JSON ``{"active": "k-…", "keys": {"k-…": "<base64 of 32 bytes>"}}`` with mode 0600. Error
 messages name key ids, never key material.
 """
@@ -27,13 +35,20 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from temporalio.api.common.v1 import Payload
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
+from temporalio.converter import DataConverter, EncodingPayloadConverter, PayloadCodec
+from temporalio.exceptions import ApplicationError
+
+from westworld.errors import PAYLOAD_UNDECRYPTABLE
 
 ENCODING = b"binary/encrypted"
 """Value of the ``encoding`` metadata of an encrypted payload."""
 KEY_ID_METADATA = "encryption-key-id"
 """Metadata key naming the key a payload was encrypted with."""
+UNDECRYPTABLE = b"binary/undecryptable"
+"""Encoding of the marker that stands in for a payload the codec could not decrypt (never stored)."""
+ERROR_METADATA = "decrypt-error"
+"""Metadata key of an undecryptable marker: what is wrong with the payload."""
 KEY_BYTES = 32
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -205,7 +220,9 @@ def payload_key_id(payload: Payload) -> str | None:
     raw_id = payload.metadata.get(KEY_ID_METADATA)
     if raw_id is None:
         raise PayloadDecryptionError(f"encrypted payload has no {KEY_ID_METADATA} metadata")
-    return raw_id.decode("utf-8", errors="replace")
+    # The id is whatever the sender wrote: cap it so an error message cannot be flooded through it.
+    key_id = raw_id.decode("utf-8", errors="replace")
+    return key_id if len(key_id) <= 40 else key_id[:40] + "…"
 
 
 def decrypt_payload(payload: Payload, ring: KeyRing) -> Payload:
@@ -233,6 +250,15 @@ def decrypt_payload(payload: Payload, ring: KeyRing) -> Payload:
         ) from None
 
 
+def undecryptable_marker(payload: Payload, err: PayloadDecryptionError) -> Payload:
+    """The marker that replaces an undecryptable payload: its key id and the reason, no data."""
+    metadata = {"encoding": UNDECRYPTABLE, ERROR_METADATA: str(err).encode("utf-8")}
+    raw_id = payload.metadata.get(KEY_ID_METADATA)
+    if raw_id is not None:
+        metadata[KEY_ID_METADATA] = raw_id[:40]
+    return Payload(metadata=metadata)
+
+
 class EncryptionCodec(PayloadCodec):
     """AES-256-GCM payload codec over a :class:`KeyRing`.
 
@@ -240,11 +266,15 @@ class EncryptionCodec(PayloadCodec):
         keyring: The keys; new payloads use its active key.
         key_file: If given, the file is re-read when a payload names a key id not in the ring, so a process
             started before a rotation still decodes payloads written with the new key.
+        mark_undecryptable: Decode a payload that cannot be decrypted to an :data:`UNDECRYPTABLE` marker
+            (read by :class:`UndecryptablePayloadConverter`) instead of raising, so the SDK fails only the
+            workflow, update or signal that carries it. Off: ``decode`` raises (the codec server).
     """
 
-    def __init__(self, keyring: KeyRing, key_file: Path | None = None) -> None:
+    def __init__(self, keyring: KeyRing, key_file: Path | None = None, *, mark_undecryptable: bool = False) -> None:
         self._ring = keyring
         self._key_file = key_file
+        self._mark = mark_undecryptable
 
     @property
     def keyring(self) -> KeyRing:
@@ -259,22 +289,64 @@ class EncryptionCodec(PayloadCodec):
         """Decrypt each encrypted payload; pass others through.
 
         Raises:
-            PayloadDecryptionError: A payload names an unknown key id or fails authentication.
+            PayloadDecryptionError: A payload names an unknown key id or fails authentication (unless the codec
+                marks undecryptable payloads instead).
+            KeyRingError: The key file, re-read for an unknown key id, is unreadable (transient: retried).
         """
         return [self._decrypt(p) for p in payloads]
 
     def _decrypt(self, payload: Payload) -> Payload:
-        key_id = payload_key_id(payload)
-        if key_id is not None and key_id not in self._ring.keys and self._key_file is not None:
-            self._ring = load_keyring(self._key_file)
-        return decrypt_payload(payload, self._ring)
+        try:
+            key_id = payload_key_id(payload)
+            if key_id is not None and key_id not in self._ring.keys and self._key_file is not None:
+                self._ring = load_keyring(self._key_file)
+            return decrypt_payload(payload, self._ring)
+        except PayloadDecryptionError as err:
+            if not self._mark:
+                raise
+            return undecryptable_marker(payload, err)
+
+
+class UndecryptablePayloadConverter(EncodingPayloadConverter):
+    """Reads the :data:`UNDECRYPTABLE` marker by refusing it: a typed, non-retryable error naming the key id."""
+
+    @property
+    def encoding(self) -> str:
+        return UNDECRYPTABLE.decode()
+
+    def to_payload(self, value: Any) -> Payload | None:
+        return None  # never writes: the marker only stands in for a payload that came in unreadable
+
+    def from_payload(self, payload: Payload, type_hint: type | None = None) -> Any:
+        reason = payload.metadata.get(ERROR_METADATA, b"no reason recorded").decode("utf-8", errors="replace")
+        raise ApplicationError(
+            f"undecryptable payload: {reason}. Check that this worker's key ring (codec_key_file) holds the "
+            "key, or the sender used this deployment's keys",
+            type=PAYLOAD_UNDECRYPTABLE,
+            non_retryable=True,
+        )
+
+
+class WestworldPayloadConverter(PydanticPayloadConverter):
+    """The pydantic payload converter plus :class:`UndecryptablePayloadConverter` (nullary, as the SDK needs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._set_converters(*self.converters.values(), UndecryptablePayloadConverter())
 
 
 def build_data_converter(keyring: KeyRing, key_file: Path | None = None) -> DataConverter:
     """The project's data converter: pydantic JSON payloads, encrypted by :class:`EncryptionCodec`.
 
+    An undecryptable payload fails what carries it with a ``PayloadUndecryptable`` error (see the module
+    docstring), never a workflow task retried forever.
+
     Args:
         keyring: The keys to encrypt and decrypt with.
         key_file: Optional path to re-read on an unknown key id (see :class:`EncryptionCodec`).
     """
-    return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptionCodec(keyring, key_file))
+    return dataclasses.replace(
+        pydantic_data_converter,
+        payload_converter_class=WestworldPayloadConverter,
+        payload_codec=EncryptionCodec(keyring, key_file, mark_undecryptable=True),
+    )

@@ -2,8 +2,9 @@
 
 Components (each only started if not already answering on its port): the Temporal dev server (SQLite file in
 the data dir, UI on, search attributes registered), anvil with the project's contracts deployed (addresses
-in ``contracts.json``), the codec server, the worker. What ``up`` started is recorded in ``stack.json`` so that
-``down`` stops exactly that and nothing else. Logs go to ``<data dir>/logs``.
+in ``contracts.json``), the codec server (its token created in ``<data dir>/codec-token``, mode 0600, and the
+capability URL for the UI's browser Codec Server setting printed), the worker. What ``up`` started is recorded
+in ``stack.json`` so that ``down`` stops exactly that and nothing else. Logs go to ``<data dir>/logs``.
 
 Once the worker runs, ``up`` syncs the Temporal Schedules and starts the network's anomaly watch (workflow
 ``anomaly-watch``) unless it runs or the ``anomaly_watch`` setting is off. The watch is durable: ``down`` stops the
@@ -25,6 +26,7 @@ from workers import processes
 from workers.anvil import anvil_args
 from workers.arlocal import arlocal_args
 from workers.codec import create_keyring
+from workers.codec_server import ensure_token, token_path, ui_endpoint
 from workers.ipfs import stack_args as ipfs_stack_args
 from workers.prometheus import prometheus_args
 from workers.settings import Settings
@@ -69,7 +71,9 @@ def components(s: Settings) -> list[Component]:
             lambda s: processes.temporal_args(
                 db_file=s.data_dir / "temporal.db", port=_temporal_port(s), ui_port=s.temporal_ui_port,
                 http_port=s.temporal_http_port, metrics_port=s.temporal_metrics_port,
-                search_attributes=SEARCH_ATTRIBUTES, codec_endpoint=codec_url,
+                # No --ui-codec-endpoint: the UI serves its configured endpoint to anyone at /api/v1/settings,
+                # so the codec token goes to the browser's Codec Server setting instead (see codec_ui_hint).
+                search_attributes=SEARCH_ATTRIBUTES,
             ),
         ),
         Component(
@@ -132,6 +136,9 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
     if not s.resolved_codec_key_file.exists():
         create_keyring(s.resolved_codec_key_file)
         echo(f"created payload encryption keys at {s.resolved_codec_key_file}")
+    codec_token, created = ensure_token(s)
+    if created:
+        echo(f"created the codec server token at {token_path(s)} (mode 0600)")
     state = _read_state(s)
     for comp in components(s):
         if comp.name == "worker":
@@ -149,7 +156,15 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
         state[comp.name] = proc.pid
         _write_state(s, state)
         echo(f"{comp.name:13} started          {comp.address}  (log {log})")
+    echo(codec_ui_hint(s, codec_token))
     asyncio.run(_sync_workflows(s, echo))
+
+
+def codec_ui_hint(s: Settings, token: str) -> str:
+    """How to let the Temporal UI decode payloads: the capability URL for the browser's Codec Server setting."""
+    return (f"to see decoded payloads in the Temporal UI (http://127.0.0.1:{s.temporal_ui_port}): open "
+            f"'Codec Server' in its top bar, paste {ui_endpoint(s, token)} as the browser endpoint and choose "
+            "'Use my browser setting'. That URL holds the codec token: it decrypts every payload, keep it private.")
 
 
 async def _sync_workflows(s: Settings, echo: Callable[[str], None]) -> None:

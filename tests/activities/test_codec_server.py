@@ -12,10 +12,11 @@ import pytest
 from aiohttp import web
 
 from workers.codec import KeyRing, create_keyring, rotate_keyring
-from workers.codec_server import make_app
+from workers.codec_server import CodecServerError, make_app
 
 UI_ORIGIN = "http://127.0.0.1:8233"
 TOKEN = "s3cret-codec-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PLAIN = {"metadata": {"encoding": base64.b64encode(b"json/plain").decode()},
          "data": base64.b64encode(b'{"vote": "yes"}').decode()}
 
@@ -50,8 +51,8 @@ def b64(value: str) -> bytes:
 
 
 async def test_encode_then_decode_round_trip(serve: Serve, ring: KeyRing) -> None:
-    base = await serve(make_app(ring, None, UI_ORIGIN))
-    async with httpx.AsyncClient(base_url=base) as http:
+    base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
+    async with httpx.AsyncClient(base_url=base, headers=AUTH) as http:
         encoded = await http.post("/encode", json={"payloads": [PLAIN]})
         assert encoded.status_code == 200
         [sealed] = encoded.json()["payloads"]
@@ -65,27 +66,27 @@ async def test_encode_then_decode_round_trip(serve: Serve, ring: KeyRing) -> Non
 
 
 async def test_decode_passes_plaintext_through(serve: Serve, ring: KeyRing) -> None:
-    base = await serve(make_app(ring, None, UI_ORIGIN))
-    async with httpx.AsyncClient(base_url=base) as http:
+    base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
+    async with httpx.AsyncClient(base_url=base, headers=AUTH) as http:
         decoded = await http.post("/decode", json={"payloads": [PLAIN]})
     assert decoded.json() == {"payloads": [PLAIN]}
 
 
 async def test_decode_after_rotation_rereads_the_key_file(serve: Serve, tmp_path: Path) -> None:
     key_file = tmp_path / "keys.json"
-    base = await serve(make_app(create_keyring(key_file), None, UI_ORIGIN, key_file=key_file))
+    base = await serve(make_app(create_keyring(key_file), TOKEN, UI_ORIGIN, key_file=key_file))
     rotate_keyring(key_file)
-    newer = await serve(make_app(KeyRing.from_json(key_file.read_text()), None, UI_ORIGIN))
-    async with httpx.AsyncClient() as http:
+    newer = await serve(make_app(KeyRing.from_json(key_file.read_text()), TOKEN, UI_ORIGIN))
+    async with httpx.AsyncClient(headers=AUTH) as http:
         [sealed] = (await http.post(f"{newer}/encode", json={"payloads": [PLAIN]})).json()["payloads"]
         decoded = await http.post(f"{base}/decode", json={"payloads": [sealed]})
     assert decoded.json() == {"payloads": [PLAIN]}
 
 
 async def test_unknown_key_is_a_clear_error(serve: Serve, ring: KeyRing) -> None:
-    base = await serve(make_app(ring, None, UI_ORIGIN))
-    other = await serve(make_app(KeyRing.generate(), None, UI_ORIGIN))
-    async with httpx.AsyncClient() as http:
+    base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
+    other = await serve(make_app(KeyRing.generate(), TOKEN, UI_ORIGIN))
+    async with httpx.AsyncClient(headers=AUTH) as http:
         [sealed] = (await http.post(f"{other}/encode", json={"payloads": [PLAIN]})).json()["payloads"]
         answer = await http.post(f"{base}/decode", json={"payloads": [sealed]})
     assert answer.status_code == 422
@@ -93,8 +94,8 @@ async def test_unknown_key_is_a_clear_error(serve: Serve, ring: KeyRing) -> None
 
 
 async def test_malformed_body_is_400(serve: Serve, ring: KeyRing) -> None:
-    base = await serve(make_app(ring, None, UI_ORIGIN))
-    async with httpx.AsyncClient(base_url=base) as http:
+    base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
+    async with httpx.AsyncClient(base_url=base, headers=AUTH) as http:
         answer = await http.post("/decode", content=b"{not json")
     assert answer.status_code == 400
     assert "protobuf JSON" in answer.text
@@ -107,7 +108,7 @@ async def test_cors_preflight_allows_the_ui_origin(serve: Serve, ring: KeyRing) 
         "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "content-type,x-namespace,authorization",
     }
-    async with httpx.AsyncClient(base_url=base) as http:
+    async with httpx.AsyncClient(base_url=base, headers=AUTH) as http:
         allowed = await http.options("/decode", headers=preflight)
         refused = await http.options("/decode", headers={**preflight, "Origin": "http://evil.example"})
         post = await http.post("/decode", json={"payloads": []},
@@ -124,30 +125,55 @@ async def test_cors_preflight_allows_the_ui_origin(serve: Serve, ring: KeyRing) 
 
 
 async def test_several_origins_may_be_allowed(serve: Serve, ring: KeyRing) -> None:
-    base = await serve(make_app(ring, None, f"{UI_ORIGIN}, http://localhost:8233/"))
-    async with httpx.AsyncClient(base_url=base) as http:
+    base = await serve(make_app(ring, TOKEN, f"{UI_ORIGIN}, http://localhost:8233/"))
+    async with httpx.AsyncClient(base_url=base, headers=AUTH) as http:
         for origin in (UI_ORIGIN, "http://localhost:8233"):
             answer = await http.options("/encode", headers={"Origin": origin})
             assert answer.headers["access-control-allow-origin"] == origin
 
 
-async def test_token_is_required_when_set(serve: Serve, ring: KeyRing) -> None:
+async def test_token_is_required(serve: Serve, ring: KeyRing) -> None:
     base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
     body = {"payloads": [PLAIN]}
     async with httpx.AsyncClient(base_url=base) as http:
         missing = await http.post("/encode", json=body)
         wrong = await http.post("/decode", json=body, headers={"Authorization": "Bearer nope"})
-        right = await http.post("/encode", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        right = await http.post("/encode", json=body, headers=AUTH)
         health = await http.get("/healthz")
     assert missing.status_code == 401
     assert wrong.status_code == 401
+    assert "codec-token" in wrong.json()["message"]
     assert right.status_code == 200
     assert health.status_code == 200
 
 
+async def test_token_as_first_path_segment_is_how_the_ui_calls(serve: Serve, ring: KeyRing) -> None:
+    # The UI calls `${endpoint}/decode?preserveStorageRefs=true` with endpoint = http://127.0.0.1:<port>/<token>
+    base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
+    body = {"payloads": [PLAIN]}
+    async with httpx.AsyncClient(base_url=base, headers={"Origin": UI_ORIGIN}) as http:
+        encoded = await http.post(f"/{TOKEN}/encode?preserveStorageRefs=true", json=body)
+        decoded = await http.post(f"/{TOKEN}/decode?preserveStorageRefs=true", json=encoded.json())
+        wrong = await http.post("/not-the-token/decode", json=body)
+        # a right bearer does not rescue a wrong capability path
+        mixed = await http.post("/not-the-token/decode", json=body, headers=AUTH)
+    assert encoded.status_code == 200
+    assert decoded.json() == body
+    assert decoded.headers["access-control-allow-origin"] == UI_ORIGIN
+    assert (wrong.status_code, mixed.status_code) == (401, 401)
+
+
+def test_no_token_is_refused_unless_open_for_tests(ring: KeyRing) -> None:
+    with pytest.raises(CodecServerError, match="needs a token"):
+        make_app(ring, None, UI_ORIGIN)
+    with pytest.raises(CodecServerError, match="empty"):
+        make_app(ring, "  ", UI_ORIGIN)
+    make_app(ring, None, UI_ORIGIN, open_for_tests=True)
+
+
 async def test_healthz(serve: Serve, ring: KeyRing) -> None:
-    base = await serve(make_app(ring, None, UI_ORIGIN))
-    async with httpx.AsyncClient(base_url=base) as http:
+    base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
+    async with httpx.AsyncClient(base_url=base, headers=AUTH) as http:
         answer = await http.get("/healthz")
     assert answer.status_code == 200
     assert json.loads(answer.text) == {"status": "ok"}

@@ -11,10 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload
+from temporalio.exceptions import ApplicationError
 
+from westworld.errors import PAYLOAD_UNDECRYPTABLE
 from workers.codec import (
     ENCODING,
     KEY_ID_METADATA,
+    UNDECRYPTABLE,
     EncryptionCodec,
     KeyRing,
     KeyRingError,
@@ -178,3 +181,57 @@ def test_round_trip_over_arbitrary_bytes(data: bytes, metadata: dict[str, bytes]
     sealed = encrypt_payload(original, RING)
     assert sealed.metadata["encoding"] == ENCODING
     assert decrypt_payload(sealed, RING) == original
+
+
+def flip(sealed: Payload, index: int) -> Payload:
+    data = bytearray(sealed.data)
+    data[index % len(data)] ^= 0x01
+    return Payload(metadata=dict(sealed.metadata), data=bytes(data))
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=256), index=st.integers(min_value=0))
+def test_any_flipped_bit_is_refused_naming_the_key_id(data: bytes, index: int) -> None:
+    sealed = encrypt_payload(plain(data), RING)
+    with pytest.raises(PayloadDecryptionError, match=rf"{RING.active}.*failed authentication"):
+        decrypt_payload(flip(sealed, index), RING)
+
+
+async def test_data_converter_refuses_an_undecryptable_payload_with_a_typed_non_retryable_error(
+    key_file: Path,
+) -> None:
+    converter = build_data_converter(load_keyring(key_file))
+    foreign = encrypt_payload(plain(b'{"vote": "yes"}'), KeyRing.generate())
+    foreign_id = foreign.metadata[KEY_ID_METADATA].decode()
+    tampered = flip(encrypt_payload(plain(b'{"vote": "yes"}'), load_keyring(key_file)), 20)
+    for payload, reason in ((foreign, rf"{foreign_id}.*not in the key ring"), (tampered, "failed authentication")):
+        # the codec marks it (no exception where the SDK decodes a whole activation) ...
+        [marker] = await converter.payload_codec.decode([payload])  # type: ignore[union-attr]
+        assert marker.metadata["encoding"] == UNDECRYPTABLE and marker.data == b""
+        # ... and reading it is a typed, non-retryable error naming the key id and what is wrong
+        with pytest.raises(ApplicationError, match=reason) as info:
+            await converter.decode([payload], [dict])
+        assert info.value.type == PAYLOAD_UNDECRYPTABLE and info.value.non_retryable
+        assert payload.metadata[KEY_ID_METADATA].decode() in info.value.message
+
+
+async def test_data_converter_still_reads_plaintext_and_never_writes_markers(key_file: Path) -> None:
+    converter = build_data_converter(load_keyring(key_file))
+    ui_form = Payload(metadata={"encoding": b"json/plain"}, data=b'{"proposal_id": "p-1"}')
+    assert await converter.decode([ui_form], [dict]) == [{"proposal_id": "p-1"}]
+    [sealed] = await converter.encode([None])
+    assert sealed.metadata["encoding"] == ENCODING
+
+
+async def test_codec_server_codec_stays_strict(key_file: Path) -> None:
+    foreign = encrypt_payload(plain(), KeyRing.generate())
+    with pytest.raises(PayloadDecryptionError, match="not in the key ring"):
+        await EncryptionCodec(load_keyring(key_file)).decode([foreign])
+
+
+def test_a_flooding_key_id_is_cut_in_messages(key_file: Path) -> None:
+    sealed = encrypt_payload(plain(), KeyRing.generate())
+    sealed.metadata[KEY_ID_METADATA] = b"k-" + b"A" * 10_000
+    with pytest.raises(PayloadDecryptionError) as info:
+        decrypt_payload(sealed, load_keyring(key_file))
+    assert len(str(info.value)) < 300
