@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from westworld.anomaly import AgentEvent, AnomalyConfig, Finding
+from westworld.authority import SignedBy
 from westworld.capability import CheckResult
 from westworld.sandbox import MeshAction, MeshActionInput, MeshActionResult, MeshTarget
 
@@ -161,10 +163,13 @@ class NetworkHaltResult(BaseModel):
 
 
 class WatchCarry(BaseModel):
+    """What a run of the watch hands to the next (continue-as-new only: a start input carrying it is refused)."""
+
     after_seq: int = 0
     events: list[AgentEvent] = Field(default_factory=list)
     halts: list[int] = Field(default_factory=list)
     polls: int = 0
+    admin_seq: int = Field(0, description="Signed changes accepted so far: the nonce the next one must sign.")
 
 
 class AnomalyWatchInput(BaseModel):
@@ -186,9 +191,27 @@ class WatchSettings(BaseModel):
 
 
 class WatchConfigRequest(WatchSettings):
-    """New settings for the running watch; audited with the old ones and the reason."""
+    """New settings for the running watch, signed (see westworld/authority.py): tightening by one registered
+    operator, loosening (never beyond the policy) by k guardians; audited with the old ones and the reason."""
 
     reason: str = Field(min_length=1, max_length=500, description="Why (recorded in the audit log).")
+    seq: int = Field(0, ge=0, description="The watch's admin_seq (its status shows it): a signature counts once.")
+    signed: SignedBy | None = None
+
+    def change(self) -> dict[str, Any]:
+        """What the signers sign (with the watch id, ``seq`` and the expiry)."""
+        return self.model_dump(mode="json", include={"config", "poll_interval", "guardians_required", "reason"})
+
+
+class WatchStopRequest(BaseModel):
+    """Stop the network's watch (k guardians sign; audited)."""
+
+    reason: str = Field(min_length=1, max_length=500)
+    seq: int = Field(0, ge=0)
+    signed: SignedBy | None = None
+
+    def change(self) -> dict[str, Any]:
+        return {"reason": self.reason}
 
 
 class AnomalyWatchStatus(BaseModel):
@@ -197,6 +220,8 @@ class AnomalyWatchStatus(BaseModel):
     findings: list[Finding]
     halts: list[int]
     settings: WatchSettings | None = None
+    admin_seq: int = 0
+    protected: bool = Field(False, description="This run has the policy and checks who signs a change.")
 
 
 class RegisterNodesInput(BaseModel):
@@ -204,3 +229,85 @@ class RegisterNodesInput(BaseModel):
 
     node_ids: list[str] = Field(min_length=1, max_length=100_000)
     region: str = "local"
+
+
+class AdminAction(StrEnum):
+    """What the capability admin workflow changes (who may: westworld/authority.py)."""
+
+    ADD_NODES = "add_nodes"
+    ADD_PEER = "add_peer"
+    REMOVE_NODE = "remove_node"
+    ADD_GUARDIAN = "add_guardian"
+    REMOVE_GUARDIAN = "remove_guardian"
+    ADD_OPERATOR = "add_operator"
+    REMOVE_OPERATOR = "remove_operator"
+    MINT = "mint"
+    REVOKE_TOKEN = "revoke_token"  # noqa: S105 (an action name, not a secret)
+    REVOKE_ALL = "revoke_all"
+    ROTATE_KEY = "rotate_key"
+    RETIRE_KEY = "retire_key"
+    HALT = "halt"
+
+    @property
+    def registry(self) -> str:
+        """The registry it changes (peer, guardian, operator) or "" (one operator decides)."""
+        return {"add_peer": "peer", "remove_node": "peer", "add_guardian": "guardian", "remove_guardian": "guardian",
+                "add_operator": "operator", "remove_operator": "operator"}.get(self.value, "")
+
+
+class AdminChange(BaseModel):
+    """One administrative change; only the fields its action uses are set."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: AdminAction
+    subject: str = Field("", pattern=r"^[A-Za-z0-9._:-]{0,128}$",
+                         description="The node, guardian, operator, agent, token or root key id.")
+    node_ids: list[str] = Field(default_factory=list, max_length=100_000)
+    region: str = Field("", pattern=r"^[A-Za-z0-9._:-]{0,64}$")
+    public_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    actions: list[str] = Field(default_factory=list, description="mint: the allowed actions.")
+    recipient_key: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description=(
+        "mint: the X25519 public key the new token is sealed to (a token never enters history in clear)."))
+    reason: str = Field("", max_length=500)
+    guardians_required: int = Field(0, ge=0, le=64, description="halt: k to resume (never under the policy).")
+
+
+class CapabilityAdminInput(BaseModel):
+    """Workflow id ``capability-admin:<nonce>`` (the nonce is signed and used once)."""
+
+    change: AdminChange
+    signed: SignedBy
+
+
+class AdminApply(BaseModel):
+    nonce: str
+    change: AdminChange
+
+
+class AdminOutcome(BaseModel):
+    detail: str
+    sealed_token: str = Field("", repr=False, description="mint: the token sealed to the change's recipient_key.")
+    halt_epoch: int = 0
+
+
+class AdminResult(BaseModel):
+    action: AdminAction
+    detail: str
+    sealed_token: str = Field("", repr=False, description=(
+        "mint: the new token sealed (libsodium sealed box, hex) to the request's recipient_key."))
+    halt_epoch: int = 0
+    signed_by: list[str]
+    audit_seq: int
+
+
+class CapabilityRegistries(BaseModel):
+    """What anyone may read (public keys only): nodes and regions, peers, guardians, operators, the halt."""
+
+    nodes: dict[str, str]
+    peers: dict[str, str]
+    guardians: dict[str, str]
+    operators: dict[str, str]
+    halt: HaltState
+    active_key: str = ""
+    revocation_epoch: int = 0

@@ -1,8 +1,10 @@
-"""What `westworld agent` and `westworld halt` do, as async functions over the capability store and Temporal.
+"""What `westworld agent` and `westworld halt` do, as async functions over Temporal: the CLI is a client.
 
-Local key material: root keys stay in the project database, encrypted under ``<data dir>/capability-kek.key``;
-peer and guardian private keys are generated here into ``<data dir>/capabilities/keys/<id>.key`` (mode 0600) and
-only their public keys are registered. Signatures are made here and only signatures travel to the server.
+It never opens the project database or a worker's keys. Changes go to the worker as signed requests
+(CapabilityAdminWorkflow, the watch's ``reconfigure`` / ``stop`` updates) that the workflow checks
+(westworld/authority.py); reads go through CapabilityReadWorkflow. The private keys of people (operator, peers,
+guardians) are files the person holds, passed with ``--key``: signatures are made here and only signatures
+travel. ``store_of`` is for the demos that run beside the worker, never for a CLI command.
 """
 
 from __future__ import annotations
@@ -10,39 +12,52 @@ from __future__ import annotations
 import contextlib
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.capability_store import CapabilityStore
 from activities.store import Database
+from westworld import authority, peers
 from westworld import capability as cap
 from westworld import discharge as dc
-from westworld import peers
 from westworld.agents import (
+    AdminAction,
+    AdminChange,
+    AdminResult,
     AgentActionInput,
     AgentActionResult,
     AnomalyWatchInput,
-    NetworkHaltInput,
+    CapabilityAdminInput,
+    CapabilityRegistries,
     WatchConfigRequest,
     WatchSettings,
+    WatchStopRequest,
 )
-from westworld.errors import InvalidInput
-from workers.capabilities_wiring import open_store
+from westworld.errors import UNAUTHORISED, InvalidInput, WestworldError
+from workers.capabilities_wiring import open_store, operator_key_file, operator_public_file
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
+from workflows.capability_admin import ID_PREFIX, CapabilityAdminWorkflow, CapabilityReadWorkflow, admin_digest
 from workflows.network_halt import NetworkHaltWorkflow
 
 Echo = Callable[[str], None]
 WATCH_ID = "anomaly-watch"
+SIGNATURE_LIFETIME = timedelta(minutes=10)
+
+
+class Refused(WestworldError):
+    """The workflow refused a signed request (``type`` is the workflow's error type, e.g. Unauthorised)."""
+
+    type = UNAUTHORISED
 
 
 def now() -> datetime:
@@ -60,7 +75,18 @@ async def store_of(s: Settings) -> AsyncIterator[CapabilityStore]:
 
 
 def keys_dir(s: Settings) -> Path:
+    """Where the demos keep their people's keys (a CLI user passes their own key files with --key)."""
     return s.data_dir / "capabilities" / "keys"
+
+
+def ensure_operator_key(s: Settings) -> str | None:
+    """What `westworld up` does once: the genesis operator's key pair (``operator.key`` mode 0600, held by the
+    person who runs the stack; ``operator.pub``, read by the worker). Returns the new public key, or None."""
+    if operator_key_file(s).exists():
+        return None
+    public = new_keypair(operator_key_file(s))
+    operator_public_file(s).write_text(public + "\n")
+    return public
 
 
 def new_keypair(path: Path) -> str:
@@ -110,8 +136,9 @@ def inspect(token: str) -> list[str]:
 async def attenuate(s: Settings, token: str, caveats: list[str], peer_ids: list[str]) -> str:
     out = cap.attenuate(token, caveats)
     if peer_ids:
-        async with store_of(s) as store:
-            registry = await store.peers()
+        from workers.client import connect
+
+        registry = (await registries(await connect(s), s)).peers
         for pid in peer_ids:
             if pid not in registry:
                 raise InvalidInput(f"peer {pid!r} is not registered (see `westworld agent peers list`)")
@@ -163,13 +190,57 @@ async def _submit(call: object) -> int:
         raise InvalidInput(f"signature refused ({why})") from err
 
 
-async def start_halt(client: Client, s: Settings, reason: str, guardians_required: int) -> int:
-    async with store_of(s) as store:
-        epoch = await store.allocate_halt(f"cli:{uuid.uuid4().hex}", reason)
-    await client.start_workflow(NetworkHaltWorkflow.run, NetworkHaltInput(
-        epoch=epoch, reason=reason, guardians_required=guardians_required), id=f"halt:{epoch}",
-        task_queue=s.task_queue)
-    return epoch
+async def registries(client: Client, s: Settings) -> CapabilityRegistries:
+    """The registries (public keys only), the halt, the active root key: read by the worker."""
+    return await client.execute_workflow(CapabilityReadWorkflow.run, id=f"capability-read:{uuid.uuid4().hex}",
+                                         task_queue=s.task_queue)
+
+
+def signed_input(change: AdminChange, keys: Sequence[bytes], nonce: str | None = None,
+                 lifetime: timedelta = SIGNATURE_LIFETIME) -> tuple[str, CapabilityAdminInput]:
+    """The workflow id and the input of ``change`` signed with ``keys`` (locally)."""
+    if not keys:
+        raise InvalidInput(f"{change.action.value}: needs --key (the signer's private key file)")
+    wid = f"{ID_PREFIX}{nonce or secrets.token_hex(16)}"
+    expires = now() + lifetime
+    draft = CapabilityAdminInput(change=change, signed=authority.SignedBy(
+        expires_at=expires, signatures=[authority.AdminSignature(signer="0" * 64, signature="0" * 128)]))
+    digest = admin_digest(draft, wid)
+    return wid, draft.model_copy(update={"signed": authority.SignedBy(
+        expires_at=expires, signatures=[authority.sign(k, digest) for k in keys])})
+
+
+async def admin(client: Client, s: Settings, change: AdminChange, keys: Sequence[bytes]) -> AdminResult:
+    """Send ``change`` signed with ``keys``; the worker applies it if the signers are entitled to it."""
+    wid, inp = signed_input(change, keys)
+    try:
+        return await client.execute_workflow(CapabilityAdminWorkflow.run, inp, id=wid, task_queue=s.task_queue,
+                                             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    except WorkflowFailureError as err:
+        cause = err.cause
+        if isinstance(cause, ApplicationError):
+            raise Refused(f"{change.action.value} refused ({cause.type}: {cause.message})",
+                          type=cause.type or UNAUTHORISED) from err
+        raise
+
+
+async def mint(client: Client, s: Settings, agent: str, actions: Sequence[str], keys: Sequence[bytes]) -> str:
+    """A new root token for ``agent``, minted by the worker on the operator's signed request and sealed to a key
+    made here for this call: the token never travels, nor sits in history, in clear."""
+    from nacl.public import PrivateKey, SealedBox
+
+    mine = PrivateKey.generate()
+    result = await admin(client, s, AdminChange(action=AdminAction.MINT, subject=agent, actions=list(actions),
+                                                recipient_key=bytes(mine.public_key).hex()), keys)
+    return SealedBox(mine).decrypt(bytes.fromhex(result.sealed_token)).decode()
+
+
+async def start_halt(client: Client, s: Settings, reason: str, guardians_required: int,
+                     keys: Sequence[bytes]) -> int:
+    """Halt the network on an operator's signed request; returns the halt epoch."""
+    result = await admin(client, s, AdminChange(action=AdminAction.HALT, reason=reason,
+                                                guardians_required=guardians_required), keys)
+    return result.halt_epoch
 
 
 async def watch_running(client: Client) -> bool:
@@ -210,11 +281,41 @@ async def sync_watch(client: Client, s: Settings, echo: Echo) -> None:
     echo(f"{'anomaly-watch':13} {outcome:16} workflow {WATCH_ID}{what}")
 
 
-async def reconfigure_watch(client: Client, request: WatchConfigRequest) -> WatchSettings:
-    """Change the running watch's settings (validated and audited by the watch); returns the settings replaced."""
-    handle = client.get_workflow_handle_for(AnomalyWatchWorkflow.run, WATCH_ID)
+def sign_watch_change(request: WatchConfigRequest | WatchStopRequest, action: str, watch_id: str,
+                      keys: Sequence[bytes], lifetime: timedelta = SIGNATURE_LIFETIME) -> None:
+    """Sign ``request`` (at its ``seq``) for the watch ``watch_id`` with ``keys``, in place."""
+    expires = now() + lifetime
+    digest = authority.change_digest(action, watch_id, request.change(), str(request.seq), expires)
+    request.signed = authority.SignedBy(expires_at=expires, signatures=[authority.sign(k, digest) for k in keys])
+
+
+async def reconfigure_watch(client: Client, settings: WatchSettings, reason: str, keys: Sequence[bytes],
+                            watch_id: str = WATCH_ID) -> WatchSettings:
+    """Change the running watch's settings, signed with ``keys`` (one operator tightens; k guardians loosen,
+    never beyond the policy); returns the settings replaced."""
+    handle = client.get_workflow_handle_for(AnomalyWatchWorkflow.run, watch_id)
+    seq = (await handle.query(AnomalyWatchWorkflow.status)).admin_seq
+    request = WatchConfigRequest(**settings.model_dump(), reason=reason, seq=seq)
+    sign_watch_change(request, "watch.reconfigure", watch_id, keys)
     try:
         return await handle.execute_update(AnomalyWatchWorkflow.reconfigure, request)
     except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        raise InvalidInput(cause.message if isinstance(cause, ApplicationError) else str(cause)) from err
+        raise _refused("reconfigure", err) from err
+
+
+async def stop_watch(client: Client, reason: str, keys: Sequence[bytes], watch_id: str = WATCH_ID) -> int:
+    """Stop the network's watch (k guardians sign)."""
+    handle = client.get_workflow_handle_for(AnomalyWatchWorkflow.run, watch_id)
+    request = WatchStopRequest(reason=reason, seq=(await handle.query(AnomalyWatchWorkflow.status)).admin_seq)
+    sign_watch_change(request, "watch.stop", watch_id, keys)
+    try:
+        return await handle.execute_update(AnomalyWatchWorkflow.stop, request)
+    except WorkflowUpdateFailedError as err:
+        raise _refused("stop", err) from err
+
+
+def _refused(what: str, err: WorkflowUpdateFailedError) -> Refused:
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return Refused(f"{what} refused ({cause.type}: {cause.message})", type=cause.type or UNAUTHORISED)
+    return Refused(f"{what} refused ({cause})")

@@ -4,6 +4,9 @@ worker.
 ``WORKFLOWS`` are registered on the worker; ``open_activities`` builds the part's activity classes with their
 clients (opened here, closed when the worker stops) and yields the bound activity methods. The root-key
 encryption key lives in ``<data dir>/capability-kek.key`` (created on first start, mode 0600).
+
+The genesis operator: `westworld up` creates ``<data dir>/operator.key`` (the person's private key, mode 0600)
+and ``operator.pub``; the worker reads only the public key and counts it as a registered operator.
 """
 
 from __future__ import annotations
@@ -14,18 +17,30 @@ from pathlib import Path
 from typing import Any
 
 from activities.capabilities import CapabilityActivities
+from activities.capability_admin import CapabilityAdminActivities
 from activities.capability_store import CapabilityStore, load_or_create_kek
 from activities.store import AuditLog, Database
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
+from workflows.capability_admin import CapabilityAdminWorkflow, CapabilityReadWorkflow
 from workflows.network_halt import NetworkHaltWorkflow
 
-WORKFLOWS: tuple[type, ...] = (AgentActionWorkflow, AnomalyWatchWorkflow, NetworkHaltWorkflow)
+WORKFLOWS: tuple[type, ...] = (AgentActionWorkflow, AnomalyWatchWorkflow, NetworkHaltWorkflow,
+                               CapabilityAdminWorkflow, CapabilityReadWorkflow)
 
 
 def kek_file(settings: Settings) -> Path:
     return settings.data_dir / "capability-kek.key"
+
+
+def operator_key_file(settings: Settings) -> Path:
+    """The genesis operator's private key (the person's; the worker never reads it)."""
+    return settings.data_dir / "operator.key"
+
+
+def operator_public_file(settings: Settings) -> Path:
+    return settings.data_dir / "operator.pub"
 
 
 async def open_store(settings: Settings, database: Database) -> CapabilityStore:
@@ -39,4 +54,6 @@ async def open_store(settings: Settings, database: Database) -> CapabilityStore:
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
     del audit
     store = await open_store(settings, database)
-    yield CapabilityActivities(store).all()
+    admin = CapabilityAdminActivities(store, database, operator_public_file(settings))
+    await admin.init()
+    yield [*CapabilityActivities(store).all(), *admin.all()]

@@ -1,4 +1,6 @@
-"""`westworld halt status | start | resume | guardians add`: the network halt, from the guardians' side."""
+"""`westworld halt status | start | resume | guardians add | guardians remove`: the network halt, from the
+guardians' side. A client of Temporal only: changes are signed here with the signers' key files (``--key``) and
+checked by the worker; reads go through the worker (CapabilityReadWorkflow)."""
 
 from __future__ import annotations
 
@@ -8,30 +10,68 @@ from typing import Annotated
 import typer
 from temporalio.service import RPCError
 
+from westworld.agents import AdminAction, AdminChange
+from westworld.errors import WestworldError
 from workers import agent_ops as ops
 from workers.cli_agent_common import client, run
-from workers.cli_common import DataDir, settings_for
+from workers.cli_common import DataDir, fail, settings_for
 from workers.client import NotConfigured
 from workflows.network_halt import NetworkHaltWorkflow
 
 halt_app = typer.Typer(help="The network halt: status, and guardians' resume.", no_args_is_help=True)
 guardians_app = typer.Typer(help="Guardians who resume a halted network.", no_args_is_help=True)
 halt_app.add_typer(guardians_app, name="guardians")
+SignKeys = Annotated[list[Path] | None, typer.Option(
+    "--key", help="A signer's private key file (repeat for k guardians): an operator's, or guardians'.")]
+PublicKey = Annotated[str | None, typer.Option(help="The registered party's Ed25519 public key (hex).")]
+NewKey = Annotated[Path | None, typer.Option(help="Generate the party's key pair into this file (mode 0600) and "
+                                                  "register its public key; hand the file to them.")]
+
+
+def signing_keys(paths: list[Path] | None) -> list[bytes]:
+    if not paths:
+        raise fail("--key: the signer's private key file is needed (an operator's, or k guardians')")
+    try:
+        return [ops.read_private_key(p) for p in paths]
+    except WestworldError as err:
+        raise fail(err.message) from err
+
+
+def public_key_for(public_key: str | None, new_key: Path | None) -> str:
+    if bool(public_key) == bool(new_key):
+        raise fail("give exactly one of --public-key or --new-key")
+    if new_key:
+        return ops.new_keypair(new_key)
+    assert public_key is not None
+    return public_key.lower()
 
 
 @guardians_app.command("add")
-def guardians_add(guardian_id: str, data_dir: DataDir = None) -> None:
-    """Register a guardian; its Ed25519 key is generated into the data dir (only the public key is registered)."""
+def guardians_add(guardian_id: str, key: SignKeys = None, public_key: PublicKey = None, new_key: NewKey = None,
+                  data_dir: DataDir = None) -> None:
+    """Register a guardian (signed by the operator at genesis, then by k guardians)."""
     s = settings_for(data_dir)
-    path = ops.keys_dir(s) / f"guardian-{guardian_id}.key"
+    keys = signing_keys(key)
+    public = public_key_for(public_key, new_key)
 
-    async def go() -> None:
-        public = ops.new_keypair(path)
-        async with ops.store_of(s) as store:
-            await store.add_guardian(guardian_id, public, ops.now())
+    async def go() -> str:
+        return (await ops.admin(await client(s), s, AdminChange(
+            action=AdminAction.ADD_GUARDIAN, subject=guardian_id, public_key=public), keys)).detail
 
-    run(go())
-    typer.echo(f"registered guardian {guardian_id}; private key in {path}")
+    typer.echo(run(go()) + (f"; private key in {new_key}" if new_key else ""))
+
+
+@guardians_app.command("remove")
+def guardians_remove(guardian_id: str, key: SignKeys = None, data_dir: DataDir = None) -> None:
+    """Remove a guardian (k guardians sign; the operator at genesis)."""
+    s = settings_for(data_dir)
+    keys = signing_keys(key)
+
+    async def go() -> str:
+        return (await ops.admin(await client(s), s, AdminChange(
+            action=AdminAction.REMOVE_GUARDIAN, subject=guardian_id), keys)).detail
+
+    typer.echo(run(go()))
 
 
 @halt_app.command("status")
@@ -40,13 +80,13 @@ def halt_status(data_dir: DataDir = None) -> None:
     s = settings_for(data_dir)
 
     async def go() -> list[str]:
-        async with ops.store_of(s) as store:
-            state = await store.halt_state()
+        temporal = await client(s)
+        state = (await ops.registries(temporal, s)).halt
         if not state.halted:
             return ["not halted: capability checks run normally"]
         lines = [f"HALTED since {state.since} (epoch {state.epoch}): {state.reason}"]
         try:
-            st = await (await client(s)).get_workflow_handle_for(
+            st = await temporal.get_workflow_handle_for(
                 NetworkHaltWorkflow.run, f"halt:{state.epoch}").query(NetworkHaltWorkflow.status)
             lines.append(f"resume needs {st.guardians_required} guardians; signed: {st.signed_by or 'none'}")
             lines.append(f"resume digest: {st.digest}")
@@ -59,13 +99,15 @@ def halt_status(data_dir: DataDir = None) -> None:
 
 
 @halt_app.command("start")
-def halt_start(reason: Annotated[str, typer.Option()], guardians_required: Annotated[int, typer.Option()] = 2,
+def halt_start(reason: Annotated[str, typer.Option()], key: SignKeys = None,
+               guardians_required: Annotated[int, typer.Option(help="k to resume (at least the policy's).")] = 0,
                data_dir: DataDir = None) -> None:
-    """Halt the network by hand (a drill, or an operator's call); guardians resume it."""
+    """Halt the network by hand (a drill, or an operator's call, signed with the operator's --key)."""
     s = settings_for(data_dir)
+    keys = signing_keys(key)
 
     async def go() -> int:
-        return await ops.start_halt(await client(s), s, reason, guardians_required)
+        return await ops.start_halt(await client(s), s, reason, guardians_required, keys)
 
     typer.echo(f"halted: epoch {run(go())}")
 
@@ -79,14 +121,14 @@ def halt_resume(guardian: Annotated[str, typer.Option(help="Your guardian id.")]
     s = settings_for(data_dir)
 
     async def go() -> str:
+        temporal = await client(s)
         e = epoch
         if e is None:
-            async with ops.store_of(s) as store:
-                state = await store.halt_state()
+            state = (await ops.registries(temporal, s)).halt
             if not state.halted:
                 return "the network is not halted"
             e = state.epoch
-        n = await ops.sign_resume(await client(s), e, guardian, ops.read_private_key(key))
+        n = await ops.sign_resume(temporal, e, guardian, ops.read_private_key(key))
         return f"accepted: {n} guardian signatures on halt {e}"
 
     typer.echo(run(go()))

@@ -22,10 +22,12 @@ from workflows.emergency_access import EmergencyAccessWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
 from workflows.key_ceremony import KeyCeremonyWorkflow
 from workflows.replica_audit import ReplicaAuditWorkflow
+from workflows.shelter_read import CurrentKeyEpochWorkflow
 from workflows.store_document import StoreDocumentWorkflow
 
 WORKFLOWS: tuple[type, ...] = (DocumentAccessWorkflow, EmergencyAccessWorkflow, GuardianRotationWorkflow,
-                               StoreDocumentWorkflow, ReplicaAuditWorkflow, KeyCeremonyWorkflow)
+                               StoreDocumentWorkflow, ReplicaAuditWorkflow, KeyCeremonyWorkflow,
+                               CurrentKeyEpochWorkflow)
 
 
 @contextlib.asynccontextmanager

@@ -7,6 +7,11 @@ the events still inside the long window. Workflow id ``anomaly-watch`` (`westwor
 
 The ``reconfigure`` update changes thresholds, poll interval and guardians on the running watch (validated,
 audited with the old and new settings, carried across continue-as-new) and returns the settings it replaced.
+Its validator checks who signed (westworld/authority.py): tightening needs one registered operator, loosening k
+guardians, and nothing may be looser than the policy the DAO set (``NetworkPolicy.watch``, read by the
+``load_policy`` activity) whoever signs. Each signature covers the watch id and its ``admin_seq`` (so it counts
+once) and expires. ``stop`` (k guardians) ends the watch. A start input looser than the policy is tightened to it;
+a start input that carries internal state (``carry``) is refused: only continue-as-new hands it over.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from westworld import anomaly
+    from westworld import anomaly, authority
     from westworld.agents import (
         AgentEventsInput,
         AgentEventsPage,
@@ -31,9 +36,11 @@ with workflow.unsafe.imports_passed_through():
         WatchCarry,
         WatchConfigRequest,
         WatchSettings,
+        WatchStopRequest,
     )
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.errors import INVALID_INPUT
+    from westworld.errors import INJECTED_STATE, INVALID_INPUT, UNAUTHORISED
+    from westworld.policy import NetworkPolicy
     from workflows.network_halt import NetworkHaltWorkflow
     from workflows.steps import set_step
 
@@ -41,6 +48,8 @@ QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interv
 AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Runs from before this patch sleep out their poll; newer ones wake early when reconfigured.
 WAKE_ON_RECONFIGURE = "watch-wake-on-reconfigure"
+# Runs from before this patch took any reconfigure and no policy; newer ones check signatures against the policy.
+AUTHORISED_ADMIN = "watch-authorised-admin"
 
 
 @workflow.defn
@@ -51,14 +60,22 @@ class AnomalyWatchWorkflow:
         self._input = input
         self._findings: list[anomaly.Finding] = []
         self._reconfigured = False
+        self._policy: NetworkPolicy | None = None
+        self._signers = authority.AdminSigners()
+        self._stopped = False
 
     @workflow.run
     async def run(self, input: AnomalyWatchInput) -> None:
         # The settings are read from self._input on each poll: the reconfigure update replaces them.
         c = self._carry
+        guarded = workflow.patched(AUTHORISED_ADMIN)
+        if guarded:
+            await self._start_within_policy(input)
         set_step("watching")
         polls = 0
-        while True:
+        while not self._stopped:
+            if guarded:
+                await self._refresh_signers()
             page = await workflow.execute_activity(
                 "agent_events", AgentEventsInput(after_seq=c.after_seq), result_type=AgentEventsPage,
                 start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK)
@@ -77,6 +94,25 @@ class AnomalyWatchWorkflow:
                 workflow.continue_as_new(self._input.model_copy(update={"carry": c}))
             if len(page.events) < AgentEventsInput().limit:
                 await self._pause()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        set_step("stopped")
+
+    async def _start_within_policy(self, input: AnomalyWatchInput) -> None:
+        if input.carry is not None and workflow.info().continued_run_id is None:
+            raise ApplicationError("the watch's carry (feed position, events, halts, admin sequence) is handed over "
+                                   "by continue-as-new only, never in a start input", type=INJECTED_STATE,
+                                   non_retryable=True)
+        self._policy = await workflow.execute_activity(
+            "load_policy", result_type=NetworkPolicy, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK)
+        config, poll, k = authority.clamp_to_policy(self._input.config, self._input.poll_interval,
+                                                    self._input.guardians_required, self._policy.watch)
+        self._input = self._input.model_copy(update={"config": config, "poll_interval": poll,
+                                                     "guardians_required": k})
+
+    async def _refresh_signers(self) -> None:
+        self._signers = await workflow.execute_activity(
+            "admin_signers", result_type=authority.AdminSigners, start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=QUICK)
 
     async def _pause(self) -> None:
         if not workflow.patched(WAKE_ON_RECONFIGURE):
@@ -110,12 +146,17 @@ class AnomalyWatchWorkflow:
     async def reconfigure(self, request: WatchConfigRequest) -> WatchSettings:
         """New thresholds, poll interval and guardians from the next poll on (which comes at once); returns the
         settings they replace, so the caller can put them back."""
-        new = WatchSettings.model_validate(request.model_dump(exclude={"reason"}))
+        new = WatchSettings.model_validate(request.model_dump(include={"config", "poll_interval",
+                                                                       "guardians_required"}))
         before = self._settings()
+        payload: dict[str, object] = {"reason": request.reason, "before": before.model_dump(mode="json"),
+                                      "after": new.model_dump(mode="json")}
+        if workflow.patched(AUTHORISED_ADMIN):
+            payload.update(self._accepted(request, "watch.reconfigure"))
+            self._carry.admin_seq += 1
         await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind="watch.reconfigure", subject=workflow.info().workflow_id, payload={
-                "reason": request.reason, "before": before.model_dump(mode="json"),
-                "after": new.model_dump(mode="json")}),
+            "append_audit", AuditEntryInput(kind="watch.reconfigure", subject=workflow.info().workflow_id,
+                                            payload=payload),
             result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
         self._input = self._input.model_copy(update={
             "config": new.config, "poll_interval": new.poll_interval, "guardians_required": new.guardians_required})
@@ -127,8 +168,67 @@ class AnomalyWatchWorkflow:
         if problems := anomaly.config_problems(request.config, request.poll_interval):
             raise ApplicationError("watch settings refused: " + "; ".join(problems), type=INVALID_INPUT,
                                    non_retryable=True)
+        if self._policy is None:
+            raise ApplicationError("watch settings refused: this run has not loaded the network policy (yet)",
+                                   type=UNAUTHORISED, non_retryable=True)
+        if looser := authority.looser_than_policy(request.config, request.poll_interval, request.guardians_required,
+                                                  self._policy.watch):
+            raise ApplicationError("watch settings refused: looser than the network policy, whoever signs: "
+                                   + "; ".join(looser), type=UNAUTHORISED, non_retryable=True)
+        i = self._input
+        loosens = authority.loosened(i.config, i.poll_interval, i.guardians_required, request.config,
+                                     request.poll_interval, request.guardians_required)
+        what = f"reconfigure {workflow.info().workflow_id}" + (f" (loosens {', '.join(loosens)})" if loosens else "")
+        self._check(request, "watch.reconfigure", what,
+                    authority.watch_authority(loosens, self._policy, i.guardians_required))
+
+    def _check(self, request: WatchConfigRequest | WatchStopRequest, action: str, what: str,
+               required: authority.Required) -> list[str]:
+        """The signers' ids if ``request`` is signed by ``required`` over this change at the current sequence."""
+        if request.seq != self._carry.admin_seq:
+            raise ApplicationError(f"{what}: signed for sequence {request.seq}, the watch is at "
+                                   f"{self._carry.admin_seq} (a signature counts once)", type=UNAUTHORISED,
+                                   non_retryable=True)
+        if request.signed is None:
+            raise ApplicationError(f"{what}: unsigned; needs {required.describe()}", type=UNAUTHORISED,
+                                   non_retryable=True)
+        digest = authority.change_digest(action, workflow.info().workflow_id, request.change(), str(request.seq),
+                                         request.signed.expires_at)
+        try:
+            return authority.authorise(what, digest, request.signed, required, self._signers, workflow.now())
+        except authority.Unauthorised as err:
+            raise ApplicationError(err.message, type=UNAUTHORISED, non_retryable=True) from None
+
+    def _accepted(self, request: WatchConfigRequest | WatchStopRequest, action: str) -> dict[str, object]:
+        """What the audit records of an accepted signed change: who signed, at which sequence, until when."""
+        by_key = {**{k: i for i, k in self._signers.operators.items()},
+                  **{k: i for i, k in self._signers.guardians.items()}}
+        signed = request.signed.signatures if request.signed else []
+        return {"seq": request.seq, "signed_by": sorted(by_key.get(s.signer, s.signer) for s in signed),
+                "expires_at": request.signed.expires_at.isoformat() if request.signed else None, "action": action}
+
+    @workflow.update
+    async def stop(self, request: WatchStopRequest) -> int:
+        """End the watch (k guardians sign); returns the polls this watch made over all its runs."""
+        payload = {"reason": request.reason, **self._accepted(request, "watch.stop")}
+        self._carry.admin_seq += 1
+        await workflow.execute_activity(
+            "append_audit", AuditEntryInput(kind="watch.stop", subject=workflow.info().workflow_id, payload=payload),
+            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+        self._stopped = self._reconfigured = True
+        return self._carry.polls
+
+    @stop.validator
+    def _validate_stop(self, request: WatchStopRequest) -> None:
+        if self._policy is None:
+            raise ApplicationError("stop refused: this run has not loaded the network policy (yet)",
+                                   type=UNAUTHORISED, non_retryable=True)
+        k = authority.guardians_k(self._policy, self._input.guardians_required)
+        self._check(request, "watch.stop", f"stop {workflow.info().workflow_id}",
+                    authority.Required(authority.Authority.GUARDIANS, k))
 
     @workflow.query
     def status(self) -> AnomalyWatchStatus:
         return AnomalyWatchStatus(after_seq=self._carry.after_seq, events=len(self._carry.events),
-                                  findings=self._findings, halts=list(self._carry.halts), settings=self._settings())
+                                  findings=self._findings, halts=list(self._carry.halts), settings=self._settings(),
+                                  admin_seq=self._carry.admin_seq, protected=self._policy is not None)

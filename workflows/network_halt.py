@@ -4,6 +4,11 @@ k of the registered guardians sign the resume; the halt and the resume are audit
 Guardians submit Ed25519 signatures over :func:`westworld.peers.resume_digest` (shown by the ``status`` query)
 through the ``submit_guardian_signature`` update; its validator refuses unknown guardians, bad signatures and
 repeats. The guardian registry is re-read every ``reminder_every`` while waiting.
+
+Who may halt: only a workflow that has decided to (started as a child of the anomaly watch on a critical finding,
+or of CapabilityAdminWorkflow on an operator's signed request). A halt started directly by whoever reaches
+Temporal is refused (``Unauthorised``) before anything is halted; k is the policy's
+``watch.guardians_required_min`` unless the input asks for more.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ with workflow.unsafe.imports_passed_through():
         SignerRegistry,
     )
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.errors import SIGNATURES_CLOSED
+    from westworld.errors import SIGNATURES_CLOSED, UNAUTHORISED
+    from westworld.policy import NetworkPolicy
     from workflows.steps import set_step
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+# Runs from before this patch accepted any starter and the input's k.
+AUTHORISED_HALT = "halt-authorised-starter"
 
 
 @workflow.defn
@@ -43,9 +51,20 @@ class NetworkHaltWorkflow:
         self._signed: dict[str, str] = {}
         self._halted = False
         self._collecting = False
+        self._k = input.guardians_required
 
     @workflow.run
     async def run(self, input: NetworkHaltInput) -> NetworkHaltResult:
+        if workflow.patched(AUTHORISED_HALT):
+            if workflow.info().parent is None:
+                raise ApplicationError(
+                    f"halt {input.epoch}: a halt is declared by the anomaly watch or by an operator's signed request "
+                    "(`westworld halt start --key`), never started directly", type=UNAUTHORISED, non_retryable=True)
+            policy = await workflow.execute_activity(
+                "load_policy", result_type=NetworkPolicy, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=QUICK)
+            self._k = max(input.guardians_required, policy.watch.guardians_required_min)
+        k = self._k
         set_step("halting")
         await workflow.execute_activity(
             "set_network_halt", HaltSet(epoch=input.epoch, reason=input.reason), result_type=HaltState,
@@ -54,13 +73,12 @@ class NetworkHaltWorkflow:
         await self._audit("network.halt", {"epoch": input.epoch, "reason": input.reason,
                                            "findings": [f.model_dump(mode="json") for f in input.findings]})
         self._collecting = True
-        while len(self._signed) < input.guardians_required:
+        while len(self._signed) < k:
             await self._refresh_registry()
-            set_step(f"halted: awaiting {input.guardians_required} guardian signatures "
+            set_step(f"halted: awaiting {k} guardian signatures "
                      f"({len(self._signed)} in, {len(self._registry)} registered)")
             try:
-                await workflow.wait_condition(lambda: len(self._signed) >= input.guardians_required,
-                                              timeout=input.reminder_every)
+                await workflow.wait_condition(lambda: len(self._signed) >= k, timeout=input.reminder_every)
             except TimeoutError:
                 continue
         self._collecting = False
@@ -97,7 +115,7 @@ class NetworkHaltWorkflow:
 
     @submit_guardian_signature.validator
     def _validate(self, req: peers.SignatureRequest) -> None:
-        if not self._collecting or len(self._signed) >= self._input.guardians_required:
+        if not self._collecting or len(self._signed) >= self._k:
             raise ApplicationError(f"halt {self._input.epoch} is not collecting guardian signatures",
                                    type=SIGNATURES_CLOSED, non_retryable=True)
         try:
@@ -108,5 +126,5 @@ class NetworkHaltWorkflow:
     @workflow.query
     def status(self) -> NetworkHaltStatus:
         return NetworkHaltStatus(epoch=self._input.epoch, halted=self._halted, reason=self._input.reason,
-                                 digest=self._digest.hex(), guardians_required=self._input.guardians_required,
+                                 digest=self._digest.hex(), guardians_required=self._k,
                                  signed_by=sorted(self._signed))
