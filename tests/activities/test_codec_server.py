@@ -152,6 +152,10 @@ async def test_token_as_first_path_segment_is_how_the_ui_calls(serve: Serve, rin
     base = await serve(make_app(ring, TOKEN, UI_ORIGIN))
     body = {"payloads": [PLAIN]}
     async with httpx.AsyncClient(base_url=base, headers={"Origin": UI_ORIGIN}) as http:
+        preflight = await http.options(f"/{TOKEN}/decode", headers={
+            "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type,x-namespace"})
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == UI_ORIGIN
         encoded = await http.post(f"/{TOKEN}/encode?preserveStorageRefs=true", json=body)
         decoded = await http.post(f"/{TOKEN}/decode?preserveStorageRefs=true", json=encoded.json())
         wrong = await http.post("/not-the-token/decode", json=body)
