@@ -10,29 +10,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.chain import ChainClient
-from westworld.errors import POLICY_INVALID, POLICY_MISMATCH
+from westworld.documents import LIMITS, durations_out_of_range, load_document
+from westworld.errors import POLICY_INVALID, POLICY_MISMATCH, InvalidInput
 from westworld.policy import POLICY_HASH_KEY, NetworkPolicy, policy_hash
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parents[1] / "deploy" / "policy.yaml"
 
 
 def read_policy_file(path: Path) -> NetworkPolicy:
-    """Parse and validate a policy file (YAML or JSON); ValueError naming the file and every problem."""
+    """Parse and validate a policy file (YAML or JSON, through the safe loader: UTF-8, size, aliases, depth,
+    duplicate keys); ValueError naming the file and every problem."""
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot read the policy: {err}") from err
+        with path.open("rb") as f:
+            content = f.read(LIMITS.max_bytes + 1)  # the loader refuses more; never read an endless file whole
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the policy: {err.strerror}") from err
     try:
-        return NetworkPolicy.model_validate(data or {})
+        data = load_document(content, str(path))
+    except InvalidInput as err:
+        raise ValueError(err.message) from err
+    try:
+        policy = NetworkPolicy.model_validate(data or {})
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors())
         raise ValueError(f"{path}: invalid policy: {problems}") from err
+    if out_of_range := durations_out_of_range(policy):
+        raise ValueError(f"{path}: invalid policy: {'; '.join(out_of_range)}")
+    return policy
 
 
 class PolicyActivities:

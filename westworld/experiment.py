@@ -24,12 +24,14 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_serializer,
 )
 
 from westworld.audit import canonical_json
+from westworld.documents import Document, duration_problem, parse_document
 from westworld.errors import InvalidInput
 from westworld.sandbox import Backend, FaultKind
 
@@ -41,23 +43,50 @@ _STEP = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
 
 
 def parse_duration(value: Any) -> Any:
-    """``"30s"``, ``"1h30m"``, ``"250ms"``, ``"2d"`` or a number of seconds; anything else passes on to pydantic
-    (which also takes ISO 8601 such as ``PT30S``)."""
-    if isinstance(value, bool):
+    """``"30s"``, ``"1h30m"``, ``"250ms"``, ``"2d"``, ISO 8601 (``PT30S``) or a number of seconds.
+
+    Raises:
+        ValueError: not a duration, negative, not finite (``.inf``, ``nan``) or longer than 10 years
+            (``documents.MAX_DURATION``); the message gives the value and the allowed range (pydantic adds the
+            field's path).
+    """
+    if isinstance(value, bool):  # pydantic would read true as 1s
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h30m, 250ms)")
+    if isinstance(value, timedelta):
+        _bounded(f"{value.total_seconds():g}s", value.total_seconds())
         return value
     if isinstance(value, int | float):
+        _bounded(value, value)
         return timedelta(seconds=value)
     if isinstance(value, str):
         text = value.strip().replace(" ", "")
         m = _DURATION.match(text)
         if text and m and any(m.groups()):
             d, h, mi, s, ms = (float(g) if g else 0.0 for g in m.groups())
+            _bounded(value, d * 86400 + h * 3600 + mi * 60 + s + ms / 1000)
             return timedelta(days=d, hours=h, minutes=mi, seconds=s, milliseconds=ms)
-        if not text.upper().startswith("P"):
-            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h30m, 250ms)")
+        if text.upper().lstrip("-+").startswith("P"):
+            try:
+                iso = _ISO_8601.validate_python(text)
+            except ValidationError as err:
+                raise ValueError(f"{_shown(value)} is not a duration ({err.errors()[0]['msg']})") from err
+            _bounded(value, iso.total_seconds())
+            return iso
+        raise ValueError(f"{_shown(value)} is not a duration (use e.g. 30s, 5m, 1h30m, 250ms)")
     return value
 
 
+def _bounded(value: Any, seconds: float) -> None:
+    if problem := duration_problem(seconds):
+        raise ValueError(f"{_shown(value)} {problem}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
+
+
+_ISO_8601 = TypeAdapter(timedelta)
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
@@ -259,20 +288,20 @@ def step_count(step: int | str, total: int) -> int:
 
 # -- loading and validation ---------------------------------------------------------------------------------
 
-def load_spec(text: str) -> ExperimentSpec:
-    """Parse and validate a spec (YAML or JSON).
+def load_spec(text: str | bytes, source: str = "") -> ExperimentSpec:
+    """Parse and validate a spec (YAML or JSON) with the safe loader (``westworld/documents.py``: UTF-8, size,
+    alias, depth and duplicate-key limits).
 
     Raises:
-        InvalidInput: every problem found, one per line, each ``path: problem`` (with its line where known).
+        InvalidInput: a document that cannot be read (``SOURCE:LINE:COLUMN: problem``), or every problem found,
+            one per line, each ``path: problem`` (with its line where known).
     """
-    try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}:{mark.column + 1}: " if mark else ""
-        raise InvalidInput(f"{where}malformed YAML: {getattr(err, 'problem', None) or err}") from err
-    return parse_spec(data, root)
+    return parse_spec_document(parse_document(text, source))
+
+
+def parse_spec_document(doc: Document) -> ExperimentSpec:
+    """Validate a document parsed by :func:`westworld.documents.parse_document`. Raises InvalidInput."""
+    return parse_spec(doc.data, doc.root)
 
 
 def parse_spec(data: Any, root: yaml.Node | None = None) -> ExperimentSpec:

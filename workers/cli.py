@@ -14,12 +14,13 @@ import typer
 
 from workers import stack
 from workers.cli_agent import agent_app, halt_app
-from workers.cli_common import DataDir, fail, settings_for
+from workers.cli_common import DataDir, WestworldGroup, fail, settings_for
 from workers.cli_experiment import experiment_app
 from workers.cli_shelter import shelter_app
 from workers.settings import load_settings
 
-app = typer.Typer(help="Westworld: governance and safety for a community mesh network.", no_args_is_help=True)
+app = typer.Typer(help="Westworld: governance and safety for a community mesh network.", no_args_is_help=True,
+                  cls=WestworldGroup)  # a stack that does not answer: one clear error from every command
 vote_app = typer.Typer(help="Propose, vote and follow DAO votes.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
 keys_app = typer.Typer(help="Payload encryption keys.", no_args_is_help=True)

@@ -8,10 +8,16 @@ something wrong (`westworld audit verify`).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import typer
+from pydantic import ValidationError
+from temporalio.service import RPCError, RPCStatusCode
+from typer.core import TyperGroup
 
+from workers.client import NotConfigured, stack_down
 from workers.settings import Settings, load_settings
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override WESTWORLD_DATA_DIR.")]
@@ -39,3 +45,30 @@ def fail(message: str) -> typer.Exit:
     """Print ``error: message`` in red on stderr; raise the returned exit (code 1)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code=1)
+
+
+class WestworldGroup(TyperGroup):
+    """The root command. A stack that does not answer is, from any sub-command, one clear error and exit 1 (never
+    a traceback): "cannot reach Temporal at ADDR: is the stack up? run `westworld up`" (or the chain, ...)."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer.Context (typer vendors its own click)
+        try:
+            return super().invoke(ctx)
+        except NotConfigured as err:
+            raise fail(str(err)) from err
+        except RPCError as err:
+            if err.status != RPCStatusCode.UNAVAILABLE:
+                raise
+            raise fail(str(stack_down("Temporal", _configured("temporal_address")))) from err
+        except aiohttp.ClientConnectorError as err:
+            address = f"{err.host}:{err.port}"
+            chain = urlsplit(_configured("chain_rpc_url"))
+            name = "the chain" if address == f"{chain.hostname}:{chain.port}" else "a component of the stack"
+            raise fail(str(stack_down(name, address))) from err
+
+
+def _configured(field: str) -> str:
+    try:
+        return str(getattr(load_settings(), field))
+    except ValidationError:  # the settings themselves are wrong: the address is whatever the command was given
+        return "the configured address"

@@ -9,20 +9,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from westworld.documents import parse_document
 from westworld.errors import InvalidInput
-from westworld.experiment import ExperimentSpec, format_duration, load_spec
+from westworld.experiment import ExperimentSpec, format_duration, parse_spec_document
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus
 from westworld.rollout import CanaryInput, CanaryStatus, PromoteRequest
 from workers.agent_ops import read_token
 from workers.cli_common import DataDir, fail, settings_for
 from workers.client import NotConfigured, connect
-from workers.inputs import InputError, load_model
+from workers.inputs import InputError, load_model, read_input
 from workers.settings import Settings
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.experiment import ExperimentWorkflow
@@ -46,16 +46,14 @@ def canary_id(name: str) -> str:
 
 
 def read_spec(file: Path) -> tuple[ExperimentSpec, dict[str, Any]]:
-    """The validated spec and the data as written. Raises InvalidInput naming the file."""
+    """The validated spec and the data as written (read once, by the safe loader). Raises InvalidInput naming
+    the file."""
+    doc = parse_document(read_input(file), str(file))
     try:
-        text = file.read_text()
-    except OSError as err:
-        raise InvalidInput(f"{file}: cannot read: {err.strerror}") from err
-    try:
-        spec = load_spec(text)
+        spec = parse_spec_document(doc)
     except InvalidInput as err:
         raise InvalidInput(f"{file}: {err.message}") from err
-    return spec, yaml.safe_load(text)
+    return spec, doc.data
 
 
 async def start_experiment(client: Client, s: Settings, data: dict[str, Any], name: str,

@@ -13,6 +13,15 @@ class NotConfigured(RuntimeError):
     """The stack has not been set up here (no keys, no contracts): the message says what to run."""
 
 
+class StackDown(NotConfigured):
+    """A component of the stack (Temporal, the chain) does not answer: the message names it and says what to run."""
+
+
+def stack_down(component: str, address: str) -> StackDown:
+    """The one wording of "it does not answer", for every command (the CLI's error handler uses it too)."""
+    return StackDown(f"cannot reach {component} at {address}: is the stack up? run `westworld up`")
+
+
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     """A client whose payloads are encrypted with the key ring in the data directory."""
     key_file = settings.resolved_codec_key_file
@@ -26,6 +35,4 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
             runtime=runtime,
         )
     except RuntimeError as err:
-        raise NotConfigured(
-            f"cannot reach Temporal at {settings.temporal_address}: {err}. Is the stack up? (`westworld status`)"
-        ) from err
+        raise stack_down("Temporal", settings.temporal_address) from err

@@ -1,35 +1,59 @@
-"""Reading workflow inputs from YAML or JSON files, with every error reported at once with its path."""
+"""Reading workflow inputs from YAML or JSON files, with every error reported at once with its path.
+
+Every input file goes through the safe loader (``westworld/documents.py``): at most ``Limits.max_bytes`` are read
+(so ``/dev/zero`` or a huge file is refused, not swallowed), the text must be UTF-8, and alias bombs, deep nesting
+and duplicate keys are refused with their line. Durations in the validated model must be finite, not negative and
+at most 10 years.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
+
+from westworld.documents import LIMITS, Limits, durations_out_of_range, load_document
+from westworld.errors import InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class InputError(ValueError):
-    """A file that is not a valid input; the message lists each problem as `path: problem`."""
+class InputError(InvalidInput):
+    """A file that is not a valid input; the message names the file and lists each problem as `path: problem`."""
+
+
+def read_input(path: Path, limits: Limits = LIMITS) -> bytes:
+    """The bytes of an input file, reading at most one byte more than ``limits.max_bytes``."""
+    try:
+        with path.open("rb") as f:
+            content = f.read(limits.max_bytes + 1)
+    except OSError as err:
+        raise InputError(f"{path}: cannot read: {err.strerror}") from err
+    if len(content) > limits.max_bytes:
+        raise InputError(f"{path}: larger than the {limits.max_bytes} bytes an input document may have")
+    return content
+
+
+def load_input(path: Path, limits: Limits = LIMITS) -> Any:
+    """The data of a YAML or JSON input file (safe loader); InputError naming the file and the place otherwise."""
+    content = read_input(path, limits)
+    try:
+        return load_document(content, str(path), limits)
+    except InvalidInput as err:
+        raise InputError(err.message) from err
 
 
 def load_model(path: Path, model: type[M]) -> M:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror}") from err
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        raise InputError(f"{path}{where}: malformed YAML/JSON: {getattr(err, 'problem', err)}") from err
+    """``model`` validated from a YAML or JSON file; one InputError listing every problem otherwise."""
+    data = load_input(path)
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     try:
-        return model.model_validate(data)
+        value = model.model_validate(data)
     except ValidationError as err:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()]
         raise InputError(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from err
+    if problems := durations_out_of_range(value):
+        raise InputError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def test_a_malformed_spec_gets_every_error_with_its_path_and_line() -> None:
 
 
 def test_yaml_syntax_error_gives_line_and_column() -> None:
-    with pytest.raises(InvalidInput, match=r"^line 4:8: malformed YAML: expected .,. or .\]., but got .:."):
+    with pytest.raises(InvalidInput, match=r"^line 4:8: malformed YAML/JSON: did not find expected .,. or .\]. "
+                                           r"\(while parsing a flow sequence at line 3\)"):
         load_spec("metadata:\n  name: x\nspec: [1, 2\n  other: 3\n")
 
 
@@ -187,3 +189,52 @@ def test_peer_policy_problems_carry_their_line() -> None:
     assert found[0].startswith("spec.rollout.peer_policy.threshold (line 70): Input should be greater than or equal")
     assert found[1] == ("spec.rollout.peer_policy (line 70): applies to steps run as an agent: set "
                         "spec.rollout.agent")
+
+
+GOOD = (EXAMPLES / "good.yaml").read_text()
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("99999999999999", "99999999999999 is longer than 10 years (allowed: 0s to 3650d, i.e. 10 years)"),
+    ("99999999999d", "'99999999999d' is longer than 10 years (allowed: 0s to 3650d, i.e. 10 years)"),
+    ("P99999D", "'P99999D' is longer than 10 years"),
+    ("1" + "0" * 400, "1000000000000000000000000000000000000000... (401 characters) is longer than 10 years"),
+    (".inf", "inf is not a finite duration (allowed: 0s to 3650d, i.e. 10 years)"),
+    ("-.inf", "-inf is not a finite duration"),
+    (".nan", "nan is not a finite duration"),
+    ("-5", "-5 is negative (allowed: 0s to 3650d, i.e. 10 years)"),
+    ("-PT5S", "'-PT5S' is negative"),
+    ("true", "True is not a duration"),
+    ("Pfoo", "'Pfoo' is not a duration"),
+], ids=["huge-seconds", "huge-days", "huge-iso", "400-digits", "inf", "minus-inf", "nan", "negative",
+        "negative-iso", "bool", "bad-iso"])
+def test_durations_are_bounded_and_named_by_path(value: str, expected: str) -> None:
+    found = problems(GOOD.replace("duration: 30s", f"duration: {value}", 1))
+    assert found[0].startswith(f"spec.duration (line 8): {expected}"), found
+
+
+@pytest.mark.parametrize(("field", "path"), [("interval: 3s", "spec.interval (line 9)"),
+                                             ("bake_time: 10m", "spec.rollout.bake_time (line 62)")])
+def test_other_durations_are_bounded_too(field: str, path: str) -> None:
+    text = GOOD.replace(field, f"{field.partition(':')[0]}: 99999999999d", 1)
+    assert text != GOOD
+    found = problems(text)
+    assert f"{path}: '99999999999d' is longer than 10 years (allowed: 0s to 3650d, i.e. 10 years)" in found, found
+
+
+def test_ten_years_is_the_longest_duration() -> None:
+    spec = load_spec(GOOD.replace("duration: 30s", "duration: 3650d", 1))
+    assert spec.spec.duration == timedelta(days=3650)
+
+
+SPEC_FRAGMENTS = ["metadata:\n", "  name: x\n", "spec:\n", "  duration: ", "  chaos: ", "&a ", "*a", "[", "]",
+                  "{", "}", ", ", "99999999999999", ".inf", ".nan", "-5", "1e999", "30s", "P9999999D", "\n",
+                  "  metrics: ", "  objective: o\n", "duration: 1s\n", "<<: *a\n"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.lists(st.sampled_from(SPEC_FRAGMENTS), max_size=40).map("".join), st.binary(max_size=120),
+                 st.text(max_size=120)))
+def test_any_text_is_either_a_spec_or_invalid_input(text: str | bytes) -> None:
+    with contextlib.suppress(InvalidInput):  # anything else (OverflowError, RecursionError, ...) fails the test
+        load_spec(text, "fuzz.yaml")
