@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from activities.audit_heads import HeadSigner, read_heads
 from westworld import merkle
 from westworld.audit import (
     AuditEntry,
@@ -34,8 +36,12 @@ from westworld.audit import (
     consistency_proof_of,
     entry_leaf,
     inclusion_proof_of,
-    verify_entries,
+    parse_json,
+    parse_time,
+    timestamp,
 )
+from westworld.audit_anchor import AnchoredHead
+from westworld.audit_trust import verify_log
 from westworld.errors import VOTE_ALREADY_CAST, AuditTampered, AuditUnavailable, InvalidInput, VoteRejected
 
 metadata = sa.MetaData()
@@ -69,6 +75,7 @@ votes = sa.Table(
 AUDIT_LOCK_KEY = 0x5745_5354_4155_4454  # "WESTAUDT": the PostgreSQL advisory lock serialising appends
 APPEND_ATTEMPTS = 5
 ADDRESS = re.compile(r"0x[0-9a-f]{40}")
+log = logging.getLogger("westworld.audit")
 
 
 def _utcnow() -> datetime:
@@ -122,13 +129,15 @@ class AuditLog:
     Appends are serialised in this process by a lock and across processes by the primary key (SQLite) or a
     transaction-level advisory lock (PostgreSQL). The right edge of the tree (:class:`merkle.Frontier`) is
     rebuilt lazily from the stored leaf hashes on first use and caught up with other writers' rows before
-    every append, so an append costs O(log n) hashing.
+    every append, so an append costs O(log n) hashing. With a :class:`HeadSigner` every new head is signed and
+    kept apart from the database, and :meth:`verify` checks the log against those heads.
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, heads: HeadSigner | None = None) -> None:
         self._db = db
         self._lock = asyncio.Lock()
         self._frontier = merkle.Frontier()
+        self.heads = heads
 
     async def append(self, kind: str, subject: str, payload: dict[str, Any]) -> AuditReceipt:
         """Append one entry and return where it landed.
@@ -145,7 +154,7 @@ class AuditLog:
         async with self._lock:
             for _ in range(APPEND_ATTEMPTS):
                 try:
-                    return await self._append_once(kind, subject, payload_json)
+                    receipt = await self._append_once(kind, subject, payload_json)
                 except IntegrityError:
                     continue  # another writer took this seq; catch up and retry
                 except (SQLAlchemyError, OSError, TimeoutError) as err:
@@ -153,8 +162,27 @@ class AuditLog:
                         f"audit log at {self._db.safe_url} cannot be written ({type(err).__name__}: "
                         f"{_first_line(err)}); the decision is refused"
                     ) from err
+                self._sign(receipt.tree_size, receipt.root)
+                return receipt
         raise AuditUnavailable(f"audit log at {self._db.safe_url}: {APPEND_ATTEMPTS} appends in a row collided "
                                f"with another writer; the decision is refused")
+
+    def _sign(self, tree_size: int, root: str) -> None:
+        """Sign the new head; the entry is committed already, so a failure here only lets the heads file lag."""
+        if self.heads is None:
+            return
+        try:
+            self.heads.sign(tree_size, root)
+        except OSError as err:
+            log.error("audit head %d not signed (%s): the heads file lags the log until the next append",
+                      tree_size, err)
+
+    async def sign_current_head(self) -> None:
+        """On a first start with signed heads, sign the log as it is (trust on first use); later a no-op."""
+        if self.heads is not None and not self.heads.has_heads():
+            async with self._lock:
+                head = await self.head()
+                self._sign(head.tree_size, head.root)
 
     async def _append_once(self, kind: str, subject: str, payload_json: str) -> AuditReceipt:
         async with self._db.engine.begin() as conn:
@@ -217,31 +245,66 @@ class AuditLog:
         """Proof that the log of ``new_size`` entries (all by default) extends its first ``old_size``."""
         return consistency_proof_of(await self._leaf_hashes(new_size), old_size)
 
-    async def latest(self, n: int) -> list[AuditEntry]:
-        """The last ``n`` entries, oldest first."""
-        query = sa.select(audit_entries).order_by(audit_entries.c.seq.desc()).limit(n)
+    async def _stored(self, last: int | None = None) -> list[StoredEntry]:
+        """Rows as stored text (no type processing, so a malformed column cannot crash the read)."""
+        cols = [c if c.name == "seq" else sa.type_coerce(c, sa.String).label(c.name) for c in audit_entries.c]
+        query = sa.select(*cols).order_by(audit_entries.c.seq)
+        if last is not None:
+            query = sa.select(*cols).order_by(audit_entries.c.seq.desc()).limit(last)
         async with self._db.engine.connect() as conn:
             rows = list(await conn.execute(query))
-        return [
-            AuditEntry(seq=r.seq, kind=r.kind, subject=r.subject, payload=_loads(r.payload), leaf_hash=r.leaf_hash,
-                       root_after=r.root_after, created_at=_aware(r.created_at))
-            for r in reversed(rows)
-        ]
+        return [stored_entry(r._mapping) for r in (reversed(rows) if last is not None else rows)]
 
-    async def verify(self, trusted: TreeHead | None = None) -> VerifyReport:
-        """Recompute every leaf and root from the stored payloads; optionally check a trusted earlier head."""
-        async with self._db.engine.connect() as conn:
-            rows = await conn.execute(sa.select(audit_entries).order_by(audit_entries.c.seq))
-            entries = [
-                StoredEntry(seq=r.seq, kind=r.kind, subject=r.subject, payload_json=r.payload,
-                            leaf_hash=r.leaf_hash, root_after=r.root_after, created_at=_aware(r.created_at))
-                for r in rows
-            ]
-        return verify_entries(entries, trusted)
+    async def latest(self, n: int) -> list[AuditEntry]:
+        """The last ``n`` entries, oldest first; an unreadable payload or time is named in ``problem``."""
+        return [readable_entry(e) for e in await self._stored(n)]
+
+    async def verify(self, trusted: TreeHead | None = None, anchor: AnchoredHead | None = None) -> VerifyReport:
+        """Recompute every leaf and root from the stored payloads, and check the log against its signed heads
+        (when it has a signer), the given on-chain ``anchor`` and a ``trusted`` earlier head."""
+        entries = await self._stored()
+        if self.heads is None:
+            return verify_log(entries, anchor=anchor, trusted=trusted)
+        return verify_log(entries, heads=read_heads(self.heads.heads_file), public_key=self.heads.public_key,
+                          anchor=anchor, trusted=trusted)
 
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [repr(err)])[0]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return timestamp(value)
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return repr(value)
+    return "" if value is None else str(value)
+
+
+def stored_entry(row: Any) -> StoredEntry:
+    """A row (a mapping of column name to stored value) as text for verification."""
+    return StoredEntry(seq=int(row["seq"]), payload_json=_text(row["payload"]), **{
+        k: _text(row[k]) for k in ("kind", "subject", "leaf_hash", "root_after", "created_at")})
+
+
+def readable_entry(e: StoredEntry) -> AuditEntry:
+    """An entry for display: its payload and time parsed, or ``problem`` saying why they cannot be."""
+    problem, created_at = None, datetime.fromtimestamp(0, UTC)
+    payload: dict[str, Any] = {}
+    try:
+        value = parse_json(e.payload_json)
+        payload = value if isinstance(value, dict) else {"value": value}
+    except ValueError as err:
+        problem = f"payload unreadable: {err}"
+    try:
+        created_at = parse_time(e.created_at)
+    except ValueError:
+        problem = problem or f"creation time {e.created_at[:40]!r} is not an ISO 8601 time"
+    return AuditEntry(seq=e.seq, kind=e.kind, subject=e.subject, payload=payload, leaf_hash=e.leaf_hash,
+                      root_after=e.root_after, created_at=created_at, problem=problem)
 
 
 def _loads(payload: str) -> dict[str, Any]:

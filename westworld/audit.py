@@ -4,6 +4,12 @@ Each entry's leaf is the canonical JSON (sorted keys, no spaces) of its kind, su
 time. The entry's ``seq`` is deliberately not part of the leaf: rows swapped between positions keep valid leaf
 hashes and show up as a broken root chain ("reordered") rather than as changed payloads. Every row stores the
 root of the log right after it (``root_after``), which :func:`verify_entries` re-derives.
+
+Stored rows are read as text and checked before they are trusted: a payload must parse as JSON with no key twice
+(a duplicate-refusing ``object_pairs_hook``: with ``{"decision":"rejected","decision":"approved"}`` a first-key
+reader and a last-key reader would see different decisions) and its stored bytes must be exactly its canonical
+serialisation; a creation time must be an ISO 8601 time. Every unreadable entry is named with what is wrong.
+Checking the log against heads kept apart from it (signed heads, on-chain anchors) is :mod:`westworld.audit_trust`.
 """
 
 from __future__ import annotations
@@ -16,9 +22,41 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, computed_field
 
 from westworld import merkle
+from westworld.audit_anchor import AnchoredHead, SignedHead
 from westworld.errors import InvalidInput
 
-ProblemKind = Literal["payload_changed", "entry_missing", "reordered", "head_mismatch"]
+ProblemKind = Literal[
+    "payload_changed", "entry_missing", "reordered", "head_mismatch", "not_json", "duplicate_key", "not_canonical",
+    "bad_timestamp", "bad_row", "truncated", "rewritten", "bad_signed_head", "no_signed_head",
+]
+HEX64 = frozenset("0123456789abcdef")
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice."""
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DuplicateKeyError(f"key {key!r} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str) -> Any:
+    """Parse stored JSON strictly: a key twice in one object, NaN or Infinity is refused.
+
+    Raises:
+        DuplicateKeyError: an object names a key twice.
+        ValueError: the text is not JSON (``json.JSONDecodeError`` is a ``ValueError``).
+    """
+    return json.loads(text, object_pairs_hook=_refuse_duplicates, parse_constant=_refuse_constant)
 
 
 def canonical_json(value: Any) -> str:
@@ -36,9 +74,19 @@ def timestamp(at: datetime) -> str:
     return aware.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def parse_time(text: str) -> datetime:
+    """A stored creation time (ISO 8601; SQLite keeps it without offset, which means UTC).
+
+    Raises:
+        ValueError: ``text`` is not an ISO 8601 time.
+    """
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
 def entry_leaf(kind: str, subject: str, payload_json: str, created_at: datetime) -> bytes:
-    """The leaf data of one entry (``payload_json`` is the stored canonical payload text)."""
-    body = {"kind": kind, "subject": subject, "payload": json.loads(payload_json), "created_at": timestamp(created_at)}
+    """The leaf data of one entry (``payload_json`` is the stored canonical payload text, parsed strictly)."""
+    body = {"kind": kind, "subject": subject, "payload": parse_json(payload_json), "created_at": timestamp(created_at)}
     return canonical_json(body).encode()
 
 
@@ -60,7 +108,8 @@ class AuditReceipt(BaseModel):
 
 
 class AuditEntry(BaseModel):
-    """One stored entry as read back from the log."""
+    """One stored entry as read back from the log; ``problem`` says why its payload or time could not be read
+    (then ``payload`` is empty, and an unreadable time shows as the epoch)."""
 
     seq: int
     kind: str
@@ -69,10 +118,11 @@ class AuditEntry(BaseModel):
     leaf_hash: str
     root_after: str
     created_at: datetime
+    problem: str | None = None
 
 
 class StoredEntry(BaseModel):
-    """A raw row as verification sees it (the payload still as stored text)."""
+    """A raw row as verification sees it: every column as stored text, checked by :func:`check_rows`."""
 
     seq: int
     kind: str
@@ -80,7 +130,7 @@ class StoredEntry(BaseModel):
     payload_json: str
     leaf_hash: str
     root_after: str
-    created_at: datetime
+    created_at: str
 
 
 class TreeHead(BaseModel):
@@ -160,11 +210,20 @@ class AuditProblem(BaseModel):
 
 
 class VerifyReport(BaseModel):
-    """The outcome of recomputing the whole log; ``root`` is over the leaves recomputed from the payloads."""
+    """The outcome of recomputing the whole log; ``root`` is over the leaves recomputed from the payloads.
+
+    ``checked`` says in words what the log was checked against; ``anchor_proof`` is the consistency proof from the
+    anchored head to this head, which a client holding only the chain's anchor checks on its own.
+    """
 
     tree_size: int
     root: str
     problems: list[AuditProblem] = []
+    log_key: str = ""
+    signed_head: SignedHead | None = None
+    anchor: AnchoredHead | None = None
+    anchor_proof: ConsistencyProof | None = None
+    checked: list[str] = []
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -196,8 +255,44 @@ def _reordered(entry: StoredEntry) -> AuditProblem:
     )
 
 
-def _check_rows(entries: Sequence[StoredEntry]) -> tuple[list[bytes], list[AuditProblem]]:
-    """Recompute each leaf and the root chain; returns the recomputed leaf hashes and the problems."""
+def _hex64(value: str) -> bool:
+    return len(value) == 64 and set(value) <= HEX64
+
+
+def _unreadable(entry: StoredEntry) -> AuditProblem | None:
+    """Why the stored row cannot be read as an entry, or None."""
+    where = f"entry {entry.seq} ({entry.kind} {entry.subject})"
+    try:
+        payload = parse_json(entry.payload_json)
+    except DuplicateKeyError as err:
+        return AuditProblem(seq=entry.seq, kind="duplicate_key",
+                            message=f"{where}: its payload is not canonical JSON: {err} (readers that keep the first "
+                                    f"or the last value would see different content)")
+    except ValueError as err:
+        return AuditProblem(seq=entry.seq, kind="not_json",
+                            message=f"{where}: its payload is not JSON ({err}): {entry.payload_json[:60]!r}")
+    if canonical_json(payload) != entry.payload_json:
+        return AuditProblem(seq=entry.seq, kind="not_canonical",
+                            message=f"{where}: its stored payload bytes differ from their canonical serialisation "
+                                    f"(sorted keys, no spaces): {entry.payload_json[:60]!r}")
+    try:
+        parse_time(entry.created_at)
+    except ValueError:
+        return AuditProblem(seq=entry.seq, kind="bad_timestamp",
+                            message=f"{where}: its creation time {entry.created_at[:40]!r} is not an ISO 8601 time")
+    for column, value in (("leaf_hash", entry.leaf_hash), ("root_after", entry.root_after)):
+        if not _hex64(value):
+            return AuditProblem(seq=entry.seq, kind="bad_row",
+                                message=f"{where}: its {column} {value[:70]!r} is not a 64-digit hex hash")
+    return None
+
+
+def check_rows(entries: Sequence[StoredEntry]) -> tuple[list[bytes], list[AuditProblem]]:
+    """Recompute each leaf and the root chain; returns the recomputed leaf hashes and the problems.
+
+    An unreadable entry is reported and counts in the recomputed tree with its stored leaf hash (when that is a
+    hash at all), so heads that cover it are not reported a second time for it.
+    """
     problems: list[AuditProblem] = []
     leaves: list[bytes] = []
     chain = merkle.Frontier()  # over the *stored* leaf hashes, so a changed payload is reported once
@@ -206,10 +301,16 @@ def _check_rows(entries: Sequence[StoredEntry]) -> tuple[list[bytes], list[Audit
         if chain_ok and entry.seq != expected:
             problems.append(_missing(expected, entry.seq))
             chain_ok = False  # later roots cover the removed leaves: they cannot be rechecked
-        leaf = merkle.leaf_hash(entry_leaf(entry.kind, entry.subject, entry.payload_json, entry.created_at))
-        leaves.append(leaf)
-        if leaf.hex() != entry.leaf_hash:
-            problems.append(_changed(entry))
+        if (bad := _unreadable(entry)) is not None:
+            problems.append(bad)
+            leaves.append(bytes.fromhex(entry.leaf_hash) if _hex64(entry.leaf_hash) else merkle.EMPTY_ROOT)
+            chain_ok = chain_ok and _hex64(entry.leaf_hash) and _hex64(entry.root_after)
+        else:
+            leaf = merkle.leaf_hash(entry_leaf(entry.kind, entry.subject, entry.payload_json,
+                                               parse_time(entry.created_at)))
+            leaves.append(leaf)
+            if leaf.hex() != entry.leaf_hash:
+                problems.append(_changed(entry))
         if chain_ok:
             chain.append(bytes.fromhex(entry.leaf_hash))
             if chain.root().hex() != entry.root_after:
@@ -218,7 +319,7 @@ def _check_rows(entries: Sequence[StoredEntry]) -> tuple[list[bytes], list[Audit
     return leaves, problems
 
 
-def _check_head(leaves: Sequence[bytes], trusted: TreeHead) -> AuditProblem | None:
+def check_trusted_head(leaves: Sequence[bytes], trusted: TreeHead) -> AuditProblem | None:
     if trusted.tree_size > len(leaves):
         return AuditProblem(
             seq=len(leaves), kind="head_mismatch",
@@ -241,7 +342,7 @@ def verify_entries(entries: Sequence[StoredEntry], trusted: TreeHead | None = No
         entries: all rows of the log in ascending ``seq``.
         trusted: an earlier head the log must extend, checked against the recomputed leaves.
     """
-    leaves, problems = _check_rows(entries)
-    if trusted is not None and (head := _check_head(leaves, trusted)) is not None:
+    leaves, problems = check_rows(entries)
+    if trusted is not None and (head := check_trusted_head(leaves, trusted)) is not None:
         problems.append(head)
     return VerifyReport(tree_size=len(entries), root=merkle.root_of_hashes(leaves).hex(), problems=problems)

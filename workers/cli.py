@@ -154,23 +154,47 @@ def vote_status(proposal_id: str, data_dir: DataDir = None) -> None:
     asyncio.run(show_status(_settings(data_dir), proposal_id, typer.echo))
 
 
-@audit_app.command("verify")
-def audit_verify(data_dir: DataDir = None) -> None:
-    """Recompute the audit log's Merkle tree; name any changed, removed or reordered entry."""
-    from workers.audit_cli import verify
+LogFile = Annotated[Path | None, typer.Option(
+    "--log-file", help="Offline: a copy of the log (its SQLite file), read here without the worker.")]
 
-    if not asyncio.run(verify(_settings(data_dir), typer.echo)):
-        raise typer.Exit(code=2)
+
+@audit_app.command("verify")
+def audit_verify(
+    log_file: LogFile = None,
+    heads_file: Annotated[Path | None, typer.Option(help="Offline: the signed heads (default: audit-heads.jsonl "
+                                                    "beside --log-file).")] = None,
+    public_key: Annotated[str | None, typer.Option(help="Offline: the log's hex Ed25519 public key (default: "
+                                                   "audit-head.pub beside --log-file).")] = None,
+    chain: Annotated[bool, typer.Option(help="Check against the latest audit anchor on chain.")] = True,
+    data_dir: DataDir = None,
+) -> None:
+    """Verify the audit log against its signed heads and the chain anchor; name every changed, removed,
+    rewritten or unreadable entry (exit 2). Runs in the worker; with --log-file, offline on a copy."""
+    from workers.audit_cli import Refused, verify, verify_file
+
+    s = _settings(data_dir, create=True)  # a missing data dir is named by the command ("no audit log at ...")
+    try:
+        code = asyncio.run(verify_file(s, log_file, heads_file, public_key, chain, typer.echo) if log_file
+                           else verify(s, typer.echo, chain))
+    except Refused as err:
+        raise fail(str(err)) from err
+    raise typer.Exit(code=code)
 
 
 @audit_app.command("show")
 def audit_show(
-    last: Annotated[int, typer.Option(help="How many of the latest entries.")] = 10, data_dir: DataDir = None
+    last: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the latest entries.")] = 10,
+    log_file: LogFile = None,
+    data_dir: DataDir = None,
 ) -> None:
-    """The latest entries with the current root."""
-    from workers.audit_cli import show
+    """The latest entries with the current root (through the worker; with --log-file, from a copy)."""
+    from workers.audit_cli import Refused, show
 
-    asyncio.run(show(_settings(data_dir), last, typer.echo))
+    try:
+        code = asyncio.run(show(_settings(data_dir, create=True), last, typer.echo, log_file))
+    except Refused as err:
+        raise fail(str(err)) from err
+    raise typer.Exit(code=code)
 
 
 @keys_app.command("rotate")

@@ -19,6 +19,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.anchor import AnchorActivities
 from activities.audit import AuditActivities
+from activities.audit_heads import HeadSigner
 from activities.chain import ChainActivities, ChainClient, load_deployment
 from activities.policy import PolicyActivities
 from activities.snapshot import SnapshotActivities, SnapshotClient
@@ -29,6 +30,7 @@ from workers.client import connect
 from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
 from workers.settings import Settings, load_settings
 from workflows.audit_anchor import AuditAnchorWorkflow
+from workflows.audit_verify import AuditVerifyWorkflow
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.sandbox import workflow_runner
 
@@ -36,7 +38,8 @@ log = logging.getLogger("westworld.worker")
 
 # Each part (experiments, capabilities, shelter) wires its own workflows and activities in workers/<part>_wiring.py.
 PARTS = (experiments_wiring, capabilities_wiring, shelter_wiring)
-WORKFLOWS: Sequence[type] = (DaoVoteWorkflow, AuditAnchorWorkflow, *(w for part in PARTS for w in part.WORKFLOWS))
+WORKFLOWS: Sequence[type] = (DaoVoteWorkflow, AuditAnchorWorkflow, AuditVerifyWorkflow,
+                             *(w for part in PARTS for w in part.WORKFLOWS))
 
 
 @dataclass
@@ -64,7 +67,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
                               settings.snapshot_space, settings.chain_deployer_key)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            audit = AuditLog(database)
+            audit = AuditLog(database, HeadSigner.in_dir(settings.data_dir))  # signed heads apart from the log
+            await audit.sign_current_head()
             part_activities: list[Any] = []
             for part in PARTS:
                 part_activities += await stack.enter_async_context(part.open_activities(settings, database, audit))
@@ -80,14 +84,14 @@ def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
     chain_acts = ChainActivities(res.chain)
     votes = VoteActivities(res.votes, res.chain, _vote_observer(metrics) if metrics else None, res.snapshot)
     snapshot = SnapshotActivities(res.snapshot)
-    audit = AuditActivities(res.audit, _audit_observer(metrics) if metrics else None)
     anchor = AnchorActivities(res.chain)
+    audit = AuditActivities(res.audit, _audit_observer(metrics) if metrics else None, anchor.latest_anchor)
     policy = PolicyActivities(res.chain, res.policy_file)
     return [
         chain_acts.chain_snapshot, chain_acts.governor_propose, chain_acts.governor_finalize,
         chain_acts.governor_queue, chain_acts.governor_execute, chain_acts.governor_state,
         votes.record_votes, votes.vote_set_root, votes.chain_time,
-        audit.append_audit, audit.verify_audit_log, anchor.anchor_root,
+        audit.append_audit, audit.verify_audit_log, audit.audit_report, anchor.anchor_root,
         snapshot.create_proposal, snapshot.submit_vote, snapshot.scores, policy.load_policy,
         *res.part_activities,
     ]

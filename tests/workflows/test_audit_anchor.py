@@ -1,4 +1,5 @@
-"""AuditAnchorWorkflow: verifies the log, anchors (size, root) on the real chain, refuses a tampered log."""
+"""AuditAnchorWorkflow: verifies the log, anchors (key, size, root) on the real chain, refuses a tampered log;
+AuditVerifyWorkflow: the report `westworld audit verify` prints, made in the worker."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from temporalio.client import WorkflowFailureError
 from activities.store import audit_entries
 from tests.workflows.conftest import Harness
 from westworld.audit_anchor import parse_anchor
+from westworld.audit_trust import AuditVerifyInput
 from workflows.audit_anchor import AuditAnchorWorkflow
+from workflows.audit_verify import AuditVerifyWorkflow
 
 
 async def test_anchor_puts_the_verified_root_on_chain(harness: Harness) -> None:
@@ -24,7 +27,8 @@ async def test_anchor_puts_the_verified_root_on_chain(harness: Harness) -> None:
     assert (result.tree_size, result.root) == (head.tree_size, head.root)
     assert result.tx_hash is not None
     tx = await harness.resources.chain.w3.eth.get_transaction(HexStr(result.tx_hash))
-    assert parse_anchor(bytes(tx["input"])) == (head.tree_size, head.root)
+    assert log.heads is not None
+    assert parse_anchor(bytes(tx["input"])) == (head.tree_size, head.root, log.heads.public_key)
     latest = (await log.latest(1))[0]
     assert (latest.seq, latest.kind, latest.payload["tx"]) == (result.audit_seq, "audit.anchor", result.tx_hash)
 
@@ -39,3 +43,18 @@ async def test_a_tampered_log_is_not_anchored(harness: Harness) -> None:
         await harness.client.execute_workflow(
             AuditAnchorWorkflow.run, id=f"audit-anchor-{uuid.uuid4()}", task_queue=harness.task_queue)
     assert "entry 0" in str(exc.value.cause)
+
+
+async def test_verify_workflow_reports_in_the_worker_against_the_chain_anchor(harness: Harness) -> None:
+    log = harness.resources.audit
+    await log.append("test.decision", "verify", {"n": 1})
+    await harness.client.execute_workflow(
+        AuditAnchorWorkflow.run, id=f"audit-anchor-{uuid.uuid4()}", task_queue=harness.task_queue)
+    result = await harness.client.execute_workflow(
+        AuditVerifyWorkflow.run, AuditVerifyInput(last=2), id=f"audit-verify-{uuid.uuid4()}",
+        task_queue=harness.task_queue)
+    head = await log.head()
+    assert (result.report.ok, result.report.tree_size, result.report.root) == (True, 2, head.root)
+    assert result.report.anchor is not None and result.report.anchor.tree_size == 1
+    assert result.report.anchor_proof is not None and result.report.anchor_proof.verify()
+    assert [e.kind for e in result.entries] == ["test.decision", "audit.anchor"]

@@ -1,0 +1,319 @@
+"""Hostile suite, audit log: verification trusts heads kept apart from the log, and refuses bad input by name.
+
+Each attack is what someone with write access to the database (not to the worker's key or the chain) can do:
+drop the last entries, rewrite one and recompute every hash after it, smuggle a duplicate key into a payload,
+store something that is not JSON or not a time. Each is named with its reason and a non-zero exit, on a real
+SQLite log (and the PostgreSQL server where the column types allow the attack), through the worker on a real
+Temporal server and chain, and offline on a copy of the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from temporalio.client import WorkflowFailureError
+from typer.testing import CliRunner, Result
+
+from activities.audit_heads import HEADS_FILE, PUBLIC_KEY_FILE, HeadSigner
+from activities.store import AuditLog, Database, metadata
+from tests.workflows.conftest import Harness
+from westworld import merkle
+from westworld.audit import StoredEntry, canonical_json, entry_leaf, parse_time
+from westworld.audit_trust import verify_log
+from workers import audit_cli
+from workers.cli import app
+from workers.settings import Settings
+from workflows.audit_anchor import AuditAnchorWorkflow
+
+# --- what an attacker with database access does ------------------------------------------------------------------
+
+async def sql(db: Database, statement: str, **params: Any) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(sa.text(statement), params)
+
+
+async def rehash(db: Database) -> None:
+    """Recompute every leaf hash and root from the stored content, as an attacker covering an edit would."""
+    async with db.engine.begin() as conn:
+        rows = list(await conn.execute(sa.text(
+            "SELECT seq, kind, subject, payload, CAST(created_at AS TEXT) FROM audit_entries ORDER BY seq")))
+        frontier = merkle.Frontier()
+        for seq, kind, subject, payload, created_at in rows:
+            leaf = merkle.leaf_hash(entry_leaf(kind, subject, payload, parse_time(created_at)))
+            frontier.append(leaf)
+            await conn.execute(sa.text("UPDATE audit_entries SET leaf_hash = :l, root_after = :r WHERE seq = :s"),
+                               {"l": leaf.hex(), "r": frontier.root().hex(), "s": seq})
+
+
+async def fill(log: AuditLog, n: int) -> None:
+    for i in range(n):
+        await log.append("vote.result", f"proposal-{i}", {"decision": "approved", "i": i})
+
+
+# --- how a user runs it -------------------------------------------------------------------------------------------
+
+def client_settings(h: Harness) -> Settings:
+    """What the CLI on the worker's machine reads: the worker's data dir, Temporal, the chain, the task queue."""
+    return h.settings.model_copy(update={"task_queue": h.task_queue})
+
+
+async def verify_online(h: Harness, settings: Settings | None = None) -> tuple[int, str]:
+    lines: list[str] = []
+    code = await audit_cli.verify(settings or client_settings(h), lines.append)
+    return code, "\n".join(lines)
+
+
+async def cli(*args: str, env: dict[str, str] | None = None) -> Result:
+    """The real `westworld` command line (in a thread: it runs its own event loop)."""
+    def run() -> Result:
+        return CliRunner().invoke(app, list(args), env=env)
+
+    return await asyncio.to_thread(run)
+
+
+async def anchor(h: Harness) -> None:
+    await h.client.execute_workflow(AuditAnchorWorkflow.run, id=f"audit-anchor-{uuid.uuid4()}",
+                                    task_queue=h.task_queue)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def signed_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditLog]:
+    """An empty log with signed heads in ``tmp_path``, on each database kind."""
+    db = Database(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url"))
+    async with db.engine.begin() as conn:
+        await conn.run_sync(metadata.drop_all)
+    await db.init()
+    yield AuditLog(db, HeadSigner.in_dir(tmp_path))
+    await db.close()
+
+
+@pytest.fixture
+async def sqlite_log(tmp_path: Path) -> AsyncIterator[AuditLog]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'westworld.db'}")
+    await db.init()
+    yield AuditLog(db, HeadSigner.in_dir(tmp_path))
+    await db.close()
+
+
+def db_of(log: AuditLog) -> Database:
+    return log._db  # the attacker's own handle on the same database
+
+
+def kinds(report: Any) -> list[tuple[int, str]]:
+    return [(p.seq, p.kind) for p in report.problems]
+
+
+# --- the rules ----------------------------------------------------------------------------------------------------
+
+class TestTruncationIsNamed:
+    async def test_dropping_the_last_entries_is_named_against_the_signed_head_and_the_chain_anchor(
+        self, harness: Harness
+    ) -> None:
+        log = harness.resources.audit
+        await fill(log, 3)
+        await anchor(harness)  # anchors size 3, then records the anchor as entry 3
+        await fill(log, 2)
+        code, out = await verify_online(harness)
+        assert code == 0, out
+        assert "audit log OK: 6 entries" in out and "size 3" in out
+        await sql(harness.resources.database, "DELETE FROM audit_entries WHERE seq >= 2")
+        assert (await log.verify()).tree_size == 2  # the rows alone still chain
+        code, out = await verify_online(harness)
+        assert code == 2
+        assert "truncated" in out and "the log has 2 entries but the signed head" in out and "says 6 > 2" in out
+        assert "the anchor on chain" in out and "says 3 > 2: entries 2..2 were removed" in out
+
+    async def test_the_anchor_workflow_refuses_to_anchor_a_truncated_log(self, harness: Harness) -> None:
+        await fill(harness.resources.audit, 4)
+        await anchor(harness)
+        await sql(harness.resources.database, "DELETE FROM audit_entries WHERE seq >= 3")
+        with pytest.raises(WorkflowFailureError) as exc:
+            await anchor(harness)
+        assert "truncated" in str(exc.value.cause) and "says 4 > 3" in str(exc.value.cause)
+
+    async def test_without_the_worker_a_truncated_copy_is_named(self, sqlite_log: AuditLog, tmp_path: Path) -> None:
+        await fill(sqlite_log, 5)
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        src = sqlite3.connect(tmp_path / "westworld.db")
+        dst = sqlite3.connect(copy / "westworld.db")
+        src.backup(dst)
+        dst.execute("DELETE FROM audit_entries WHERE seq >= 3")
+        dst.commit()
+        src.close()
+        dst.close()
+        for name in (HEADS_FILE, PUBLIC_KEY_FILE):
+            shutil.copy(tmp_path / name, copy / name)
+        out = await cli("audit", "verify", "--log-file", str(copy / "westworld.db"), "--no-chain")
+        assert out.exit_code == 2, out.output
+        assert "truncated" in out.output and "says 5 > 3" in out.output
+
+
+class TestRewriteAndRehashIsNamed:
+    async def test_an_edited_and_rehashed_entry_is_named_by_the_signed_heads_and_the_anchor(
+        self, harness: Harness
+    ) -> None:
+        log = harness.resources.audit
+        await fill(log, 5)
+        await anchor(harness)
+        await sql(harness.resources.database, "UPDATE audit_entries SET payload = :p WHERE seq = 1",
+                  p=canonical_json({"decision": "rejected", "i": 1}))
+        await rehash(harness.resources.database)
+        assert not kinds(await AuditLog(harness.resources.database).verify())  # the log agrees with itself
+        code, out = await verify_online(harness)
+        assert code == 2
+        assert "rewritten: entry 1 differs from what the signed head of size 2" in out
+        assert "the first 5 entries do not hash to the root" in out
+
+    async def test_a_forged_or_deleted_heads_file_is_named(self, sqlite_log: AuditLog, tmp_path: Path) -> None:
+        await fill(sqlite_log, 3)
+        heads = tmp_path / HEADS_FILE
+        lines = heads.read_text().splitlines()
+        forged = json.loads(lines[-1]) | {"tree_size": 2}
+        heads.write_text("\n".join([*lines[:-1], json.dumps(forged), "not a head"]) + "\n")
+        report = await sqlite_log.verify()
+        assert ("bad_signed_head" in [k for _, k in kinds(report)]
+                and "line 3 (size 2): the signature does not verify" in str(report.problems))
+        assert "line 4: unreadable" in str(report.problems)
+        heads.unlink()
+        report = await sqlite_log.verify()
+        assert kinds(report) == [(2, "no_signed_head")]
+        assert "the log has 3 entries but no valid signed head" in report.problems[0].message
+
+
+class TestDuplicateKeysAreRefused:
+    async def test_a_prepended_duplicate_key_is_named(self, signed_log: AuditLog) -> None:
+        await fill(signed_log, 2)
+        payload = canonical_json({"decision": "approved", "i": 1})
+        await sql(db_of(signed_log), "UPDATE audit_entries SET payload = :p WHERE seq = 1",
+                  p='{"decision":"rejected",' + payload[1:])
+        report = await signed_log.verify()
+        assert kinds(report) == [(1, "duplicate_key")]
+        assert "entry 1 (vote.result proposal-1)" in report.problems[0].message
+        assert "'decision' appears twice" in report.problems[0].message
+
+    @given(st.dictionaries(st.text(min_size=1, max_size=5), st.integers() | st.text(max_size=5), min_size=1),
+           st.data())
+    @settings(max_examples=50, deadline=None)
+    def test_any_duplicated_key_is_refused(self, payload: dict[str, Any], data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(sorted(payload)))
+        at = "2026-01-01T00:00:00.000000+00:00"
+        honest = canonical_json(payload)
+        leaf = merkle.leaf_hash(entry_leaf("k", "s", honest, parse_time(at))).hex()
+        forged = "{" + json.dumps(key) + ":" + json.dumps("forged") + "," + honest[1:]
+        entry = StoredEntry(seq=0, kind="k", subject="s", payload_json=forged, leaf_hash=leaf, root_after=leaf,
+                            created_at=at)
+        assert kinds(verify_log([entry])) == [(0, "duplicate_key")]
+
+    async def test_a_payload_not_in_canonical_form_is_named(self, signed_log: AuditLog) -> None:
+        await fill(signed_log, 1)
+        await sql(db_of(signed_log), "UPDATE audit_entries SET payload = :p WHERE seq = 0",
+                  p='{"i": 0, "decision": "approved"}')  # same content, other bytes
+        report = await signed_log.verify()
+        assert kinds(report) == [(0, "not_canonical")]
+        assert "differ from their canonical serialisation" in report.problems[0].message
+
+
+class TestUnreadableEntriesAreNamed:
+    async def test_a_payload_that_is_not_json_is_named_not_a_traceback(self, signed_log: AuditLog) -> None:
+        await fill(signed_log, 3)
+        await sql(db_of(signed_log), "UPDATE audit_entries SET payload = :p WHERE seq = 1", p="approved, honest")
+        report = await signed_log.verify()
+        assert kinds(report) == [(1, "not_json")]
+        assert "entry 1 (vote.result proposal-1): its payload is not JSON" in report.problems[0].message
+        shown = (await signed_log.latest(3))[1]
+        assert shown.payload == {} and shown.problem is not None and "unreadable" in shown.problem
+
+    async def test_a_bad_timestamp_is_named_and_later_entries_are_still_checked(self, sqlite_log: AuditLog) -> None:
+        await fill(sqlite_log, 4)
+        await sql(db_of(sqlite_log), "UPDATE audit_entries SET created_at = 'yesterday' WHERE seq = 1")
+        await sql(db_of(sqlite_log), "UPDATE audit_entries SET payload = :p WHERE seq = 3",
+                  p=canonical_json({"decision": "rejected", "i": 3}))
+        report = await sqlite_log.verify()
+        assert kinds(report) == [(1, "bad_timestamp"), (3, "payload_changed")]
+        assert "its creation time 'yesterday' is not an ISO 8601 time" in report.problems[0].message
+        assert (await sqlite_log.latest(4))[1].problem == "creation time 'yesterday' is not an ISO 8601 time"
+
+    async def test_offline_each_unreadable_entry_is_named_with_exit_2(
+        self, sqlite_log: AuditLog, tmp_path: Path
+    ) -> None:
+        await fill(sqlite_log, 3)
+        await sql(db_of(sqlite_log), "UPDATE audit_entries SET payload = 'x' WHERE seq = 0")
+        await sql(db_of(sqlite_log), "UPDATE audit_entries SET created_at = 'never' WHERE seq = 2")
+        out = await cli("audit", "verify", "--log-file", str(tmp_path / "westworld.db"), "--no-chain")
+        assert out.exit_code == 2, out.output
+        assert "entry 0: not_json" in out.output and "entry 2: bad_timestamp" in out.output
+        shown = await cli("audit", "show", "--last", "3", "--log-file", str(tmp_path / "westworld.db"))
+        assert shown.exit_code == 2 and "#0 UNREADABLE" in shown.output and "#2 UNREADABLE" in shown.output
+
+
+class TestBadRequestsAreRefused:
+    async def test_a_file_that_is_not_a_database_is_refused(self, tmp_path: Path) -> None:
+        bogus = tmp_path / "westworld.db"
+        bogus.write_text("these are not the rows you are looking for\n" * 50)
+        out = await cli("audit", "verify", "--log-file", str(bogus), "--no-chain")
+        assert out.exit_code == 1
+        assert f"no audit log at {bogus}: not an SQLite database" in out.output
+
+    async def test_a_database_without_an_audit_log_is_refused(self, tmp_path: Path) -> None:
+        other = tmp_path / "other.db"
+        sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+        out = await cli("audit", "verify", "--log-file", str(other), "--no-chain")
+        assert out.exit_code == 1 and "has no audit_entries table" in out.output
+
+    async def test_a_path_to_nowhere_is_refused_and_nothing_is_created(self, tmp_path: Path) -> None:
+        nowhere = tmp_path / "nowhere"
+        out = await cli("audit", "verify", "--data-dir", str(nowhere))
+        assert out.exit_code == 1 and f"no audit log at {nowhere}" in out.output
+        out = await cli("audit", "verify", "--log-file", str(nowhere / "westworld.db"))
+        assert out.exit_code == 1 and f"no audit log at {nowhere / 'westworld.db'}" in out.output
+        out = await cli("audit", "show", "--data-dir", str(nowhere))
+        assert out.exit_code == 1 and f"no audit log at {nowhere}" in out.output
+        assert not nowhere.exists()
+
+    @pytest.mark.parametrize("last", ["-5", "0"])
+    async def test_show_refuses_a_count_that_is_not_positive(self, last: str, tmp_path: Path) -> None:
+        out = await cli("audit", "show", "--last", last, "--data-dir", str(tmp_path))
+        assert out.exit_code == 2 and "--last" in out.output and "#" not in out.output
+
+
+class TestTheCliIsAClient:
+    async def test_verify_runs_in_the_worker_without_the_database_or_the_keys(
+        self, harness: Harness, tmp_path: Path
+    ) -> None:
+        await fill(harness.resources.audit, 2)
+        await anchor(harness)
+        client_dir = tmp_path / "client"  # only what a client holds: payload keys and the public contract list
+        client_dir.mkdir()
+        for f in (harness.settings.resolved_codec_key_file, harness.settings.contracts_file):
+            shutil.copy(f, client_dir / f.name)
+        settings = client_settings(harness).model_copy(update={"data_dir": client_dir})
+        code, out = await verify_online(harness, settings)
+        assert code == 0, out
+        assert "audit log OK: 3 entries" in out and "by this CLI: anchors sent by" in out
+        assert sorted(p.name for p in client_dir.iterdir()) == sorted(
+            [harness.settings.resolved_codec_key_file.name, harness.settings.contracts_file.name])
+
+    async def test_a_worker_report_that_does_not_extend_the_chain_anchor_is_named(self, harness: Harness) -> None:
+        await fill(harness.resources.audit, 3)
+        await anchor(harness)
+        lines: list[str] = []
+        result = await audit_cli._through_worker(client_settings(harness), 0)
+        chain, _ = await audit_cli._chain_anchor(client_settings(harness), result.report.log_key)
+        assert chain is not None and audit_cli.check_against_chain(result.report, chain) == []
+        lied = result.report.model_copy(update={"root": "00" * 32})
+        assert "does not verify" in audit_cli.check_against_chain(lied, chain)[0]
+        stale = result.report.model_copy(update={"anchor": None})
+        assert "but the worker used no anchor" in audit_cli.check_against_chain(stale, chain)[0]
+        assert audit_cli.render(lied, audit_cli.check_against_chain(lied, chain), [], lines.append) == 2
