@@ -1,4 +1,5 @@
-"""The project's one SQL layer (SQLAlchemy 2 async Core): the audit log and the vote store.
+"""The project's one SQL layer (SQLAlchemy 2 async Core): the database, and the audit log (the vote store is
+activities/vote_store.py).
 
 One schema serves both backends: SQLite through aiosqlite (the embedded default, WAL journal) and PostgreSQL
 through asyncpg (at scale). On SQLite every transaction starts with ``BEGIN IMMEDIATE`` so a read followed by
@@ -8,16 +9,12 @@ a write in one transaction can never fail to upgrade its lock when another conne
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from pydantic import BaseModel
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -42,7 +39,7 @@ from westworld.audit import (
 )
 from westworld.audit_anchor import AnchoredHead
 from westworld.audit_trust import verify_log
-from westworld.errors import VOTE_ALREADY_CAST, AuditTampered, AuditUnavailable, InvalidInput, VoteRejected
+from westworld.errors import AuditTampered, AuditUnavailable, InvalidInput
 
 metadata = sa.MetaData()
 SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -58,32 +55,13 @@ audit_entries = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
 
-votes = sa.Table(
-    "votes", metadata,
-    sa.Column("proposal_id", sa.String(128), primary_key=True),
-    sa.Column("voter", sa.String(42), primary_key=True),
-    sa.Column("choice", sa.String(64), nullable=False),
-    sa.Column("weight", sa.String(80), nullable=False),  # decimal string: voting power exceeds 2**63
-    sa.Column("vote_hash", sa.String(66), nullable=False),
-    sa.Column("signature", sa.Text, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("previous_choice", sa.String(64)),  # what a change replaced, so a retried change answers the same
-    sa.Column("previous_weight", sa.String(80)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
 AUDIT_LOCK_KEY = 0x5745_5354_4155_4454  # "WESTAUDT": the PostgreSQL advisory lock serialising appends
 APPEND_ATTEMPTS = 5
-ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 log = logging.getLogger("westworld.audit")
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _sqlite_begin_immediate(engine: AsyncEngine) -> None:
@@ -305,92 +283,3 @@ def readable_entry(e: StoredEntry) -> AuditEntry:
         problem = problem or f"creation time {e.created_at[:40]!r} is not an ISO 8601 time"
     return AuditEntry(seq=e.seq, kind=e.kind, subject=e.subject, payload=payload, leaf_hash=e.leaf_hash,
                       root_after=e.root_after, created_at=created_at, problem=problem)
-
-
-def _loads(payload: str) -> dict[str, Any]:
-    value = json.loads(payload)
-    return value if isinstance(value, dict) else {"value": value}
-
-
-class RecordedVote(BaseModel):
-    """What recording a vote replaced, so the caller can adjust its tally."""
-
-    previous_choice: str | None = None
-    previous_weight: int | None = None
-    replaced: bool = False
-
-
-class StoredVote(BaseModel):
-    proposal_id: str
-    voter: str
-    choice: str
-    weight: int
-    vote_hash: str
-    signature: str
-    payload: dict[str, Any]
-    created_at: datetime
-
-
-class VoteStore:
-    """Accepted votes, one row per (proposal, voter)."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    def _insert(self) -> Any:
-        return (postgresql.insert if self._db.dialect == "postgresql" else sqlite.insert)(votes)
-
-    async def record_vote(
-        self, proposal_id: str, voter: str, choice: str, weight: int, vote_hash: str, signature: str,
-        payload: dict[str, Any], allow_change: bool = False,
-    ) -> RecordedVote:
-        """Store a vote once; the identical ``vote_hash`` again is a no-op answering as the first time did.
-
-        Raises:
-            InvalidInput: the voter is not a 0x address or the weight is negative.
-            VoteRejected: (type ``VOTE_ALREADY_CAST``) the voter already cast a different vote and changes are off.
-        """
-        voter = voter.lower()
-        if not ADDRESS.fullmatch(voter) or weight < 0:
-            raise InvalidInput(f"vote on {proposal_id}: voter {voter!r} must be a 0x address and weight >= 0")
-        row = {"proposal_id": proposal_id, "voter": voter, "choice": choice, "weight": str(weight),
-               "vote_hash": vote_hash, "signature": signature, "payload": canonical_json(payload)}
-        key = (votes.c.proposal_id == proposal_id) & (votes.c.voter == voter)
-        async with self._db.engine.begin() as conn:
-            stmt = self._insert().values(**row, created_at=_utcnow()).on_conflict_do_nothing().returning(votes.c.voter)
-            if (await conn.execute(stmt)).first() is not None:
-                return RecordedVote()
-            old = (await conn.execute(sa.select(votes).where(key).with_for_update())).one()
-            if old.vote_hash == vote_hash:
-                return RecordedVote(previous_choice=old.previous_choice, replaced=old.previous_choice is not None,
-                                    previous_weight=None if old.previous_weight is None else int(old.previous_weight))
-            if not allow_change:
-                raise VoteRejected(f"{voter} already voted {old.choice!r} on proposal {proposal_id}; "
-                                   f"this proposal does not allow changing a vote", type=VOTE_ALREADY_CAST)
-            await conn.execute(sa.update(votes).where(key).values(
-                **row, previous_choice=old.choice, previous_weight=old.weight, created_at=_utcnow()))
-        return RecordedVote(previous_choice=old.choice, previous_weight=int(old.weight), replaced=True)
-
-    async def count(self, proposal_id: str) -> int:
-        async with self._db.engine.connect() as conn:
-            n = await conn.scalar(sa.select(sa.func.count()).where(votes.c.proposal_id == proposal_id))
-        return int(n or 0)
-
-    async def vote_hashes(self, proposal_id: str) -> list[str]:
-        """The accepted votes' hashes, ordered by voter address."""
-        query = sa.select(votes.c.vote_hash).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
-        async with self._db.engine.connect() as conn:
-            return list((await conn.execute(query)).scalars())
-
-    async def list_votes(self, proposal_id: str, limit: int = 100, offset: int = 0) -> list[StoredVote]:
-        """A page of the proposal's votes, ordered by voter address."""
-        query = (sa.select(votes).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
-                 .limit(limit).offset(offset))
-        async with self._db.engine.connect() as conn:
-            rows = list(await conn.execute(query))
-        return [
-            StoredVote(proposal_id=r.proposal_id, voter=r.voter, choice=r.choice, weight=int(r.weight),
-                       vote_hash=r.vote_hash, signature=r.signature, payload=_loads(r.payload),
-                       created_at=_aware(r.created_at))
-            for r in rows
-        ]

@@ -1,4 +1,5 @@
-"""Vote activities: weigh a verified vote at the snapshot, store it once, relay it to the Governor when needed,
+"""Vote activities: weigh a verified vote at the snapshot, record a batch of ballots and the proposal's tally in
+one store transaction, relay ballots to the Governor when needed, keep the opening of a vote (claim, save, load)
 and compute the Merkle root of a proposal's accepted votes."""
 
 from __future__ import annotations
@@ -11,11 +12,24 @@ from temporalio.exceptions import ApplicationError
 
 from activities.chain import ChainClient
 from activities.snapshot import SnapshotClient
-from activities.store import VoteStore
+from activities.vote_store import Ballot, VoteStore
 from westworld import merkle
 from westworld.chain import RelayVoteInput
 from westworld.errors import VOTE_NO_POWER, WestworldError
-from westworld.vote import RecordVoteInput, RecordVoteResult, RecordVotesInput, RecordVotesResult
+from westworld.vote import (
+    ClaimProposalInput,
+    LoadedVote,
+    LoadOpeningInput,
+    RecordVoteInput,
+    RecordVoteResult,
+    RecordVotesInput,
+    RecordVotesResult,
+    VoteOpening,
+)
+
+
+def _permanent(err: WestworldError) -> ApplicationError:
+    return ApplicationError(err.message, type=err.type, non_retryable=True)
 
 
 class VoteActivities:
@@ -29,9 +43,8 @@ class VoteActivities:
         self._chain = chain
         self._observe = observe or (lambda _reason: None)  # None: accepted; else the refusal's type
 
-    async def record_vote(self, inp: RecordVoteInput) -> RecordVoteResult:
-        """Weigh and store a vote whose signature the workflow already checked; refuse it if it has no power
-        or repeats a voter (unless the proposal allows a change)."""
+    async def _weigh(self, inp: RecordVoteInput) -> Ballot:
+        """The vote's weight at the snapshot (refused without power); published to the hub first on Snapshot."""
         vote = inp.request
         weight = await self._chain.voting_power(vote.voter, inp.timepoint)
         if weight == 0:
@@ -39,47 +52,83 @@ class VoteActivities:
                 f"{vote.voter} had no voting power at the snapshot (timepoint {inp.timepoint}) of {vote.proposal_id}",
                 type=VOTE_NO_POWER, non_retryable=True,
             )
-        # Published first: a vote the hub refuses is not kept here either.
-        if inp.snapshot_typed_data is not None:
+        if inp.snapshot_typed_data is not None:  # a vote the hub refuses is not kept here either
             if self._snapshot is None:
                 raise ApplicationError("this worker has no Snapshot hub configured", type="SnapshotUnavailable")
             try:
                 await self._snapshot.submit_vote(inp.snapshot_typed_data, vote.voter, vote.signature)
             except WestworldError as err:
-                raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
-        try:
-            recorded = await self._store.record_vote(
-                proposal_id=vote.proposal_id, voter=vote.voter, choice=vote.choice, weight=weight,
-                vote_hash=inp.vote_hash, signature=vote.signature, payload=vote.model_dump(mode="json"),
-                allow_change=inp.allow_change,
-            )
-        except WestworldError as err:
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
-        if inp.governor is not None and inp.support is not None:
-            await self._chain.relay_vote(RelayVoteInput(
-                governor=inp.governor.governor, onchain_id=inp.governor.onchain_id, support=inp.support,
-                voter=vote.voter, signature=vote.signature,
-            ))
-        return RecordVoteResult(
-            weight=weight, previous_choice=recorded.previous_choice, previous_weight=recorded.previous_weight
-        )
+                raise _permanent(err) from err
+        return Ballot(voter=vote.voter, choice=vote.choice, weight=weight, vote_hash=inp.vote_hash,
+                      signature=vote.signature, payload=vote.model_dump(mode="json"), allow_change=inp.allow_change)
 
     @activity.defn(name="record_votes")
     async def record_votes(self, inp: RecordVotesInput) -> RecordVotesResult:
-        """Record a batch; a refused vote becomes its outcome's ``error_type``, not a failed batch. A transient
-        failure (store or chain unreachable) fails the batch so it is retried whole: recording is idempotent."""
-        results = await asyncio.gather(*(self.record_vote(one) for one in inp.votes), return_exceptions=True)
-        outcomes = []
-        for res in results:
+        """Weigh a batch and record it with the proposal's tally in one transaction; a refused vote becomes its
+        outcome's ``error_type``, not a failed batch. A ballot accepted before (same hash) is not weighed or
+        published again: the store answers with its first receipt. A transient failure (store or chain
+        unreachable) fails the batch so it is retried whole: recording is idempotent."""
+        if not inp.votes:
+            return RecordVotesResult(outcomes=[])
+        proposal_id = inp.proposal_id or inp.votes[0].request.proposal_id
+        known = await self._store.known_hashes(proposal_id, [v.vote_hash for v in inp.votes])
+        weighed = await asyncio.gather(*(self._weigh(v) for v in inp.votes if v.vote_hash not in known),
+                                       return_exceptions=True)
+        pending = iter(weighed)
+        slots: list[Ballot | RecordVoteResult] = []
+        for v in inp.votes:
+            if v.vote_hash in known:  # answered by the store from the ballot's first receipt
+                slots.append(Ballot(voter=v.request.voter, choice=v.request.choice, weight=0, vote_hash=v.vote_hash,
+                                    signature=v.request.signature, payload={}, allow_change=v.allow_change))
+                continue
+            res = next(pending)
             if isinstance(res, ApplicationError) and res.non_retryable:
-                self._observe(res.type or "unknown")
-                outcomes.append(RecordVoteResult(weight=0, error_type=res.type, error=res.message))
+                slots.append(RecordVoteResult(weight=0, error_type=res.type, error=res.message))
             elif isinstance(res, BaseException):
                 raise res
             else:
-                self._observe(None)
-                outcomes.append(res)
-        return RecordVotesResult(outcomes=outcomes)
+                slots.append(res)
+        to_store = [s for s in slots if isinstance(s, Ballot)]
+        try:
+            stored, count = await self._store.record_ballots(
+                proposal_id, inp.first_run_id, to_store, refused=len(slots) - len(to_store))
+        except WestworldError as err:
+            raise _permanent(err) from err
+        answers = iter(stored)
+        outcomes = [next(answers) if isinstance(s, Ballot) else s for s in slots]
+        for v, outcome in zip(inp.votes, outcomes, strict=True):
+            if outcome.error_type is None and v.governor is not None and v.support is not None:
+                await self._chain.relay_vote(RelayVoteInput(  # idempotent: nothing is sent if already on chain
+                    governor=v.governor.governor, onchain_id=v.governor.onchain_id, support=v.support,
+                    voter=v.request.voter, signature=v.request.signature))
+            self._observe(outcome.error_type)
+        if inp.first_run_id is None:  # a run started before the store kept the tally adds weights itself
+            outcomes = [_neutral_repeat(o) for o in outcomes]
+        return RecordVotesResult(outcomes=outcomes, count=count)
+
+    @activity.defn(name="vote_claim_proposal")
+    async def vote_claim_proposal(self, inp: ClaimProposalInput) -> None:
+        """The first run of a vote takes its proposal id; refused if another vote execution opened it."""
+        try:
+            await self._store.claim(inp)
+        except WestworldError as err:
+            raise _permanent(err) from err
+
+    @activity.defn(name="vote_save_opening")
+    async def vote_save_opening(self, opening: VoteOpening) -> VoteOpening:
+        """Store what the first run opened the vote with (once; a retry returns the first save)."""
+        try:
+            return await self._store.save_opening(opening)
+        except WestworldError as err:
+            raise _permanent(err) from err
+
+    @activity.defn(name="vote_load_opening")
+    async def vote_load_opening(self, inp: LoadOpeningInput) -> LoadedVote:
+        """A continued run's state: the stored opening and tally of its own execution chain."""
+        try:
+            return await self._store.load(inp)
+        except WestworldError as err:
+            raise _permanent(err) from err
 
     @activity.defn(name="vote_set_root")
     async def vote_set_root(self, proposal_id: str) -> str:
@@ -91,3 +140,11 @@ class VoteActivities:
     async def chain_time(self) -> int:
         """The latest block's timestamp: the clock the timelock's eta is measured on."""
         return await self._chain.latest_timestamp()
+
+
+def _neutral_repeat(outcome: RecordVoteResult) -> RecordVoteResult:
+    """For runs that add weights themselves: a repeat answers as a change from its choice to itself with no
+    weight, so adding it changes neither the tally nor the count of voters."""
+    if not outcome.repeat or outcome.choice is None:
+        return outcome
+    return outcome.model_copy(update={"weight": 0, "previous_choice": outcome.choice, "previous_weight": 0})

@@ -1,9 +1,18 @@
-"""Tally rules: weights per choice, quorum, approval, and when the outcome can no longer change."""
+"""Tally rules: weights per choice, quorum, approval, and when the outcome can no longer change.
+
+Shares (quorum, approval threshold) are exact fractions (``westworld.policy.as_fraction``), never rounded: a
+positive quorum always asks for at least one unit of weight, and ``0.5`` approval means strictly more than half.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
+
+from westworld.policy import as_fraction, weight_at_least
 
 ABSTAIN = "abstain"
 APPROVE = "for"
@@ -15,15 +24,26 @@ class Decision(StrEnum):
     NO_QUORUM = "no-quorum"
 
 
-@dataclass(frozen=True)
+def _exact(share: Fraction | Decimal | float | str) -> Fraction:
+    return share if isinstance(share, Fraction) else as_fraction(share)
+
+
+@dataclass(frozen=True, init=False)
 class TallyRules:
     """How a vote is decided. ``for`` approves if it is a choice, else ``choices[0]``; ``abstain`` counts toward
-    quorum only."""
+    quorum only. ``quorum`` and ``approval_threshold`` are kept as exact fractions whatever they are given as."""
 
     choices: tuple[str, ...]
     total_supply: int
-    quorum: float
-    approval_threshold: float
+    quorum: Fraction
+    approval_threshold: Fraction
+
+    def __init__(self, choices: tuple[str, ...], total_supply: int, quorum: Fraction | Decimal | float | str,
+                 approval_threshold: Fraction | Decimal | float | str) -> None:
+        object.__setattr__(self, "choices", tuple(choices))
+        object.__setattr__(self, "total_supply", total_supply)
+        object.__setattr__(self, "quorum", _exact(quorum))
+        object.__setattr__(self, "approval_threshold", _exact(approval_threshold))
 
     @property
     def approve(self) -> str:
@@ -31,9 +51,8 @@ class TallyRules:
 
     @property
     def quorum_weight(self) -> int:
-        # Ceiling without floats drifting on huge integers: quorum is applied in parts per million.
-        ppm = round(self.quorum * 1_000_000)
-        return -(-self.total_supply * ppm // 1_000_000)
+        """The least weight that meets quorum (exact ceiling; at least 1 for a positive quorum and supply)."""
+        return weight_at_least(self.total_supply, self.quorum)
 
 
 def empty_tally(choices: tuple[str, ...] | list[str]) -> dict[str, int]:
@@ -49,14 +68,21 @@ def add_vote(tally: dict[str, int], choice: str, weight: int, *, previous: tuple
     tally[choice] += weight
 
 
+def recount(choices: tuple[str, ...] | list[str], ballots: Iterable[tuple[str, int]]) -> dict[str, int]:
+    """The tally of the current ballots, one (choice, weight) per voter."""
+    tally = empty_tally(choices)
+    for choice, weight in ballots:
+        tally[choice] += weight
+    return tally
+
+
 def cast_weight(tally: dict[str, int]) -> int:
     return sum(tally.values())
 
 
-def _passes(approve: int, decisive: int, threshold: float) -> bool:
-    # approve / decisive > threshold, in exact integer arithmetic (parts per million).
-    ppm = round(threshold * 1_000_000)
-    return decisive > 0 and approve * 1_000_000 > decisive * ppm
+def _passes(approve: int, decisive: int, threshold: Fraction) -> bool:
+    # approve / decisive > threshold, exactly.
+    return decisive > 0 and approve * threshold.denominator > decisive * threshold.numerator
 
 
 def approve_share(tally: dict[str, int], rules: TallyRules) -> float:

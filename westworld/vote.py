@@ -1,15 +1,19 @@
-"""Models of a DAO vote: the proposal, the workflow's input, a signed vote, the live state and the result."""
+"""Models of a DAO vote: the proposal, the workflow's input, a signed vote, the live state and the result; and
+the rules in force for a vote (the requester's terms checked against the DAO's policy: stricter, never looser)."""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from westworld.chain import ChainSnapshot, GovernorProposal, OnChainCall
+from westworld.errors import LOOSER_THAN_POLICY, WestworldError
+from westworld.policy import VotePolicy, as_fraction
 
 PROPOSAL_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ADDRESS_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -55,7 +59,9 @@ class Proposal(BaseModel):
 
 
 class VoteCarry(BaseModel):
-    """State carried across continue-as-new (small: the votes themselves stay in the project database)."""
+    """State the first version of the workflow carried across continue-as-new in its input. Kept only so those
+    saved histories still decode and replay: a start that carries it is refused (``INJECTED_STATE``); a continued
+    run now rebuilds its state from the vote store."""
 
     snapshot: ChainSnapshot
     governor: GovernorProposal | None = None
@@ -74,11 +80,14 @@ class DaoVoteInput(BaseModel):
 
     proposal: Proposal
     kind: VoteKind = VoteKind.NORMAL
-    voting_window: timedelta | None = Field(None, description="Default 72 h (normal) or 2 h (emergency).")
-    quorum: float = Field(0.04, gt=0, le=1, description="Share of total voting power at the snapshot.")
-    approval_threshold: float = Field(
-        0.5, ge=0, lt=1, description="Approve share of non-abstain weight must exceed this."
-    )
+    voting_window: timedelta | None = Field(
+        None, description="Default 72 h (normal) or 2 h (emergency); within the policy's votes.window_min/max.")
+    quorum: float | None = Field(
+        None, gt=0, le=1, description="Share of total voting power at the snapshot; default and least: the "
+        "policy's votes.quorum_min (a lower one is refused).")
+    approval_threshold: float | None = Field(
+        None, ge=0, lt=1, description="Approve share of non-abstain weight must exceed this; default and least: "
+        "the policy's votes.approval_threshold_min.")
     backend: VoteBackend = VoteBackend.OFFCHAIN
     early_close: bool = True
     snapshot_space: str = Field("westworld.eth", description="Snapshot space (backend snapshot); must be the "
@@ -87,11 +96,18 @@ class DaoVoteInput(BaseModel):
         1000, ge=10, le=1500,
         description="Votes per run before continue-as-new (Temporal admits at most 2,000 updates per run).",
     )
-    carry: VoteCarry | None = None
+    carry: VoteCarry | None = Field(None, description="Never set it: internal state of old runs (refused).")
 
     @property
     def window(self) -> timedelta:
-        return self.voting_window or DEFAULT_WINDOWS[self.kind]
+        return DEFAULT_WINDOWS[self.kind] if self.voting_window is None else self.voting_window
+
+    @field_validator("voting_window")
+    @classmethod
+    def _positive_window(cls, v: timedelta | None) -> timedelta | None:
+        if v is not None and v <= timedelta(0):
+            raise ValueError(f"a voting window must be positive (got {v}); leave it out for the default")
+        return v
 
     @model_validator(mode="after")
     def _governor_choices(self) -> DaoVoteInput:
@@ -146,21 +162,122 @@ class RecordVoteInput(BaseModel):
 
 
 class RecordVoteResult(BaseModel):
-    """The outcome of one vote: its weight, the vote it replaced, or why it was refused (``error_type``)."""
+    """The outcome of one vote: its weight, the vote it replaced, or why it was refused (``error_type``).
+
+    A ballot sent again (the same vote hash) answers as it did the first time (``repeat``) and changes nothing."""
 
     weight: int
+    choice: str | None = None
     previous_choice: str | None = None
     previous_weight: int | None = None
+    repeat: bool = False
     error_type: str | None = None
     error: str | None = None
 
 
+class VoteCount(BaseModel):
+    """A proposal's tally as the vote store holds it (always equal to a recount of the stored ballots)."""
+
+    tally: dict[str, int]
+    votes: int = Field(description="Voters with a ballot counted.")
+    rejected: int = 0
+
+
 class RecordVotesInput(BaseModel):
     votes: list[RecordVoteInput]
+    proposal_id: str | None = Field(None, description="Set by runs that keep the tally in the store (all new ones).")
+    first_run_id: str | None = Field(None, description="The vote execution that opened the proposal.")
 
 
 class RecordVotesResult(BaseModel):
     outcomes: list[RecordVoteResult]
+    count: VoteCount | None = Field(None, description="The proposal's tally after the batch (store-kept runs).")
+
+
+class VoteRules(BaseModel):
+    """The rules in force for one vote, fixed when it opens: the requester's terms, never looser than the policy.
+    Shares are exact fractions written as ``"p/q"``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quorum: str
+    approval_threshold: str
+    window: timedelta
+
+    @property
+    def quorum_fraction(self) -> Fraction:
+        return Fraction(self.quorum)
+
+    @property
+    def approval_fraction(self) -> Fraction:
+        return Fraction(self.approval_threshold)
+
+
+def rules_in_force(inp: DaoVoteInput, policy: VotePolicy) -> VoteRules:
+    """The requester's quorum, approval and window checked against the DAO's floors (what is left out is the
+    policy's; the default window is kept inside the policy's bounds).
+
+    Raises:
+        WestworldError: (type ``LOOSER_THAN_POLICY``) a term asks for less than the policy allows, naming the rule.
+    """
+    where = f"proposal {inp.proposal.id}"
+
+    def looser(what: str, asked: object, rule: str, limit: object) -> WestworldError:
+        return WestworldError(f"{where}: {what} {asked} is looser than the network policy ({rule} = {limit}); ask "
+                              f"for {limit} or stricter, or leave it out to get the policy's", type=LOOSER_THAN_POLICY)
+
+    quorum, approval = as_fraction(policy.quorum_min), as_fraction(policy.approval_threshold_min)
+    if inp.quorum is not None:
+        if as_fraction(inp.quorum) < quorum:
+            raise looser("quorum", inp.quorum, "votes.quorum_min", policy.quorum_min)
+        quorum = as_fraction(inp.quorum)
+    if inp.approval_threshold is not None:
+        if as_fraction(inp.approval_threshold) < approval:
+            raise looser("approval threshold", inp.approval_threshold, "votes.approval_threshold_min",
+                         policy.approval_threshold_min)
+        approval = as_fraction(inp.approval_threshold)
+    window = inp.window
+    if inp.voting_window is None:
+        window = min(max(window, policy.window_min), policy.window_max)
+    elif window < policy.window_min:
+        raise looser("voting window", window, "votes.window_min", policy.window_min)
+    elif window > policy.window_max:
+        raise looser("voting window", window, "votes.window_max", policy.window_max)
+    return VoteRules(quorum=str(quorum), approval_threshold=str(approval), window=window)
+
+
+class VoteOpening(BaseModel):
+    """What the first run of a vote decided when it opened, stored once: every later run of the same execution
+    chain reads it back from the store (nothing of it travels in a workflow input)."""
+
+    proposal_id: str
+    first_run_id: str
+    snapshot: ChainSnapshot
+    governor: GovernorProposal | None = None
+    snapshot_proposal: str | None = None
+    deadline: datetime
+    rules: VoteRules
+
+
+class ClaimProposalInput(BaseModel):
+    """The first run of a vote takes its proposal id before anything happens on chain."""
+
+    proposal_id: str
+    first_run_id: str
+    workflow_id: str
+    choices: list[str]
+
+
+class LoadOpeningInput(BaseModel):
+    proposal_id: str
+    first_run_id: str
+
+
+class LoadedVote(BaseModel):
+    """A continued run's state, rebuilt from the store."""
+
+    opening: VoteOpening
+    count: VoteCount
 
 
 class VoteState(StrEnum):
@@ -201,3 +318,4 @@ class DaoVoteResult(BaseModel):
     onchain_state: str | None = None
     snapshot_proposal: str | None = None
     snapshot_scores: list[float] | None = Field(None, description="Scores the Snapshot hub reports, per choice.")
+    rules: VoteRules | None = Field(None, description="The rules in force: the policy's floors or stricter.")

@@ -23,6 +23,7 @@ from workers.settings import Settings
 from workflows.dao_vote import DaoVoteWorkflow
 
 Echo = Callable[[str], None]
+CONTEXT_POLLS = 25  # 5 s
 
 
 def vote_workflow_id(proposal_id: str) -> str:
@@ -79,6 +80,11 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
     """Sign locally and submit through the update; raises WorkflowUpdateFailedError on refusal."""
     handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_workflow_id(proposal_id))
     ctx = await handle.query(DaoVoteWorkflow.ballot_context)
+    for _ in range(CONTEXT_POLLS):  # a run that just continued as new reads its opening from the store first
+        if ctx is not None:
+            break
+        await asyncio.sleep(0.2)
+        ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     if ctx is None:
         raise ApplicationError(f"voting on {proposal_id} has not opened yet", type="VotingClosed")
     voter = Account.from_key(key).address
@@ -96,7 +102,7 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
 async def cast_with_retry(handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult], vote: VoteRequest,
                           attempts: int = 5) -> VoteReceipt:
     """Submit a vote; an update the server aborted because the run continued as new is sent again (the next
-    run takes it; the vote's hash makes a repeat harmless)."""
+    run takes it; a ballot the store already counted answers with its first receipt and counts nothing)."""
     for attempt in range(attempts):
         try:
             return await handle.execute_update(DaoVoteWorkflow.cast_vote, vote)

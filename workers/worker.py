@@ -23,7 +23,8 @@ from activities.audit_heads import HeadSigner
 from activities.chain import ChainActivities, ChainClient, load_deployment
 from activities.policy import PolicyActivities
 from activities.snapshot import SnapshotActivities, SnapshotClient
-from activities.store import AuditLog, Database, VoteStore
+from activities.store import AuditLog, Database
+from activities.vote_store import VoteStore
 from activities.votes import VoteActivities
 from workers import capabilities_wiring, experiments_wiring, shelter_wiring
 from workers.client import connect
@@ -72,8 +73,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             part_activities: list[Any] = []
             for part in PARTS:
                 part_activities += await stack.enter_async_context(part.open_activities(settings, database, audit))
-            yield Resources(database, audit, VoteStore(database), chain, snapshot, part_activities,
-                            settings.policy_file)
+            votes = VoteStore(database)
+            await votes.init()
+            yield Resources(database, audit, votes, chain, snapshot, part_activities, settings.policy_file)
     finally:
         await http.aclose()
         await database.close()
@@ -91,6 +93,7 @@ def activities_of(res: Resources, metrics: Metrics | None = None) -> list[Any]:
         chain_acts.chain_snapshot, chain_acts.governor_propose, chain_acts.governor_finalize,
         chain_acts.governor_queue, chain_acts.governor_execute, chain_acts.governor_state,
         votes.record_votes, votes.vote_set_root, votes.chain_time,
+        votes.vote_claim_proposal, votes.vote_save_opening, votes.vote_load_opening,
         audit.append_audit, audit.verify_audit_log, audit.audit_report, anchor.anchor_root,
         snapshot.create_proposal, snapshot.submit_vote, snapshot.scores, policy.load_policy,
         *res.part_activities,

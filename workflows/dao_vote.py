@@ -2,9 +2,19 @@
 audited, and, on the governor backend, the decision queued and executed through the timelock.
 
 Votes arrive through the ``cast_vote`` update: its validator refuses (without touching history) a vote for
-another proposal, after the deadline or close, with a bad signature or choice, or a repeat within this run;
-the handler weighs the vote at the snapshot and stores it (a local activity against the chain and the
-project database, which also refuses repeats across continue-as-new runs and voters without power).
+another proposal, after the deadline or close, with a bad signature or choice, or another ballot from a voter
+who voted in this run; the handler weighs the vote at the snapshot and stores it (a local activity against
+the chain and the project database, which also refuses voters without power and changes the proposal does not
+allow). The store counts: it keeps each voter's one ballot and the proposal's tally in the same transaction
+and returns the tally, which is all the workflow shows and decides on. A ballot sent again answers with its
+first receipt and adds nothing, in this run or any later one.
+
+Trust (docs/security.md): quorum, approval and window come from the DAO's policy (``load_policy``); the input
+may ask stricter, never looser (``LOOSER_THAN_POLICY``). The first run claims the proposal id in the store and
+saves what it opened with (snapshot, deadline, rules); a continued run (``workflow.info().continued_run_id``,
+set by the server) reads that back. No input carries state: a start with ``carry`` fails ``INJECTED_STATE``,
+and a new start for a proposal another execution opened fails ``PROPOSAL_ALREADY_OPENED``. Runs recorded
+before this (no ``vote-store-tally`` patch marker) replay as they ran.
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         QueueResult,
     )
     from westworld.errors import (
+        INJECTED_STATE,
         INVALID_INPUT,
         VOTE_AFTER_DEADLINE,
         VOTE_ALREADY_CAST,
@@ -35,29 +46,40 @@ with workflow.unsafe.imports_passed_through():
         VOTE_UNAVAILABLE,
         VOTE_UNKNOWN_PROPOSAL,
         VoteRejected,
+        WestworldError,
     )
+    from westworld.policy import NetworkPolicy, as_fraction
     from westworld.snapshot import SnapshotProposalInput, SnapshotProposalRef, SnapshotScores
     from westworld.vote import (
         GOVERNOR_CHOICES,
+        ClaimProposalInput,
         DaoVoteInput,
         DaoVoteResult,
         DaoVoteStatus,
+        LoadedVote,
+        LoadOpeningInput,
         RecordVoteInput,
         RecordVoteResult,
         RecordVotesInput,
         RecordVotesResult,
         VoteBackend,
         VoteCarry,
+        VoteCount,
         VoteKind,
+        VoteOpening,
         VoteReceipt,
         VoteRequest,
+        VoteRules,
         VoteState,
+        rules_in_force,
     )
     from workflows.steps import PROPOSAL_ID, VOTE_STATE, set_step
 
 CHAIN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=5)
+STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30))
 MAX_BATCH = 200
+STORE_TALLY = "vote-store-tally"  # the patch: policy floors, tally and opening kept by the store, no carry
 ON_CHAIN_FINAL = {"Succeeded", "Defeated", "Queued", "Executed", "Canceled", "Expired"}
 
 
@@ -74,7 +96,7 @@ class DaoVoteWorkflow:
         self._votes = 0
         self._rejected = 0
         self._run_votes = 0
-        self._run_voters: set[str] = set()
+        self._run_ballots: dict[str, str] = {}  # voter -> hash of the ballot this run accepted from them
         self._snapshot: ChainSnapshot | None = None
         self._governor: GovernorProposal | None = None
         self._snapshot_proposal: str | None = None
@@ -82,8 +104,11 @@ class DaoVoteWorkflow:
         self._ctx: ballot.BallotContext | None = None
         self._settled: tally.Decision | None = None
         self._run = 0
+        self._rules_in_force: VoteRules | None = None
         self._queue: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]] = []
-        if input.carry:
+        self._store_tally = workflow.patched(STORE_TALLY)
+        self._resuming = self._store_tally and workflow.info().continued_run_id is not None
+        if input.carry and not self._store_tally:  # a run recorded before the patch, replaying
             c = input.carry
             self._snapshot, self._governor, self._deadline = c.snapshot, c.governor, c.deadline
             self._snapshot_proposal = c.snapshot_proposal
@@ -94,9 +119,11 @@ class DaoVoteWorkflow:
 
     @workflow.run
     async def run(self, input: DaoVoteInput) -> DaoVoteResult:
-        if self._snapshot is None:
+        if self._store_tally:
+            await self._open_or_resume(input)
+        elif self._snapshot is None:
             self._step_to("opening", VoteState.OPENING)
-            await self._open()
+            await self._open(input.window)
             self._ctx = self._make_ctx()
         self._settled = tally.settled(self._tally, self._rules())
         self._batcher = asyncio.create_task(self._record_batches())
@@ -106,7 +133,54 @@ class DaoVoteWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
         return await self._close(input, closed_early)
 
-    async def _open(self) -> None:
+    async def _open_or_resume(self, input: DaoVoteInput) -> None:
+        """First run: the rules in force from the policy, the proposal claimed, opened and the opening saved.
+        Continued run: the opening and tally of this execution chain read back from the store."""
+        info = workflow.info()
+        if input.carry is not None:
+            raise _reject(f"proposal {input.proposal.id}: the input carries internal state (carry: snapshot, total "
+                          f"supply, tally, deadline) that only the vote itself keeps; start it without 'carry'",
+                          INJECTED_STATE)
+        try:
+            if self._resuming:
+                loaded = await workflow.execute_activity(
+                    "vote_load_opening", LoadOpeningInput(proposal_id=input.proposal.id,
+                                                          first_run_id=info.first_execution_run_id),
+                    result_type=LoadedVote, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
+                self._adopt(loaded.opening, loaded.count)
+                return
+            self._step_to("opening", VoteState.OPENING)
+            policy = await workflow.execute_activity(
+                "load_policy", result_type=NetworkPolicy, start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=CHAIN_RETRY)
+            try:
+                rules = rules_in_force(input, policy.votes)
+            except WestworldError as err:
+                raise _reject(err.message, err.type) from err
+            await workflow.execute_activity(
+                "vote_claim_proposal", ClaimProposalInput(
+                    proposal_id=input.proposal.id, first_run_id=info.first_execution_run_id,
+                    workflow_id=info.workflow_id, choices=input.proposal.choices),
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
+        except ActivityError as err:  # the activity's typed refusal is the vote's
+            raise _refusal_of(err) from err
+        await self._open(rules.window)
+        assert self._snapshot is not None and self._deadline is not None
+        opening = await workflow.execute_activity(
+            "vote_save_opening", VoteOpening(
+                proposal_id=input.proposal.id, first_run_id=info.first_execution_run_id, snapshot=self._snapshot,
+                governor=self._governor, snapshot_proposal=self._snapshot_proposal, deadline=self._deadline,
+                rules=rules),
+            result_type=VoteOpening, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
+        self._adopt(opening, VoteCount(tally=tally.empty_tally(input.proposal.choices), votes=0))
+
+    def _adopt(self, opening: VoteOpening, count: VoteCount) -> None:
+        self._snapshot, self._governor, self._deadline = opening.snapshot, opening.governor, opening.deadline
+        self._snapshot_proposal, self._rules_in_force = opening.snapshot_proposal, opening.rules
+        self._tally, self._votes, self._rejected = dict(count.tally), count.votes, count.rejected
+        self._ctx = self._make_ctx()
+
+    async def _open(self, window: timedelta) -> None:
         inp = self._input
         if inp.backend is VoteBackend.GOVERNOR:
             self._governor = await workflow.execute_activity(
@@ -132,7 +206,7 @@ class DaoVoteWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=CHAIN_RETRY,
             )
-        self._deadline = workflow.now() + inp.window
+        self._deadline = workflow.now() + window
         if inp.backend is VoteBackend.SNAPSHOT:
             ref = await workflow.execute_activity(
                 "snapshot_create_proposal",
@@ -176,10 +250,18 @@ class DaoVoteWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             if input.early_close and self._settled is not None:
                 return True
+            if self._store_tally:
+                workflow.continue_as_new(input)  # the next run reads its state from the store
             workflow.continue_as_new(input.model_copy(update={"carry": self._carry()}))
 
     async def _close(self, input: DaoVoteInput, closed_early: bool) -> DaoVoteResult:
         self._step_to("closing", VoteState.CLOSED)
+        if self._store_tally:  # the final count is the store's (a batch may have failed after its commit)
+            final = await workflow.execute_activity(
+                "vote_load_opening", LoadOpeningInput(proposal_id=input.proposal.id,
+                                                      first_run_id=workflow.info().first_execution_run_id),
+                result_type=LoadedVote, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
+            self._tally, self._votes, self._rejected = final.count.tally, final.count.votes, final.count.rejected
         rules = self._rules()
         decision = tally.decide(self._tally, rules)
         votes_root: str = await workflow.execute_activity(
@@ -198,6 +280,7 @@ class DaoVoteWorkflow:
             closed_early=closed_early,
             votes_root=votes_root,
             audit_seq=-1,
+            rules=self._rules_in_force,
         )
         if self._governor is not None:
             result = await self._settle_on_chain(result)
@@ -258,15 +341,21 @@ class DaoVoteWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(self._queue))
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            owner = ({"proposal_id": self._input.proposal.id, "first_run_id": workflow.info().first_execution_run_id}
+                     if self._store_tally else {})
             try:
                 result = await workflow.execute_local_activity(
                     "record_votes",
-                    RecordVotesInput(votes=[inp for inp, _ in batch]),
+                    RecordVotesInput(votes=[inp for inp, _ in batch], **owner),
                     result_type=RecordVotesResult,
                     start_to_close_timeout=timedelta(seconds=60),
                     retry_policy=RECORD_RETRY,
                 )
                 outcomes = result.outcomes
+                if self._store_tally and result.count is not None:  # the tally is the store's, never summed here
+                    self._tally, self._votes = dict(result.count.tally), result.count.votes
+                    self._rejected = result.count.rejected
+                    self._settled = tally.settled(self._tally, self._rules())
             except ActivityError as err:  # the store or the chain stayed unreachable through the retries
                 failure = RecordVoteResult(weight=0, error_type=VOTE_UNAVAILABLE,
                                            error=f"the vote could not be recorded, try again: {err.cause or err}")
@@ -276,12 +365,31 @@ class DaoVoteWorkflow:
 
     @workflow.update
     async def cast_vote(self, vote: VoteRequest) -> VoteReceipt:
-        """Accept a signed vote; the caller gets the weighted receipt or a typed rejection."""
+        """Accept a signed vote; the caller gets the weighted receipt (a resent ballot: its first receipt) or a
+        typed rejection."""
+        if not self._store_tally:
+            return await self._cast_counted_here(vote)
+        checked = self._ctx is not None  # else the validator ran while a continued run was still loading
+        await workflow.wait_condition(lambda: self._ctx is not None or self._state is not VoteState.OPENING)
+        if self._state is not VoteState.OPEN or self._ctx is None:
+            raise _reject(f"voting on {vote.proposal_id} is closed", VOTE_CLOSED)
+        vote_hash = self._check(vote) if not checked else ballot.vote_hash(vote, self._ctx)
+        first_in_run = vote.voter not in self._run_ballots
+        if first_in_run:
+            self._run_ballots[vote.voter] = vote_hash
+        self._run_votes += 1  # every accepted update counts toward continue-as-new, repeats and changes too
+        recorded = await self._record(vote, vote_hash)
+        if recorded.error_type is not None:
+            if first_in_run and recorded.error_type != VOTE_ALREADY_CAST:
+                self._run_ballots.pop(vote.voter, None)  # a refused vote does not count as this voter's vote
+            raise _reject(recorded.error or "vote refused", recorded.error_type)
+        if self._input.proposal.allow_vote_change and not recorded.repeat:
+            self._run_ballots[vote.voter] = vote_hash
+        return VoteReceipt(vote_hash=vote_hash, voter=vote.voter, choice=recorded.choice or vote.choice,
+                           weight=recorded.weight, replaced_choice=recorded.previous_choice)
+
+    async def _record(self, vote: VoteRequest, vote_hash: str) -> RecordVoteResult:
         assert self._ctx is not None and self._snapshot is not None
-        if self._state is not VoteState.OPEN:
-            raise ApplicationError(f"voting on {vote.proposal_id} is closed", type=VOTE_CLOSED, non_retryable=True)
-        vote_hash = ballot.vote_hash(vote, self._ctx)
-        self._run_voters.add(vote.voter)
         support = GOVERNOR_CHOICES.index(vote.choice) if self._governor else None
         done: asyncio.Future[RecordVoteResult] = asyncio.get_running_loop().create_future()
         typed = ballot.typed_data(vote, self._ctx) if self._snapshot_proposal else None
@@ -290,11 +398,21 @@ class DaoVoteWorkflow:
             allow_change=self._input.proposal.allow_vote_change, governor=self._governor, support=support,
             snapshot_typed_data=typed,
         ), done))
-        recorded = await done
+        return await done
+
+    async def _cast_counted_here(self, vote: VoteRequest) -> VoteReceipt:
+        """Runs recorded before the store kept the tally (replay only): they add the weights themselves."""
+        assert self._ctx is not None and self._snapshot is not None
+        if self._state is not VoteState.OPEN:
+            raise ApplicationError(f"voting on {vote.proposal_id} is closed", type=VOTE_CLOSED, non_retryable=True)
+        vote_hash = ballot.vote_hash(vote, self._ctx)
+        first_in_run = vote.voter not in self._run_ballots
+        self._run_ballots.setdefault(vote.voter, vote_hash)
+        recorded = await self._record(vote, vote_hash)
         if recorded.error_type is not None:
             self._rejected += 1
-            if recorded.error_type != VOTE_ALREADY_CAST:
-                self._run_voters.discard(vote.voter)  # a refused vote does not count as this voter's vote
+            if first_in_run and recorded.error_type != VOTE_ALREADY_CAST:
+                self._run_ballots.pop(vote.voter, None)
             raise ApplicationError(recorded.error or "vote refused", type=recorded.error_type, non_retryable=True)
         previous = None
         if recorded.previous_choice is not None and recorded.previous_weight is not None:
@@ -314,17 +432,25 @@ class DaoVoteWorkflow:
         if vote.proposal_id != self._input.proposal.id:
             raise _reject(f"unknown proposal {vote.proposal_id!r}: this vote is {self._input.proposal.id!r}",
                           VOTE_UNKNOWN_PROPOSAL)
+        if self._resuming and self._ctx is None and self._state is VoteState.OPENING:
+            return  # a continued run is open from its first instant; the handler checks once its state is read
+        self._check(vote)
+
+    def _check(self, vote: VoteRequest) -> str:
+        """Everything a vote must pass before it is recorded; the ballot's hash, or a typed rejection."""
         if self._state is not VoteState.OPEN or self._ctx is None or self._deadline is None:
             raise _reject(f"voting on {vote.proposal_id} is not open (state: {self._state.value})", VOTE_CLOSED)
         if workflow.now() >= self._deadline:
             raise _reject(f"vote on {vote.proposal_id} arrived after its deadline {self._deadline.isoformat()}",
                           VOTE_AFTER_DEADLINE)
-        if vote.voter in self._run_voters and not self._input.proposal.allow_vote_change:
-            raise _reject(f"{vote.voter} already voted on {vote.proposal_id}", VOTE_ALREADY_CAST)
         try:
-            ballot.verify(vote, self._ctx)
+            vote_hash = ballot.verify(vote, self._ctx)
         except VoteRejected as err:
             raise _reject(err.message, err.type) from err
+        earlier = self._run_ballots.get(vote.voter)
+        if earlier is not None and earlier != vote_hash and not self._input.proposal.allow_vote_change:
+            raise _reject(f"{vote.voter} already voted on {vote.proposal_id}", VOTE_ALREADY_CAST)
+        return vote_hash
 
     @workflow.query
     def status(self) -> DaoVoteStatus:
@@ -364,12 +490,13 @@ class DaoVoteWorkflow:
 
     def _rules(self) -> tally.TallyRules:
         assert self._snapshot is not None
-        return tally.TallyRules(
-            choices=tuple(self._input.proposal.choices),
-            total_supply=self._snapshot.total_supply,
-            quorum=self._input.quorum,
-            approval_threshold=self._input.approval_threshold,
-        )
+        if self._rules_in_force is not None:
+            quorum, approval = self._rules_in_force.quorum_fraction, self._rules_in_force.approval_fraction
+        else:  # a run recorded before the policy: its own terms (they were always set then)
+            quorum = as_fraction(self._input.quorum or 0.04)
+            approval = as_fraction(self._input.approval_threshold or 0.5)
+        return tally.TallyRules(choices=tuple(self._input.proposal.choices), total_supply=self._snapshot.total_supply,
+                                quorum=quorum, approval_threshold=approval)
 
     def _carry(self) -> VoteCarry:
         assert self._snapshot is not None and self._deadline is not None
@@ -386,3 +513,10 @@ class DaoVoteWorkflow:
 
 def _reject(message: str, reason: str) -> ApplicationError:
     return ApplicationError(message, type=reason, non_retryable=True)
+
+
+def _refusal_of(err: ActivityError) -> BaseException:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.non_retryable:
+        return _reject(cause.message, cause.type or INVALID_INPUT)
+    return err

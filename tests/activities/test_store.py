@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,21 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.audit import AuditActivities
-from activities.store import AuditLog, Database, RecordedVote, VoteStore, metadata
+from activities.store import AuditLog, Database, metadata
+from activities.vote_store import Ballot, VoteStore
+from activities.vote_store import metadata as vote_metadata
 from westworld.audit import AuditEntryInput, TreeHead
-from westworld.errors import AUDIT_UNAVAILABLE, VOTE_ALREADY_CAST, AuditTampered, AuditUnavailable, VoteRejected
+from westworld.chain import ChainSnapshot
+from westworld.errors import (
+    AUDIT_UNAVAILABLE,
+    INJECTED_STATE,
+    PROPOSAL_ALREADY_OPENED,
+    VOTE_ALREADY_CAST,
+    AuditTampered,
+    AuditUnavailable,
+    WestworldError,
+)
+from westworld.vote import ClaimProposalInput, LoadOpeningInput, RecordVoteResult, VoteOpening, VoteRules
 from workers.processes import free_port
 
 ALICE = "0x" + "a1" * 20
@@ -29,6 +42,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
     database = Database(url)
     async with database.engine.begin() as conn:
         await conn.run_sync(metadata.drop_all)
+        await conn.run_sync(vote_metadata.drop_all)
     await database.init()
     await database.init()  # idempotent
     yield database
@@ -147,37 +161,93 @@ async def test_two_writers_and_a_restarted_one_share_the_log(db: Database) -> No
     assert last.root == report.root
 
 
-async def test_votes_idempotent_duplicate_and_change(db: Database) -> None:
+RUN = "first-run"
+CHOICES = ["for", "against", "abstain"]
+
+
+async def claimed(db: Database, *pids: str, run: str = RUN) -> VoteStore:
     store = VoteStore(db)
-    first = await store.record_vote("p1", ALICE.upper().replace("0X", "0x"), "for", 10, "0xh1", "0xs1", {"n": 1})
-    assert first == RecordedVote(previous_choice=None, previous_weight=None, replaced=False)
-    assert await store.record_vote("p1", ALICE, "for", 10, "0xh1", "0xs1", {"n": 1}) == first  # activity retry
-    with pytest.raises(VoteRejected, match="already voted") as refused:
-        await store.record_vote("p1", ALICE, "against", 10, "0xh2", "0xs2", {"n": 2})
-    assert refused.value.type == VOTE_ALREADY_CAST
-    changed = await store.record_vote("p1", ALICE, "against", 12, "0xh2", "0xs2", {"n": 2}, allow_change=True)
-    assert changed == RecordedVote(previous_choice="for", previous_weight=10, replaced=True)
-    again = await store.record_vote("p1", ALICE, "against", 12, "0xh2", "0xs2", {"n": 2}, allow_change=True)
-    assert again == changed  # a retried change answers as the change did, so the tally is adjusted once
-    await store.record_vote("p1", CAROL, "abstain", 1, "0xh3", "0xs3", {})
-    await store.record_vote("p1", BOB, "for", 2, "0xh4", "0xs4", {})
-    await store.record_vote("p2", BOB, "for", 2, "0xh5", "0xs5", {})
+    for pid in pids:
+        await store.claim(ClaimProposalInput(proposal_id=pid, first_run_id=run, workflow_id=f"vote:{pid}",
+                                             choices=CHOICES))
+    return store
+
+
+def cast(voter: str, choice: str, weight: int, vote_hash: str, change: bool = False) -> Ballot:
+    return Ballot(voter=voter, choice=choice, weight=weight, vote_hash=vote_hash, signature="0xs",
+                  payload={"h": vote_hash}, allow_change=change)
+
+
+async def test_votes_resend_change_and_refusal(db: Database) -> None:
+    store = await claimed(db, "p1", "p2")
+    [first], count = await store.record_ballots("p1", RUN, [cast(ALICE.upper().replace("0X", "0x"), "for", 10, "0xh1")])
+    assert first == RecordVoteResult(weight=10, choice="for")
+    assert count is not None and (count.tally, count.votes) == ({"for": 10, "against": 0, "abstain": 0}, 1)
+    [again], same = await store.record_ballots("p1", RUN, [cast(ALICE, "for", 10, "0xh1")])  # retried or resent
+    assert again == first.model_copy(update={"repeat": True}) and same == count
+    [refused], same = await store.record_ballots("p1", RUN, [cast(ALICE, "against", 10, "0xh2")])
+    assert refused.error_type == VOTE_ALREADY_CAST and "already voted 'for'" in (refused.error or "")
+    assert same is not None and same.tally == count.tally and same.rejected == 1
+    [changed], after = await store.record_ballots("p1", RUN, [cast(ALICE, "against", 10, "0xh2", change=True)])
+    assert changed == RecordVoteResult(weight=10, choice="against", previous_choice="for", previous_weight=10)
+    assert after is not None and (after.tally, after.votes) == ({"for": 0, "against": 10, "abstain": 0}, 1)
+    [stale], kept = await store.record_ballots("p1", RUN, [cast(ALICE, "for", 10, "0xh1", change=True)])
+    assert stale == first.model_copy(update={"repeat": True}) and kept == after  # an old ballot replayed: nothing
+    _, final = await store.record_ballots("p1", RUN, [cast(CAROL, "abstain", 1, "0xh3"), cast(BOB, "for", 2, "0xh4")])
+    await store.record_ballots("p2", RUN, [cast(BOB, "for", 2, "0xh5")])
+    assert final is not None and final.tally == await store.recount("p1", CHOICES) == {"for": 2, "against": 10,
+                                                                                      "abstain": 1}
     assert await store.count("p1") == 3 and await store.count("p2") == 1 and await store.count("none") == 0
     assert await store.vote_hashes("p1") == ["0xh2", "0xh4", "0xh3"]  # ordered by voter
     page = await store.list_votes("p1", limit=2, offset=1)
     assert [(v.voter, v.choice) for v in page] == [(BOB, "for"), (CAROL, "abstain")]
     assert (await store.list_votes("p1", limit=1))[0].voter == ALICE
+    assert await store.known_hashes("p1", ["0xh1", "0xh2", "0xh5", "0xnew"]) == {"0xh1", "0xh2"}
 
 
 async def test_big_weights_round_trip(db: Database) -> None:
-    store = VoteStore(db)
+    store = await claimed(db, "p")
     big = 10**30 + 7
-    await store.record_vote("p", ALICE, "for", big, "0xa", "0xs", {"weight": str(big)})
+    await store.record_ballots("p", RUN, [cast(ALICE, "for", big, "0xa")])
     [vote] = await store.list_votes("p")
-    assert vote.weight == big and vote.payload == {"weight": str(big)}
-    changed = await store.record_vote("p", ALICE, "against", 2**255, "0xb", "0xs", {}, allow_change=True)
-    assert changed.previous_weight == big
-    assert (await store.list_votes("p"))[0].weight == 2**255
+    assert vote.weight == big and vote.payload == {"h": "0xa"}
+    [changed], count = await store.record_ballots("p", RUN, [cast(ALICE, "against", 2**255, "0xb", change=True)])
+    assert changed.previous_weight == big and count is not None and count.tally["against"] == 2**255
+    assert (await store.list_votes("p"))[0].weight == 2**255 and (await store.tally("p")) == count
+
+
+async def test_a_proposal_belongs_to_the_execution_that_opened_it(db: Database) -> None:
+    store = await claimed(db, "p")
+    await store.claim(ClaimProposalInput(proposal_id="p", first_run_id=RUN, workflow_id="vote:p", choices=CHOICES))
+    with pytest.raises(WestworldError, match="opened already by the vote vote:p") as other:
+        await store.claim(ClaimProposalInput(proposal_id="p", first_run_id="rogue", workflow_id="x:p", choices=CHOICES))
+    assert other.value.type == PROPOSAL_ALREADY_OPENED
+    with pytest.raises(WestworldError) as rogue:
+        await store.record_ballots("p", "rogue", [cast(ALICE, "for", 10**24, "0xr")])
+    assert rogue.value.type == PROPOSAL_ALREADY_OPENED and await store.count("p") == 0
+    with pytest.raises(WestworldError) as unclaimed:
+        await store.record_ballots("never-opened", RUN, [cast(ALICE, "for", 1, "0xq")])
+    assert unclaimed.value.type == INJECTED_STATE
+    with pytest.raises(WestworldError, match="no stored opening") as early:
+        await store.load(LoadOpeningInput(proposal_id="p", first_run_id=RUN))
+    assert early.value.type == INJECTED_STATE
+    opening = VoteOpening(proposal_id="p", first_run_id=RUN, deadline=datetime(2030, 1, 1, tzinfo=UTC),
+                          snapshot=ChainSnapshot(chain_id=1, timepoint=5, total_supply=10**24, token=""),
+                          rules=VoteRules(quorum="1/25", approval_threshold="1/2", window=timedelta(hours=72)))
+    assert await store.save_opening(opening) == opening
+    later = opening.model_copy(update={"snapshot": ChainSnapshot(chain_id=1, timepoint=6, total_supply=100, token="")})
+    assert await store.save_opening(later) == opening  # written once
+    await store.record_ballots("p", RUN, [cast(ALICE, "for", 7, "0xa")])
+    loaded = await store.load(LoadOpeningInput(proposal_id="p", first_run_id=RUN))
+    assert loaded.opening == opening and (loaded.count.tally["for"], loaded.count.votes) == (7, 1)
+    with pytest.raises(WestworldError):
+        await store.load(LoadOpeningInput(proposal_id="p", first_run_id="rogue"))
+    # A proposal with ballots but no claim (recorded before claims existed) cannot be opened again either.
+    await sql(db, "DELETE FROM vote_proposals WHERE proposal_id = 'p'")
+    with pytest.raises(WestworldError, match="already has recorded votes") as reopened:
+        await store.claim(ClaimProposalInput(proposal_id="p", first_run_id="new", workflow_id="vote:p",
+                                             choices=CHOICES))
+    assert reopened.value.type == PROPOSAL_ALREADY_OPENED
 
 
 async def test_a_vanished_tail_stops_further_appends(db: Database) -> None:
@@ -191,11 +261,14 @@ async def test_a_vanished_tail_stops_further_appends(db: Database) -> None:
         await AuditLog(db).append("k", "s", {})
 
 
-async def test_concurrent_votes_are_all_recorded(db: Database) -> None:
-    store = VoteStore(db)
+async def test_concurrent_batches_are_all_counted_once(db: Database) -> None:
+    store = await claimed(db, "p")
     voters = [f"0x{i:040x}" for i in range(30)]
-    await asyncio.gather(*(store.record_vote("p", v, "for", i, f"0x{i}", "0xs", {}) for i, v in enumerate(voters)))
-    assert await store.count("p") == 30
+    batches = [[cast(v, "for", i, f"0x{i}")] for i, v in enumerate(voters)]
+    await asyncio.gather(*(store.record_ballots("p", RUN, b) for b in batches + batches))  # each twice, racing
+    count = await store.tally("p")
+    assert await store.count("p") == 30 and count is not None and count.votes == 30
+    assert count.tally == await store.recount("p", CHOICES) == {"for": sum(range(30)), "against": 0, "abstain": 0}
 
 
 async def unwritable(kind: str, tmp_path: Path) -> tuple[str, str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from westworld.tally import Decision, TallyRules, add_vote, decide, empty_tally, settled
+from westworld.tally import Decision, TallyRules, add_vote, decide, empty_tally, recount, settled
 
 CHOICES = ("for", "against", "abstain")
 
@@ -76,3 +78,26 @@ def test_for_approves_whatever_its_position() -> None:
     r = TallyRules(choices=("against", "for", "abstain"), total_supply=100, quorum=0.04, approval_threshold=0.5)
     assert decide({"against": 10, "for": 55, "abstain": 5}, r) is Decision.APPROVED
     assert settled({"against": 10, "for": 55, "abstain": 5}, r) is Decision.APPROVED
+
+
+def test_a_tiny_quorum_is_never_rounded_to_zero() -> None:
+    """Parts-per-million rounding once turned ``--quorum 0.0000001`` into no quorum at all."""
+    r = rules(10**6, quorum=0.0000001)
+    assert r.quorum == Fraction(1, 10**7) and r.quorum_weight == 1
+    assert decide(empty_tally(CHOICES), r) is Decision.NO_QUORUM
+    assert rules(10**24, quorum=0.0000001).quorum_weight == 10**17
+
+
+def test_approval_is_exact_beyond_parts_per_million() -> None:
+    """0.5000001 approval: 5,000,001 of 10,000,000 is not more than it; 5,000,002 is."""
+    r = rules(10**7, quorum=0.04, threshold=0.5000001)
+    assert decide({"for": 5_000_001, "against": 4_999_999, "abstain": 0}, r) is Decision.REJECTED
+    assert decide({"for": 5_000_002, "against": 4_999_998, "abstain": 0}, r) is Decision.APPROVED
+
+
+@given(ballots=st.lists(st.tuples(st.sampled_from(CHOICES), st.integers(0, 10**24)), max_size=40))
+def test_recount_equals_adding_each_ballot(ballots: list[tuple[str, int]]) -> None:
+    t = empty_tally(CHOICES)
+    for c, w in ballots:
+        add_vote(t, c, w)
+    assert recount(CHOICES, ballots) == t

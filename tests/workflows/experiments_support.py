@@ -48,7 +48,7 @@ def spec(name: str, version: str, *, duration: str = "8s", vote: bool = False, r
             {"kind": "latency", "start": "1s", "duration": "2s", "nodes": [0], "latency_ms": 5}],
         "metrics": metrics or [RELAY_ERRORS.model_dump(mode="json"), DELIVERY.model_dump(mode="json")],
         "judge": {"min_samples": 3},
-        "vote": {"window": "72h", "quorum": 0.0001},
+        "vote": {"window": "72h"},  # the policy's quorum (0.04): a looser one fails the child vote's start
     }
     if rollout is not None:
         body["rollout"] = rollout

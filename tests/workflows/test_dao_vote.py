@@ -57,7 +57,8 @@ async def start(h: Harness, inp: DaoVoteInput) -> VoteHandle:
 
 async def sign(handle: VoteHandle, voter: LocalAccount, choice: str, *, key: str | None = None,
                proposal_id: str | None = None, nonce: int = 0) -> VoteRequest:
-    ctx = await handle.query(DaoVoteWorkflow.ballot_context)
+    # A continued run reads its opening from the store first: None for that instant.
+    ctx = await eventually(lambda: handle.query(DaoVoteWorkflow.ballot_context), lambda c: c is not None)
     assert ctx is not None
     v = VoteRequest(proposal_id=proposal_id or ctx.proposal_id, voter=voter.address, choice=choice, signature="0x",
                     nonce=nonce)
@@ -76,19 +77,21 @@ async def refused(handle: VoteHandle, request: VoteRequest) -> ApplicationError:
 
 
 async def test_vote_runs_its_72h_window_and_is_audited(harness: Harness) -> None:
-    inp = DaoVoteInput(proposal=proposal(), quorum=0.00001, early_close=False)
+    inp = DaoVoteInput(proposal=proposal(), early_close=False)  # quorum and approval: the policy's floors
     handle = await start(harness, inp)
     v = harness.voters
     r1 = await vote(handle, v[0], "for")
     await vote(handle, v[1], "against")
-    await vote(handle, v[2], "for")
+    await vote(handle, v[30], "for")  # the whale: half the supply
     assert r1.weight == 10 * TOKEN
     status = await handle.query(DaoVoteWorkflow.status)
-    assert status.tally == {"for": 40 * TOKEN, "against": 20 * TOKEN, "abstain": 0}
+    assert status.tally == {"for": 500_010 * TOKEN, "against": 20 * TOKEN, "abstain": 0}
+    assert status.quorum_weight == status.total_supply * 4 // 100  # votes.quorum_min 0.04, exactly
     await harness.skipper.fast_forward(handle, timedelta(hours=72, minutes=1))
     result = await handle.result()
     assert (result.decision, result.votes, result.closed_early) == ("approved", 3, False)
-    assert result.quorum_met and result.approve_share == pytest.approx(2 / 3)
+    assert result.quorum_met and result.approve_share == pytest.approx(500_010 / 500_030)
+    assert result.rules is not None and (result.rules.quorum, result.rules.approval_threshold) == ("1/25", "1/2")
     report = await harness.resources.audit.verify()
     assert report.ok
     counters = harness.metrics.registry
@@ -159,8 +162,7 @@ async def test_duplicate_proposal_start_is_refused(harness: Harness) -> None:
 
 
 async def test_continue_as_new_keeps_the_tally_and_refuses_repeats(harness: Harness) -> None:
-    handle = await start(harness, DaoVoteInput(proposal=proposal(), quorum=0.00001, continue_after_votes=10,
-                                               early_close=False))
+    handle = await start(harness, DaoVoteInput(proposal=proposal(), continue_after_votes=10, early_close=False))
     first_run = (await handle.describe()).run_id
     for voter in harness.voters[:25]:
         await vote(handle, voter, "for")

@@ -40,7 +40,7 @@ async def test_snapshot_vote_publishes_proposal_and_ballots_and_reads_scores(
     hub.answer("/graphql", 200, SCORES)
     pid = f"snap-{uuid.uuid4().hex[:8]}"
     inp = DaoVoteInput(proposal=Proposal(id=pid, title="Open the relay", choices=["for", "against"]),
-                       backend=VoteBackend.SNAPSHOT, quorum=0.00001, early_close=False)
+                       backend=VoteBackend.SNAPSHOT, early_close=False)
     handle = await harness.skipper.client.start_workflow(
         DaoVoteWorkflow.run, inp, id=f"vote:{pid}", task_queue=harness.task_queue)
     await eventually(lambda: handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)

@@ -1,0 +1,322 @@
+"""The vote store: accepted ballots, one counted per (proposal, voter), and each proposal's tally and opening.
+
+Counting happens here, not in the workflow: a batch of ballots and the proposal's tally are written in ONE
+transaction, and the tally after the batch is what the workflow shows and decides on. So a ballot sent twice
+(a retried update, a resend across continue-as-new, a replayed local activity) answers with its first receipt
+and adds nothing; a changed vote replaces the voter's ballot, never adds to it; and the tally always equals a
+recount of the stored ballots (:meth:`VoteStore.recount`).
+
+A proposal belongs to the vote execution chain that claimed it first (its first run id): only that chain may
+record ballots for it, and its continued runs read the opening (snapshot, deadline, rules in force) back from
+here rather than from their input, which any caller could forge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from activities.store import Database
+from westworld.audit import canonical_json
+from westworld.errors import (
+    INJECTED_STATE,
+    PROPOSAL_ALREADY_OPENED,
+    VOTE_ALREADY_CAST,
+    InvalidInput,
+    WestworldError,
+)
+from westworld.tally import empty_tally, recount
+from westworld.vote import ClaimProposalInput, LoadedVote, LoadOpeningInput, RecordVoteResult, VoteCount, VoteOpening
+
+metadata = sa.MetaData()
+TS = sa.DateTime(timezone=True)
+WEIGHT = sa.String(80)  # decimal string: voting power exceeds 2**63
+ADDRESS = re.compile(r"0x[0-9a-f]{40}")
+
+votes = sa.Table(  # the voter's current ballot
+    "votes", metadata,
+    sa.Column("proposal_id", sa.String(128), primary_key=True),
+    sa.Column("voter", sa.String(42), primary_key=True),
+    sa.Column("choice", sa.String(64), nullable=False),
+    sa.Column("weight", WEIGHT, nullable=False),
+    sa.Column("vote_hash", sa.String(66), nullable=False),
+    sa.Column("signature", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("previous_choice", sa.String(64)),
+    sa.Column("previous_weight", WEIGHT),
+    sa.Column("created_at", TS, nullable=False),
+)
+ballots = sa.Table(  # every ballot ever accepted, with the receipt it got: a resend answers with it
+    "vote_ballots", metadata,
+    sa.Column("proposal_id", sa.String(128), primary_key=True),
+    sa.Column("vote_hash", sa.String(66), primary_key=True),
+    sa.Column("voter", sa.String(42), nullable=False),
+    sa.Column("choice", sa.String(64), nullable=False),
+    sa.Column("weight", WEIGHT, nullable=False),
+    sa.Column("previous_choice", sa.String(64)),
+    sa.Column("previous_weight", WEIGHT),
+    sa.Column("created_at", TS, nullable=False),
+)
+proposals = sa.Table(  # who opened the proposal, what it opened with (written once), and the live tally
+    "vote_proposals", metadata,
+    sa.Column("proposal_id", sa.String(128), primary_key=True),
+    sa.Column("first_run_id", sa.String(64), nullable=False),
+    sa.Column("workflow_id", sa.String(300), nullable=False),
+    sa.Column("opening", sa.Text),
+    sa.Column("tally", sa.Text, nullable=False),
+    sa.Column("votes", sa.Integer, nullable=False),
+    sa.Column("rejected", sa.Integer, nullable=False),
+    sa.Column("created_at", TS, nullable=False),
+)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Ballot(BaseModel):
+    """A verified, weighed ballot to record."""
+
+    voter: str
+    choice: str
+    weight: int
+    vote_hash: str
+    signature: str
+    payload: dict[str, Any]
+    allow_change: bool = False
+
+
+class StoredVote(BaseModel):
+    proposal_id: str
+    voter: str
+    choice: str
+    weight: int
+    vote_hash: str
+    signature: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+def _tally_json(tally: dict[str, int]) -> str:
+    return json.dumps({k: str(v) for k, v in tally.items()})
+
+
+def _count(row: Any) -> VoteCount:
+    return VoteCount(tally={k: int(v) for k, v in json.loads(row.tally).items()}, votes=row.votes,
+                     rejected=row.rejected)
+
+
+def _receipt(choice: str, weight: str, previous_choice: str | None, previous_weight: str | None,
+             repeat: bool) -> RecordVoteResult:
+    return RecordVoteResult(weight=int(weight), choice=choice, previous_choice=previous_choice,
+                            previous_weight=None if previous_weight is None else int(previous_weight), repeat=repeat)
+
+
+class VoteStore:
+    """Ballots, tallies and openings in the project database (SQLite or PostgreSQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._ready = False
+        self._lock = asyncio.Lock()
+
+    async def init(self) -> None:
+        """Create the vote tables that do not exist yet (idempotent; done on first use too)."""
+        if self._ready:
+            return
+        async with self._lock:
+            if not self._ready:
+                async with self._db.engine.begin() as conn:
+                    await conn.run_sync(metadata.create_all)
+                self._ready = True
+
+    async def _owned(self, conn: AsyncConnection, proposal_id: str, first_run_id: str) -> Any:
+        row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == proposal_id)
+                                  .with_for_update())).first()
+        if row is None:
+            raise WestworldError(f"proposal {proposal_id} was never opened by a vote (no claim in the store)",
+                                 type=INJECTED_STATE)
+        if row.first_run_id != first_run_id:
+            raise WestworldError(f"proposal {proposal_id} belongs to the vote {row.workflow_id} (first run "
+                                 f"{row.first_run_id}), not to run chain {first_run_id}",
+                                 type=PROPOSAL_ALREADY_OPENED)
+        return row
+
+    async def claim(self, inp: ClaimProposalInput) -> None:
+        """Take ``proposal_id`` for the execution chain ``first_run_id`` (idempotent for that chain).
+
+        Raises:
+            WestworldError: (``PROPOSAL_ALREADY_OPENED``) another execution opened it, or ballots exist for it.
+        """
+        await self.init()
+        async with self._db.engine.begin() as conn:
+            row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == inp.proposal_id)
+                                      .with_for_update())).first()
+            if row is None:
+                if (await conn.execute(sa.select(votes.c.voter).where(votes.c.proposal_id == inp.proposal_id)
+                                       .limit(1))).first() is not None:
+                    raise WestworldError(f"proposal {inp.proposal_id} already has recorded votes: it was opened "
+                                         f"before and cannot be opened again", type=PROPOSAL_ALREADY_OPENED)
+                await conn.execute(sa.insert(proposals).values(
+                    proposal_id=inp.proposal_id, first_run_id=inp.first_run_id, workflow_id=inp.workflow_id,
+                    tally=_tally_json(empty_tally(inp.choices)), votes=0, rejected=0, created_at=_utcnow()))
+                return
+        if row.first_run_id != inp.first_run_id:
+            raise WestworldError(f"proposal {inp.proposal_id} was opened already by the vote {row.workflow_id} "
+                                 f"(first run {row.first_run_id}); a new start cannot reopen it",
+                                 type=PROPOSAL_ALREADY_OPENED)
+
+    async def save_opening(self, opening: VoteOpening) -> VoteOpening:
+        """Store the opening once; a second save (a retry) returns what was stored first."""
+        await self.init()
+        async with self._db.engine.begin() as conn:
+            row = await self._owned(conn, opening.proposal_id, opening.first_run_id)
+            if row.opening is not None:
+                return VoteOpening.model_validate_json(row.opening)
+            await conn.execute(sa.update(proposals).where(proposals.c.proposal_id == opening.proposal_id)
+                               .values(opening=opening.model_dump_json()))
+        return opening
+
+    async def load(self, inp: LoadOpeningInput) -> LoadedVote:
+        """A continued run's state: the stored opening and the tally.
+
+        Raises:
+            WestworldError: (``INJECTED_STATE``) nothing was opened for this chain; (``PROPOSAL_ALREADY_OPENED``)
+                another chain owns the proposal.
+        """
+        await self.init()
+        async with self._db.engine.begin() as conn:
+            row = await self._owned(conn, inp.proposal_id, inp.first_run_id)
+        if row.opening is None:
+            raise WestworldError(f"proposal {inp.proposal_id}: a continued run found no stored opening; only the "
+                                 f"first run of a vote opens it", type=INJECTED_STATE)
+        return LoadedVote(opening=VoteOpening.model_validate_json(row.opening), count=_count(row))
+
+    async def record_ballots(self, proposal_id: str, first_run_id: str | None, batch: list[Ballot],
+                             refused: int = 0) -> tuple[list[RecordVoteResult], VoteCount | None]:
+        """Record a batch for the proposal's owning chain and return each ballot's receipt and the new tally.
+
+        A ballot whose hash was accepted before answers with its first receipt (``repeat``) and counts nothing;
+        another ballot from a voter who already voted replaces it if ``allow_change``, else is refused
+        (``VOTE_ALREADY_CAST``). ``refused`` counts ballots refused before reaching the store (shown in status).
+        ``first_run_id`` None: a run from before the store kept tallies (no ownership, no tally; None returned).
+
+        Raises:
+            InvalidInput: a voter that is not an address, a negative weight, a choice the proposal does not have.
+            WestworldError: (``PROPOSAL_ALREADY_OPENED``/``INJECTED_STATE``) the caller does not own the proposal.
+        """
+        await self.init()
+        for b in batch:
+            if not ADDRESS.fullmatch(b.voter.lower()) or b.weight < 0:
+                raise InvalidInput(f"vote on {proposal_id}: voter {b.voter!r} must be a 0x address and weight >= 0")
+        outcomes: list[RecordVoteResult] = []
+        async with self._db.engine.begin() as conn:
+            if first_run_id is None:
+                return [await self._record_one(conn, proposal_id, b, None) for b in batch], None
+            count = _count(await self._owned(conn, proposal_id, first_run_id))
+            tally, n = count.tally, count.votes
+            for b in batch:
+                outcome = await self._record_one(conn, proposal_id, b, tally)
+                if outcome.error_type is None and not outcome.repeat and outcome.previous_choice is None:
+                    n += 1
+                refused += outcome.error_type is not None
+                outcomes.append(outcome)
+            after = VoteCount(tally=tally, votes=n, rejected=count.rejected + refused)
+            await conn.execute(sa.update(proposals).where(proposals.c.proposal_id == proposal_id).values(
+                tally=_tally_json(tally), votes=n, rejected=after.rejected))
+        return outcomes, after
+
+    async def known_hashes(self, proposal_id: str, hashes: list[str]) -> set[str]:
+        """Which of ``hashes`` were accepted for the proposal before (a resend needs no weighing again)."""
+        await self.init()
+        query = sa.select(ballots.c.vote_hash).where(
+            (ballots.c.proposal_id == proposal_id) & ballots.c.vote_hash.in_(hashes))
+        async with self._db.engine.connect() as conn:
+            return set((await conn.execute(query)).scalars())
+
+    async def _record_one(self, conn: AsyncConnection, proposal_id: str, b: Ballot,
+                          tally: dict[str, int] | None) -> RecordVoteResult:
+        voter, now = b.voter.lower(), _utcnow()
+        seen = (await conn.execute(sa.select(ballots).where(
+            (ballots.c.proposal_id == proposal_id) & (ballots.c.vote_hash == b.vote_hash)))).first()
+        if seen is not None:
+            return _receipt(seen.choice, seen.weight, seen.previous_choice, seen.previous_weight, repeat=True)
+        key = (votes.c.proposal_id == proposal_id) & (votes.c.voter == voter)
+        current = (await conn.execute(sa.select(votes).where(key))).first()
+        if current is not None and current.vote_hash == b.vote_hash:  # recorded before the ballots table existed
+            return _receipt(current.choice, current.weight, current.previous_choice, current.previous_weight,
+                            repeat=True)
+        if tally is not None and b.choice not in tally:
+            raise InvalidInput(f"vote on {proposal_id}: choice {b.choice!r} is not one of {list(tally)}")
+        row = {"choice": b.choice, "weight": str(b.weight), "vote_hash": b.vote_hash, "signature": b.signature,
+               "payload": canonical_json(b.payload), "created_at": now}
+        previous: tuple[str, str] | None = None
+        if current is None:
+            await conn.execute(sa.insert(votes).values(proposal_id=proposal_id, voter=voter, **row))
+        elif not b.allow_change:
+            return RecordVoteResult(weight=0, error_type=VOTE_ALREADY_CAST, error=(
+                f"{voter} already voted {current.choice!r} on proposal {proposal_id}; this proposal does not "
+                f"allow changing a vote"))
+        else:
+            previous = (current.choice, current.weight)
+            await conn.execute(sa.update(votes).where(key).values(
+                **row, previous_choice=current.choice, previous_weight=current.weight))
+            if tally is not None:
+                tally[current.choice] -= int(current.weight)
+        if tally is not None:
+            tally[b.choice] += b.weight
+        await conn.execute(sa.insert(ballots).values(
+            proposal_id=proposal_id, vote_hash=b.vote_hash, voter=voter, choice=b.choice, weight=str(b.weight),
+            previous_choice=previous[0] if previous else None, previous_weight=previous[1] if previous else None,
+            created_at=now))
+        return _receipt(b.choice, str(b.weight), previous[0] if previous else None,
+                        previous[1] if previous else None, repeat=False)
+
+    async def tally(self, proposal_id: str) -> VoteCount | None:
+        """The stored tally (None if the proposal was never claimed)."""
+        await self.init()
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == proposal_id))).first()
+        return None if row is None else _count(row)
+
+    async def recount(self, proposal_id: str, choices: list[str]) -> dict[str, int]:
+        """The tally recomputed from the voters' current ballots."""
+        await self.init()
+        query = sa.select(votes.c.choice, votes.c.weight).where(votes.c.proposal_id == proposal_id)
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        return recount(choices, ((r.choice, int(r.weight)) for r in rows))
+
+    async def count(self, proposal_id: str) -> int:
+        await self.init()
+        async with self._db.engine.connect() as conn:
+            n = await conn.scalar(sa.select(sa.func.count()).where(votes.c.proposal_id == proposal_id))
+        return int(n or 0)
+
+    async def vote_hashes(self, proposal_id: str) -> list[str]:
+        """The current ballots' hashes, ordered by voter address."""
+        await self.init()
+        query = sa.select(votes.c.vote_hash).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
+        async with self._db.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def list_votes(self, proposal_id: str, limit: int = 100, offset: int = 0) -> list[StoredVote]:
+        """A page of the proposal's current ballots, ordered by voter address."""
+        await self.init()
+        query = (sa.select(votes).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
+                 .limit(limit).offset(offset))
+        async with self._db.engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        return [
+            StoredVote(proposal_id=r.proposal_id, voter=r.voter, choice=r.choice, weight=int(r.weight),
+                       vote_hash=r.vote_hash, signature=r.signature, payload=json.loads(r.payload),
+                       created_at=r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC))
+            for r in rows
+        ]
