@@ -9,14 +9,20 @@ from pathlib import Path
 
 import typer
 from eth_account import Account
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.chain import ChainClient
 from westworld import ballot
-from westworld.vote import DaoVoteInput, DaoVoteResult, VoteBackend, VoteReceipt, VoteRequest
+from westworld.vote import DaoVoteInput, DaoVoteResult, VoteBackend, VoteReceipt, VoteRequest, VoteState
 from workers.client import NotConfigured, connect
 from workers.inputs import InputError, load_model
 from workers.settings import Settings
@@ -55,13 +61,33 @@ async def propose(s: Settings, file: Path, echo: Echo) -> None:
         inp = load_model(file, DaoVoteInput)
     except InputError as err:
         raise _fail(str(err)) from err
+    if inp.carry is not None:
+        raise _fail(f"{file}: carry: internal state of a running vote, never part of a proposal (InjectedState)")
     client = await _client(s)
     try:
         wf_id = await start_vote(client, s, inp)
     except WorkflowAlreadyStartedError as err:
         wf_id = vote_workflow_id(inp.proposal.id)
         raise _fail(f"a vote on proposal {inp.proposal.id!r} already exists ({wf_id})") from err
+    if refusal := await _refused_at_open(client, wf_id):
+        raise _fail(f"{wf_id} did not open: {refusal}")
     echo(f"started {wf_id}: {inp.kind.value} vote, window {inp.window}, backend {inp.backend.value}")
+
+
+async def _refused_at_open(client: Client, wf_id: str, polls: int = 75) -> str | None:
+    """Why the vote failed while opening (its terms looser than the policy, the proposal opened before...), or
+    None once it is open (or still opening after ``polls`` x 0.2 s)."""
+    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, wf_id)
+    for _ in range(polls):
+        if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
+            try:
+                await handle.result()
+            except WorkflowFailureError as err:
+                return explain_refusal(err.cause).removeprefix("vote refused ")
+        elif (await handle.query(DaoVoteWorkflow.status)).state is not VoteState.OPENING:
+            return None
+        await asyncio.sleep(0.2)
+    return None
 
 
 def read_key(path: Path) -> str:

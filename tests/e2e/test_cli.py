@@ -78,7 +78,7 @@ def test_vote_through_the_cli(stack_env: dict[str, str], tmp_path: Path) -> None
     assert len(keys) >= 3
     pid = f"cli-{uuid.uuid4().hex[:8]}"
     spec = tmp_path / "proposal.yaml"
-    spec.write_text(f"proposal:\n  id: {pid}\n  title: Rotate relay keys\nkind: emergency\nquorum: 0.01\n")
+    spec.write_text(f"proposal:\n  id: {pid}\n  title: Rotate relay keys\nkind: emergency\n")  # the policy's quorum
     assert "started vote:" + pid in run(stack_env, "vote", "propose", str(spec)).stdout
     assert "already exists" in run(stack_env, "vote", "propose", str(spec), ok=False).stderr
     accepted = run(stack_env, "vote", "cast", pid, "--choice", "for", "--key", str(keys[0])).stdout

@@ -20,6 +20,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import typer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -54,6 +55,7 @@ from westworld.vote import (
     rules_in_force,
 )
 from workers.inputs import InputError, load_model
+from workers.vote_cli import propose
 from workflows.dao_vote import DaoVoteWorkflow
 
 POLICY = read_policy_file(DEFAULT_POLICY_FILE).votes
@@ -236,6 +238,23 @@ class TestVotePolicyFloors:
         for rule, err in zip(asks, errors, strict=True):
             assert err.type == LOOSER_THAN_POLICY and rule in err.message, err.message
         assert "0.04" in errors[0].message and "1e-07" in errors[0].message
+
+    async def test_the_cli_reports_the_floor(self, harness: Harness, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+        """`westworld vote propose` with a tiny quorum: the start is refused and the CLI says which floor."""
+        settings = harness.settings.model_copy(update={"task_queue": harness.task_queue})
+        spec = tmp_path / "proposal.yaml"
+        pid = f"p-{uuid.uuid4().hex[:10]}"
+        spec.write_text(f"proposal:\n  id: {pid}\n  title: Tiny quorum\nquorum: 0.0000001\n")
+        with pytest.raises(typer.Exit):
+            await propose(settings, spec, print)
+        assert "LooserThanPolicy" in capsys.readouterr().err
+        spec.write_text(f"proposal:\n  id: {pid}-c\n  title: Carried\ncarry: {{snapshot: {{chain_id: 1, timepoint: 1, "
+                        f"total_supply: 100, token: ''}}, deadline: 2030-01-01T00:00:00Z, tally: {{for: 100}}, "
+                        f"votes: 1, rejected: 0, run: 0}}\n")
+        with pytest.raises(typer.Exit):
+            await propose(settings, spec, print)
+        assert "InjectedState" in capsys.readouterr().err
 
     async def test_stricter_terms_are_kept_exactly(self, harness: Harness) -> None:
         inp = DaoVoteInput(proposal=proposal(), quorum=0.0400001, approval_threshold=0.6, kind=VoteKind.EMERGENCY)
