@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from nacl.public import PrivateKey
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from activities.store import Database
@@ -65,7 +66,18 @@ halts = sa.Table("cap_halts", md, sa.Column("epoch", SEQ, primary_key=True, auto
                  sa.Column("reason", sa.Text, nullable=False), sa.Column("started_at", TS),
                  sa.Column("resumed_at", TS), sa.Column("resumed_by", sa.Text, nullable=False, server_default="[]"))
 
+# The workers' X25519 key that capability tokens are sealed to (westworld/sealed.py), sealed under the KEK like
+# root keys; and which run claimed each sealed token (a sealed token authorises one workflow execution).
+seal_keys = sa.Table("cap_seal_keys", md, sa.Column("key_id", sa.String(64), primary_key=True),
+                     sa.Column("sealed", sa.Text, nullable=False),
+                     sa.Column("public_key", sa.String(64), nullable=False),
+                     sa.Column("created_at", TS, nullable=False))
+sealed_claims = sa.Table("cap_sealed_claims", md, sa.Column("box_id", sa.String(64), primary_key=True),
+                         sa.Column("workflow_id", sa.String(1000), nullable=False),
+                         sa.Column("run_id", sa.String(64), nullable=False), sa.Column("at", TS, nullable=False))
+
 REVOCATION_EPOCH = "revocation_epoch"
+SEAL_KEY_ID = "seal-1"
 UNREGISTERED = "registered-nodes"
 
 
@@ -149,6 +161,39 @@ class CapabilityStore:
                                   epoch=epoch)
         return cap.mint(key, ident, actions)
 
+    # --- sealed tokens -------------------------------------------------------------------------------------
+    async def sealing_key(self, now: datetime) -> tuple[str, bytes, str]:
+        """(key id, private key, public key hex) of the workers' sealing key, created on first use (every worker
+        over this database shares it)."""
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(seal_keys).where(seal_keys.c.key_id == SEAL_KEY_ID))).first()
+        if row is None:
+            private = PrivateKey.generate()
+            nonce = secrets.token_bytes(12)
+            sealed = (nonce + self._aead.encrypt(nonce, bytes(private), f"seal:{SEAL_KEY_ID}".encode())).hex()
+            try:
+                async with self._db.engine.begin() as conn:
+                    await conn.execute(sa.insert(seal_keys).values(
+                        key_id=SEAL_KEY_ID, sealed=sealed, public_key=bytes(private.public_key).hex(), created_at=now))
+            except sa.exc.IntegrityError:
+                pass  # another worker created it first: use theirs
+            async with self._db.engine.connect() as conn:
+                row = (await conn.execute(sa.select(seal_keys).where(seal_keys.c.key_id == SEAL_KEY_ID))).one()
+        raw = bytes.fromhex(row.sealed)
+        private_key = self._aead.decrypt(raw[:12], raw[12:], f"seal:{row.key_id}".encode())
+        return row.key_id, private_key, row.public_key
+
+    async def claim_sealed(self, box_id: str, workflow_id: str, run_id: str, now: datetime) -> str | None:
+        """Claim a sealed token for ``run_id``; returns the run that claimed it before, if another one."""
+        async with self._db.engine.begin() as conn:
+            prior = (await conn.execute(sa.select(sealed_claims.c.run_id)
+                                        .where(sealed_claims.c.box_id == box_id))).scalar()
+            if prior is None:
+                await conn.execute(sa.insert(sealed_claims).values(box_id=box_id, workflow_id=workflow_id,
+                                                                   run_id=run_id, at=now))
+                return None
+        return None if prior == run_id else str(prior)
+
     # --- revocation ----------------------------------------------------------------------------------------
     async def revoke_token(self, token_id: str, reason: str, now: datetime) -> None:
         async with self._db.engine.begin() as conn:
@@ -230,6 +275,7 @@ class CapabilityStore:
                 return CapabilityCheckOutcome(result=cap.CheckResult.model_validate_json(prior.result),
                                               live_nodes=prior.live_nodes)
             state, regions = await self._state(conn, parsed, targets, now)
+            state.discharge_ttl_max = inp.discharge_ttl_max
             if parsed is None:
                 assert early is not None
                 result = cap.halted(state.halt_epoch) if state.halt_epoch else early
@@ -355,4 +401,4 @@ def _facts(inp: CapabilityCheckInput, regions: dict[str, str], state: cap.CheckS
            windows: dict[int, int]) -> cv.Facts:
     return cv.Facts(action=inp.action, targets=[cv.Target(node_id=n, region=regions.get(n, ""))
                                                 for n in sorted(set(inp.node_ids))],
-                    live_nodes=state.live_nodes, now=state.now, window_usage=windows)
+                    live_nodes=state.live_nodes, now=state.now, window_usage=windows, action_digest=inp.action_digest)

@@ -11,38 +11,59 @@ from pydantic import BaseModel, ConfigDict, Field
 from westworld.anomaly import AgentEvent, AnomalyConfig, Finding
 from westworld.authority import SignedBy
 from westworld.capability import CheckResult
+from westworld.peers import ActionDigestInput, action_digest
 from westworld.sandbox import MeshAction, MeshActionInput, MeshActionResult, MeshTarget
+from westworld.sealed import Binding
 
 KEY_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 
 
 class AgentActionInput(BaseModel):
-    """An agent asks to run ``action`` on ``node_ids`` with its capability token.
+    """An agent asks to run ``action`` on ``node_ids`` with its capability token, sealed to the workers.
 
     Workflow id: ``agent-action:<agent_id>:<action_id>``. ``target`` says where to execute (local mesh nodes
-    or a Kubernetes workload); without one the workflow decides and records only.
+    or a Kubernetes workload); without one the workflow decides and records only. ``token`` is the token sealed
+    for this workflow id and this input (``westworld agent seal``, :mod:`westworld.sealed`): a token in clear is
+    refused. When the action is wide, and how many peers must sign it, is the network policy's
+    (``NetworkPolicy.peers``); the ``peer_*`` fields may only ask for stricter (a looser ask is refused).
     """
 
     agent_id: str = Field(pattern=KEY_PATTERN)
     action_id: str = Field(pattern=KEY_PATTERN, description="Business key of the action, unique per agent.")
-    token: str = Field(min_length=1, max_length=65536, description="The serialized macaroon (bearer credential).")
-    discharges: list[str] = Field(default_factory=list, description="Peer discharges bound to the token.")
+    token: str = Field(min_length=1, max_length=131072, description="The capability token sealed to the workers "
+                       "for this workflow and input (wws1:...); never a token in clear.")
+    discharges: list[str] = Field(default_factory=list, description="Peer discharges bound to the token and to "
+                                  "this action's digest.")
     action: MeshAction
     node_ids: list[str] = Field(min_length=1, max_length=100_000)
     target: MeshTarget | None = None
     version: str | None = None
     config: dict[str, str] = Field(default_factory=dict)
-    peer_threshold_nodes: int = Field(20, ge=0, description="More nodes than this needs peer signatures.")
-    peer_threshold_pct: float = Field(1.0, ge=0, le=100, description="More than this % of live nodes needs them.")
-    peers_required: int = Field(3, ge=1, le=64, description="k: distinct registered peers that must sign.")
-    peer_wait: timedelta = Field(timedelta(hours=1), description="How long to wait for k signatures; then denied.")
+    peer_threshold_nodes: int | None = Field(None, ge=0, description="Stricter only: wide from fewer nodes than "
+                                             "the policy's peers.threshold_nodes.")
+    peer_threshold_pct: float | None = Field(None, ge=0, le=100, description="Stricter only: wide from a smaller "
+                                             "share than the policy's peers.threshold_pct.")
+    peers_required: int | None = Field(None, ge=1, le=64, description="Stricter only: more peers than the "
+                                       "policy's peers.peers_required.")
+    peer_wait: timedelta = Field(timedelta(hours=1), description="How long to wait for k signatures (at most the "
+                                 "policy's peers.wait_max); then denied.")
     execute_timeout: timedelta = timedelta(minutes=10)
+
+    @property
+    def workflow_id(self) -> str:
+        return f"agent-action:{self.agent_id}:{self.action_id}"
+
+    def action_digest(self, workflow_id: str | None = None) -> bytes:
+        """What peers sign and what their discharges are bound to (westworld/peers.py)."""
+        return action_digest(ActionDigestInput(
+            workflow_id=workflow_id or self.workflow_id, action_id=self.action_id, agent_id=self.agent_id,
+            action=self.action.value, node_ids=self.node_ids, version=self.version, config=self.config))
 
     @classmethod
     def for_mesh_action(cls, agent_id: str, token: str, action: MeshActionInput, *, discharges: list[str] | None = None,
                         **policy: Any) -> AgentActionInput:
-        """The agent action that runs ``action`` (e.g. a canary step) under the agent's token; ``policy`` sets the
-        peer thresholds, ``peers_required``, ``peer_wait`` and ``execute_timeout``."""
+        """The agent action that runs ``action`` (e.g. a canary step) under the agent's (sealed) token; ``policy``
+        asks for stricter peer thresholds, ``peers_required``, ``peer_wait`` and sets ``execute_timeout``."""
         return cls(agent_id=agent_id, action_id=action.action_id, token=token, discharges=discharges or [],
                    action=action.action, node_ids=action.node_ids, target=action.target, version=action.version,
                    config=action.config, **policy)
@@ -76,12 +97,53 @@ class AgentActionResult(BaseModel):
 
 
 class CapabilityCheckInput(BaseModel):
+    """What the check activity decides on. ``token`` is sealed (``sealed``) for the calling workflow and the
+    input whose digest is ``input_digest`` (a run started before sealing passes its token in clear)."""
+
     action_id: str
     agent_id: str
-    token: str
+    token: str = Field(repr=False)
     discharges: list[str] = Field(default_factory=list)
     action: str
     node_ids: list[str]
+    sealed: bool = False
+    input_digest: str = ""
+    action_digest: str = Field("", description="Hex digest the discharges must be bound to (westworld/peers.py).")
+    discharge_ttl_max: timedelta = timedelta(hours=1)
+
+
+class ResealInput(BaseModel):
+    """A workflow hands its sealed token on to a child: the worker opens the parent's (bound to the calling
+    workflow and ``input_digest``) and seals the token for the child's binding."""
+
+    token: str = Field(repr=False)
+    input_digest: str
+    child: Binding | None = Field(None, description="reseal_token: the child's binding (claim_sealed_token: none).")
+
+
+class SealedClaim(BaseModel):
+    """A sealed token opened and claimed for the calling run: who it is for (never the token)."""
+
+    agent_id: str
+    token_id: str
+
+
+class SealingKey(BaseModel):
+    """The workers' public X25519 key tokens are sealed to (westworld/sealed.py)."""
+
+    key_id: str
+    public_key: str = Field(description="hex")
+
+
+class DirectoryRequest(BaseModel):
+    peers: list[str] = Field(default_factory=list, max_length=64, description="Peers whose public keys are wanted.")
+
+
+class CapabilityDirectory(BaseModel):
+    """Public material a client needs: the sealing key, and the public keys of the peers it asked for."""
+
+    sealing_key: SealingKey
+    peers: dict[str, str] = Field(default_factory=dict)
 
 
 class CapabilityCheckOutcome(BaseModel):

@@ -6,7 +6,10 @@ agent's allowed actions. Holders narrow a token with :mod:`westworld.caveats` li
 caveats addressed to distinct peer nodes (:mod:`westworld.discharge`). :func:`check` is the one decision:
 
     halt epoch -> token parses -> key known -> HMAC chain (pymacaroons) and peer discharges -> agent ->
-    revoked id -> revocation epoch -> every caveat in order
+    revoked id -> revocation epoch -> each discharge bound to this action and unexpired -> every caveat in order
+
+A peer's discharge must carry ``action_digest = <the action's digest>`` and a ``valid_until`` no further than the
+policy's ``peers.discharge_ttl_max`` from now: it authorises only the action the peer was shown, for a short time.
 
 and returns the first failure as ``(caveat, reason)``. Root keys, randomness and time are passed in.
 """
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 from pymacaroons import Macaroon, Verifier
@@ -39,6 +42,8 @@ AGENT_MISMATCH = "agent"
 REVOKED = "revoked"
 EPOCH = "revocation-epoch"
 DISCHARGE = "third-party"
+DISCHARGE_ACTION = "discharge-action"  # a discharge given for another action
+DISCHARGE_EXPIRED = "discharge-expired"
 
 
 class TokenIdentity(BaseModel, frozen=True):
@@ -60,6 +65,7 @@ class CheckState(BaseModel):
     halt_epoch: int = 0  # 0: not halted
     revoked: bool = False  # the token id is on the revocation list
     revocation_epoch: int = 0  # tokens minted in an earlier epoch are revoked
+    discharge_ttl_max: timedelta = timedelta(hours=1)  # the policy's peers.discharge_ttl_max
 
 
 class CheckResult(BaseModel):
@@ -79,6 +85,7 @@ class ParsedToken(BaseModel, arbitrary_types_allowed=True):
     discharges: list[Macaroon]
     caveats: list[cv.Caveat]  # first-party caveats of the token and its discharges, in order
     peers: list[str]  # locations (peer node ids) of the third-party caveats
+    discharge_caveats: list[tuple[str, list[cv.Caveat]]] = []  # (peer, first-party caveats of its discharge)
 
 
 class Denial(Exception):
@@ -133,20 +140,26 @@ def parse_token(token: str, discharges: Sequence[str] = ()) -> ParsedToken:
                                     f"{wanted[d.identifier_bytes]!r}")
     lines: list[cv.Caveat] = []
     peers: list[str] = []
+    per_discharge: list[tuple[str, list[cv.Caveat]]] = []
     for mac in (m, *ds):
         if len(mac.caveats) > MAX_CAVEATS:
             raise Denial(MALFORMED, f"more than {MAX_CAVEATS} caveats")
+        mine: list[cv.Caveat] = []
         for c in mac.caveats:
             if c.first_party():
                 try:
-                    lines.append(cv.parse(c.caveat_id))
+                    mine.append(cv.parse(c.caveat_id))
                 except (InvalidInput, UnicodeDecodeError) as err:
                     raise Denial(MALFORMED, f"unreadable caveat: {err}") from None
             elif mac is m:
                 peers.append(str(c.location))
+        lines += mine
+        if mac is not m:
+            per_discharge.append((str(mac.location), mine))
     if len(set(peers)) != len(peers):
         raise Denial(DISCHARGE, f"third-party caveats name the same peer twice: {sorted(peers)}")
-    return ParsedToken(identity=_identity(m), macaroon=m, discharges=ds, caveats=lines, peers=peers)
+    return ParsedToken(identity=_identity(m), macaroon=m, discharges=ds, caveats=lines, peers=peers,
+                       discharge_caveats=per_discharge)
 
 
 def halted(halt_epoch: int) -> CheckResult:
@@ -172,6 +185,8 @@ def check(parsed: ParsedToken, root_key: bytes | None, state: CheckState, agent_
         if ident.epoch < state.revocation_epoch:
             raise Denial(EPOCH, f"the token was minted in revocation epoch {ident.epoch}; tokens older than "
                                 f"epoch {state.revocation_epoch} are revoked")
+        for peer, lines in parsed.discharge_caveats:
+            _bound_to_action(peer, lines, state, facts)
         for c in parsed.caveats:
             why = cv.evaluate(c, facts)
             if why is not None:
@@ -191,6 +206,28 @@ def check_token(token: str, discharges: Sequence[str], root_key: bytes | None, s
     except Denial as d:
         return CheckResult(allowed=False, caveat=d.caveat, reason=d.reason)
     return check(parsed, root_key, state, agent_id, facts)
+
+
+def _bound_to_action(peer: str, lines: Sequence[cv.Caveat], state: CheckState, facts: cv.Facts) -> None:
+    """A peer's discharge authorises one action (its ``action_digest``) until a near expiry (``valid_until``,
+    at most ``discharge_ttl_max`` from now)."""
+    digests = [c for c in lines if c.name is cv.CaveatName.ACTION_DIGEST]
+    untils = [c.until for c in lines if c.name is cv.CaveatName.VALID_UNTIL and c.until is not None]
+    if not digests:
+        raise Denial(DISCHARGE, f"peer {peer}'s discharge is not bound to an action (no action_digest caveat); a "
+                                f"discharge authorises only the action its peer was shown")
+    for c in digests:
+        why = cv.evaluate(c, facts)
+        if why is not None:
+            raise Denial(DISCHARGE_ACTION, f"peer {peer}'s discharge was {why}")
+    if not untils:
+        raise Denial(DISCHARGE, f"peer {peer}'s discharge has no expiry (valid_until caveat)")
+    until = min(untils)
+    if state.now >= until:
+        raise Denial(DISCHARGE_EXPIRED, f"peer {peer}'s discharge expired at {until.isoformat()}")
+    if until - state.now > state.discharge_ttl_max:
+        raise Denial(DISCHARGE, f"peer {peer}'s discharge is valid until {until.isoformat()}, longer than the "
+                                f"network policy allows (peers.discharge_ttl_max = {state.discharge_ttl_max})")
 
 
 def _verify_chain(parsed: ParsedToken, root_key: bytes) -> None:

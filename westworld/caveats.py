@@ -11,6 +11,8 @@ Every first-party caveat is one line ``name = value``:
     budget = 50/3600s                       at most 50 distinct nodes touched per rolling 3600 s, across all of
                                             the agent's actions (this one included), so a wide action cannot be
                                             sliced into many small ones
+    action_digest = <64 hex>                the action's digest (westworld/peers.py) is this one: a peer's discharge
+                                            carries it, so it authorises only the action the peer was shown
 
 Caveats only narrow: a token carrying two ``actions`` caveats allows the intersection. An unknown or malformed
 caveat never passes (fail closed).
@@ -31,6 +33,7 @@ from westworld.errors import InvalidInput
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 BUDGET = re.compile(r"([0-9]{1,9})/([0-9]{1,9})s")
+DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 class CaveatName(StrEnum):
@@ -41,6 +44,7 @@ class CaveatName(StrEnum):
     NODES = "nodes"
     REGIONS = "regions"
     BUDGET = "budget"
+    ACTION_DIGEST = "action_digest"
 
 
 class Caveat(BaseModel, frozen=True):
@@ -57,7 +61,7 @@ class Caveat(BaseModel, frozen=True):
         return f"{self.name.value} = {self._value()}"
 
     def _value(self) -> str:
-        if self.name in (CaveatName.ACTIONS, CaveatName.NODES, CaveatName.REGIONS):
+        if self.name in (CaveatName.ACTIONS, CaveatName.NODES, CaveatName.REGIONS, CaveatName.ACTION_DIGEST):
             return ",".join(self.names)
         if self.name is CaveatName.AFFECTS_NODES_LE:
             return str(int(self.number))
@@ -84,6 +88,7 @@ class Facts(BaseModel):
     live_nodes: int
     now: datetime
     window_usage: Mapping[int, int] = {}  # window seconds -> distinct nodes touched in it, this action included
+    action_digest: str = ""  # hex digest of the action (westworld/peers.py action_digest); "" if unknown
 
 
 @functools.lru_cache(maxsize=4096)
@@ -108,6 +113,10 @@ def parse(text: str) -> Caveat:
         if bad:
             raise InvalidInput(f"caveat {text!r}: {bad[0]!r} is not a valid {kind.value} entry")
         return Caveat(name=kind, names=tuple(sorted(set(names))))
+    if kind is CaveatName.ACTION_DIGEST:
+        if not DIGEST.fullmatch(value):
+            raise InvalidInput(f"caveat {text!r}: expected the action's 64 lower-case hex digest")
+        return Caveat(name=kind, names=(value,))
     if kind is CaveatName.AFFECTS_NODES_LE:
         if not value.isdigit() or len(value) > 9:
             raise InvalidInput(f"caveat {text!r}: expected a whole number of nodes")
@@ -150,6 +159,11 @@ def evaluate(caveat: Caveat, facts: Facts) -> str | None:
     if caveat.name is CaveatName.VALID_UNTIL:
         assert caveat.until is not None
         return None if facts.now < caveat.until else f"the token expired at {caveat.until.isoformat()}"
+    if caveat.name is CaveatName.ACTION_DIGEST:
+        if facts.action_digest == caveat.names[0]:
+            return None
+        return (f"given for action {caveat.names[0][:16]}…, not for this one "
+                f"({facts.action_digest[:16] + '…' if facts.action_digest else 'digest unknown'})")
     if caveat.name is CaveatName.NODES:
         outside = sorted({t.node_id for t in facts.targets} - set(caveat.names))
         return None if not outside else f"nodes {outside[:5]} are outside the token's node scope"

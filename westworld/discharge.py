@@ -6,12 +6,18 @@ nonces are passed in, so this module stays deterministic). Only P can open it, s
 discharge macaroon whose HMAC chain starts from that caveat key. The holder binds the discharge to the token
 (``prepare_for_request``) and presents both; :func:`westworld.capability.check` then requires a discharge for
 every peer caveat. Peers named in one token are distinct, so a token with k peer caveats needs k distinct peers.
+
+A discharge is bound to the one action the peer was shown: it carries ``action_digest = <digest>`` (the digest
+of :func:`westworld.peers.action_digest`: workflow id, action id, agent, action, nodes, version, config) and a
+``valid_until``; the check refuses it for any other action, after its expiry, or if its expiry is further away
+than the policy's ``peers.discharge_ttl_max``.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 
 from nacl.bindings import crypto_sign_ed25519_pk_to_curve25519, crypto_sign_ed25519_sk_to_curve25519
 from nacl.exceptions import CryptoError
@@ -92,9 +98,17 @@ def peer_caveats(token: str) -> list[tuple[str, str]]:
     return [(str(c.location), c.caveat_id) for c in parsed.macaroon.caveats if not c.first_party()]
 
 
-def discharge(token: str, peer_id: str, peer_private_key: bytes, lines: list[str]) -> str:
-    """Peer ``peer_id`` discharges its caveat in ``token``, narrowed by caveat ``lines`` (e.g. ``valid_until``),
-    and returns the discharge bound to the token, ready to present with it."""
+def discharge(token: str, peer_id: str, peer_private_key: bytes, lines: list[str], *, action_digest: bytes,
+              valid_until: datetime) -> str:
+    """Peer ``peer_id`` discharges its caveat in ``token`` for the one action whose digest is ``action_digest``
+    until ``valid_until`` (UTC), narrowed by further caveat ``lines``, and returns the discharge bound to the token,
+    ready to present with it."""
+    if len(action_digest) != 32:
+        raise InvalidInput("action_digest: the action's 32-byte SHA-256 digest (westworld.peers.action_digest)")
+    if valid_until.tzinfo is None:
+        raise InvalidInput("valid_until: give a UTC time")
+    until = valid_until.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    lines = [f"action_digest = {action_digest.hex()}", f"valid_until = {until}", *lines]
     found = [cid for pid, cid in peer_caveats(token) if pid == peer_id]
     if not found:
         raise InvalidInput(f"the token has no third-party caveat for peer {peer_id}")

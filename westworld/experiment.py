@@ -210,14 +210,19 @@ RolloutStep = Annotated[int | str, Field(union_mode="left_to_right")]
 
 
 class PeerPolicySpec(_Strict):
-    """Which steps of the rollout's agent are *wide*, and how many peers must sign one (the canary's
-    ``peer_threshold_nodes``, ``peer_threshold_pct``, ``peers_required`` and ``peer_wait``)."""
+    """Stricter than the network policy only: which steps of the rollout's agent are *wide*, and how many peers
+    must sign one (the canary's ``peer_threshold_nodes``, ``peer_threshold_pct``, ``peers_required`` and
+    ``peer_wait``). A field left out is the network policy's (``NetworkPolicy.peers``); a looser one (a larger
+    threshold, a smaller k) fails the experiment at its start with ``LooserThanPolicy`` naming the policy's value."""
 
-    threshold: int = Field(3, ge=1, le=64, description="k: distinct registered peers that must sign a wide step.")
-    wide_nodes: int = Field(20, ge=0, description="A step moving more nodes than this is wide.")
-    wide_pct: float = Field(1.0, ge=0, le=100, description="A step moving more than this % of live nodes is wide.")
-    wait: Duration = Field(timedelta(hours=1), description="How long a wide step waits for its signatures; then it "
-                                                            "is denied and the rollout rolls back.")
+    threshold: int | None = Field(None, ge=1, le=64, description="k: distinct registered peers that must sign a "
+                                  "wide step (at least the policy's peers.peers_required, 3 by default).")
+    wide_nodes: int | None = Field(None, ge=0, description="A step moving more nodes than this is wide (at most "
+                                   "the policy's peers.threshold_nodes).")
+    wide_pct: float | None = Field(None, ge=0, le=100, description="A step moving more than this % of live nodes is "
+                                   "wide (at most the policy's peers.threshold_pct).")
+    wait: Duration | None = Field(None, description="How long a wide step waits for its signatures (default 1h, at "
+                                  "most the policy's peers.wait_max); then it is denied and the rollout rolls back.")
 
 
 class RolloutSpec(_Strict):

@@ -51,13 +51,17 @@ class CanaryInput(BaseModel):
                                                  "canary_labels).")
     evidence_hash: str | None = Field(None, description="The experiment evidence that approved this rollout.")
     agent_id: str | None = Field(None, description="The agent each step acts as (capability-bounded).")
-    capability_token: str | None = Field(None, description="Capability token bounding each step's action.")
-    peers_required: int = Field(3, ge=1, le=64, description="With a token: k peer signatures a wide step needs.")
+    capability_token: str | None = Field(None, description="The agent's capability token sealed for this rollout "
+                                         "(canary:<name>) and this input (wws1:...; `westworld agent seal "
+                                         "--workflow CanaryRolloutWorkflow`); never a token in clear.")
+    peers_required: int | None = Field(None, ge=1, le=64, description="With a token, stricter only: more peer "
+                                       "signatures for a wide step than the policy's peers.peers_required.")
     peer_wait: timedelta = Field(timedelta(hours=1), description="With a token: how long a wide step waits for "
-                                 "its peer signatures before it is denied.")
-    peer_threshold_nodes: int = Field(20, ge=0, description="With a token: a step moving more nodes is wide.")
-    peer_threshold_pct: float = Field(1.0, ge=0, le=100, description="With a token: a step moving more than this "
-                                      "% of live nodes is wide.")
+                                 "its peer signatures before it is denied (at most the policy's peers.wait_max).")
+    peer_threshold_nodes: int | None = Field(None, ge=0, description="With a token, stricter only: a step moving "
+                                             "more nodes is wide (at most the policy's peers.threshold_nodes).")
+    peer_threshold_pct: float | None = Field(None, ge=0, le=100, description="With a token, stricter only: a step "
+                                             "moving more than this % of live nodes is wide (at most the policy's).")
     action_timeout: timedelta = Field(timedelta(minutes=2))
     provision_timeout: timedelta = Field(timedelta(minutes=5))
 

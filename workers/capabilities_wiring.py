@@ -24,10 +24,11 @@ from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.capability_admin import CapabilityAdminWorkflow, CapabilityReadWorkflow
+from workflows.capability_directory import CapabilityDirectoryWorkflow
 from workflows.network_halt import NetworkHaltWorkflow
 
 WORKFLOWS: tuple[type, ...] = (AgentActionWorkflow, AnomalyWatchWorkflow, NetworkHaltWorkflow,
-                               CapabilityAdminWorkflow, CapabilityReadWorkflow)
+                               CapabilityAdminWorkflow, CapabilityReadWorkflow, CapabilityDirectoryWorkflow)
 
 
 def kek_file(settings: Settings) -> Path:

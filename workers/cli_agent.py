@@ -5,18 +5,16 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from westworld.agents import AgentActionInput, AnomalyWatchInput
-from westworld.errors import WestworldError
-from westworld.sandbox import MeshAction, MeshTarget
+from westworld.agents import AnomalyWatchInput
+from westworld.sandbox import MeshAction
 from workers import agent_ops as ops
+from workers import cli_agent_act as agent_act
 from workers.cli_agent_common import client, emit, run
 from workers.cli_common import DataDir, fail, settings_for
 from workers.cli_halt import halt_app
@@ -73,79 +71,9 @@ def mint(agent: str, actions: Annotated[str, typer.Option(help="Comma-separated 
     emit(run(go()), out)
 
 
-@agent_app.command()
-def attenuate(token: TokenArg,
-              caveat: Annotated[list[str] | None, typer.Option("--caveat", help="e.g. 'affects_nodes_le = 20'")] = None,
-              peer: Annotated[list[str] | None, typer.Option("--peer", help="Needs this peer's discharge")] = None,
-              out: Out = None, data_dir: DataDir = None) -> None:
-    """Narrow a token with caveats and/or third-party caveats to distinct peers."""
-    emit(run(ops.attenuate(settings_for(data_dir), ops.read_token(token), caveat or [], peer or [])), out)
-
-
-@agent_app.command()
-def inspect(token: TokenArg) -> None:
-    """Show a token's agent, ids and caveats (without verifying it)."""
-    try:
-        lines = ops.inspect(ops.read_token(token))
-    except WestworldError as err:
-        raise fail(err.message) from err
-    for line in lines:
-        typer.echo(line)
-
-
-@agent_app.command()
-def discharge(token: TokenArg, peer: Annotated[str, typer.Option(help="Your peer node id.")],
-              key: Annotated[Path, typer.Option(help="Your peer private key file.")],
-              caveat: Annotated[list[str] | None, typer.Option("--caveat")] = None, out: Out = None) -> None:
-    """As PEER, discharge your third-party caveat in TOKEN (prints the bound discharge)."""
-    try:
-        from westworld import discharge as dc
-
-        emit(dc.discharge(ops.read_token(token), peer, ops.read_private_key(key), caveat or []), out)
-    except WestworldError as err:
-        raise fail(err.message) from err
-
-
-@agent_app.command()
-def act(token: Annotated[str, typer.Option("--token", help="Token or file.")],
-        action: Annotated[MeshAction, typer.Option(help="set_version | set_config | restart")],
-        nodes: Annotated[str, typer.Option(help="Comma-separated node ids.")],
-        version: Annotated[str | None, typer.Option()] = None,
-        config: Annotated[list[str] | None, typer.Option("--config", help="key=value")] = None,
-        discharge: Annotated[list[str] | None, typer.Option("--discharge", help="Discharge token or file")] = None,
-        target: Annotated[Path | None, typer.Option(help="MeshTarget JSON: where to execute.")] = None,
-        action_id: Annotated[str | None, typer.Option()] = None,
-        peers_required: Annotated[int, typer.Option(help="k peers for a wide action.")] = 3,
-        wait: Annotated[bool, typer.Option(help="Wait for the decision.")] = True,
-        data_dir: DataDir = None) -> None:
-    """Ask to run ACTION on NODES with the token; prints allowed, or denied with the caveat named."""
-    s = settings_for(data_dir)
-    tok = ops.read_token(token)
-    try:
-        from westworld.capability import identity_of
-
-        agent = identity_of(tok).agent_id
-    except Exception as err:
-        raise fail(f"--token: not a capability token ({err})") from err
-    try:
-        inp = AgentActionInput(
-            agent_id=agent, action_id=action_id or uuid.uuid4().hex[:12], token=tok,
-            discharges=[ops.read_token(d) for d in discharge or []], action=action,
-            node_ids=[n.strip() for n in nodes.split(",") if n.strip()], version=version,
-            config=dict(kv.split("=", 1) for kv in config or []), peers_required=peers_required,
-            target=MeshTarget.model_validate_json(target.read_text()) if target else None)
-    except (ValidationError, ValueError, OSError) as err:
-        raise fail(f"bad action: {err}") from err
-
-    async def go() -> str:
-        temporal = await client(s)
-        wid = await ops.start_action(temporal, s, inp)
-        typer.echo(f"started {wid}")
-        if not wait:
-            return "not waiting; `westworld agent sign` lets peers sign if it is wide"
-        return ops.describe(await ops.await_action(temporal, wid))
-
-    typer.echo(run(go()))
+# An agent's and its peers' commands (tokens never echoed, sealed for the one action they start).
+for _command in (agent_act.attenuate, agent_act.inspect, agent_act.discharge, agent_act.act, agent_act.seal):
+    agent_app.command()(_command)
 
 
 @agent_app.command()

@@ -5,7 +5,10 @@ previous version when a metric fails, paused/resumed/promoted/aborted by signal,
 Every change to the mesh goes through :meth:`CanaryRolloutWorkflow._act`. With ``agent_id``/``capability_token``
 in the input each step is a capability-bounded agent action: a child ``AgentActionWorkflow`` checks the token's
 caveats (and collects peer signatures for a wide step) before it executes; a denied step rolls back what the
-rollout moved. Rollbacks restore each node's previous version directly, audited but not checked: a halted network
+rollout moved. The token arrives sealed for this rollout and input (westworld/sealed.py); the worker claims it at
+the start and re-seals it for each step's action, so no token is ever in history. The peer rule is the network
+policy's: the input may ask for stricter, and a looser ask fails at the start (``LooserThanPolicy``).
+Rollbacks restore each node's previous version directly, audited but not checked: a halted network
 or an exhausted budget must never trap the mesh half-way on a build the analysis rejected.
 """
 
@@ -20,10 +23,11 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld.agents import AgentActionInput, AgentActionResult, RegisterNodesInput
+    from westworld import sealed as sl
+    from westworld.agents import AgentActionInput, AgentActionResult, RegisterNodesInput, ResealInput
     from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.canary import Decision, Measurement, PlannedStep, analyse_step, group_query, measure, plan_steps
-    from westworld.errors import INVALID_INPUT
+    from westworld.errors import INVALID_INPUT, WestworldError
     from westworld.rollout import (
         CanaryInput,
         CanaryResult,
@@ -45,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
         Workload,
     )
     from westworld.series import InstantQueryInput, InstantQueryResult, MetricQuery, expand
+    from workflows.agent_action import TRUST_PATCH, claim_token, load_rule, not_sealed
     from workflows.steps import set_step
 
 EXPERIMENT_NAME = SearchAttributeKey.for_keyword("ExperimentName")
@@ -83,6 +88,7 @@ class CanaryRolloutWorkflow:
         self._on_new = 0
         self._status_times: dict[str, Any] = {"breach_at": None, "step_applied_at": None,
                                               "rollback_started_at": None}
+        self._sealed = False  # the token is sealed (runs started before sealing carry it in clear)
 
     @workflow.run
     async def run(self, input: CanaryInput) -> CanaryResult:
@@ -93,6 +99,8 @@ class CanaryRolloutWorkflow:
             raise
 
     async def _rollout(self, input: CanaryInput) -> CanaryResult:
+        if input.agent_id is not None and workflow.patched(TRUST_PATCH):
+            await self._claim_token(input)
         if input.mesh_nodes is not None:
             self._to(RolloutPhase.PROVISIONING, "provisioning the mesh")
             self._mesh = await workflow.execute_activity(
@@ -252,6 +260,31 @@ class CanaryRolloutWorkflow:
         await self._release_mesh()
         return self._result(outcome, [reason], rolled_back=sorted(self._previous))
 
+    async def _claim_token(self, input: CanaryInput) -> None:
+        """Before anything moves: the peer rule asked for is no looser than the policy, and the token is sealed for
+        this rollout (the worker claims it for this run; it names the agent)."""
+        where = f"canary {input.name}"
+        try:
+            await load_rule(where, threshold_nodes=input.peer_threshold_nodes, threshold_pct=input.peer_threshold_pct,
+                            peers_required=input.peers_required, wait=input.peer_wait)
+            if not sl.is_sealed(input.capability_token):
+                raise not_sealed(where, "capability_token", input.capability_token or "")
+        except WestworldError as err:
+            raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
+        claim = await claim_token(where, input.capability_token or "", self._digest())
+        if claim.agent_id != input.agent_id:
+            raise ApplicationError(f"{where}: the sealed token belongs to agent {claim.agent_id!r}, not "
+                                   f"{input.agent_id!r}", type=INVALID_INPUT, non_retryable=True)
+        self._sealed = True
+
+    def _digest(self) -> str:
+        return sl.input_digest(self._in, "capability_token")
+
+    @staticmethod
+    def _binding(workflow_id: str, request: AgentActionInput) -> sl.Binding:
+        return sl.Binding(workflow_type="AgentActionWorkflow", workflow_id=workflow_id,
+                          input_digest=sl.input_digest(request, "token"))
+
     async def _act(self, action: MeshActionInput, *, checked: bool = True) -> MeshActionResult:
         """The one place the rollout changes the mesh: as the input's agent, through ``AgentActionWorkflow``, when
         a capability token is given and the change is a step (``checked``); else directly."""
@@ -261,9 +294,14 @@ class CanaryRolloutWorkflow:
                 agent, token, action, peers_required=self._in.peers_required, peer_wait=self._in.peer_wait,
                 peer_threshold_nodes=self._in.peer_threshold_nodes, peer_threshold_pct=self._in.peer_threshold_pct,
                 execute_timeout=self._in.action_timeout)
+            child_id = f"agent-action:{agent}:{request.action_id}"
+            if self._sealed:  # the worker re-seals the token for this step's action only
+                request = request.model_copy(update={"token": await workflow.execute_activity(
+                    "reseal_token", ResealInput(token=token, input_digest=self._digest(),
+                                                child=self._binding(child_id, request)),
+                    result_type=str, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUERY_RETRY)})
             decided: AgentActionResult = await workflow.execute_child_workflow(
-                "AgentActionWorkflow", request, id=f"agent-action:{agent}:{request.action_id}",
-                result_type=AgentActionResult)
+                "AgentActionWorkflow", request, id=child_id, result_type=AgentActionResult)
             if not decided.allowed:
                 raise StepDenied(f"agent {agent} was refused the step on {len(action.node_ids)} node(s) "
                                  f"[{decided.caveat}]: {decided.reason}")

@@ -19,8 +19,10 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ApplicationError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
+    from westworld import sealed as sl
+    from westworld.agents import ResealInput
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.errors import INVALID_INPUT, InvalidInput
+    from westworld.errors import INVALID_INPUT, InvalidInput, WestworldError
     from westworld.evidence import ChaosEvent, EvidenceBundle, EvidenceInput, EvidenceRef
     from westworld.experiment import ExperimentSpec, load_spec, parse_spec
     from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus, Phase
@@ -48,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         Series,
     )
     from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal
+    from workflows.agent_action import TRUST_PATCH, claim_token, load_rule, not_sealed
     from workflows.steps import set_step
 
 EXPERIMENT_NAME = SearchAttributeKey.for_keyword("ExperimentName")
@@ -84,10 +87,12 @@ class ExperimentWorkflow:
         self._vote_decision: str | None = None
         self._rollout_id: str | None = None
         self._agent: tuple[str, str] | None = None
+        self._sealed = False  # the rollout agent's token is sealed (runs started before sealing carry it in clear)
 
     @workflow.run
     async def run(self, input: ExperimentInput) -> ExperimentResult:
         spec = self._validate(input)
+        await self._claim_agent(input, spec)
         self._to(Phase.PROVISIONING)
         try:
             await self._provision(spec)
@@ -324,24 +329,61 @@ class ExperimentWorkflow:
         policy: dict[str, Any] = {}
         if plan.peer_policy is not None:
             p = plan.peer_policy
-            policy = {"peers_required": p.threshold, "peer_threshold_nodes": p.wide_nodes,
-                      "peer_threshold_pct": p.wide_pct, "peer_wait": p.wait}
+            policy = {k: v for k, v in {"peers_required": p.threshold, "peer_threshold_nodes": p.wide_nodes,
+                                        "peer_threshold_pct": p.wide_pct, "peer_wait": p.wait}.items()
+                      if v is not None}
         self._rollout_id = f"canary:{spec.name}"
+        canary = CanaryInput(name=spec.name, version=spec.spec.workload.version, config=spec.spec.workload.config,
+                             target=target, mesh_nodes=t.mesh_nodes,
+                             mesh_version=t.mesh_version or spec.spec.baseline.version,
+                             steps=plan.steps, bake_time=plan.bake_time, analysis_interval=plan.analysis_interval,
+                             replicas=t.replicas, canary_labels=t.canary_labels, stable_labels=t.stable_labels,
+                             metrics=[m for m in spec.spec.metrics if m.name in names], evidence_hash=evidence.hash,
+                             agent_id=agent_id, capability_token=token, **policy)
+        if self._sealed and token is not None:  # the worker re-seals the token for this rollout only
+            canary.capability_token = await workflow.execute_activity(
+                "reseal_token", ResealInput(
+                    token=token, input_digest=sl.input_digest(self._in, "rollout_capability_token"),
+                    child=sl.Binding(workflow_type="CanaryRolloutWorkflow", workflow_id=self._rollout_id,
+                                     input_digest=sl.input_digest(canary, "capability_token"))),
+                result_type=str, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
         child = await workflow.start_child_workflow(
-            "CanaryRolloutWorkflow",
-            CanaryInput(name=spec.name, version=spec.spec.workload.version, config=spec.spec.workload.config,
-                        target=target, mesh_nodes=t.mesh_nodes,
-                        mesh_version=t.mesh_version or spec.spec.baseline.version,
-                        steps=plan.steps, bake_time=plan.bake_time, analysis_interval=plan.analysis_interval,
-                        replicas=t.replicas, canary_labels=t.canary_labels, stable_labels=t.stable_labels,
-                        metrics=[m for m in spec.spec.metrics if m.name in names], evidence_hash=evidence.hash,
-                        agent_id=agent_id, capability_token=token, **policy),
-            id=self._rollout_id, result_type=CanaryResult)
+            "CanaryRolloutWorkflow", canary, id=self._rollout_id, result_type=CanaryResult)
         await workflow.wait_condition(lambda: child.done() or self._abort)
         if not child.done():  # aborted during the rollout: the canary rolls every moved node back
             await child.signal("abort")
         result: CanaryResult = await child
         return result
+
+    async def _claim_agent(self, input: ExperimentInput, spec: ExperimentSpec) -> None:
+        """With a rollout agent, before anything runs: the spec's peer policy is no looser than the network's, and
+        the token is sealed for this experiment and input (the worker claims it for this run; it names the agent)."""
+        if self._agent is None or not workflow.patched(TRUST_PATCH):
+            return
+        agent, token = self._agent
+        plan = spec.spec.rollout
+        p = plan.peer_policy if plan is not None else None
+        try:
+            if p is not None:
+                await load_rule(f"experiment {spec.name}: spec.rollout.peer_policy", threshold_nodes=p.wide_nodes,
+                                threshold_pct=p.wide_pct, peers_required=p.threshold, wait=p.wait,
+                                names=("wide_nodes", "wide_pct", "threshold"))
+            if not sl.is_sealed(token):
+                raise not_sealed(f"experiment {spec.name}", "rollout_capability_token", token)
+        except WestworldError as err:
+            self._phase = Phase.FAILED
+            raise ApplicationError(err.message, type=err.type, non_retryable=True) from None
+        try:
+            claim = await claim_token(f"experiment {spec.name}", token,
+                                      sl.input_digest(input, "rollout_capability_token"))
+        except ApplicationError:
+            self._phase = Phase.FAILED
+            raise
+        if claim.agent_id != agent:
+            self._phase = Phase.FAILED
+            raise ApplicationError(f"experiment {spec.name}: the sealed token belongs to agent {claim.agent_id!r}, "
+                                   f"not {agent!r} (spec.rollout.agent)", type=INVALID_INPUT, non_retryable=True)
+        self._sealed = True
 
     async def _audit(self, kind: str, payload: dict[str, Any]) -> AuditReceipt:
         receipt: AuditReceipt = await workflow.execute_activity(

@@ -29,9 +29,11 @@ ROOT = cap.attenuate(cap.mint(KEY, IDENT, ["set_version", "restart"]),
                      ["affects_nodes_le = 20", "valid_until = 2026-06-01T00:00:00Z", "budget = 50/3600s"])
 TOKEN = dc.add_peer_caveat(ROOT, "peer-a", bytes(PEER.verify_key), "approve rollout", bytes(range(1, 33)),
                            bytes(range(2, 34)), bytes(24), bytes(range(24)))
-DISCHARGE = dc.discharge(TOKEN, "peer-a", bytes(PEER), ["valid_until = 2026-04-01T00:00:00Z"])
+DIGEST = bytes(range(7, 39))  # the action's digest (westworld/peers.py): the discharge is bound to it
+EXPIRY = NOW + timedelta(minutes=30)
+DISCHARGE = dc.discharge(TOKEN, "peer-a", bytes(PEER), [], action_digest=DIGEST, valid_until=EXPIRY)
 FACTS = cv.Facts(action="set_version", targets=[cv.Target(node_id=f"n{i}") for i in range(5)], live_nodes=1000,
-                 now=NOW, window_usage={3600: 5})
+                 now=NOW, window_usage={3600: 5}, action_digest=DIGEST.hex())
 STATE = cap.CheckState(live_nodes=1000, now=NOW, revocation_epoch=2)
 EXAMPLES = 600
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -159,7 +161,7 @@ def test_discharges_missing_unbound_forged_or_for_another_token() -> None:
     unbound = Macaroon.deserialize(DISCHARGE)
     other_root = dc.add_peer_caveat(cap.mint(KEY, IDENT, ["set_version"]), "peer-a", bytes(PEER.verify_key), "x",
                                     bytes(range(1, 33)), bytes(range(2, 34)), bytes(24), bytes(range(24)))
-    other_discharge = dc.discharge(other_root, "peer-a", bytes(PEER), [])
+    other_discharge = dc.discharge(other_root, "peer-a", bytes(PEER), [], action_digest=DIGEST, valid_until=EXPIRY)
     caveat_id = dc.peer_caveats(TOKEN)[0][1]
 
     def body(data: st.DataObject) -> tuple[str, list[str]]:
@@ -182,10 +184,10 @@ def test_discharges_missing_unbound_forged_or_for_another_token() -> None:
 @given(st.integers(0, 10**6))
 @settings(max_examples=EXAMPLES, deadline=None)
 def test_expired_revoked_and_old_epoch_are_denied(seconds: int) -> None:
-    late = NOW.replace(month=4, day=1, hour=0, minute=0) + timedelta(seconds=seconds)
+    late = EXPIRY + timedelta(seconds=seconds)
     late_facts = FACTS.model_copy(update={"now": late})
     assert decide(TOKEN, [DISCHARGE], state=STATE.model_copy(update={"now": late}), facts=late_facts).caveat == (
-        "valid_until = 2026-04-01T00:00:00Z")
+        cap.DISCHARGE_EXPIRED)
     assert decide(TOKEN, [DISCHARGE], state=STATE.model_copy(update={"revoked": True})).caveat == cap.REVOKED
     epoch = 3 + seconds % 1000
     assert decide(TOKEN, [DISCHARGE], state=STATE.model_copy(update={"revocation_epoch": epoch})).caveat == cap.EPOCH

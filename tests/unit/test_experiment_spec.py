@@ -147,7 +147,7 @@ def test_rollout_agent_and_peer_policy() -> None:
     plan = spec.spec.rollout
     assert plan is not None and plan.agent == "cradle-bot" and plan.peer_policy is not None
     assert (plan.peer_policy.threshold, plan.peer_policy.wide_nodes) == (2, 5)
-    assert (plan.peer_policy.wide_pct, plan.peer_policy.wait) == (1.0, timedelta(minutes=2))  # the canary's default
+    assert (plan.peer_policy.wide_pct, plan.peer_policy.wait) == (None, timedelta(minutes=2))  # left out: the policy's
     dumped = spec.model_dump(mode="json", by_alias=True)["spec"]["rollout"]
     assert dumped["agent"] == "cradle-bot" and dumped["peer_policy"]["wait"] == "PT2M"
 

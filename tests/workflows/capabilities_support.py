@@ -1,4 +1,5 @@
-"""Helpers shared by the capability workflow tests: a registered network, peers and guardians with real keys."""
+"""Helpers shared by the capability workflow tests: a registered network, peers and guardians with real keys, and
+tokens sealed to the harness's worker the way the CLI and SDK seal them (westworld/sealed.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from temporalio.client import WorkflowHandle
 from activities.capability_store import CapabilityStore
 from tests.workflows.conftest import Harness
 from westworld import peers
-from westworld.agents import AgentActionInput, AgentActionResult
+from westworld import sealed as sl
+from westworld.agents import AgentActionInput, AgentActionResult, CapabilityDirectory, DirectoryRequest
+from westworld.experiment_run import ExperimentInput
+from westworld.rollout import CanaryInput
 from workers.capabilities_wiring import open_store
+from workers.cli_agent_common import seal_action, seal_input
 from workflows.agent_action import AgentActionWorkflow
+from workflows.capability_directory import CapabilityDirectoryWorkflow
 
 ActionHandle = WorkflowHandle[AgentActionWorkflow, AgentActionResult]
 
@@ -52,6 +58,27 @@ async def network(h: Harness, size: int, peers_n: int = 5, guardians_n: int = 3)
     return Network(store, names, keys, guardian_keys)
 
 
+async def directory(h: Harness) -> CapabilityDirectory:
+    """The worker's sealing key, asked of the worker through Temporal (as the CLI does)."""
+    return await h.client.execute_workflow(CapabilityDirectoryWorkflow.run, DirectoryRequest(),
+                                           id=f"capability-directory:{uuid.uuid4().hex}", task_queue=h.task_queue)
+
+
 async def start_action(h: Harness, inp: AgentActionInput) -> ActionHandle:
+    """Start the action with its token (given in clear in ``inp``) sealed for it; an already sealed one as is."""
+    if not sl.is_sealed(inp.token):
+        inp = seal_action(inp, inp.token, await directory(h))
     return await h.skipper.client.start_workflow(
         AgentActionWorkflow.run, inp, id=f"agent-action:{inp.agent_id}:{inp.action_id}", task_queue=h.task_queue)
+
+
+async def sealed_canary(h: Harness, inp: CanaryInput) -> CanaryInput:
+    assert inp.capability_token is not None
+    return seal_input(inp, "capability_token", inp.capability_token, await directory(h), "CanaryRolloutWorkflow",
+                      f"canary:{inp.name}")
+
+
+async def sealed_experiment(h: Harness, inp: ExperimentInput) -> ExperimentInput:
+    assert inp.rollout_capability_token is not None and inp.spec is not None
+    return seal_input(inp, "rollout_capability_token", inp.rollout_capability_token, await directory(h),
+                      "ExperimentWorkflow", f"experiment:{inp.spec['metadata']['name']}")

@@ -94,7 +94,7 @@ async def test_wide_action_passes_only_with_k_distinct_peer_signatures(harness: 
 async def test_wide_action_without_enough_signatures_is_denied_when_the_wait_ends(harness: Harness) -> None:
     net = await network(harness, 100, peers_n=5)
     token = await net.store.mint("rollout", ["set_version"])
-    handle = await start_action(harness, action("rollout", token, net.nodes[:30], peers_required=2))
+    handle = await start_action(harness, action("rollout", token, net.nodes[:30]))  # k: the policy's (3)
     status = await eventually(lambda: handle.query(AgentActionWorkflow.status),
                               lambda s: s.step == "awaiting peer signatures")
     peer = sorted(net.peer_keys)[0]
@@ -103,7 +103,7 @@ async def test_wide_action_without_enough_signatures_is_denied_when_the_wait_end
     await harness.skipper.fast_forward(handle, timedelta(hours=1, minutes=1))
     result = await handle.result()
     assert (result.allowed, result.caveat) == (False, "peer-signatures")
-    assert "1 of 2 peer signatures" in result.reason
+    assert "1 of 3 peer signatures" in result.reason
     # the reservation was released: the nodes do not count against the agent's budget
     assert await net.store.usage_in_window("rollout", result_since()) == 0
 

@@ -1,6 +1,6 @@
 """An experiment whose spec names a rollout agent and a peer policy: once approved, every canary step runs as that
 agent's capability-bounded action (a child AgentActionWorkflow) under the spec's policy, and a wide step runs only
-after the policy's k peers signed it (real Temporal, real mesh-node processes and Prometheus, the real capability
+after k peers signed it — the network policy's k (3), never fewer (real Temporal, real mesh-node processes and Prometheus, the real capability
 store on SQLite). The bakes are seconds long and run in real time: time skipping would also skip the wide
 step's wait for its peers."""
 
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
-from tests.workflows.capabilities_support import network
+from tests.workflows.capabilities_support import network, sealed_experiment
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.experiments_support import RELAY_ERRORS, settings_overrides, spec, unique
 from tests.workflows.test_experiment import start
@@ -30,16 +30,17 @@ T = TypeVar("T")
 
 
 async def test_an_approved_rollout_runs_as_the_specs_agent_under_its_peer_policy(harness: Harness) -> None:
-    net = await network(harness, 2, peers_n=2, guardians_n=0)  # two registered peers with Ed25519 keys
+    net = await network(harness, 200, peers_n=3, guardians_n=0)  # three registered peers with Ed25519 keys
     token = cap.attenuate(await net.store.mint(AGENT, ["set_version"]), ["affects_nodes_le = 3"])
     name = unique("agent")
-    # 4 nodes in 2 steps: 1 node, then 3 more. Wide means more than 2 nodes (never by share): step 1 only.
+    # 4 nodes in 2 steps: 1 node, then 3 more. The spec asks stricter than the policy: wide from 3 nodes (the
+    # policy: 21), or more than 1% of the 204 registered nodes (the policy's share): step 1 only.
     rollout = {"target": {"mesh_nodes": 4, "mesh_version": "1.4.0"}, "steps": [1, 4], "bake_time": "4s",
                "analysis_interval": "2s", "agent": AGENT,
-               "peer_policy": {"threshold": 2, "wide_nodes": 2, "wide_pct": 100, "wait": "30m"}}
-    handle = await start(harness, ExperimentInput(
+               "peer_policy": {"threshold": 3, "wide_nodes": 2, "wait": "30m"}}
+    handle = await start(harness, await sealed_experiment(harness, ExperimentInput(
         spec=spec(name, "1.4.0", rollout=rollout, chaos=[], metrics=[RELAY_ERRORS.model_dump(mode="json")]),
-        rollout_capability_token=token))
+        rollout_capability_token=token)))
     canary: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult] = harness.client.get_workflow_handle_for(
         CanaryRolloutWorkflow.run, f"canary:{name}")
     wide: WorkflowHandle[Any, AgentActionResult] = harness.client.get_workflow_handle(
@@ -47,7 +48,7 @@ async def test_an_approved_rollout_runs_as_the_specs_agent_under_its_peer_policy
     waiting = await eventually(lambda: _started(wide.query(AgentActionWorkflow.status)),
                                lambda s: s is not None and s.step == "awaiting peer signatures", timeout=120)
     assert waiting is not None
-    assert waiting.wide and waiting.peers_required == 2  # the spec's threshold (the canary's default is 3)
+    assert waiting.wide and waiting.peers_required == 3  # the network policy's k (a spec may ask more, never less)
     assert (await canary.query(CanaryRolloutWorkflow.status)).on_new_version == 1  # not moved before the peers
     for signer, key in sorted(net.peer_keys.items()):
         await wide.execute_update(AgentActionWorkflow.submit_peer_signature, peers.SignatureRequest(
