@@ -142,6 +142,14 @@ class TestTruncationIsNamed:
             await anchor(harness)
         assert "truncated" in str(exc.value.cause) and "says 4 > 3" in str(exc.value.cause)
 
+    async def test_dropping_the_last_entries_is_named_on_each_database(self, signed_log: AuditLog) -> None:
+        await fill(signed_log, 5)
+        await sql(db_of(signed_log), "DELETE FROM audit_entries WHERE seq >= 3")
+        report = await signed_log.verify()
+        assert kinds(report) == [(3, "truncated")]
+        assert "the log has 3 entries but the signed head" in report.problems[0].message
+        assert "says 5 > 3: entries 3..4 were removed" in report.problems[0].message
+
     async def test_without_the_worker_a_truncated_copy_is_named(self, sqlite_log: AuditLog, tmp_path: Path) -> None:
         await fill(sqlite_log, 5)
         copy = tmp_path / "copy"
@@ -175,6 +183,15 @@ class TestRewriteAndRehashIsNamed:
         assert code == 2
         assert "rewritten: entry 1 differs from what the signed head of size 2" in out
         assert "the first 5 entries do not hash to the root" in out
+
+    async def test_an_edited_and_rehashed_entry_is_named_on_each_database(self, signed_log: AuditLog) -> None:
+        await fill(signed_log, 4)
+        await sql(db_of(signed_log), "UPDATE audit_entries SET payload = :p WHERE seq = 2",
+                  p=canonical_json({"decision": "rejected", "i": 2}))
+        await rehash(db_of(signed_log))
+        report = await signed_log.verify()
+        assert kinds(report) == [(2, "rewritten")]
+        assert "entry 2 differs from what the signed head of size 3" in report.problems[0].message
 
     async def test_a_forged_or_deleted_heads_file_is_named(self, sqlite_log: AuditLog, tmp_path: Path) -> None:
         await fill(sqlite_log, 3)
