@@ -19,7 +19,8 @@ from westworld.errors import InvalidInput
 from westworld.experiment import ExperimentSpec, format_duration, parse_spec_document
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus
 from westworld.rollout import CanaryInput, CanaryStatus, PromoteRequest
-from workers.agent_ops import read_token
+from westworld.sealed import is_sealed
+from workers.cli_agent_common import directory, seal_input, token_arg
 from workers.cli_common import DataDir, fail, settings_for
 from workers.client import NotConfigured, connect
 from workers.inputs import InputError, load_model, read_input
@@ -59,9 +60,14 @@ def read_spec(file: Path) -> tuple[ExperimentSpec, dict[str, Any]]:
 async def start_experiment(client: Client, s: Settings, data: dict[str, Any], name: str,
                            capability_token: str | None = None) -> str:
     """Start ``ExperimentWorkflow`` on the spec's data; ``capability_token`` is the token of the rollout's agent
-    (``spec.rollout.agent``), passed beside the spec, never in it."""
+    (``spec.rollout.agent``), passed beside the spec, never in it, and sealed here to the workers for this
+    experiment and input (westworld/sealed.py): the token itself never enters workflow history."""
+    inp = ExperimentInput(spec=data, rollout_capability_token=capability_token)
+    if capability_token is not None and not is_sealed(capability_token):
+        inp = seal_input(inp, "rollout_capability_token", capability_token, await directory(client, s),
+                         "ExperimentWorkflow", experiment_id(name))
     handle = await client.start_workflow(
-        ExperimentWorkflow.run, ExperimentInput(spec=data, rollout_capability_token=capability_token),
+        ExperimentWorkflow.run, inp,
         id=experiment_id(name), task_queue=s.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY)
     return handle.id
@@ -171,7 +177,7 @@ def validate(file: Path) -> None:
 def start(file: Path, token: Token = None, data_dir: DataDir = None) -> None:
     """Validate a spec and start its ExperimentWorkflow (id experiment:<name>)."""
     s = settings_for(data_dir)
-    capability = read_token(token) if token else None
+    capability = token_arg(token, "--token") if token else None
     try:
         spec, data = read_spec(file)
     except InvalidInput as err:

@@ -33,6 +33,7 @@ from westworld.experiment import ExperimentSpec, format_duration, load_spec
 from westworld.experiment_run import ExperimentResult, ExperimentStatus, Phase
 from westworld.rollout import CanaryInput, CanaryResult, CanaryStatus, RolloutPhase
 from workers import agent_ops
+from workers.cli_agent_common import directory, seal_input
 from workers.cli_experiment import canary_id, progress_bar, start_experiment, ui_url
 from workers.client import connect
 from workers.demo import demo_voters
@@ -46,12 +47,14 @@ Echo = Callable[[str], None]
 SPECS = Path(__file__).resolve().parents[1] / "deploy" / "experiments"
 DEMO_BAKE = {"bake_time": "6s", "analysis_interval": "2s"}
 BALLOTS = (("voter-1", "for"), ("voter-2", "for"), ("voter-3", "against"))
-# The approved rollout's agent: at most 10 nodes per action (the 100% step adds 10 of 20); a step over 5 nodes or
-# 5% of the registered nodes is wide and needs 2 of the demo peers' signatures. What the peers endorse is left out
-# of the anomaly watch's coverage, so the agent's own reach stays well under what would halt the network.
+# The approved rollout's agent: at most 10 nodes per action (the 100% step adds 10 of 20). When a step is wide and
+# how many peers sign it is the network policy's (deploy/policy.yaml: more than 20 nodes or 1% of the registered
+# nodes, k = 3); the spec may only ask stricter, and asks "wide from 6 nodes" and a 2-minute wait. The demo's three
+# peers sign each wide step. What the peers endorse is left out of the anomaly watch's coverage, so the agent's own
+# reach stays well under what would halt the network.
 ROLLOUT_CAP = 10
-PEER_POLICY = {"threshold": 2, "wide_nodes": 5, "wide_pct": 5, "wait": "2m"}
-DEMO_PEERS = ("demo-peer-0", "demo-peer-1")  # the capabilities demo's first two peers (same key files)
+PEER_POLICY = {"wide_nodes": 5, "wait": "2m"}
+DEMO_PEERS = ("demo-peer-0", "demo-peer-1", "demo-peer-2")  # the capabilities demo's first three peers (same keys)
 
 
 def demo_spec(file: str, suffix: str, **rollout: Any) -> tuple[ExperimentSpec, dict[str, Any]]:
@@ -92,7 +95,7 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     echo(f"E5. {faulty.name}: {verdict} (score {score:.1f}) — not put to a vote, not rolled out:")
     for r in faulty_result.reasons[:4]:
         echo(f"      - {r}")
-    override = await _override(client, s, suffix, echo)
+    override = await _override(client, s, suffix, peer_keys, echo)
     _where(s, good_result, faulty_result, override, good_id, faulty_id, echo)
 
 
@@ -164,8 +167,9 @@ async def _follow_rollout(client: Client, spec: ExperimentSpec, peer_keys: dict[
     policy = plan.peer_policy
     echo(f"E4. vote {st.vote_decision}: canary rollout {canary_id(name)} over a 20-node local mesh")
     echo(f"      each step runs as agent {plan.agent!r} (AgentActionWorkflow agent-action:{plan.agent}:...) under a "
-         f"token capped at {ROLLOUT_CAP} nodes per action; spec.rollout.peer_policy: a step over {policy.wide_nodes} "
-         f"nodes or {policy.wide_pct:g}% of the network needs {policy.threshold} peer signatures:")
+         f"token capped at {ROLLOUT_CAP} nodes per action (sealed to the workers, never in history); a step over "
+         f"{policy.wide_nodes} nodes (the spec, stricter than the policy) or the network policy's share of the "
+         f"registered nodes needs the policy's k = 3 peer signatures:")
     agent, signed = plan.agent, set[int]()
     await _print_steps(handle, echo, lambda now: _endorse(client, now, agent, peer_keys, signed, echo))
 
@@ -233,7 +237,7 @@ async def _peer_keys(s: Settings) -> dict[str, bytes]:
     return keys
 
 
-async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> CanaryResult:
+async def _override(client: Client, s: Settings, suffix: str, peer_keys: dict[str, bytes], echo: Echo) -> CanaryResult:
     spec = load_spec((SPECS / "faulty.yaml").read_text())
     assert spec.spec.rollout is not None
     names = set(spec.spec.rollout.metrics)
@@ -243,14 +247,17 @@ async def _override(client: Client, s: Settings, suffix: str, echo: Echo) -> Can
                       steps=spec.spec.rollout.steps, bake_time=timedelta(seconds=6),
                       analysis_interval=timedelta(seconds=2),
                       metrics=[m for m in spec.spec.metrics if m.name in names],
-                      agent_id=agent, capability_token=token, peer_threshold_pct=10.0)
+                      agent_id=agent, capability_token=token)
+    inp = seal_input(inp, "capability_token", token, await directory(client, s), "CanaryRolloutWorkflow",
+                     canary_id(inp.name))
     echo(f"E6. operator override: the faulty 1.5.0-rc1 rolled out directly (no experiment, no vote) as "
          f"{canary_id(inp.name)} over a fresh 20-node mesh on 1.4.0 — the canary analysis must catch it.")
     echo(f"      each step runs as agent {agent!r} (AgentActionWorkflow agent-action:{agent}:...) under a token "
-         f"capped at 5 nodes per action; steps over 10% of the mesh would need 3 peer signatures:")
+         f"capped at 5 nodes per action; a wide step (the network policy's rule) is signed by the demo's 3 peers:")
     handle = await client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
                                          task_queue=s.task_queue)
-    result = await _print_steps(handle, echo)
+    signed = set[int]()  # a step over the policy's share of the registered nodes is wide: the demo's peers sign it
+    result = await _print_steps(handle, echo, lambda now: _endorse(client, now, agent, peer_keys, signed, echo))
     st = result.status
     if st.step_applied_at and st.rollback_started_at:
         took = st.rollback_started_at - st.step_applied_at
