@@ -224,6 +224,7 @@ class VerifyReport(BaseModel):
     anchor: AnchoredHead | None = None
     anchor_proof: ConsistencyProof | None = None
     checked: list[str] = []
+    omitted_problems: int = Field(0, description="Problems found beyond the ones listed (the list is capped).")
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -30,6 +30,9 @@ from westworld.audit import (
 )
 from westworld.audit_anchor import AnchoredHead, HeadLine, SignedHead, head_signature_ok
 
+MAX_PROBLEMS = 200  # a report travels as one Temporal payload: name the first ones, count the rest
+MAX_SHOWN = 1000
+
 
 def _is_hash(value: str) -> bool:
     return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
@@ -149,13 +152,16 @@ def verify_log(
         if not anchor_problems:
             report.anchor_proof = consistency_proof_of(stored, anchor.tree_size)
         report.checked.append(f"chain anchor: size {anchor.tree_size} in tx {anchor.tx_hash} (block {anchor.block})")
+    if len(report.problems) > MAX_PROBLEMS:
+        report.omitted_problems = len(report.problems) - MAX_PROBLEMS
+        report.problems = report.problems[:MAX_PROBLEMS]
     return report
 
 
 class AuditVerifyInput(BaseModel):
     """What `westworld audit verify | show` asks the worker: the report, and the ``last`` entries (0: none)."""
 
-    last: int = Field(0, ge=0, le=10_000, description="How many of the latest entries to return as well.")
+    last: int = Field(0, ge=0, le=MAX_SHOWN, description="How many of the latest entries to return as well.")
 
 
 class AuditVerifyResult(BaseModel):

@@ -85,6 +85,8 @@ def check_against_chain(report: VerifyReport, chain: AnchoredHead | None) -> lis
 
 def render(report: VerifyReport, extra: list[str], notes: list[str], echo: Echo) -> int:
     """Print the report; the exit code."""
+    if report.log_key:
+        echo(f"  log key: {report.log_key}")
     for line in [*report.checked, *notes]:
         echo(f"  checked: {line}")
     if not report.checked and not notes:
@@ -93,9 +95,11 @@ def render(report: VerifyReport, extra: list[str], notes: list[str], echo: Echo)
     if report.ok and not extra:
         echo(f"audit log OK: {report.tree_size} entries, root {report.root}")
         return VERIFIED
-    echo(f"audit log FAILED verification: {len(report.problems) + len(extra)} problem(s)")
+    echo(f"audit log FAILED verification: {len(report.problems) + report.omitted_problems + len(extra)} problem(s)")
     for p in report.problems:
         echo(f"  entry {p.seq}: {p.kind}: {p.message}" if p.seq >= 0 else f"  {p.kind}: {p.message}")
+    if report.omitted_problems:
+        echo(f"  ... and {report.omitted_problems} more (the report lists the first {len(report.problems)})")
     for line in extra:
         echo(f"  chain: {line}")
     return FAILED

@@ -183,7 +183,7 @@ def audit_verify(
 
 @audit_app.command("show")
 def audit_show(
-    last: Annotated[int, typer.Option(min=1, max=10_000, help="How many of the latest entries.")] = 10,
+    last: Annotated[int, typer.Option(min=1, max=1000, help="How many of the latest entries.")] = 10,
     log_file: LogFile = None,
     data_dir: DataDir = None,
 ) -> None:

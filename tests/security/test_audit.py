@@ -30,7 +30,7 @@ from activities.store import AuditLog, Database, metadata
 from tests.workflows.conftest import Harness
 from westworld import merkle
 from westworld.audit import StoredEntry, canonical_json, entry_leaf, parse_time
-from westworld.audit_trust import verify_log
+from westworld.audit_trust import MAX_PROBLEMS, verify_log
 from workers import audit_cli
 from workers.cli import app
 from workers.settings import Settings
@@ -261,6 +261,16 @@ class TestUnreadableEntriesAreNamed:
         assert kinds(report) == [(1, "bad_timestamp"), (3, "payload_changed")]
         assert "its creation time 'yesterday' is not an ISO 8601 time" in report.problems[0].message
         assert (await sqlite_log.latest(4))[1].problem == "creation time 'yesterday' is not an ISO 8601 time"
+
+    def test_a_flood_of_bad_entries_is_counted_not_dropped(self) -> None:
+        rows = [StoredEntry(seq=i, kind="k", subject="s", payload_json="{", leaf_hash="0" * 64, root_after="0" * 64,
+                            created_at="2026-01-01T00:00:00+00:00") for i in range(MAX_PROBLEMS + 50)]
+        report = verify_log(rows)
+        assert (len(report.problems), report.omitted_problems) == (MAX_PROBLEMS, 51)  # + the broken root chain
+        lines: list[str] = []
+        assert audit_cli.render(report, [], [], lines.append) == 2
+        assert f"FAILED verification: {MAX_PROBLEMS + 51} problem(s)" in lines[-MAX_PROBLEMS - 2]
+        assert lines[-1] == f"  ... and 51 more (the report lists the first {MAX_PROBLEMS})"
 
     async def test_offline_each_unreadable_entry_is_named_with_exit_2(
         self, sqlite_log: AuditLog, tmp_path: Path
