@@ -52,55 +52,57 @@ def _entries(lo: int, hi: int) -> str:
     return f"entry {lo}" if hi - lo <= 1 else f"one of entries {lo}..{hi - 1}"
 
 
-def _valid_heads(lines: Sequence[HeadLine], public_key: str) -> tuple[list[tuple[int, SignedHead]], list[AuditProblem]]:
-    problems: list[AuditProblem] = []
-    valid: list[tuple[int, SignedHead]] = []
-    for line in lines:
-        if line.head is None:
-            problems.append(AuditProblem(seq=-1, kind="bad_signed_head",
-                                         message=f"signed heads, line {line.line}: unreadable ({line.error})"))
-        elif not head_signature_ok(line.head, public_key):
-            problems.append(AuditProblem(
-                seq=max(line.head.tree_size - 1, 0), kind="bad_signed_head",
-                message=f"signed heads, line {line.line} (size {line.head.tree_size}): the signature does not verify "
-                        f"under the log key {public_key[:16]}…: the heads file was edited"))
-        else:
-            valid.append((line.line, line.head))
-    return valid, problems
-
-
 def check_signed_heads(
     leaves: Sequence[bytes], lines: Sequence[HeadLine], public_key: str
 ) -> tuple[SignedHead | None, list[AuditProblem]]:
-    """Check the log against every signed head; returns the latest valid head and the problems."""
-    valid, problems = _valid_heads(lines, public_key)
+    """Check the log against the signed heads; returns the latest validly signed head and the problems.
+
+    A signature is checked only where it decides something (an Ed25519 check costs far more than a root): the
+    latest head (truncation), a head whose root the log does not match (rewritten, or a forged line), and the
+    nearest matching head below it (which bounds the rewritten entries). A line that does not verify is named.
+    """
+    problems = [AuditProblem(seq=-1, kind="bad_signed_head", message=f"signed heads, line {x.line}: unreadable "
+                             f"({x.error})") for x in lines if x.head is None]
+    heads = sorted(((x.line, x.head) for x in lines if x.head is not None), key=lambda v: v[1].tree_size)
+    forged: dict[int, bool] = {}
+
+    def valid(line: int, head: SignedHead) -> bool:
+        if line not in forged:
+            forged[line] = not head_signature_ok(head, public_key)
+            if forged[line]:
+                problems.append(AuditProblem(
+                    seq=max(head.tree_size - 1, 0), kind="bad_signed_head",
+                    message=f"signed heads, line {line} (size {head.tree_size}): the signature does not verify "
+                            f"under the log key {public_key[:16]}…: the heads file was edited"))
+        return not forged[line]
+
     n = len(leaves)
-    if not valid:
+    latest = next(((line, head) for line, head in reversed(heads) if valid(line, head)), None)
+    if latest is None:
         if n:
             problems.append(AuditProblem(seq=n - 1, kind="no_signed_head",
                                          message=f"the log has {n} entries but no valid signed head vouches for any "
                                                  f"of them: the heads file is missing, empty or was replaced"))
         return None, problems
-    line, latest = max(valid, key=lambda v: v[1].tree_size)
-    if latest.tree_size > n:
+    if latest[1].tree_size > n:
         problems.append(AuditProblem(
             seq=n, kind="truncated",
-            message=f"the log has {n} entries but the signed head on line {line} (signed {latest.signed_at}) says "
-                    f"{latest.tree_size} > {n}: entries {n}..{latest.tree_size - 1} were removed"))
-    roots = _roots_at(leaves, [h.tree_size for _, h in valid])
-    matched = 0
-    for line, head in sorted(valid, key=lambda v: v[1].tree_size):
+            message=f"the log has {n} entries but the signed head on line {latest[0]} (signed {latest[1].signed_at}) "
+                    f"says {latest[1].tree_size} > {n}: entries {n}..{latest[1].tree_size - 1} were removed"))
+    roots = _roots_at(leaves, [h.tree_size for _, h in heads])
+    for i, (line, head) in enumerate(heads):
         if head.tree_size > n:
             break
-        if roots[head.tree_size] != head.root:
-            problems.append(AuditProblem(
-                seq=matched, kind="rewritten",
-                message=f"{_entries(matched, head.tree_size)} differs from what the signed head of size "
-                        f"{head.tree_size} (line {line}, signed {head.signed_at}) committed to: the log was rewritten "
-                        f"and its hashes recomputed"))
-            break  # every later head covers the same change
-        matched = head.tree_size
-    return latest, problems
+        if roots[head.tree_size] == head.root or not valid(line, head):
+            continue
+        lo = next((h.tree_size for ln, h in reversed(heads[:i]) if roots[h.tree_size] == h.root and valid(ln, h)), 0)
+        problems.append(AuditProblem(
+            seq=lo, kind="rewritten",
+            message=f"{_entries(lo, head.tree_size)} differs from what the signed head of size {head.tree_size} "
+                    f"(line {line}, signed {head.signed_at}) committed to: the log was rewritten and its hashes "
+                    f"recomputed"))
+        break  # every later head covers the same change
+    return latest[1], problems
 
 
 def check_anchor(leaves: Sequence[bytes], anchor: AnchoredHead) -> list[AuditProblem]:

@@ -193,6 +193,22 @@ class TestRewriteAndRehashIsNamed:
         assert kinds(report) == [(2, "rewritten")]
         assert "entry 2 differs from what the signed head of size 3" in report.problems[0].message
 
+    async def test_heads_forged_to_match_the_rewrite_do_not_move_the_blame(
+        self, signed_log: AuditLog, tmp_path: Path
+    ) -> None:
+        await fill(signed_log, 4)
+        await sql(db_of(signed_log), "UPDATE audit_entries SET payload = :p WHERE seq = 0",
+                  p=canonical_json({"decision": "rejected", "i": 0}))
+        await rehash(db_of(signed_log))
+        heads = tmp_path / HEADS_FILE
+        real = [json.loads(x) for x in heads.read_text().splitlines()]
+        forged = [real[0] | {"tree_size": size, "root": await signed_log.root(size)} for size in (1, 2, 3)]
+        heads.write_text("".join(json.dumps(h) + "\n" for h in [*forged, *real]))
+        report = await signed_log.verify()
+        assert ("rewritten" in [k for _, k in kinds(report)]
+                and "entry 0 differs from what the signed head of size 1" in str(report.problems))
+        assert "line 1 (size 1): the signature does not verify" in str(report.problems)
+
     async def test_a_forged_or_deleted_heads_file_is_named(self, sqlite_log: AuditLog, tmp_path: Path) -> None:
         await fill(sqlite_log, 3)
         heads = tmp_path / HEADS_FILE
