@@ -100,11 +100,10 @@ def parse_document(content: bytes | str, source: str = "<input>", limits: Limits
 
     ``pure_python`` uses PyYAML's own parser instead of libyaml's (what runs where libyaml is not installed).
     """
-    size = len(content)
-    if size > limits.max_bytes:
+    if len(content) > limits.max_bytes:
         unit = "bytes" if isinstance(content, bytes) else "characters"
-        raise InvalidInput(f"{_at(source, None)}{size} {unit} is larger than the {limits.max_bytes} an input "
-                           "document may have")
+        raise InvalidInput(f"{_at(source, None)}larger than the {limits.max_bytes} {unit} an input document may "
+                           "have")
     text = decode_utf8(content, source) if isinstance(content, bytes) else content
     loader: _Checks | None = None
     try:

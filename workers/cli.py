@@ -96,9 +96,9 @@ def demo(
     if unknown := sorted(set(parts) - set(DEMO_PARTS)):
         raise fail(f"--only: unknown part(s) {', '.join(unknown)}; choose from {', '.join(DEMO_PARTS)}")
     try:
-        limit = parse_duration(part_timeout, "--part-timeout")
+        limit = parse_duration(part_timeout)
     except ValueError as err:
-        raise fail(str(err)) from err
+        raise typer.BadParameter(str(err), param_hint="'--part-timeout'") from err
     try:
         asyncio.run(run_demos(_settings(data_dir), parts, typer.echo, limit))
     except Exception as err:
@@ -116,7 +116,7 @@ def stuck(
     try:
         age = parse_duration(older_than)
     except ValueError as err:
-        raise fail(str(err)) from err
+        raise typer.BadParameter(str(err), param_hint="'--older-than'") from err
     rows = asyncio.run(find_stuck(_settings(data_dir), age))
     typer.echo(render(rows, older_than))
 

@@ -13,12 +13,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import typer
-from pydantic import ValidationError
 from temporalio.service import RPCError, RPCStatusCode
 from typer.core import TyperGroup
 
+from westworld.errors import WestworldError
 from workers.client import NotConfigured, stack_down
-from workers.settings import Settings, load_settings
+from workers.settings import Settings, SettingsError, load_settings
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override WESTWORLD_DATA_DIR.")]
 
@@ -49,13 +49,16 @@ def fail(message: str) -> typer.Exit:
 
 class WestworldGroup(TyperGroup):
     """The root command. A stack that does not answer is, from any sub-command, one clear error and exit 1 (never
-    a traceback): "cannot reach Temporal at ADDR: is the stack up? run `westworld up`" (or the chain, ...)."""
+    a traceback): "cannot reach Temporal at ADDR: is the stack up? run `westworld up`" (or the chain, ...); so is
+    any typed refusal (bad settings, a bad input file) that a command did not report itself."""
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context (typer vendors its own click)
         try:
             return super().invoke(ctx)
         except NotConfigured as err:
             raise fail(str(err)) from err
+        except WestworldError as err:  # typed refusals a command did not catch itself (bad settings, bad input)
+            raise fail(err.message) from err
         except RPCError as err:
             if err.status != RPCStatusCode.UNAVAILABLE:
                 raise
@@ -70,5 +73,5 @@ class WestworldGroup(TyperGroup):
 def _configured(field: str) -> str:
     try:
         return str(getattr(load_settings(), field))
-    except ValidationError:  # the settings themselves are wrong: the address is whatever the command was given
+    except SettingsError:  # the settings themselves are wrong: the address is whatever the command was given
         return "the configured address"

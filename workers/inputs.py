@@ -13,10 +13,14 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from westworld.documents import LIMITS, Limits, durations_out_of_range, load_document
+from westworld.documents import LIMITS, MAX_DURATION, Limits, durations_out_of_range, load_document
 from westworld.errors import InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
+
+
+_ALLOWED = {"time_delta_parsing": f" (allowed: 0s to {MAX_DURATION.days}d, i.e. 10 years)",
+            "time_delta_type": f" (allowed: 0s to {MAX_DURATION.days}d, i.e. 10 years)"}
 
 
 class InputError(InvalidInput):
@@ -52,7 +56,8 @@ def load_model(path: Path, model: type[M]) -> M:
     try:
         value = model.model_validate(data)
     except ValidationError as err:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()]
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}{_ALLOWED.get(e['type'], '')}"
+                 for e in err.errors()]
         raise InputError(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from err
     if problems := durations_out_of_range(value):
         raise InputError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))

@@ -7,10 +7,11 @@ by ``WESTWORLD_CONFIG``; the environment wins over the file. The README's settin
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +20,8 @@ from pydantic_settings import (
 )
 
 from activities.policy import DEFAULT_POLICY_FILE
+from westworld.documents import decode_utf8
+from westworld.errors import CONFIG_ERROR, InvalidInput
 
 # anvil's first well-known development account: only ever funded on a local dev chain.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -120,6 +123,37 @@ class Settings(BaseSettings):
         return self.data_dir / "prometheus" / "targets"
 
 
+class SettingsError(InvalidInput):
+    """Settings that cannot be used: a value of the wrong type, or a config file that is missing or unreadable."""
+
+    type = CONFIG_ERROR
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings from the environment (and the optional TOML file), with explicit overrides on top."""
-    return Settings(**overrides)
+    """Read settings from the environment (and the optional TOML file), with explicit overrides on top.
+
+    Raises:
+        SettingsError: naming each bad setting with its variable, or the config file and what is wrong with it
+            (missing, not UTF-8 at byte N, malformed TOML at line L), never silently ignoring it.
+    """
+    _check_config_file(os.environ.get("WESTWORLD_CONFIG"))
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        fields = [str(e["loc"][0]) if e["loc"] else "(settings)" for e in err.errors()]
+        problems = [f"{f} (WESTWORLD_{f.upper()}): {e['msg']}" for f, e in zip(fields, err.errors(), strict=True)]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from err
+
+
+def _check_config_file(name: str | None) -> None:
+    if not name:
+        return
+    path = Path(name)
+    try:
+        content = path.read_bytes()
+    except OSError as err:  # pydantic-settings would silently ignore a missing file
+        raise SettingsError(f"WESTWORLD_CONFIG={name}: cannot read: {err.strerror}") from err
+    try:
+        tomllib.loads(decode_utf8(content, name))
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"{name}: malformed TOML: {err}") from err

@@ -16,16 +16,16 @@ from workflows.steps import STEP, STEP_SINCE
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_duration(text: str, option: str = "--older-than") -> timedelta:
-    """'90s', '30m', '2h', '1d', '1h30m' -> timedelta, at most 10 years; a clear error (naming `option`, with the
-    allowed range) otherwise."""
+def parse_duration(text: str) -> timedelta:
+    """'90s', '30m', '2h', '1d', '1h30m' -> timedelta, at most 10 years; ValueError saying why (with the allowed
+    range) otherwise (the CLI reports it as the option's invalid value, exit 2)."""
     parts = re.findall(r"(\d+)([smhdw])", text.strip())
     if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"{option} {text!r}: use a number and a unit (s, m, h, d, w), e.g. 30m, 2h, 1d")
+        raise ValueError(f"{text[:40]!r}: use a number and a unit (s, m, h, d, w), e.g. 30m, 2h, 1d")
     # Exact integer arithmetic: '99999999999d' is refused by the bound, never an OverflowError from timedelta.
     seconds = sum(int(n) * _SECONDS[u] if len(n) <= 20 else 10**20 for n, u in parts)
     if problem := duration_problem(seconds):
-        raise ValueError(f"{option} {text[:40]!r} {problem}")
+        raise ValueError(f"{text[:40]!r} {problem}")
     return timedelta(seconds=seconds)
 
 

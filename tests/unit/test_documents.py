@@ -85,7 +85,7 @@ class TestRefusals:
         assert "duplicate key '0x1'" in refused("1: x\n0x1: y\n", pure_python)  # the same key once read
 
     def test_too_large(self, pure_python: bool) -> None:
-        assert "larger than the 100 an input document may have" in refused(b"a: " + b"x" * 100, pure_python,
+        assert "larger than the 100 bytes an input document may have" in refused(b"a: " + b"x" * 100, pure_python,
                                                                            Limits(max_bytes=100))
 
     @pytest.mark.parametrize(("text", "expected"), [
