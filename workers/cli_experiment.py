@@ -227,7 +227,9 @@ async def _signal(s: Settings, workflow_id: str, signal: Any, arg: Any) -> None:
 
 @rollout_app.command("start")
 def rollout_start(file: Path, data_dir: DataDir = None) -> None:
-    """Start a CanaryRolloutWorkflow directly from a CanaryInput file (an operator's rollout without experiment)."""
+    """Start a CanaryRolloutWorkflow directly from a CanaryInput file (an operator's rollout without experiment).
+    A ``capability_token`` given in clear in the file is sealed here for this rollout and input before it starts
+    (it never enters workflow history)."""
     s = settings_for(data_dir)
     try:
         inp = load_model(file, CanaryInput)
@@ -236,8 +238,12 @@ def rollout_start(file: Path, data_dir: DataDir = None) -> None:
 
     async def go() -> str:
         client = await _client(s)
+        start = inp
+        if inp.capability_token is not None and not is_sealed(inp.capability_token):
+            start = seal_input(inp, "capability_token", inp.capability_token, await directory(client, s),
+                               "CanaryRolloutWorkflow", canary_id(inp.name))
         try:
-            handle = await client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
+            handle = await client.start_workflow(CanaryRolloutWorkflow.run, start, id=canary_id(inp.name),
                                                  task_queue=s.task_queue)
         except WorkflowAlreadyStartedError as err:
             raise fail(f"rollout {inp.name!r} already exists ({canary_id(inp.name)})") from err

@@ -19,7 +19,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from nacl.signing import SigningKey
@@ -31,13 +31,14 @@ from activities.audit import AuditActivities
 from activities.capabilities import CapabilityActivities
 from activities.capability_store import CapabilityStore, load_or_create_kek
 from activities.store import AuditLog, Database
-from tests.bench.capabilities_floor import BareActivityWorkflow, CheckOnlyWorkflow, bench_noop
+from tests.bench.capabilities_floor import BareActivityWorkflow, CheckOnlyWorkflow, bench_noop, bench_policy
 from westworld import capability as cap
 from westworld import caveats as cv
 from westworld import discharge as dc
-from westworld.agents import AgentActionInput, CapabilityCheckInput
+from westworld.agents import AgentActionInput, CapabilityCheckInput, CapabilityDirectory, SealingKey
 from westworld.sandbox import MeshAction
 from workers import processes
+from workers.cli_agent_common import seal_action
 from workers.codec import build_data_converter, create_keyring, load_keyring
 from workflows.agent_action import AgentActionWorkflow
 from workflows.sandbox import workflow_runner
@@ -64,9 +65,11 @@ def pure_figures(seconds: float) -> None:
     plain = cap.attenuate(cap.mint(KEY, ident, ["set_version"]), LINES)
     token = dc.add_peer_caveat(plain, "peer-a", bytes(peer.verify_key), "ok", bytes(32), bytes(range(32)),
                                bytes(24), bytes(24))
-    discharge = dc.discharge(token, "peer-a", bytes(peer), [])
+    digest = bytes(range(32))  # the action's digest: a discharge is bound to one action, briefly
+    discharge = dc.discharge(token, "peer-a", bytes(peer), [], action_digest=digest,
+                             valid_until=NOW + timedelta(minutes=10))
     facts = cv.Facts(action="set_version", targets=[cv.Target(node_id=f"n{i}", region="eu") for i in range(10)],
-                     live_nodes=1000, now=NOW, window_usage={3600: 10})
+                     live_nodes=1000, now=NOW, window_usage={3600: 10}, action_digest=digest.hex())
     state = cap.CheckState(live_nodes=1000, now=NOW)
 
     def bare(tok: str, ds: list[str]) -> Callable[[], object]:
@@ -151,7 +154,10 @@ async def latency_figures(work: Path, store: CapabilityStore, db: Database, toke
         client = await Client.connect(f"127.0.0.1:{port}",
                                       data_converter=build_data_converter(load_keyring(work / "codec-keys.json")))
         tq = str(uuid.uuid4())
-        acts = [*CapabilityActivities(store).all(), AuditActivities(AuditLog(db)).append_audit, bench_noop]
+        acts = [*CapabilityActivities(store).all(), AuditActivities(AuditLog(db)).append_audit, bench_noop,
+                bench_policy]
+        key_id, _private, public = await store.sealing_key(datetime.now(UTC))
+        sealing = CapabilityDirectory(sealing_key=SealingKey(key_id=key_id, public_key=public))
         async with Worker(client, task_queue=tq, workflows=[BareActivityWorkflow, CheckOnlyWorkflow,
                                                             AgentActionWorkflow],
                           activities=acts, workflow_runner=workflow_runner()):
@@ -166,9 +172,9 @@ async def latency_figures(work: Path, store: CapabilityStore, db: Database, toke
                                                      task_queue=tq)
 
             async def action(i: int) -> object:
-                inp = AgentActionInput(agent_id="bench", action_id=uuid.uuid4().hex[:12], token=token,
-                                       action=MeshAction.SET_VERSION, node_ids=nodes[i % 900:i % 900 + 5],
-                                       version="2.0")
+                inp = seal_action(AgentActionInput(
+                    agent_id="bench", action_id=uuid.uuid4().hex[:12], token="-", action=MeshAction.SET_VERSION,
+                    node_ids=nodes[i % 900:i % 900 + 5], version="2.0"), token, sealing)  # sealed, as clients do
                 return await client.execute_workflow(AgentActionWorkflow.run, inp,
                                                      id=f"agent-action:bench:{inp.action_id}", task_queue=tq)
 
@@ -180,7 +186,8 @@ async def latency_figures(work: Path, store: CapabilityStore, db: Database, toke
             print(f"{name:26} p50 {pct(lat, 50) * 1e3:7.1f} ms   p99 {pct(lat, 99) * 1e3:7.1f} ms   "
                   f"ratio p50 {pct(lat, 50) / pct(floor, 50):5.2f}")
         print(f"added by the check: {(pct(checked, 50) - pct(floor, 50)) * 1e3:.1f} ms at p50 "
-              f"(AgentActionWorkflow = check + settle + audit, decision only)")
+              f"(AgentActionWorkflow = load_policy + check, the sealed token opened and claimed, + settle + audit; "
+              f"decision only)")
     finally:
         processes.stop(proc)
 

@@ -9,11 +9,18 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from westworld.agents import CapabilityCheckInput, CapabilityCheckOutcome
+    from westworld.policy import NetworkPolicy
 
 
 @activity.defn(name="bench_noop")
 async def bench_noop(value: str) -> str:
     return value
+
+
+@activity.defn(name="load_policy")
+async def bench_policy() -> NetworkPolicy:
+    """The shipped policy's defaults (the benchmark has no chain to check its hash against)."""
+    return NetworkPolicy()
 
 
 @workflow.defn

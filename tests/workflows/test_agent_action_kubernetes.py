@@ -39,7 +39,7 @@ async def test_an_allowed_action_sets_the_deployment_version_and_a_denied_one_do
         backend=Backend.KUBERNETES, sandbox_id=f"agent-{uuid.uuid4().hex[:6]}", arm=Arm.BASELINE,
         workload=Workload(version="1.4.0", nodes=4, image="registry.example/westworld/mesh-node")), lambda _: None)
     assert ref.namespace is not None
-    net = await network(harness, 100)
+    net = await network(harness, 500)  # 4 nodes of 504 stay under the network policy's 1%: not wide
     for node in ref.nodes:
         await net.store.add_node(node.id, "k8s", None, datetime.now(UTC))
     target = MeshTarget(backend=Backend.KUBERNETES, namespace=ref.namespace, kind="Deployment",
@@ -48,14 +48,14 @@ async def test_an_allowed_action_sets_the_deployment_version_and_a_denied_one_do
     narrow = cap.attenuate(await net.store.mint("k8s-agent", ["set_version"]), ["affects_nodes_le = 2"])
     denied = await (await start_action(harness, AgentActionInput(
         agent_id="k8s-agent", action_id="too-wide", token=narrow, action=MeshAction.SET_VERSION, node_ids=ids,
-        version="1.5.0", target=target, peer_threshold_pct=10.0))).result()
+        version="1.5.0", target=target))).result()
     assert (denied.allowed, denied.executed, denied.caveat) == (False, False, "affects_nodes_le = 2")
     assert image_of(backend.kube.get("Deployment", ko.WORKLOAD_NAME, ref.namespace)).endswith(":1.4.0")
 
     token = cap.attenuate(await net.store.mint("k8s-agent", ["set_version"]), ["regions = k8s"])
     done = await (await start_action(harness, AgentActionInput(
         agent_id="k8s-agent", action_id="whole", token=token, action=MeshAction.SET_VERSION, node_ids=ids,
-        version="1.5.0", target=target, peer_threshold_pct=10.0))).result()
+        version="1.5.0", target=target))).result()
     assert done.allowed and done.executed and sorted(done.applied) == sorted(ids)
     assert done.previous == dict.fromkeys(ids, "1.4.0")
     assert image_of(backend.kube.get("Deployment", ko.WORKLOAD_NAME, ref.namespace)).endswith(":1.5.0")
