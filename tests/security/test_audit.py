@@ -20,21 +20,27 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from eth_account import Account
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from temporalio.client import WorkflowFailureError
 from typer.testing import CliRunner, Result
 
+from activities.anchor import find_latest_anchor
 from activities.audit_heads import HEADS_FILE, PUBLIC_KEY_FILE, HeadSigner
 from activities.store import AuditLog, Database, metadata
 from tests.workflows.conftest import Harness
 from westworld import merkle
 from westworld.audit import StoredEntry, canonical_json, entry_leaf, parse_time
+from westworld.audit_anchor import anchor_payload
 from westworld.audit_trust import MAX_PROBLEMS, verify_log
 from workers import audit_cli
 from workers.cli import app
 from workers.settings import Settings
 from workflows.audit_anchor import AuditAnchorWorkflow
+
+ANVIL_SECOND_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"  # anvil's account #1
+
 
 # --- what an attacker with database access does ------------------------------------------------------------------
 
@@ -360,3 +366,25 @@ class TestTheCliIsAClient:
         stale = result.report.model_copy(update={"anchor": None})
         assert "but the worker used no anchor" in audit_cli.check_against_chain(stale, chain)[0]
         assert audit_cli.render(lied, audit_cli.check_against_chain(lied, chain), [], lines.append) == 2
+
+
+class TestOnlyTheRelayersAnchorsCount:
+    async def test_an_anchor_planted_by_another_account_is_ignored(self, harness: Harness) -> None:
+        log = harness.resources.audit
+        assert log.heads is not None
+        await fill(log, 2)
+        await anchor(harness)
+        w3 = harness.resources.chain.w3
+        planter = Account.from_key(ANVIL_SECOND_KEY)  # funded on every anvil, but not the relayer
+        tx = {"to": planter.address, "value": 0, "gas": 60_000, "chainId": await w3.eth.chain_id,
+              "data": anchor_payload(99, "ab" * 32, log.heads.public_key), "gasPrice": await w3.eth.gas_price,
+              "nonce": await w3.eth.get_transaction_count(planter.address, "pending")}
+        await w3.eth.wait_for_transaction_receipt(
+            await w3.eth.send_raw_transaction(planter.sign_transaction(tx).raw_transaction))
+        code, out = await verify_online(harness)
+        assert code == 0, out
+        assert "size 2 in tx" in out and "says 99" not in out
+        relayer = harness.resources.chain.relayer.address
+        for index in (True, False):  # the relayer's own transactions, and whole blocks read back
+            found = await find_latest_anchor(w3, relayer, log.heads.public_key, index=index)
+            assert found is not None and found.tree_size == 2

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from eth_typing import HexStr
 from temporalio.client import WorkflowFailureError
 
+from activities.anchor import find_latest_anchor
 from activities.store import audit_entries
 from tests.workflows.conftest import Harness
 from westworld.audit_anchor import parse_anchor
@@ -58,3 +59,19 @@ async def test_verify_workflow_reports_in_the_worker_against_the_chain_anchor(ha
     assert result.report.anchor is not None and result.report.anchor.tree_size == 1
     assert result.report.anchor_proof is not None and result.report.anchor_proof.verify()
     assert [e.kind for e in result.entries] == ["test.decision", "audit.anchor"]
+
+
+async def test_the_latest_anchor_is_found_through_the_sender_index_and_by_reading_blocks(harness: Harness) -> None:
+    log = harness.resources.audit
+    assert log.heads is not None
+    chain = harness.resources.chain
+    assert await find_latest_anchor(chain.w3, chain.relayer.address, log.heads.public_key) is None
+    for n in (1, 2):
+        await log.append("test.decision", "anchor", {"n": n})
+        await harness.client.execute_workflow(
+            AuditAnchorWorkflow.run, id=f"audit-anchor-{uuid.uuid4()}", task_queue=harness.task_queue)
+    by_index = await find_latest_anchor(chain.w3, chain.relayer.address, log.heads.public_key)
+    by_blocks = await find_latest_anchor(chain.w3, chain.relayer.address, log.heads.public_key, index=False)
+    assert by_index is not None and by_index == by_blocks
+    assert by_index.tree_size == 3  # the second anchor: two decisions and the first anchor's own entry
+    assert await find_latest_anchor(chain.w3, harness.voters[0].address, log.heads.public_key) is None
