@@ -22,8 +22,11 @@ import json
 from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from westworld.errors import LOOSER_THAN_POLICY, WestworldError
 
 POLICY_HASH_KEY = "policy.sha256"  # the MeshConfig parameter that holds the hash of the policy in force
 
@@ -71,7 +74,13 @@ class ShelterPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     emergency_window_max: timedelta = Field(timedelta(hours=2), description="An emergency request expires by then.")
-    share_window_max: timedelta = Field(timedelta(days=7))
+    share_window_max: timedelta = Field(timedelta(days=7), description="Longest time for k guardians after approval.")
+    reminder_every_min: timedelta = Field(timedelta(minutes=10), description="Shortest reminder period (guardians "
+                                          "are not flooded; a request's history stays bounded).")
+    rotation_window_max: timedelta = Field(timedelta(days=30), description="Longest share or acknowledgement window "
+                                           "of a guardian rotation.")
+    guardian_threshold_min: int = Field(2, ge=2, le=255, description="Least k of a new key epoch; a rotation keeps "
+                                        "the current k unless this is higher (never the starter's choice).")
 
 
 class NetworkPolicy(BaseModel):
@@ -144,3 +153,61 @@ def weight_at_least(total: int, share: Fraction) -> int:
     """The least integer weight that is at least ``share`` of ``total`` (exact ceiling; positive share of a
     positive total is at least 1)."""
     return -(-total * share.numerator // share.denominator)
+
+
+class VoteTermsInForce(BaseModel):
+    """The terms a vote runs under: the policy's floors, or the stricter terms its requester asked for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quorum: Decimal
+    approval_threshold: Decimal
+    window: timedelta
+
+
+def refuse_looser(where: str, what: str, asked: object, rule: str, limit: object) -> NoReturn:
+    """Raise the typed refusal of a request that asks for less than the policy: it names the field, the value
+    asked, the policy's rule and its limit (the CLI and the workflows word it the same way)."""
+    raise WestworldError(f"{where}: {what} {asked} is looser than the network policy ({rule} = {limit}); "
+                         f"ask for {limit} or stricter, or leave it out to get the policy's", type=LOOSER_THAN_POLICY)
+
+
+def at_least(where: str, what: str, asked: timedelta | None, rule: str, floor: timedelta) -> timedelta:
+    """``asked`` if it is not under ``floor`` (None: the floor); else the typed refusal."""
+    if asked is None:
+        return floor
+    if asked < floor:
+        refuse_looser(where, what, asked, rule, floor)
+    return asked
+
+
+def at_most(where: str, what: str, asked: timedelta, rule: str, limit: timedelta) -> timedelta:
+    if asked > limit:
+        refuse_looser(where, what, asked, rule, limit)
+    return asked
+
+
+def vote_terms_in_force(
+    policy: VotePolicy, where: str, *, quorum: Decimal | float | None, approval_threshold: Decimal | float | None,
+    window: timedelta | None, default_window: timedelta,
+) -> VoteTermsInForce:
+    """The terms of a vote someone asked for, against the policy: a quorum or approval threshold under the floor,
+    or a window outside ``[window_min, window_max]``, is refused (``LooserThanPolicy``, naming the floor); what is
+    not asked for is the policy's (the default window is brought inside the policy's bounds)."""
+    q = policy.quorum_min
+    if quorum is not None:
+        if as_fraction(quorum) < as_fraction(policy.quorum_min):
+            refuse_looser(where, "quorum", quorum, "votes.quorum_min", policy.quorum_min)
+        q = Decimal(str(quorum))
+    a = policy.approval_threshold_min
+    if approval_threshold is not None:
+        if as_fraction(approval_threshold) < as_fraction(policy.approval_threshold_min):
+            refuse_looser(where, "approval threshold", approval_threshold, "votes.approval_threshold_min",
+                          policy.approval_threshold_min)
+        a = Decimal(str(approval_threshold))
+    if window is None:
+        w = min(max(default_window, policy.window_min), policy.window_max)
+    else:
+        w = at_most(where, "voting window", at_least(where, "voting window", window, "votes.window_min",
+                                                     policy.window_min), "votes.window_max", policy.window_max)
+    return VoteTermsInForce(quorum=q, approval_threshold=a, window=w)

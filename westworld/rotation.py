@@ -18,9 +18,20 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from westworld.audit import canonical_json
-from westworld.errors import SHARE_BAD_PROOF, SHARE_BAD_SIGNATURE, SHARE_DUPLICATE, SHARE_NOT_GUARDIAN, ShareRejected
+from westworld.errors import (
+    LOOSER_THAN_POLICY,
+    SHARE_BAD_PROOF,
+    SHARE_BAD_SIGNATURE,
+    SHARE_DUPLICATE,
+    SHARE_NOT_GUARDIAN,
+    UNAUTHORISED,
+    ShareRejected,
+    WestworldError,
+)
+from westworld.policy import NetworkPolicy, at_least, at_most, refuse_looser, vote_terms_in_force
 from westworld.shelter import EncryptedShare, Guardian, KeyEpoch
 from westworld.shelter_access import ShareSubmission, verify_signature
+from westworld.vote import DEFAULT_WINDOWS, DaoVoteInput, Proposal, VoteKind
 
 
 class GuardianRotationInput(BaseModel):
@@ -31,12 +42,18 @@ class GuardianRotationInput(BaseModel):
     new_guardians: list[Guardian] | None = Field(
         None, description="The new set; empty means the set registered with `shelter rotate --next`, else the "
         "current set (fresh shares for the same guardians).")
-    threshold: int | None = Field(None, ge=2, description="k of the new epoch; default: the current k.")
+    threshold: int | None = Field(None, ge=2, description="Not the starter's to choose: k of the new epoch is the "
+                                  "current k, or the policy's shelter.guardian_threshold_min if higher; a value "
+                                  "that differs is refused.")
     rotate_master_key: bool = Field(False, description="Also make a new master key and re-wrap every data key.")
-    share_window: timedelta = Field(timedelta(days=14), description="For k current guardians to hand in shares.")
-    ack_window: timedelta = Field(timedelta(days=14), description="For the new guardians to acknowledge.")
-    ack_quorum: int | None = Field(None, ge=1, description="Acknowledgements needed; default: every new guardian.")
-    reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered.")
+    share_window: timedelta = Field(timedelta(days=14), description="For k current guardians to hand in shares "
+                                    "(at most the policy's shelter.rotation_window_max).")
+    ack_window: timedelta = Field(timedelta(days=14), description="For the new guardians to acknowledge (at most "
+                                  "the policy's shelter.rotation_window_max).")
+    ack_quorum: int | None = Field(None, ge=1, description="Acknowledgements needed; default: every new guardian; "
+                                   "never fewer than the new k.")
+    reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered (at "
+                                      "least the policy's shelter.reminder_every_min).")
 
 
 class BeginRotationInput(BaseModel):
@@ -95,6 +112,7 @@ class AckTask(BaseModel):
 
 class RotationPhase(StrEnum):
     PLANNING = "planning"
+    VOTING = "voting"  # a new guardian set waits for the DAO's approval
     COLLECTING = "collecting shares"
     RESHARING = "resharing"
     ACKNOWLEDGING = "acknowledging"
@@ -112,6 +130,10 @@ class RotationState(BaseModel):
     acknowledged: list[str]
     acks_needed: int
     waiting_for: list[str]
+    threshold: int | None = None
+    new_guardians: list[str] = Field(default_factory=list)
+    vote_id: str | None = Field(None, description="The DAO vote on a new guardian set (workflow id), if one runs.")
+    vote_decision: str | None = None
 
 
 class RotationResult(BaseModel):
@@ -153,3 +175,52 @@ def check_ack(ack: Acknowledgement, pending: PendingEpoch, workflow_id: str, ack
     if not verify_signature(guardian.signing_public_key, ack_digest(workflow_id, pending.epoch.epoch,
                                                                     ack.guardian_id, ack.proof), ack.signature):
         raise ShareRejected(f"{where}: the signature is not {ack.guardian_id!r}'s", type=SHARE_BAD_SIGNATURE)
+
+
+def rotation_threshold(policy: NetworkPolicy, where: str, inp: GuardianRotationInput, current: KeyEpoch) -> int:
+    """k of the new epoch: the current epoch's, or the policy's floor if that is higher; never the starter's.
+
+    Also checks what else the starter sends against the policy (windows, reminders, acknowledgements needed).
+
+    Raises:
+        WestworldError: type ``LooserThanPolicy`` naming the field and the limit in force (``Unauthorised`` for a
+            k above the one in force: only the DAO raises it, through the policy).
+    """
+    shelter = policy.shelter
+    k = max(current.threshold, shelter.guardian_threshold_min)
+    if inp.threshold is not None and inp.threshold != k:
+        raise WestworldError(
+            f"{where}: threshold {inp.threshold} is not the starter's to choose: k of the new epoch is {k} (key "
+            f"epoch {current.epoch}'s k, or the network policy's shelter.guardian_threshold_min if higher); leave "
+            "threshold out", type=LOOSER_THAN_POLICY if inp.threshold < k else UNAUTHORISED)
+    at_most(where, "share_window", inp.share_window, "shelter.rotation_window_max", shelter.rotation_window_max)
+    at_most(where, "ack_window", inp.ack_window, "shelter.rotation_window_max", shelter.rotation_window_max)
+    at_least(where, "reminder_every", inp.reminder_every, "shelter.reminder_every_min", shelter.reminder_every_min)
+    if inp.ack_quorum is not None and inp.ack_quorum < k:
+        refuse_looser(where, "ack_quorum", inp.ack_quorum, "the new epoch's k: fewer could activate an epoch "
+                      "nobody can open", k)
+    return k
+
+
+def changes_guardians(plan: RotationPlan) -> bool:
+    """Whether the plan hands the key to anyone who does not hold a share of it now (or drops someone who does)."""
+    return set(plan.new_guardians) != set(plan.from_epoch.guardians)
+
+
+def guardian_vote_input(policy: NetworkPolicy, plan: RotationPlan, proposal_id: str) -> DaoVoteInput:
+    """The DAO vote a new guardian set needs (the policy's terms; nobody who starts a rotation picks them)."""
+    terms = vote_terms_in_force(policy.votes, proposal_id, quorum=None, approval_threshold=None, window=None,
+                                default_window=DEFAULT_WINDOWS[VoteKind.NORMAL])
+    n = len(plan.new_guardians)
+    listing = "\n".join(f"- {g.id} (signing key {g.signing_public_key[:16]}…)" for g in plan.new_guardians)
+    return DaoVoteInput(
+        proposal=Proposal(
+            id=proposal_id,
+            title=f"Move the shelter key from epoch {plan.from_epoch.epoch} to a new guardian set "
+                  f"({plan.threshold}-of-{n})",
+            body=f"Rotation {plan.rotation_id}. If approved, {plan.threshold} current guardians hand in their "
+                 f"shares and the master key is re-split {plan.threshold}-of-{n} among:\n{listing}",
+        ),
+        kind=VoteKind.NORMAL, voting_window=terms.window, quorum=terms.quorum,
+        approval_threshold=terms.approval_threshold,
+    )

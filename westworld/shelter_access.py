@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidSignature
@@ -32,8 +33,9 @@ from westworld.errors import (
     InvalidShare,
     ShareRejected,
 )
+from westworld.policy import NetworkPolicy, at_least, at_most, vote_terms_in_force
 from westworld.shelter import DocumentRecord, EncryptedShare, KeyEpoch, content_aad, data_key_aad
-from westworld.vote import DaoVoteResult, VoteBackend
+from westworld.vote import DEFAULT_WINDOWS, DaoVoteResult, VoteBackend, VoteKind
 
 REQUEST_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,47}$"
 
@@ -60,14 +62,17 @@ class AccessRequest(BaseModel):
 
 
 class VoteTerms(BaseModel):
-    """How the DAO is asked (the child DaoVoteWorkflow's parameters)."""
+    """How the DAO is asked (the child DaoVoteWorkflow's parameters). Quorum, approval threshold and window are the
+    network policy's (``NetworkPolicy.votes``); a requester may ask stricter, never looser (refused at start)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    quorum: float = Field(0.04, gt=0, le=1)
-    approval_threshold: float = Field(0.5, ge=0, lt=1)
+    quorum: Decimal | None = Field(None, gt=0, le=1, description="None: the policy's votes.quorum_min.")
+    approval_threshold: Decimal | None = Field(None, ge=0, lt=1,
+                                               description="None: the policy's votes.approval_threshold_min.")
     backend: VoteBackend = VoteBackend.OFFCHAIN
-    voting_window: timedelta | None = Field(None, description="Default 72 h (normal) or 2 h (emergency).")
+    voting_window: timedelta | None = Field(None, description="Default 72 h (normal) or the emergency window, inside "
+                                            "the policy's votes.window_min..window_max.")
 
 
 class DocumentAccessInput(BaseModel):
@@ -77,8 +82,10 @@ class DocumentAccessInput(BaseModel):
 
     request: AccessRequest
     vote: VoteTerms = Field(default_factory=VoteTerms)
-    share_window: timedelta = Field(timedelta(days=7), description="After approval: time for k guardians.")
-    reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered.")
+    share_window: timedelta = Field(timedelta(days=7), description="After approval: time for k guardians (at most "
+                                    "the policy's shelter.share_window_max).")
+    reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered (at "
+                                      "least the policy's shelter.reminder_every_min).")
 
 
 class EmergencyAccessInput(BaseModel):
@@ -87,9 +94,34 @@ class EmergencyAccessInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: AccessRequest
-    window: timedelta = Field(timedelta(hours=2), description="From request to expiry (expiry means denied).")
+    window: timedelta = Field(timedelta(hours=2), description="From request to expiry (expiry means denied); at "
+                              "most the policy's shelter.emergency_window_max.")
     vote: VoteTerms = Field(default_factory=VoteTerms)
-    reminder_every: timedelta = Field(timedelta(minutes=10), description="Remind guardians who have not answered.")
+    reminder_every: timedelta = Field(timedelta(minutes=10), description="Remind guardians who have not answered (at "
+                                      "least the policy's shelter.reminder_every_min).")
+
+
+def access_terms(policy: NetworkPolicy, where: str, vote: VoteTerms, kind: VoteKind, *, reminder_every: timedelta,
+                 share_window: timedelta | None = None, window: timedelta | None = None) -> VoteTerms:
+    """The vote terms an access request runs under, checked against the network policy before anything is done.
+
+    Quorum, approval threshold and voting window are the policy's unless the requester asked stricter; the share
+    window (normal) or the emergency window may not be longer than the policy allows, nor reminders more frequent.
+
+    Raises:
+        WestworldError: type ``LooserThanPolicy``; the message names the field, the value and the policy's limit.
+    """
+    shelter = policy.shelter
+    at_least(where, "reminder_every", reminder_every, "shelter.reminder_every_min", shelter.reminder_every_min)
+    if share_window is not None:
+        at_most(where, "share_window", share_window, "shelter.share_window_max", shelter.share_window_max)
+    if window is not None:
+        at_most(where, "window", window, "shelter.emergency_window_max", shelter.emergency_window_max)
+    default = window if kind is VoteKind.EMERGENCY and window is not None else DEFAULT_WINDOWS[kind]
+    terms = vote_terms_in_force(policy.votes, where, quorum=vote.quorum, approval_threshold=vote.approval_threshold,
+                                window=vote.voting_window, default_window=default)
+    return VoteTerms(quorum=terms.quorum, approval_threshold=terms.approval_threshold, backend=vote.backend,
+                     voting_window=terms.window)
 
 
 class ShareSubmission(BaseModel):

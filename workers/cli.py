@@ -16,6 +16,7 @@ from workers import stack
 from workers.cli_agent import agent_app, halt_app
 from workers.cli_common import DataDir, WestworldGroup, fail, settings_for
 from workers.cli_experiment import experiment_app
+from workers.cli_policy import policy_app
 from workers.cli_shelter import shelter_app
 from workers.settings import load_settings
 
@@ -31,6 +32,7 @@ app.add_typer(experiment_app, name="experiment")
 app.add_typer(agent_app, name="agent")
 app.add_typer(halt_app, name="halt")
 app.add_typer(shelter_app, name="shelter")
+app.add_typer(policy_app, name="policy")
 _settings = settings_for
 
 

@@ -35,7 +35,8 @@ shelter_app.add_typer(guardians_app, name="guardians")
 
 T = TypeVar("T")
 KeyFile = Annotated[Path, typer.Option("--key", help="Your key file (from `shelter keygen`).")]
-Quorum = Annotated[float, typer.Option(help="Vote quorum (share of voting power).")]
+Quorum = Annotated[str | None, typer.Option(help="Vote quorum (share of voting power); default and least: the "
+                                            "network policy's votes.quorum_min (a lower one is refused).")]
 Answer = Callable[[Client, str, PartyKeys], Awaitable[tuple[str, int]]]  # ops.submit_share, ops.submit_ack
 
 
@@ -137,11 +138,15 @@ def _request(document_id: str, reason: str, key: Path, request_id: str | None) -
                          requester=keys.id, requester_public_key=keys.public().encryption_public_key, reason=reason)
 
 
-def _start(document_id: str, reason: str, key: Path, request_id: str | None, quorum: float, emergency: bool,
+def _start(document_id: str, reason: str, key: Path, request_id: str | None, quorum: str | None, emergency: bool,
            data_dir: Path | None) -> None:
     s = settings_for(data_dir)
     try:
         req = _request(document_id, reason, key, request_id)
+        terms = VoteTerms(quorum=quorum)
+        ops.access_input(s, req, emergency=emergency, vote=terms)  # looser than the policy: refused before starting
+    except ops.ShelterError as err:
+        raise fail(str(err)) from err
     except WestworldError as err:
         raise fail(err.message) from err
     except ValidationError as err:
@@ -150,7 +155,7 @@ def _start(document_id: str, reason: str, key: Path, request_id: str | None, quo
 
     async def work() -> str:
         client = await connect(s)
-        return await ops.start_access(client, s, req, emergency=emergency, vote=VoteTerms(quorum=quorum))
+        return await ops.start_access(client, s, req, emergency=emergency, vote=terms)
 
     wf_id = _run(s, work())
     kind = "emergency vote, 2 h window" if emergency else "DAO vote, 72 h"
@@ -162,7 +167,7 @@ def _start(document_id: str, reason: str, key: Path, request_id: str | None, quo
 def request(
     document_id: str, reason: Annotated[str, typer.Option(help="Why (shown to voters).")], key: KeyFile,
     request_id: Annotated[str | None, typer.Option(help="Business key (default: derived).")] = None,
-    quorum: Quorum = 0.04, data_dir: DataDir = None,
+    quorum: Quorum = None, data_dir: DataDir = None,
 ) -> None:
     """Ask to open a document: a DAO vote (72 h), then k guardians' shares sealed to your key."""
     _start(document_id, reason, key, request_id, quorum, False, data_dir)
@@ -172,7 +177,7 @@ def request(
 def emergency(
     document_id: str, reason: Annotated[str, typer.Option(help="Why (shown to voters).")], key: KeyFile,
     request_id: Annotated[str | None, typer.Option(help="Business key (default: derived).")] = None,
-    quorum: Quorum = 0.04, data_dir: DataDir = None,
+    quorum: Quorum = None, data_dir: DataDir = None,
 ) -> None:
     """Emergency access: a 2-hour window for an emergency vote and k guardians' approvals."""
     _start(document_id, reason, key, request_id, quorum, True, data_dir)
@@ -257,14 +262,16 @@ def open_document(
 def rotate(
     guardian: Annotated[list[Path] | None, typer.Option(help="A new guardian's .pub file; repeat. "
                                                         "None: the same guardians get fresh shares.")] = None,
-    threshold: Annotated[int | None, typer.Option(help="k of the new epoch (default: current).")] = None,
     rotate_master_key: Annotated[bool, typer.Option(help="Also a new master key; data keys re-wrapped.")] = False,
     next_: Annotated[bool, typer.Option("--next", help="Only register the set for the next scheduled rotation.")]
     = False,
     share_window_days: Annotated[float, typer.Option(help="Days for current guardians to hand in shares.")] = 14,
     data_dir: DataDir = None,
 ) -> None:
-    """Move the shelter key to a new guardian set (now, or at the next scheduled rotation with --next)."""
+    """Move the shelter key to a new guardian set (now, or at the next scheduled rotation with --next).
+
+    k stays the current epoch's (or the policy's shelter.guardian_threshold_min if higher); a new set is put to a
+    DAO vote before any guardian is asked for a share."""
     s = settings_for(data_dir)
     try:
         gs = [load_guardian(p) for p in guardian or []]
@@ -278,26 +285,29 @@ def rotate(
         path.write_text(json.dumps([g.model_dump(mode="json") for g in gs], indent=2))
         typer.echo(f"registered {len(gs)} guardians for the next scheduled rotation ({path})")
         return
-    inp = GuardianRotationInput(new_guardians=gs or None, threshold=threshold, rotate_master_key=rotate_master_key,
+    inp = GuardianRotationInput(new_guardians=gs or None, rotate_master_key=rotate_master_key,
                                 share_window=timedelta(days=share_window_days))
 
     async def work() -> str:
-        from activities.shelter_keys import KeyEpochStore
-        from activities.store import Database
+        import uuid
 
-        db = Database(s.resolved_database_url)
+        from temporalio.client import WorkflowFailureError
+
+        from workflows.shelter_read import CurrentKeyEpochWorkflow
+
+        client: Client = await connect(s)  # the worker reads the current epoch: the CLI opens no database
         try:
-            current = await KeyEpochStore(db).current()
-        finally:
-            await db.close()
-        if current is None:
-            raise ops.ShelterError("no key epoch yet: run `westworld shelter guardians init` first")
-        client: Client = await connect(s)
-        return await ops.start_rotation(client, s, inp, current.epoch)
+            current = await client.execute_workflow(CurrentKeyEpochWorkflow.run, id=f"key-epoch-read:{uuid.uuid4()}",
+                                                    task_queue=s.task_queue)
+        except WorkflowFailureError as err:
+            raise ops.ShelterError("no key epoch yet: run `westworld shelter guardians init` first") from err
+        return await ops.start_rotation(client, s, inp, current)
 
     wf_id = _run(s, work())
-    typer.echo(f"started {wf_id}: current guardians hand in shares with `westworld shelter submit-share {wf_id} "
-               f"--key ...`; new guardians then `westworld shelter acknowledge {wf_id} --key ...`")
+    vote = (f"the DAO votes on the new set first (`westworld shelter status {wf_id}` names the vote); then "
+            if gs else "")
+    typer.echo(f"started {wf_id}: {vote}current guardians hand in shares with `westworld shelter submit-share "
+               f"{wf_id} --key ...`; new guardians then `westworld shelter acknowledge {wf_id} --key ...`")
 
 
 @shelter_app.command()

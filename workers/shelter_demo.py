@@ -99,9 +99,13 @@ async def run_shelter_demo(s: Settings, echo: Echo) -> None:
     echo(f"   emergency request to plaintext: {time.perf_counter() - t0:.1f} s (target: under 30 minutes)")
 
     new = [party(keys_dir, f"new-guardian-{i}") for i in range(1, 6)]
-    rot_id = await ops.start_rotation(client, s, GuardianRotationInput(new_guardians=[n.public() for n in new],
-                                                                       threshold=3), epoch.epoch)
-    echo(f"6. rotation {rot_id} to 5 new guardians (3-of-5):")
+    rot_id = await ops.start_rotation(client, s, GuardianRotationInput(new_guardians=[n.public() for n in new]),
+                                      epoch.epoch)
+    echo(f"6. rotation {rot_id} to 5 new guardians (3-of-5, k stays the current epoch's); the DAO approves the "
+         "new set first:")
+    proposal_id = await ops.rotation_vote(client, rot_id)
+    assert proposal_id is not None, "a new guardian set is always voted on"
+    await approve(client, s, proposal_id, echo)
     await ops.wait_rotation(client, rot_id, RotationPhase.COLLECTING)
     for g in guardians[6:9]:
         await ops.submit_share(client, rot_id, g)

@@ -19,10 +19,19 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    TerminatedError,
+)
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.policy import read_policy_file
 from activities.shelter_docs import stage_document
+from westworld.policy import NetworkPolicy
 from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult, RotationState
 from westworld.shelter import CreateEpochInput, Guardian, KeyEpoch, Network, StoreDocumentInput, StoreDocumentState
 from westworld.shelter_access import (
@@ -34,9 +43,10 @@ from westworld.shelter_access import (
     EmergencyAccessInput,
     ShareTask,
     VoteTerms,
+    access_terms,
     reconstruct_master_key,
 )
-from westworld.vote import DaoVoteStatus, VoteState
+from westworld.vote import DaoVoteStatus, VoteKind, VoteState
 from workers.settings import Settings
 from workers.shelter_local import PartyKeys, acknowledge, answer_share
 from workflows.document_access import DocumentAccessWorkflow
@@ -79,18 +89,42 @@ async def store_document(client: Client, s: Settings, document_id: str, title: s
         raise ShelterError(f"storing {document_id} failed: {err.cause}") from err
 
 
-async def start_access(client: Client, s: Settings, request: AccessRequest, *, emergency: bool,
-                       vote: VoteTerms | None = None) -> str:
+def local_policy(s: Settings) -> NetworkPolicy:
+    """The policy file this installation points at (``settings.policy_file``), for early refusals; the worker
+    enforces it only if its hash is the one on chain, and refuses the same requests again itself."""
+    try:
+        return read_policy_file(s.policy_file)
+    except ValueError as err:
+        raise ShelterError(str(err)) from err
+
+
+def access_input(s: Settings, request: AccessRequest, *, emergency: bool,
+                 vote: VoteTerms | None = None) -> tuple[str, DocumentAccessInput | EmergencyAccessInput]:
+    """The workflow id and input of an access request, its terms checked against the network policy: looser
+    raises the same ``LooserThanPolicy`` refusal (a ``WestworldError``) the workflow would fail with."""
     terms = vote or VoteTerms()
     if emergency:
         wf_id = f"emergency:{request.request_id}"
-        await client.start_workflow(EmergencyAccessWorkflow.run, EmergencyAccessInput(request=request, vote=terms),
-                                    id=wf_id, task_queue=s.task_queue,
+        urgent = EmergencyAccessInput(request=request, vote=terms)
+        access_terms(local_policy(s), wf_id, terms, VoteKind.EMERGENCY, reminder_every=urgent.reminder_every,
+                     window=urgent.window)
+        return wf_id, urgent
+    wf_id = f"access:{request.request_id}"
+    normal = DocumentAccessInput(request=request, vote=terms)
+    access_terms(local_policy(s), wf_id, terms, VoteKind.NORMAL, reminder_every=normal.reminder_every,
+                 share_window=normal.share_window)
+    return wf_id, normal
+
+
+async def start_access(client: Client, s: Settings, request: AccessRequest, *, emergency: bool,
+                       vote: VoteTerms | None = None) -> str:
+    """Start an access request; terms looser than the network policy are refused before anything is started."""
+    wf_id, inp = access_input(s, request, emergency=emergency, vote=vote)
+    if isinstance(inp, EmergencyAccessInput):
+        await client.start_workflow(EmergencyAccessWorkflow.run, inp, id=wf_id, task_queue=s.task_queue,
                                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     else:
-        wf_id = f"access:{request.request_id}"
-        await client.start_workflow(DocumentAccessWorkflow.run, DocumentAccessInput(request=request, vote=terms),
-                                    id=wf_id, task_queue=s.task_queue,
+        await client.start_workflow(DocumentAccessWorkflow.run, inp, id=wf_id, task_queue=s.task_queue,
                                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     return wf_id
 
@@ -177,7 +211,7 @@ async def access_result(client: Client, ref: str) -> tuple[str, AccessResult]:
         raise ShelterError(f"{handle.id} is still running ({state.step}); shares in: {len(state.submitted)}/"
                            f"{state.threshold or '?'}")
     if desc.status != WorkflowExecutionStatus.COMPLETED:
-        raise ShelterError(f"{handle.id} ended as {desc.status.name if desc.status else '?'}: nothing to open")
+        raise ShelterError(f"{await ended_without_result(handle, desc.status)}; nothing to open")
     result = await client.get_workflow_handle(handle.id, result_type=AccessResult).result()
     return handle.id, result
 
@@ -229,6 +263,22 @@ async def wait_rotation(client: Client, wf_id: str, phase: RotationPhase) -> Non
     await _until(ready, f"{wf_id} to reach {phase.value}")
 
 
+async def rotation_vote(client: Client, wf_id: str) -> str | None:
+    """The DAO vote a rotation to a new guardian set waits for (proposal id), or None once it collects shares
+    without one (the same guardians get fresh shares)."""
+    found: list[str | None] = []
+
+    async def ready() -> bool:
+        st = await client.get_workflow_handle(wf_id).query("status", result_type=RotationState)
+        if st.vote_id is not None or st.phase is RotationPhase.COLLECTING:
+            found.append(st.vote_id.removeprefix("vote:") if st.vote_id else None)
+            return True
+        return False
+
+    await _until(ready, f"{wf_id} to plan")
+    return found[0]
+
+
 def reconstruct(keys: PartyKeys, workflow_id: str, result: AccessResult) -> bytes:
     return reconstruct_master_key(keys.x25519, result, workflow_id)
 
@@ -241,17 +291,48 @@ async def start_rotation(client: Client, s: Settings, inp: GuardianRotationInput
     return wf_id
 
 
+def failure_reason(err: BaseException | None) -> str:
+    """Why a run ended without a result, from its failure chain: the typed application error at its root
+    (a refusal by policy, an activity's permanent error), or how it was terminated, cancelled or timed out."""
+    while isinstance(err, WorkflowFailureError | ActivityError | ChildWorkflowError) and err.cause is not None:
+        err = err.cause
+    if isinstance(err, ApplicationError):
+        return f"({err.type}) {err.message}" if err.type else err.message
+    if isinstance(err, TerminatedError):
+        return f"terminated: {err.message}"
+    if isinstance(err, CancelledError):
+        return "cancelled"
+    if isinstance(err, TemporalTimeoutError):
+        return f"timed out ({err.type.name.lower() if err.type else 'timeout'})"
+    return str(err) if err is not None else "no reason recorded"
+
+
+async def ended_without_result(handle: WorkflowHandle[Any, Any], status: WorkflowExecutionStatus | None) -> str:
+    """``<id>: failed: <reason>`` for a run that failed, was terminated, cancelled or timed out."""
+    try:
+        await handle.result()
+    except WorkflowFailureError as err:
+        reason = failure_reason(err)
+    else:
+        reason = "no reason recorded"
+    return f"{handle.id}: {status.name.lower() if status else 'ended'}: {reason}"
+
+
 async def describe(client: Client, ref: str) -> str:
     handle = await resolve(client, ref)
     desc = await handle.describe()
     running = desc.status == WorkflowExecutionStatus.RUNNING
+    if desc.status not in {WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED}:
+        return await ended_without_result(handle, desc.status)
     if desc.workflow_type == "GuardianRotationWorkflow":
         if not running:
             r = await client.get_workflow_handle(handle.id, result_type=RotationResult).result()
             return f"{handle.id}: {r.phase.value}: {r.reason}"
         st = await handle.query("status", result_type=RotationState)
-        return (f"{handle.id}: {st.step}; shares from {st.shares_in or 'nobody'}; acknowledged by "
-                f"{st.acknowledged or 'nobody'}; waiting for {', '.join(st.waiting_for) or 'nobody'}")
+        vote = f"; DAO vote {st.vote_id}: {st.vote_decision or 'open'}" if st.vote_id else ""
+        return (f"{handle.id}: {st.step}{vote}; new guardians {', '.join(st.new_guardians) or '-'} "
+                f"({st.threshold or '?'}-of-{len(st.new_guardians) or '?'}); shares from {st.shares_in or 'nobody'}; "
+                f"acknowledged by {st.acknowledged or 'nobody'}; waiting for {', '.join(st.waiting_for) or 'nobody'}")
     if not running:
         res = (await access_result(client, handle.id))[1]
         return f"{handle.id}: {res.decision.value}: {res.reason} (audit #{res.audit_seq})"

@@ -9,6 +9,7 @@ subclass only adds its ``@workflow.init``/``@workflow.run`` and the few words an
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from temporalio import workflow
@@ -16,7 +17,9 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from westworld.errors import WestworldError
     from westworld.notify import GuardianNotice
+    from westworld.policy import NetworkPolicy
     from westworld.shelter import DocumentRecord
     from westworld.shelter_access import (
         AccessDecision,
@@ -26,11 +29,28 @@ with workflow.unsafe.imports_passed_through():
         ShareSubmission,
         ShareTask,
         VoteTerms,
+        access_terms,
     )
     from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteKind
     from workflows.dao_vote import DaoVoteWorkflow
-    from workflows.shelter_shares import ShareBox, audit, epoch_for, load_document, notify, refusal
+    from workflows.shelter_shares import STORE_RETRY, ShareBox, audit, epoch_for, load_document, notify, refusal
     from workflows.steps import DOCUMENT_ID, set_step
+
+
+POLICY_PATCH = "access-terms-from-policy"  # runs started before it took the requester's terms as given
+LEGACY_QUORUM, LEGACY_APPROVAL = Decimal("0.04"), Decimal("0.5")  # VoteTerms' defaults before the policy
+
+
+async def load_policy() -> NetworkPolicy:
+    """The network policy in force (the activity refuses a policy file whose hash the DAO did not put on chain)."""
+    policy: NetworkPolicy = await workflow.execute_activity(
+        "load_policy", result_type=NetworkPolicy, start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=STORE_RETRY)
+    return policy
+
+
+def refused_by_policy(err: WestworldError) -> ApplicationError:
+    return ApplicationError(err.message, type=err.type, non_retryable=True)
 
 
 def access_vote_input(r: AccessRequest, terms: VoteTerms, kind: VoteKind, early_close: bool = True) -> DaoVoteInput:
@@ -43,8 +63,10 @@ def access_vote_input(r: AccessRequest, terms: VoteTerms, kind: VoteKind, early_
             body=f"Reason given: {r.reason}\n\nRequest {r.request_id}; if approved, {r.requester} may "
                  "reconstruct the shelter key locally from k guardians' shares.",
         ),
-        kind=kind, voting_window=terms.voting_window, quorum=terms.quorum,
-        approval_threshold=terms.approval_threshold, backend=terms.backend, early_close=early_close,
+        kind=kind, voting_window=terms.voting_window,
+        quorum=LEGACY_QUORUM if terms.quorum is None else terms.quorum,
+        approval_threshold=LEGACY_APPROVAL if terms.approval_threshold is None else terms.approval_threshold,
+        backend=terms.backend, early_close=early_close,
     )
 
 
@@ -84,6 +106,17 @@ class AccessWorkflowBase:
         return {}
 
     # -- steps -------------------------------------------------------------------------------------
+    async def _terms_in_force(self, vote: VoteTerms, kind: VoteKind, *, share_window: timedelta | None = None,
+                              window: timedelta | None = None) -> VoteTerms:
+        """The vote terms under the network policy; a request asking looser fails here, before anything is done
+        (``LooserThanPolicy``, non-retryable, naming the policy's limit)."""
+        policy = await load_policy()
+        try:
+            return access_terms(policy, workflow.info().workflow_id, vote, kind, reminder_every=self._reminder_every,
+                                share_window=share_window, window=window)
+        except WestworldError as err:
+            raise refused_by_policy(err) from err
+
     async def _open_request(self, **extra: Any) -> AccessResult | None:
         """Load the document and its live key epoch and audit the request; the refusal's result if that fails."""
         r = self._request

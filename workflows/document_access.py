@@ -1,6 +1,8 @@
 """DocumentAccessWorkflow: a request to open a sheltered document, a DAO vote, then k guardians' shares.
 
-request → child ``DaoVoteWorkflow`` (72 h by default) → if approved, guardians submit their share sealed to the
+request → its terms checked against the network policy (quorum, approval threshold, voting window, share window,
+reminders: the policy's, or stricter; looser fails at once with ``LooserThanPolicy``) → child ``DaoVoteWorkflow``
+(72 h by default) → if approved, guardians submit their share sealed to the
 requester's X25519 key through the ``submit_share`` update (validator: registered guardian, their own index,
 the published commitment, a signature over this request, no repeat, inside the window) → with k shares in, the
 result holds the sealed shares and the requester reconstructs the key and decrypts LOCALLY (``westworld shelter
@@ -18,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld.errors import ACCESS_NOT_APPROVED
     from westworld.shelter_access import AccessDecision, AccessResult, DocumentAccessInput
     from westworld.vote import VoteKind
-    from workflows.access_base import AccessWorkflowBase
+    from workflows.access_base import POLICY_PATCH, AccessWorkflowBase
 
 
 @workflow.defn
@@ -34,10 +36,13 @@ class DocumentAccessWorkflow(AccessWorkflowBase):
 
     @workflow.run
     async def run(self, input: DocumentAccessInput) -> AccessResult:
+        terms = input.vote
+        if workflow.patched(POLICY_PATCH):  # the terms are the policy's, or stricter ones the requester asked
+            terms = await self._terms_in_force(input.vote, VoteKind.NORMAL, share_window=input.share_window)
         if (refused := await self._open_request()) is not None:
             return refused
         self._step_to("voting", AccessDecision.VOTING)
-        self._vote = await (await self._start_vote(input.vote, VoteKind.NORMAL))
+        self._vote = await (await self._start_vote(terms, VoteKind.NORMAL))
         if self._vote.decision != "approved":
             return await self._finish(AccessDecision.DENIED, f"the DAO vote ended {self._vote.decision}")
         self._deadline = workflow.now() + input.share_window

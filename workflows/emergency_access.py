@@ -1,6 +1,8 @@
 """EmergencyAccessWorkflow: an activist's 2-hour path to a sheltered document.
 
-Inside one window (2 h by default) two things must happen: an emergency DAO vote (child ``DaoVoteWorkflow``,
+The window (2 h by default, at most the policy's ``shelter.emergency_window_max``) and the vote's terms are checked
+against the network policy first: looser than the policy fails at once (``LooserThanPolicy``). Inside that window
+two things must happen: an emergency DAO vote (child ``DaoVoteWorkflow``,
 kind emergency, closing early once the outcome is settled) approves, and k guardians approve by submitting
 their share sealed to the requester (``submit_share``, the same checks as a normal access; guardians may answer
 while the vote runs). Guardians who have not answered are reminded every ``reminder_every`` through the
@@ -20,7 +22,7 @@ from temporalio.exceptions import ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from westworld.shelter_access import AccessDecision, AccessResult, EmergencyAccessInput
     from westworld.vote import DaoVoteResult, VoteKind
-    from workflows.access_base import AccessWorkflowBase
+    from workflows.access_base import POLICY_PATCH, AccessWorkflowBase
     from workflows.dao_vote import DaoVoteWorkflow
 
 
@@ -37,10 +39,16 @@ class EmergencyAccessWorkflow(AccessWorkflowBase):
 
     @workflow.run
     async def run(self, input: EmergencyAccessInput) -> AccessResult:
-        self._deadline = workflow.now() + input.window
-        if (refused := await self._open_request(deadline=self._deadline.isoformat())) is not None:
-            return refused
-        terms = input.vote.model_copy(update={"voting_window": input.vote.voting_window or input.window})
+        if workflow.patched(POLICY_PATCH):  # the window and vote terms are the policy's, or stricter
+            terms = await self._terms_in_force(input.vote, VoteKind.EMERGENCY, window=input.window)
+            self._deadline = workflow.now() + input.window
+            if (refused := await self._open_request(deadline=self._deadline.isoformat())) is not None:
+                return refused
+        else:
+            self._deadline = workflow.now() + input.window
+            if (refused := await self._open_request(deadline=self._deadline.isoformat())) is not None:
+                return refused
+            terms = input.vote.model_copy(update={"voting_window": input.vote.voting_window or input.window})
         vote = await self._start_vote(terms, VoteKind.EMERGENCY)
         self._step_to(self._share_step(), AccessDecision.COLLECTING)
         vote_done = asyncio.create_task(self._await_vote(vote))

@@ -1,12 +1,16 @@
 """GuardianRotationWorkflow: move the master key to a new guardian set without ever losing it.
 
-plan (``begin_rotation``: current epoch, new set, one-time rotation key) → k current guardians hand in their share
-sealed to the rotation key (``submit_share``, same checks as an access) → ``reshare_master_key`` re-splits the
-key with fresh randomness for the new set and stores the new epoch as pending → each new guardian acknowledges
-(``acknowledge``: a signed proof computed from their opened share) → ``activate_key_epoch`` makes the new epoch
-current and retires the old one. If too few guardians answer in time the rotation is abandoned and the old epoch
-stays valid; while it waits its step says so ("waiting for guardian shares: 1/3"), which `westworld stuck` shows.
-A Temporal Schedule (``guardian-rotation``, every ~6 months) starts it with ``{}``.
+policy and current epoch first (k is the current epoch's, or the policy's ``shelter.guardian_threshold_min`` if
+higher, never the starter's; windows and reminders within the policy, else ``LooserThanPolicy`` at once) → plan
+(``begin_rotation``: current epoch, new set, one-time rotation key) → if the set changes, a DAO vote on it (child
+``DaoVoteWorkflow``, the policy's terms; not approved: abandoned before anyone is asked for a share) → k current
+guardians hand in their share sealed to the rotation key (``submit_share``, same checks as an access) →
+``reshare_master_key`` re-splits the key with fresh randomness for the new set and stores the new epoch as pending
+→ each new guardian acknowledges (``acknowledge``: a signed proof computed from their opened share) →
+``activate_key_epoch`` makes the new epoch current and retires the old one. If too few guardians answer in time the
+rotation is abandoned and the old epoch stays valid; while it waits its step says so ("waiting for guardian shares:
+1/3"), which `westworld stuck` shows. A Temporal Schedule (``guardian-rotation``, every ~6 months) starts it with
+``{}``: fresh shares for the same guardians, or the set registered with `shelter rotate --next` (then voted on).
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld.errors import SHARE_WINDOW_CLOSED, ShareRejected
+    from westworld.errors import INVALID_INPUT, SHARE_WINDOW_CLOSED, ShareRejected, WestworldError
     from westworld.notify import GuardianNotice
+    from westworld.policy import NetworkPolicy
     from westworld.rotation import (
         Acknowledgement,
         AckTask,
@@ -32,12 +38,21 @@ with workflow.unsafe.imports_passed_through():
         RotationPlan,
         RotationResult,
         RotationState,
+        changes_guardians,
         check_ack,
+        guardian_vote_input,
+        rotation_threshold,
     )
     from westworld.shelter import KeyEpoch
     from westworld.shelter_access import ShareSubmission, ShareTask
-    from workflows.shelter_shares import STORE_RETRY, ShareBox, audit, notify
+    from westworld.vote import DaoVoteResult
+    from workflows.access_base import load_policy, refused_by_policy
+    from workflows.dao_vote import DaoVoteWorkflow
+    from workflows.shelter_shares import STORE_RETRY, ShareBox, audit, load_epoch, notify
     from workflows.steps import set_step
+
+
+POLICY_PATCH = "rotation-k-and-guardians-by-policy"  # runs started before it took k and the new set as given
 
 
 @workflow.defn
@@ -59,22 +74,36 @@ class GuardianRotationWorkflow:
         self._phase = RotationPhase.PLANNING
         self._step = "planning"
         self._deadline: datetime | None = None
+        self._vote_id: str | None = None
+        self._vote: DaoVoteResult | None = None
 
     @workflow.run
     async def run(self, input: GuardianRotationInput | None = None) -> RotationResult:
         input = self._input
         self._step_to("planning", RotationPhase.PLANNING)
-        self._plan = await workflow.execute_activity(
-            "begin_rotation", BeginRotationInput(rotation_id=self._key, new_guardians=input.new_guardians,
-                                                 threshold=input.threshold),
-            result_type=RotationPlan, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY,
-        )
-        plan = self._plan
+        if workflow.patched(POLICY_PATCH):  # k from the epoch/policy; a new guardian set needs the DAO's vote
+            policy = await load_policy()
+            plan = self._plan = await self._plan_under_policy(policy, input)
+            vote_needed = changes_guardians(plan)
+            await audit("shelter.rotation.started", self._id, {
+                "from_epoch": plan.from_epoch.epoch, "new_guardians": [g.id for g in plan.new_guardians],
+                "threshold": plan.threshold, "rotate_master_key": input.rotate_master_key,
+                "vote": self._vote_name(plan) if vote_needed else None,
+            })
+            if vote_needed and (refusal := await self._dao_approves(policy, plan)) is not None:
+                return await self._abandon(refusal)
+        else:
+            self._plan = await workflow.execute_activity(
+                "begin_rotation", BeginRotationInput(rotation_id=self._key, new_guardians=input.new_guardians,
+                                                     threshold=input.threshold),
+                result_type=RotationPlan, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY,
+            )
+            plan = self._plan
+            await audit("shelter.rotation.started", self._id, {
+                "from_epoch": plan.from_epoch.epoch, "new_guardians": [g.id for g in plan.new_guardians],
+                "threshold": plan.threshold, "rotate_master_key": input.rotate_master_key,
+            })
         self._box.epoch = plan.from_epoch
-        await audit("shelter.rotation.started", self._id, {
-            "from_epoch": plan.from_epoch.epoch, "new_guardians": [g.id for g in plan.new_guardians],
-            "threshold": plan.threshold, "rotate_master_key": input.rotate_master_key,
-        })
         self._deadline = workflow.now() + input.share_window
         self._step_to(f"waiting for guardian shares: {self._box.progress()}", RotationPhase.COLLECTING)
         if not await self._wait(lambda: self._box.full, input.share_window, "shares", self._box.waiting_for):
@@ -107,6 +136,44 @@ class GuardianRotationWorkflow:
                                        "stays valid")
         return await self._finish(RotationPhase.COMPLETED, f"epoch {new.epoch} active with {len(self._acks)} "
                                   f"acknowledgements; epoch {plan.from_epoch.epoch} retired", new.epoch)
+
+    async def _plan_under_policy(self, policy: NetworkPolicy, input: GuardianRotationInput) -> RotationPlan:
+        """Check the input against the policy and the current epoch before anything is done, then plan with the
+        k in force (the current k, or the policy's floor if higher). Refusals fail the run, non-retryable."""
+        current = await load_epoch()
+        try:
+            k = rotation_threshold(policy, self._id, input, current)
+        except WestworldError as err:
+            raise refused_by_policy(err) from err
+        plan: RotationPlan = await workflow.execute_activity(
+            "begin_rotation", BeginRotationInput(rotation_id=self._key, new_guardians=input.new_guardians,
+                                                 threshold=k),
+            result_type=RotationPlan, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY,
+        )
+        if plan.from_epoch.epoch != current.epoch:  # another rotation activated an epoch meanwhile
+            await workflow.execute_activity("abandon_rotation", self._key,
+                                            start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
+            raise ApplicationError(f"{self._id}: key epoch {current.epoch} was replaced by {plan.from_epoch.epoch} "
+                                   "while planning; start the rotation again", type=INVALID_INPUT,
+                                   non_retryable=True)
+        return plan
+
+    def _vote_name(self, plan: RotationPlan) -> str:
+        return f"rotation-{plan.from_epoch.epoch}-{workflow.info().run_id}"  # a retried rotation is a new run
+
+    async def _dao_approves(self, policy: NetworkPolicy, plan: RotationPlan) -> str | None:
+        """Run the DAO vote on the new guardian set (the policy's terms); None if approved, else why not."""
+        proposal_id = self._vote_name(plan)
+        self._vote_id = f"vote:{proposal_id}"
+        self._step_to(f"waiting for the DAO vote on the new guardians ({self._vote_id})", RotationPhase.VOTING)
+        self._vote = await workflow.execute_child_workflow(
+            DaoVoteWorkflow.run, guardian_vote_input(policy, plan, proposal_id), id=self._vote_id,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        if self._vote.decision == "approved":
+            return None
+        return (f"the DAO vote {self._vote_id} on the new guardian set ended {self._vote.decision}; epoch "
+                f"{plan.from_epoch.epoch} stays valid")
 
     async def _wait(self, done: Callable[[], bool], window: timedelta, what: str,
                     waiting: Callable[[], list[str]]) -> bool:
@@ -203,6 +270,9 @@ class GuardianRotationWorkflow:
             shares_needed=self._box.needed, acknowledged=sorted(self._acks),
             acks_needed=self._acks_needed(),
             waiting_for=self._ack_waiting() if self._pending else self._box.waiting_for(),
+            threshold=self._plan.threshold if self._plan else None,
+            new_guardians=[g.id for g in self._plan.new_guardians] if self._plan else [],
+            vote_id=self._vote_id, vote_decision=self._vote.decision if self._vote else None,
         )
 
     @workflow.query

@@ -59,7 +59,7 @@ async def start(h: Harness, g: Guardians, doc: Sheltered, **kw: Any) -> AccessHa
     req = AccessRequest(request_id=f"rq-{uuid.uuid4().hex[:10]}", document_id=doc.record.document_id,
                         requester="journalist", requester_public_key=g.requester.public().encryption_public_key,
                         reason="public-interest investigation")
-    inp = DocumentAccessInput(request=req, vote=VoteTerms(quorum=0.00001), **kw)
+    inp = DocumentAccessInput(request=req, vote=VoteTerms(), **kw)  # the policy's terms
     return await h.skipper.client.start_workflow(
         DocumentAccessWorkflow.run, inp, id=f"access:{req.request_id}", task_queue=h.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -67,7 +67,7 @@ async def start(h: Harness, g: Guardians, doc: Sheltered, **kw: Any) -> Emergenc
     req = AccessRequest(request_id=f"em-{uuid.uuid4().hex[:10]}", document_id=doc.record.document_id,
                         requester="activist", requester_public_key=g.requester.public().encryption_public_key,
                         reason="a raid is expected tonight")
-    inp = EmergencyAccessInput(request=req, vote=VoteTerms(quorum=0.00001, voting_window=timedelta(hours=1)), **kw)
+    inp = EmergencyAccessInput(request=req, vote=VoteTerms(voting_window=timedelta(hours=1)), **kw)
     handle = await h.skipper.client.start_workflow(
         EmergencyAccessWorkflow.run, inp, id=f"emergency:{req.request_id}", task_queue=h.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -18,8 +18,10 @@ from westworld import envelope
 from westworld.errors import SHARE_BAD_PROOF, SHARE_DUPLICATE, SHARE_NOT_GUARDIAN, SHARE_WINDOW_CLOSED, DecryptFailed
 from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult
 from westworld.shelter_access import open_document
+from westworld.vote import DaoVoteResult, VoteState
 from workers.shelter_local import acknowledge, make_keys
 from workers.stuck import find_stuck
+from workflows.dao_vote import DaoVoteWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
 
 RotationHandle = WorkflowHandle[GuardianRotationWorkflow, RotationResult]
@@ -30,9 +32,25 @@ async def start(h: Harness, inp: GuardianRotationInput, epoch: int) -> RotationH
         GuardianRotationWorkflow.run, inp, id=f"rotation:{epoch}-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
-    await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
-                     lambda s: s.phase is RotationPhase.COLLECTING)
+    status = await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                              lambda s: s.phase in {RotationPhase.VOTING, RotationPhase.COLLECTING})
+    if status.phase is RotationPhase.VOTING:  # a new guardian set: the DAO approves it before any share is asked
+        assert status.vote_id is not None
+        await decide_guardian_vote(h, status.vote_id, "for")
+        await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                         lambda s: s.phase is RotationPhase.COLLECTING)
     return handle
+
+
+async def decide_guardian_vote(h: Harness, vote_id: str, choice: str) -> None:
+    """The whale votes ``choice`` on a rotation's guardian-set vote, whose 72 h window is then skipped."""
+    from tests.workflows.test_dao_vote import vote
+
+    vote_handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult] = h.client.get_workflow_handle_for(
+        DaoVoteWorkflow.run, vote_id)
+    await eventually(lambda: vote_handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)
+    await vote(vote_handle, h.voters[30], choice)
+    await h.skipper.fast_forward(vote_handle, timedelta(hours=72, minutes=1))
 
 
 async def test_too_few_guardians_keep_the_old_epoch_and_stuck_shows_why(harness: Harness) -> None:
@@ -59,6 +77,10 @@ async def test_too_few_guardians_keep_the_old_epoch_and_stuck_shows_why(harness:
     again = await harness.skipper.client.start_workflow(
         GuardianRotationWorkflow.run, GuardianRotationInput(new_guardians=[k.public() for k in new]), id=handle.id,
         task_queue=harness.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+    status = await eventually(lambda: again.query(GuardianRotationWorkflow.status),
+                              lambda s: s.phase is RotationPhase.VOTING)  # a new run asks the DAO afresh
+    assert status.vote_id is not None
+    await decide_guardian_vote(harness, status.vote_id, "for")
     status = await eventually(lambda: again.query(GuardianRotationWorkflow.status),
                               lambda s: s.phase is RotationPhase.COLLECTING)
     assert status.shares_in == [] and status.step == "waiting for guardian shares: 0/3"
@@ -110,9 +132,10 @@ async def test_rotation_moves_the_key_to_the_new_guardians(harness: Harness) -> 
     assert current.salt != g.epoch.salt
     assert g.master_key(current, new[2:5]) == master  # the same key, under fresh shares
     assert open_own_share(new[0], current).value != open_own_share(g.keys[0], g.epoch).value
-    entries = await harness.resources.audit.latest(2)
-    assert [e.kind for e in entries] == ["shelter.rotation.started", "shelter.rotation.completed"]
-    assert entries[1].payload["shares_from"] == ["g3", "g4", "g5"] and entries[1].payload["new_epoch"] == 2
+    entries = await harness.resources.audit.latest(3)
+    assert [e.kind for e in entries] == ["shelter.rotation.started", "vote.result", "shelter.rotation.completed"]
+    assert entries[0].payload["vote"] is not None and entries[1].payload["decision"] == "approved"
+    assert entries[2].payload["shares_from"] == ["g3", "g4", "g5"] and entries[2].payload["new_epoch"] == 2
 
 
 async def _any_submission(handle: RotationHandle, g: Guardians) -> object:
@@ -160,6 +183,10 @@ async def test_the_schedule_starts_a_rotation_to_the_registered_next_set(harness
         assert wf is not None
         handle = harness.client.get_workflow_handle_for(GuardianRotationWorkflow.run, wf)
         status = await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
+                                  lambda s: s.phase is RotationPhase.VOTING)  # a registered new set is voted on
+        assert status.vote_id is not None and status.new_guardians == ["next1", "next2", "next3"]
+        await decide_guardian_vote(harness, status.vote_id, "for")
+        status = await eventually(lambda: handle.query(GuardianRotationWorkflow.status),
                                   lambda s: s.phase is RotationPhase.COLLECTING)
         assert status.from_epoch == g.epoch.epoch and status.step == "waiting for guardian shares: 0/3"
         task = await handle.query(GuardianRotationWorkflow.share_task, g.keys[0].id)
@@ -185,7 +212,7 @@ async def test_master_key_rotation_rewraps_every_data_key_without_touching_conte
     docs = [await seed_document(harness, g, f"document {i}".encode()) for i in range(2)]
     old_master = g.master_key()
     new = [make_keys(f"n{i}") for i in range(1, 4)]
-    handle = await start(harness, GuardianRotationInput(new_guardians=[n.public() for n in new], threshold=2,
+    handle = await start(harness, GuardianRotationInput(new_guardians=[n.public() for n in new],
                                                         rotate_master_key=True), g.epoch.epoch)
     for keys in g.keys[:3]:
         await answer(handle, keys)
@@ -201,7 +228,7 @@ async def test_master_key_rotation_rewraps_every_data_key_without_touching_conte
     assert result.phase is RotationPhase.COMPLETED and result.master_key_rotated and result.rewrapped_documents == 2
     current = await KeyEpochStore(harness.resources.database).current()
     assert current is not None and current.master_public_key != g.epoch.master_public_key
-    new_master = g.master_key(current, new[1:3])
+    new_master = g.master_key(current, new)  # k stays 3: the current epoch's
     assert envelope.public_key(new_master).hex() == current.master_public_key
     for i, doc in enumerate(docs):
         record = await store.get(doc.record.document_id)
@@ -215,8 +242,8 @@ async def test_master_key_rotation_rewraps_every_data_key_without_touching_conte
 async def test_master_key_rotation_refuses_to_strand_a_document_stored_meanwhile(harness: Harness) -> None:
     g = await make_guardians(harness)
     await seed_document(harness, g, b"before")
-    new = [make_keys(f"n{i}") for i in range(1, 3)]
-    handle = await start(harness, GuardianRotationInput(new_guardians=[n.public() for n in new], threshold=2,
+    new = [make_keys(f"n{i}") for i in range(1, 4)]
+    handle = await start(harness, GuardianRotationInput(new_guardians=[n.public() for n in new],
                                                         rotate_master_key=True), g.epoch.epoch)
     for keys in g.keys[:3]:
         await answer(handle, keys)

@@ -87,7 +87,7 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     voter = d / "whale.key"
     voter.write_text(h.voters[30].key.hex())
     out = await cli(h, "shelter", "request", "minutes", "--reason", "investigation", "--key",
-                    str(keys / "journalist.key"), "--request-id", "minutes-j1", "--quorum", "0.00001")
+                    str(keys / "journalist.key"), "--request-id", "minutes-j1")
     assert "started access:minutes-j1" in out
     await approve(h, "vote:access-minutes-j1", voter)
     access: WorkflowHandle[DocumentAccessWorkflow, AccessResult] = h.client.get_workflow_handle_for(
@@ -114,7 +114,7 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
 
     await cli(h, "shelter", "keygen", "--name", "activist")
     out = await cli(h, "shelter", "emergency", "minutes", "--reason", "raid tonight", "--key",
-                    str(keys / "activist.key"), "--request-id", "raid-1", "--quorum", "0.00001")
+                    str(keys / "activist.key"), "--request-id", "raid-1")
     assert "started emergency:raid-1" in out
     for g in ("g3", "g4", "g5"):
         await cli(h, "shelter", "submit-share", "emergency:raid-1", "--key", str(keys / f"{g}.key"))
@@ -126,13 +126,19 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     for i in range(1, 4):
         await cli(h, "shelter", "keygen", "--name", f"n{i}")
     new = [a for i in range(1, 4) for a in ("--guardian", str(keys / f"n{i}.key.pub"))]
-    out = await cli(h, "shelter", "rotate", *new, "--threshold", "2")
+    out = await cli(h, "shelter", "rotate", *new)  # k stays 3, the current epoch's; the DAO votes on the new set
     rot_id = out.split("started ", 1)[1].split(":", 2)[0] + ":" + out.split("started ", 1)[1].split(":", 2)[1]
-    assert rot_id == "rotation:1"
-    for g in ("g1", "g3", "g4"):
-        await cli(h, "shelter", "submit-share", rot_id, "--key", str(keys / f"{g}.key"))
+    assert rot_id == "rotation:1" and "the DAO votes on the new set first" in out
     rotation: WorkflowHandle[GuardianRotationWorkflow, RotationResult] = h.client.get_workflow_handle_for(
         GuardianRotationWorkflow.run, rot_id)
+    planned = await eventually(lambda: rotation.query(GuardianRotationWorkflow.status),
+                               lambda s: s.phase is RotationPhase.VOTING)
+    assert planned.vote_id is not None and planned.vote_id in await cli(h, "shelter", "status", rot_id)
+    await approve(h, planned.vote_id, voter)
+    await eventually(lambda: rotation.query(GuardianRotationWorkflow.status),
+                     lambda s: s.phase is RotationPhase.COLLECTING)
+    for g in ("g1", "g3", "g4"):
+        await cli(h, "shelter", "submit-share", rot_id, "--key", str(keys / f"{g}.key"))
     await eventually(lambda: rotation.query(GuardianRotationWorkflow.status),
                      lambda s: s.phase is RotationPhase.ACKNOWLEDGING)
     assert "waits for your acknowledgement" in await cli(h, "shelter", "pending", "--key", str(keys / "n1.key"))
