@@ -6,7 +6,12 @@
 3. a creeping takeover (one agent, 2 nodes at a time, each step narrow) is caught by the network's anomaly watch
    (the one `westworld up` started), which halts the network: every check fails until 2 guardians sign the resume.
    For the demo the watch is reconfigured (its ``reconfigure`` update, audited) to a tighter creep threshold and a
-   2 s poll, so the creep is caught in seconds; its previous settings are put back afterwards, whatever happens.
+   2 s poll, signed by the operator (tightening needs one); its previous settings are put back afterwards,
+   whatever happens, signed by 2 guardians (loosening needs k).
+
+The demo is a client like the CLI: registrations and mints are signed requests the worker checks
+(CapabilityAdminWorkflow), signed with the operator key `westworld up` created (``<data dir>/operator.key``) and,
+once guardians are registered, with the demo guardians' keys.
 
 The network is the 3 real nodes plus 197 registered node entries (``sim-*``) that stand for the rest of a
 200-node mesh: actions on those are decided and recorded, not executed (no process behind them here).
@@ -22,14 +27,16 @@ from datetime import timedelta
 import httpx
 from temporalio.client import Client
 
-from activities.capability_store import CapabilityStore
 from activities.sandbox_local import LocalSandbox
 from westworld import capability as cap
 from westworld import peers
-from westworld.agents import AgentActionInput, AnomalyWatchInput, WatchConfigRequest
+from westworld.agents import AdminAction, AdminChange, AgentActionInput, AnomalyWatchInput, WatchSettings
 from westworld.anomaly import AnomalyConfig
+from westworld.errors import UNAUTHORISED
 from westworld.sandbox import Arm, Backend, MeshAction, MeshTarget, ProvisionInput, SandboxRef, Workload
 from workers import agent_ops as ops
+from workers.capabilities_wiring import operator_key_file
+from workers.cli_agent_common import start_sealed_action
 from workers.client import connect
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
@@ -37,8 +44,9 @@ from workflows.anomaly_watch import AnomalyWatchWorkflow
 
 Echo = Callable[[str], None]
 SIMULATED = 197
-WATCH = WatchConfigRequest(config=AnomalyConfig(concentration_critical_pct=8.0), poll_interval=timedelta(seconds=2),
-                           guardians_required=2, reason="capabilities demo: catch the creep at 8% of the network")
+WATCH = WatchSettings(config=AnomalyConfig(concentration_critical_pct=8.0), poll_interval=timedelta(seconds=2),
+                      guardians_required=2)
+WATCH_REASON = "capabilities demo: catch the creep at 8% of the network"
 
 
 def _key(s: Settings, name: str) -> bytes:
@@ -48,27 +56,50 @@ def _key(s: Settings, name: str) -> bytes:
     return ops.read_private_key(path)
 
 
-async def _register(s: Settings, store: CapabilityStore, ref: SandboxRef) -> tuple[dict[str, bytes], dict[str, bytes]]:
-    now = ops.now()
-    try:
-        await store.active_key()
-    except Exception:
-        await store.rotate_key(now)
-    for i in range(SIMULATED):
-        await store.add_node(f"sim-{i:03d}", "sim", None, now)
+class Signers:
+    """The demo's signing keys: the operator's, and the demo guardians' once registered."""
+
+    def __init__(self, s: Settings, client: Client) -> None:
+        self.s, self.client = s, client
+        self.operator = ops.read_private_key(operator_key_file(s))
+        self.guardians = {f"demo-guardian-{i}": _key(s, f"demo-guardian-{i}") for i in range(3)}
+
+    async def admin(self, change: AdminChange) -> str:
+        """``change`` signed by the operator; if it needs guardians (after genesis), by the demo guardians."""
+        try:
+            return (await ops.admin(self.client, self.s, change, [self.operator])).detail
+        except ops.Refused as err:
+            if err.type != UNAUTHORISED or "guardians" not in err.message:
+                raise
+        registered = (await ops.registries(self.client, self.s)).guardians
+        keys = [k for gid, k in self.guardians.items() if registered.get(gid) == peers.public_key_of(k)]
+        return (await ops.admin(self.client, self.s, change, keys)).detail
+
+    async def mint(self, agent: str, actions: list[str]) -> str:
+        return await ops.mint(self.client, self.s, agent, actions, [self.operator])
+
+
+async def _register(s: Settings, signers: Signers, ref: SandboxRef) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    if not (await ops.registries(signers.client, s)).active_key:
+        await signers.admin(AdminChange(action=AdminAction.ROTATE_KEY))
+    await signers.admin(AdminChange(action=AdminAction.ADD_NODES, node_ids=[f"sim-{i:03d}" for i in range(SIMULATED)],
+                                    region="sim"))
+    await signers.admin(AdminChange(action=AdminAction.ADD_NODES, node_ids=[n.id for n in ref.nodes], region="lab"))
+    known = await ops.registries(signers.client, s)
     peer_keys = {f"demo-peer-{i}": _key(s, f"demo-peer-{i}") for i in range(5)}
     for pid, key in peer_keys.items():
-        await store.add_node(pid, "sim", peers.public_key_of(key), now)
-    for node in ref.nodes:
-        await store.add_node(node.id, "lab", None, now)
-    guardian_keys = {f"demo-guardian-{i}": _key(s, f"demo-guardian-{i}") for i in range(3)}
-    for gid, key in guardian_keys.items():
-        await store.add_guardian(gid, peers.public_key_of(key), now)
-    return peer_keys, guardian_keys
+        if known.peers.get(pid) != peers.public_key_of(key):
+            await signers.admin(AdminChange(action=AdminAction.ADD_PEER, subject=pid, region="sim",
+                                            public_key=peers.public_key_of(key)))
+    for gid, key in signers.guardians.items():
+        if known.guardians.get(gid) != peers.public_key_of(key):
+            await signers.admin(AdminChange(action=AdminAction.ADD_GUARDIAN, subject=gid,
+                                            public_key=peers.public_key_of(key)))
+    return peer_keys, signers.guardians
 
 
 async def _act(client: Client, s: Settings, echo: Echo, inp: AgentActionInput) -> str:
-    wid = await ops.start_action(client, s, inp)
+    wid = await start_sealed_action(client, s, inp, inp.token)  # sealed to the workers for this action
     result = await ops.await_action(client, wid)
     echo(f"   {inp.agent_id} {inp.action.value} on {len(inp.node_ids)} nodes -> {ops.describe(result)}")
     return result.caveat if not result.allowed else ""
@@ -78,8 +109,9 @@ async def run_capabilities_demo(settings: Settings, echo: Echo) -> None:
     s = settings
     client = await connect(s)
     tag = uuid.uuid4().hex[:6]
-    async with httpx.AsyncClient(timeout=10.0) as http, ops.store_of(s) as store:
-        if (halt := await store.halt_state()).halted:
+    signers = Signers(s, client)
+    async with httpx.AsyncClient(timeout=10.0) as http:
+        if (halt := (await ops.registries(client, s)).halt).halted:
             raise RuntimeError(f"the network is halted (epoch {halt.epoch}: {halt.reason}); guardians resume it "
                                f"with `westworld halt resume` before the demo can run")
         sandbox = LocalSandbox(http, s.data_dir, s.prometheus_targets_dir, namespaces=s.sandbox_namespaces)
@@ -88,23 +120,23 @@ async def run_capabilities_demo(settings: Settings, echo: Echo) -> None:
             backend=Backend.LOCAL, sandbox_id=f"capdemo-{tag}", arm=Arm.BASELINE,
             workload=Workload(version="1.4.0", nodes=3)), lambda _m: None)
         try:
-            await _demo(client, s, store, ref, http, echo, tag)
+            await _demo(client, s, signers, ref, http, echo, tag)
         finally:
             await sandbox.teardown(ref)
             echo(f"removed sandbox capdemo-{tag}")
 
 
-async def _demo(client: Client, s: Settings, store: CapabilityStore, ref: SandboxRef, http: httpx.AsyncClient,
+async def _demo(client: Client, s: Settings, signers: Signers, ref: SandboxRef, http: httpx.AsyncClient,
                 echo: Echo, tag: str) -> None:
-    peer_keys, guardian_keys = await _register(s, store, ref)
-    live = len(await store.node_regions())
+    peer_keys, guardian_keys = await _register(s, signers, ref)
+    live = len((await ops.registries(client, s)).nodes)
     real = [n.id for n in ref.nodes]
     target = MeshTarget(nodes=ref.nodes)
     echo(f"network: {live} registered nodes ({len(real)} real: {', '.join(real)}), {len(peer_keys)} peers, "
          f"{len(guardian_keys)} guardians")
 
     echo("\n1. a narrow token is refused a wide action")
-    narrow = cap.attenuate(await store.mint(f"router-{tag}", ["set_version"]),
+    narrow = cap.attenuate(await signers.mint(f"router-{tag}", ["set_version"]),
                            ["affects_nodes_le = 1", "affects_network_pct_le = 1.0"])
     echo("   token caveats: " + "; ".join(line.strip() for line in ops.inspect(narrow)[5:]))
     await _act(client, s, echo, AgentActionInput(agent_id=f"router-{tag}", action_id="wide-1", token=narrow,
@@ -112,11 +144,11 @@ async def _demo(client: Client, s: Settings, store: CapabilityStore, ref: Sandbo
                                                  target=target))
 
     echo("\n2. a wide action passes only with k=3 peer signatures")
-    rollout = await store.mint(f"rollout-{tag}", ["set_version"])
+    rollout = await signers.mint(f"rollout-{tag}", ["set_version"])
     inp = AgentActionInput(agent_id=f"rollout-{tag}", action_id="upgrade-1", token=rollout,
                            action=MeshAction.SET_VERSION, node_ids=real, version="1.5.0", target=target,
                            peers_required=3)
-    wid = await ops.start_action(client, s, inp)
+    wid = await start_sealed_action(client, s, inp, inp.token)  # sealed to the workers for this action
     handle = client.get_workflow_handle_for(AgentActionWorkflow.run, wid)
     while (status := await handle.query(AgentActionWorkflow.status)).step != "awaiting peer signatures":
         if status.step == "done":
@@ -137,23 +169,25 @@ async def _demo(client: Client, s: Settings, store: CapabilityStore, ref: Sandbo
 
     echo("\n3. a creeping takeover: 2 nodes at a time, each step narrow")
     echo(f"   anomaly watch ({ops.WATCH_ID}): {await ops.ensure_watch(client, s, AnomalyWatchInput())}")
-    before = await ops.reconfigure_watch(client, WATCH)
-    echo(f"   reconfigured for the demo (audited): creep critical at {before.config.concentration_critical_pct:g}% "
+    before = await ops.reconfigure_watch(client, WATCH, WATCH_REASON, [signers.operator])
+    echo(f"   reconfigured for the demo (operator-signed, audited): creep critical at "
+         f"{before.config.concentration_critical_pct:g}% "
          f"-> {WATCH.config.concentration_critical_pct:g}% of the network, poll "
          f"{before.poll_interval.total_seconds():g} s -> {WATCH.poll_interval.total_seconds():g} s")
     try:
-        await _creep(client, s, store, echo, tag, rollout, real, target, guardian_keys)
+        await _creep(client, s, signers, echo, tag, rollout, real, target, guardian_keys)
     finally:
-        await ops.reconfigure_watch(client, WatchConfigRequest(
-            **before.model_dump(), reason="capabilities demo over: the watch's previous settings restored"))
-        echo(f"   anomaly watch settings restored (creep critical at {before.config.concentration_critical_pct:g}%, "
+        await ops.reconfigure_watch(client, before, "capabilities demo over: the watch's previous settings restored",
+                                    list(guardian_keys.values()))
+        echo(f"   anomaly watch settings restored, signed by {len(guardian_keys)} guardians (creep critical at "
+             f"{before.config.concentration_critical_pct:g}%, "
              f"poll {before.poll_interval.total_seconds():g} s)")
     echo("\nevery decision above is in the audit log: `westworld audit show --last 20`")
 
 
-async def _creep(client: Client, s: Settings, store: CapabilityStore, echo: Echo, tag: str, rollout: str,
+async def _creep(client: Client, s: Settings, signers: Signers, echo: Echo, tag: str, rollout: str,
                  real: list[str], target: MeshTarget, guardian_keys: dict[str, bytes]) -> None:
-    creeper = await store.mint(f"creeper-{tag}", ["set_config"])
+    creeper = await signers.mint(f"creeper-{tag}", ["set_config"])
     sims = [f"sim-{i:03d}" for i in range(SIMULATED)]
     halted = False
     for step in range(60):
@@ -166,7 +200,7 @@ async def _creep(client: Client, s: Settings, store: CapabilityStore, echo: Echo
         await asyncio.sleep(0.5)
     if not halted:
         raise RuntimeError("the anomaly watch did not halt the network within 60 steps (is the worker running?)")
-    state = await store.halt_state()
+    state = (await ops.registries(client, s)).halt
     echo(f"   NETWORK HALTED (epoch {state.epoch}): {state.reason}")
     watch = await client.get_workflow_handle_for(AnomalyWatchWorkflow.run, ops.WATCH_ID).query(
         AnomalyWatchWorkflow.status)
@@ -184,7 +218,7 @@ async def _creep(client: Client, s: Settings, store: CapabilityStore, echo: Echo
     for gid in gids[:2]:
         n = await ops.sign_resume(client, state.epoch, gid, guardian_keys[gid])
         echo(f"   {gid} signed ({n}/2)")
-    while (await store.halt_state()).halted:
+    while (await ops.registries(client, s)).halt.halted:
         await asyncio.sleep(0.2)
     echo("   resumed; checks run again:")
     await _act(client, s, echo, AgentActionInput(agent_id=f"rollout-{tag}", action_id="after-resume", token=rollout,

@@ -139,6 +139,10 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
     codec_token, created = ensure_token(s)
     if created:
         echo(f"created the codec server token at {token_path(s)} (mode 0600)")
+    from workers.agent_ops import ensure_operator_key
+
+    if ensure_operator_key(s):  # the genesis operator: signs mints, registrations, halts (docs/capabilities.md)
+        echo(f"created the operator key at {s.data_dir / 'operator.key'} (yours: pass it with --key)")
     state = _read_state(s)
     for comp in components(s):
         if comp.name == "worker":

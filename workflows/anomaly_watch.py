@@ -74,7 +74,7 @@ class AnomalyWatchWorkflow:
         set_step("watching")
         polls = 0
         while not self._stopped:
-            if guarded:
+            if guarded and polls:
                 await self._refresh_signers()
             page = await workflow.execute_activity(
                 "agent_events", AgentEventsInput(after_seq=c.after_seq), result_type=AgentEventsPage,
@@ -102,12 +102,14 @@ class AnomalyWatchWorkflow:
             raise ApplicationError("the watch's carry (feed position, events, halts, admin sequence) is handed over "
                                    "by continue-as-new only, never in a start input", type=INJECTED_STATE,
                                    non_retryable=True)
-        self._policy = await workflow.execute_activity(
+        policy: NetworkPolicy = await workflow.execute_activity(
             "load_policy", result_type=NetworkPolicy, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK)
         config, poll, k = authority.clamp_to_policy(self._input.config, self._input.poll_interval,
-                                                    self._input.guardians_required, self._policy.watch)
+                                                    self._input.guardians_required, policy.watch)
         self._input = self._input.model_copy(update={"config": config, "poll_interval": poll,
                                                      "guardians_required": k})
+        await self._refresh_signers()
+        self._policy = policy  # from now on changes are checked (policy and signers both known)
 
     async def _refresh_signers(self) -> None:
         self._signers = await workflow.execute_activity(

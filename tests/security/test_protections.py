@@ -26,6 +26,7 @@ from westworld.agents import (
     AnomalyWatchInput,
     AnomalyWatchStatus,
     NetworkHaltInput,
+    NetworkHaltResult,
     WatchCarry,
     WatchConfigRequest,
     WatchSettings,
@@ -219,7 +220,8 @@ class TestHaltOnlyByTheWatchOrAnOperator:
         assert not (await store.halt_state()).halted
 
         signed = await ops.start_halt(h.client, client_settings(h), "drill", 1, [operator_key(h)])
-        halt = h.client.get_workflow_handle_for(NetworkHaltWorkflow.run, f"halt:{signed}")
+        halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
+            NetworkHaltWorkflow.run, f"halt:{signed}")
         st = await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
         assert st.guardians_required == 2  # asked for 1: the policy's floor holds
         [entry] = await audit_of(h, "capability.admin")

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from temporalio.client import WorkflowHandle
+
 from tests.workflows.conftest import Harness
-from westworld.agents import AdminAction, AdminChange, AdminResult
+from westworld.agents import AdminAction, AdminChange, AdminResult, AgentActionInput, AgentActionResult
 from workers import agent_ops as ops
 from workers.capabilities_wiring import operator_key_file
 from workers.settings import Settings
+from workflows.agent_action import AgentActionWorkflow
+
+ActionHandle = WorkflowHandle[AgentActionWorkflow, AgentActionResult]
 
 
 def client_settings(h: Harness) -> Settings:
@@ -33,3 +38,10 @@ async def halt(h: Harness, reason: str, guardians_required: int = 0) -> int:
                                         guardians_required=guardians_required), [operator_key(h)])
     return result.halt_epoch
 
+
+async def start_sealed(h: Harness, inp: AgentActionInput) -> ActionHandle:
+    """Start the agent action with its (clear) token sealed to the workers for it, as the CLI does."""
+    from workers.cli_agent_common import start_sealed_action  # the agent CLI's sealing (westworld/sealed.py)
+
+    wid = await start_sealed_action(h.client, client_settings(h), inp, inp.token)
+    return h.client.get_workflow_handle_for(AgentActionWorkflow.run, wid)

@@ -11,10 +11,12 @@ import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from tests.workflows.capabilities_support import network, start_action
+from tests.workflows.admin_support import halt as signed_halt
+from tests.workflows.admin_support import start_sealed as start_action
+from tests.workflows.capabilities_support import network
 from tests.workflows.conftest import Harness, eventually
 from westworld import peers
-from westworld.agents import AgentActionInput, AnomalyWatchInput, NetworkHaltInput, NetworkHaltResult
+from westworld.agents import AgentActionInput, AnomalyWatchInput, NetworkHaltResult
 from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE
@@ -109,42 +111,43 @@ async def test_halt_started_directly_blocks_checks_and_findings_are_graded(harne
     h = harness
     net = await network(h, 20, guardians_n=2)
     token = await net.store.mint("ops", ["restart"])
-    epoch = await net.store.allocate_halt("manual-test", "drill")
-    halt = await h.client.start_workflow(
-        NetworkHaltWorkflow.run, NetworkHaltInput(epoch=epoch, reason="drill", guardians_required=1),
-        id=f"halt:{epoch}", task_queue=h.task_queue)
-    await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
+    epoch = await signed_halt(h, "drill", guardians_required=1)  # asks for 1: the policy's 2 hold
+    halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
+        NetworkHaltWorkflow.run, f"halt:{epoch}")
+    status = await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
+    assert status.guardians_required == 2
     res = await (await start_action(h, AgentActionInput(agent_id="ops", action_id="r1", token=token,
                                                         action=MeshAction.RESTART, node_ids=net.nodes[:1]))).result()
     assert (res.allowed, res.caveat) == (False, HALTED)
     # an hour passes without a guardian: still halted, the step says what it waits for
     await h.skipper.fast_forward(halt, timedelta(hours=1, minutes=5))
     assert (await halt.query(NetworkHaltWorkflow.status)).halted
-    gid = sorted(net.guardian_keys)[0]
-    await sign_resume(h, halt, gid, net.guardian_keys[gid])
-    assert (await halt.result()).resumed_by == [gid]
+    gids = sorted(net.guardian_keys)
+    await sign_resume(h, halt, gids[0], net.guardian_keys[gids[0]])
+    assert (await halt.query(NetworkHaltWorkflow.status)).halted
+    await sign_resume(h, halt, gids[1], net.guardian_keys[gids[1]])
+    assert (await halt.result()).resumed_by == gids
 
 
 async def test_a_halt_declared_while_peers_sign_stops_the_wide_action(harness: Harness) -> None:
     h = harness
-    net = await network(h, 100, peers_n=3, guardians_n=1)
+    net = await network(h, 100, peers_n=3, guardians_n=2)
     token = await net.store.mint("rollout", ["set_version"])
     action = await start_action(h, AgentActionInput(agent_id="rollout", action_id="w1", token=token,
                                                     action=MeshAction.SET_VERSION, node_ids=net.nodes[:30],
-                                                    version="2.0", peers_required=2))
+                                                    version="2.0"))
     status = await eventually(lambda: action.query(AgentActionWorkflow.status),
                               lambda s: s.step == "awaiting peer signatures")
-    epoch = await net.store.allocate_halt("test:during-peers", "drill during a rollout")
-    halt = await h.client.start_workflow(
-        NetworkHaltWorkflow.run, NetworkHaltInput(epoch=epoch, reason="drill during a rollout", guardians_required=1),
-        id=f"halt:{epoch}", task_queue=h.task_queue)
+    epoch = await signed_halt(h, "drill during a rollout")
+    halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
+        NetworkHaltWorkflow.run, f"halt:{epoch}")
     await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
-    for pid in sorted(net.peer_keys)[:2]:
+    for pid in sorted(net.peer_keys)[:3]:  # the policy's k
         await action.execute_update(AgentActionWorkflow.submit_peer_signature, peers.SignatureRequest(
             signer_id=pid, signature=peers.sign(net.peer_keys[pid], bytes.fromhex(status.digest))))
     result = await action.result()
     assert (result.allowed, result.caveat, result.executed) == (False, HALTED, False)
     assert await net.store.usage_in_window("rollout", datetime.now(UTC) - timedelta(hours=1)) == 0
-    gid = sorted(net.guardian_keys)[0]
-    await sign_resume(h, halt, gid, net.guardian_keys[gid])
+    for gid in sorted(net.guardian_keys):
+        await sign_resume(h, halt, gid, net.guardian_keys[gid])
     await halt.result()

@@ -1,6 +1,6 @@
 """The network's anomaly watch as `westworld up` keeps it (started once with the production defaults, or left
-alone when the setting is off), and its ``reconfigure`` update (validated, audited, carried across
-continue-as-new). Real Temporal server and SQLite."""
+alone when the setting is off), and its ``reconfigure`` update (validated, signed, audited, carried across
+continue-as-new). Real Temporal server and SQLite. Who may sign what: tests/security/test_protections.py."""
 
 from __future__ import annotations
 
@@ -12,19 +12,21 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
-from tests.workflows.capabilities_support import network, start_action
+from tests.workflows.admin_support import operator_key, start_sealed
+from tests.workflows.capabilities_support import network
 from tests.workflows.conftest import Harness, eventually
 from westworld.agents import AgentActionInput, AnomalyWatchInput, WatchConfigRequest, WatchSettings
 from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
-from westworld.errors import INVALID_INPUT
+from westworld.errors import INVALID_INPUT, UNAUTHORISED
 from westworld.sandbox import MeshAction
+from workers import agent_ops as ops
 from workers.agent_ops import WATCH_ID, sync_watch, watch_running
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 
-# Catches the slow creep at 8% of the network; the fast-spread check (coverage) is out of the way at 50%.
-TIGHT = AnomalyConfig(coverage_warn_pct=5, coverage_critical_pct=50, concentration_warn_pct=4,
-                      concentration_critical_pct=8, rate_warn=50, denials_warn=3)
+# Catches the slow creep at 8% of the network (the policy allows up to 20%); every setting as strict or stricter
+# than the defaults, so one operator may set it.
+TIGHT = AnomalyConfig(concentration_warn_pct=4, concentration_critical_pct=8, denials_warn=3)
 
 
 async def test_up_starts_the_default_watch_once_and_the_setting_turns_it_off(harness: Harness) -> None:
@@ -70,12 +72,14 @@ async def test_reconfigure_is_validated_audited_takes_effect_at_once_and_is_carr
     h = harness
     net = await network(h, 200, peers_n=5, guardians_n=3)
     creeper = await net.store.mint("creeper", ["set_config"])
+    operator = operator_key(h)  # as `westworld up` made it; the watch reads the signer registries every poll
     # production defaults: a 15 s poll, creep critical at 20%, fast spread at 10%
     watch = await h.client.start_workflow(
         AnomalyWatchWorkflow.run, AnomalyWatchInput(continue_after_polls=5),
         id=f"anomaly-watch-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue)
     latest: WorkflowHandle[AnomalyWatchWorkflow, None] = h.client.get_workflow_handle_for(
         AnomalyWatchWorkflow.run, watch.id)
+    await eventually(lambda: watch.query(AnomalyWatchWorkflow.status), lambda s: s.protected)
     epoch = 0
     try:
         bad = WatchConfigRequest(config=AnomalyConfig(coverage_warn_pct=20, coverage_critical_pct=10),
@@ -87,14 +91,20 @@ async def test_reconfigure_is_validated_audited_takes_effect_at_once_and_is_carr
         assert "coverage_warn_pct (20) must not exceed coverage_critical_pct (10)" in cause.message
         assert "poll_interval (1:00:00) must not exceed short_window (0:10:00)" in cause.message
 
-        before = await watch.execute_update(AnomalyWatchWorkflow.reconfigure, WatchConfigRequest(
-            config=TIGHT, poll_interval=timedelta(seconds=1), reason="drill: tighter creep threshold"))
+        tight = WatchSettings(config=TIGHT, poll_interval=timedelta(seconds=1))
+        with pytest.raises(WorkflowUpdateFailedError) as err:  # sound settings, but nobody signed them
+            await watch.execute_update(AnomalyWatchWorkflow.reconfigure, WatchConfigRequest(
+                **tight.model_dump(), reason="drill: tighter creep threshold"))
+        assert isinstance(err.value.cause, ApplicationError) and err.value.cause.type == UNAUTHORISED
+        # TIGHT also lowers warning levels: every setting is stricter, so one operator signs
+        before = await ops.reconfigure_watch(h.client, tight, "drill: tighter creep threshold", [operator],
+                                             watch.id)
         assert before == WatchSettings()
 
         # the creeper touches 2 nodes at a time; the watch, woken from its 15 s wait, now polls every second
         steps = 0
         for i in range(0, 60, 2):
-            res = await (await start_action(h, AgentActionInput(
+            res = await (await start_sealed(h, AgentActionInput(
                 agent_id="creeper", action_id=uuid.uuid4().hex[:10], token=creeper, action=MeshAction.SET_CONFIG,
                 node_ids=net.nodes[i:i + 2], config={"mtu": "1400"}))).result()
             if not res.allowed:
@@ -112,6 +122,7 @@ async def test_reconfigure_is_validated_audited_takes_effect_at_once_and_is_carr
         audit = [e for e in await h.resources.audit.latest(200) if e.kind == "watch.reconfigure"]
         assert len(audit) == 1 and audit[0].subject == watch.id
         assert audit[0].payload["reason"] == "drill: tighter creep threshold"
+        assert audit[0].payload["signed_by"] == ["operator"]
         assert audit[0].payload["before"]["config"]["concentration_critical_pct"] == 20.0
         assert audit[0].payload["after"]["config"]["concentration_critical_pct"] == 8.0
 
@@ -122,8 +133,8 @@ async def test_reconfigure_is_validated_audited_takes_effect_at_once_and_is_carr
         assert carried.settings == WatchSettings(config=TIGHT, poll_interval=timedelta(seconds=1))
         assert carried.halts == [epoch]
 
-        replaced = await latest.execute_update(AnomalyWatchWorkflow.reconfigure, WatchConfigRequest(
-            **before.model_dump(), reason="drill over"))
+        guardians = [net.guardian_keys[g] for g in sorted(net.guardian_keys)[:2]]  # loosening back: k guardians
+        replaced = await ops.reconfigure_watch(h.client, before, "drill over", guardians, watch.id)
         assert replaced.config == TIGHT
         assert (await latest.query(AnomalyWatchWorkflow.status)).settings == WatchSettings()
     finally:
