@@ -32,7 +32,7 @@ from activities.store import AuditLog, Database, metadata
 from tests.workflows.conftest import Harness
 from westworld import merkle
 from westworld.audit import StoredEntry, canonical_json, entry_leaf, parse_time
-from westworld.audit_anchor import anchor_payload
+from westworld.audit_anchor import anchor_payload, parse_anchor
 from westworld.audit_trust import MAX_PROBLEMS, verify_log
 from workers import audit_cli
 from workers.cli import app
@@ -354,6 +354,17 @@ class TestTheCliIsAClient:
         assert sorted(p.name for p in client_dir.iterdir()) == sorted(
             [harness.settings.resolved_codec_key_file.name, harness.settings.contracts_file.name])
 
+    async def test_show_runs_in_the_worker_and_names_an_unreadable_entry(self, harness: Harness) -> None:
+        await fill(harness.resources.audit, 3)
+        lines: list[str] = []
+        assert await audit_cli.show(client_settings(harness), 2, lines.append) == 0
+        assert [x.split()[0] for x in lines[:2]] == ["#1", "#2"] and "(3 entries, verified)" in lines[-1]
+        await sql(harness.resources.database, "UPDATE audit_entries SET payload = 'gone' WHERE seq = 2")
+        lines.clear()
+        assert await audit_cli.show(client_settings(harness), 2, lines.append) == 2
+        assert lines[1].startswith("#2 UNREADABLE") and "payload unreadable" in lines[1]
+        assert "FAILED verification (1 problem(s))" in lines[-1]
+
     async def test_a_worker_report_that_does_not_extend_the_chain_anchor_is_named(self, harness: Harness) -> None:
         await fill(harness.resources.audit, 3)
         await anchor(harness)
@@ -388,3 +399,10 @@ class TestOnlyTheRelayersAnchorsCount:
         for index in (True, False):  # the relayer's own transactions, and whole blocks read back
             found = await find_latest_anchor(w3, relayer, log.heads.public_key, index=index)
             assert found is not None and found.tree_size == 2
+
+    def test_anchor_calldata_names_its_log_key_and_nothing_else_parses(self) -> None:
+        key, root = "11" * 32, "22" * 32
+        assert parse_anchor(anchor_payload(7, root, key)) == (7, root, key)
+        assert parse_anchor(anchor_payload(7, root)) == (7, root, "")  # the first format: bound to no log key
+        for junk in (b"", anchor_payload(7, root, key)[:-1], b"westworld-audit-root:v2:" + bytes(71), b"x" * 96):
+            assert parse_anchor(junk) is None
