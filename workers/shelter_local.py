@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from westworld import envelope, shamir
+from westworld.documents import decode_utf8
 from westworld.errors import InvalidInput, InvalidShare
 from westworld.rotation import Acknowledgement, AckTask, ack_digest, ack_proof
 from westworld.shelter import GUARDIAN_ID_PATTERN, EncryptedShare, Guardian, share_aad
@@ -67,7 +68,7 @@ def save_keys(keys: PartyKeys, path: Path) -> Path:
 
 def load_keys(path: Path) -> PartyKeys:
     try:
-        return PartyKeys.model_validate_json(path.read_text())
+        return PartyKeys.model_validate_json(decode_utf8(path.read_bytes(), str(path)))
     except OSError as err:
         raise InvalidInput(f"{path}: cannot read key file: {err.strerror}") from err
     except ValidationError as err:
@@ -78,11 +79,13 @@ def load_keys(path: Path) -> PartyKeys:
 def load_guardian(path: Path) -> Guardian:
     """A guardian's public record from a ``.pub`` file (or from a key file)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(decode_utf8(path.read_bytes(), str(path)))
     except OSError as err:
         raise InvalidInput(f"{path}: cannot read: {err.strerror}") from err
     except json.JSONDecodeError as err:
         raise InvalidInput(f"{path}: not JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path}: not a guardian public key file: expected a JSON object")
     try:
         if "signing_private_key" in data:
             return PartyKeys.model_validate(data).public()

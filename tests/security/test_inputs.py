@@ -108,6 +108,15 @@ class TestNotUtf8:
         assert err.value.type == POLICY_INVALID and err.value.non_retryable
         assert f"{bad}: not UTF-8 at byte {len(shipped) + 5}" in str(err.value)
 
+    def test_key_files_are_refused_naming_the_byte(self, tmp_path: Path, data_dir: Path) -> None:
+        key = write(tmp_path, b'{"id": "caf\xe9"}', "alice.key")
+        out = refused(cli(["shelter", "pending", "--key", str(key)], data_dir))
+        assert f"error: {key}: not UTF-8 at byte 11" in out
+        public = write(tmp_path, b"[1]", "bob.key.pub")
+        out = refused(cli(["shelter", "guardians", "init", "--guardian", str(public), "--guardian", str(key),
+                           "--threshold", "2"], data_dir))
+        assert f"error: {public}: not a guardian public key file: expected a JSON object" in out
+
     def test_the_settings_file_is_refused_naming_the_byte(self, tmp_path: Path, data_dir: Path) -> None:
         config = write(tmp_path, b'temporal_address = "caf\xe9"\n', "westworld.toml")
         out = refused(cli(["stuck"], data_dir, WESTWORLD_CONFIG=str(config)))
