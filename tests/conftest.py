@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.kube",
     "tests.fixtures.ipfs",
     "tests.fixtures.arlocal",
+    "tests.fixtures.harness",
 ]
