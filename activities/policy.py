@@ -15,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.chain import ChainClient
-from westworld.documents import LIMITS, durations_out_of_range, load_document
+from westworld.documents import LIMITS, load_document, out_of_range
 from westworld.errors import POLICY_INVALID, POLICY_MISMATCH, InvalidInput
 from westworld.policy import POLICY_HASH_KEY, NetworkPolicy, policy_hash
 
@@ -39,8 +39,8 @@ def read_policy_file(path: Path) -> NetworkPolicy:
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors())
         raise ValueError(f"{path}: invalid policy: {problems}") from err
-    if out_of_range := durations_out_of_range(policy):
-        raise ValueError(f"{path}: invalid policy: {'; '.join(out_of_range)}")
+    if bad := out_of_range(policy):
+        raise ValueError(f"{path}: invalid policy: {'; '.join(bad)}")
     return policy
 
 

@@ -15,7 +15,7 @@ Every input file (a proposal, an experiment spec, a canary rollout, the network 
 The checks run while the document is composed, before anything is expanded: a hostile document is refused
 after reading at most ``max_bytes``, in time linear in its size. Only YAML's safe types are built (no
 ``!!python/...`` tags). Durations read from documents are bounded by :data:`MAX_DURATION`
-(:func:`duration_problem`, :func:`durations_out_of_range`).
+(:func:`duration_problem`, :func:`out_of_range`), and numbers must be finite.
 
 Pure: no I/O beyond taking the bytes; libyaml's event parser is used when present (it is several times
 faster), PyYAML's own otherwise, with the same checks.
@@ -302,12 +302,15 @@ def duration_problem(value: timedelta | float, *, allow_negative: bool = False) 
     return None
 
 
-def durations_out_of_range(model: BaseModel) -> list[str]:
-    """``path: problem`` for every duration anywhere in ``model`` that is negative or longer than 10 years."""
+def out_of_range(model: BaseModel) -> list[str]:
+    """``path: problem`` for every duration anywhere in ``model`` that is negative or longer than 10 years, and
+    every number that is not finite (``.inf``, ``.nan``: a threshold of NaN would never trip)."""
     out: list[str] = []
 
     def walk(value: Any, path: str) -> None:
-        if isinstance(value, timedelta):
+        if isinstance(value, float) and not math.isfinite(value):
+            out.append(f"{path or '(top)'}: {value} is not a finite number")
+        elif isinstance(value, timedelta):
             if problem := duration_problem(value):
                 seconds = value.total_seconds()
                 shown = f"{int(seconds)}s" if seconds.is_integer() else f"{seconds}s"

@@ -103,7 +103,7 @@ def format_duration(d: timedelta) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # a threshold or weight of .nan/.inf: refused
 
 
 class Direction(StrEnum):

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from westworld.documents import LIMITS, MAX_DURATION, Limits, durations_out_of_range, load_document
+from westworld.documents import LIMITS, MAX_DURATION, Limits, load_document, out_of_range
 from westworld.errors import InvalidInput
 
 M = TypeVar("M", bound=BaseModel)
@@ -59,6 +59,6 @@ def load_model(path: Path, model: type[M]) -> M:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}{_ALLOWED.get(e['type'], '')}"
                  for e in err.errors()]
         raise InputError(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from err
-    if problems := durations_out_of_range(value):
+    if problems := out_of_range(value):
         raise InputError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
     return value

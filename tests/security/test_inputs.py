@@ -163,6 +163,17 @@ class TestBoundedDurations:
         out = refused(cli([*command, option, value], data_dir), code=2)
         assert f"Invalid value for '{option}': '{value[:40]}' is longer than 10 years {ALLOWED}" in out
 
+    @pytest.mark.parametrize("value", [".nan", ".inf"])
+    def test_numbers_are_finite_too(self, tmp_path: Path, data_dir: Path, value: str) -> None:
+        """A NaN threshold never trips: a canary whose metric could never fail is refused, not run."""
+        canary = write(tmp_path, CANARY + f"metrics:\n  - {{name: p95, query: 'up{{selector}}', threshold: "
+                                          f"{{max: {value}}}}}\n")
+        out = refused(cli(["experiment", "rollout", "start", str(canary)], data_dir))
+        assert "metrics.0.threshold.max: Input should be a finite number" in out
+        spec = write(tmp_path, SPEC.replace("threshold: {max: 0.5}", f"threshold: {{max: {value}}}", 1))
+        out = refused(cli(["experiment", "validate", str(spec)]))
+        assert "spec.metrics[0].threshold.max (line 35): Input should be a finite number" in out
+
     def test_a_policy_duration_beyond_ten_years(self, tmp_path: Path) -> None:
         text = DEFAULT_POLICY_FILE.read_text().replace("window_max: 2592000", "window_max: 99999999999999")
         with pytest.raises(ValueError, match=r"votes\.window_max"):

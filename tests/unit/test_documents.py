@@ -17,8 +17,8 @@ from westworld.documents import (
     MAX_DURATION,
     Limits,
     duration_problem,
-    durations_out_of_range,
     load_document,
+    out_of_range,
     parse_document,
 )
 from westworld.errors import INVALID_INPUT, InvalidInput
@@ -139,6 +139,16 @@ class TestDurations:
         assert duration_problem(MAX_DURATION) is None and duration_problem(0) is None
         assert duration_problem(-5, allow_negative=True) is None
 
+    def test_every_number_of_a_model_must_be_finite(self) -> None:
+        class Threshold(BaseModel):
+            max: float | None = None
+
+        class Metric(BaseModel):
+            thresholds: list[Threshold]
+
+        found = out_of_range(Metric(thresholds=[Threshold(max=1.0), Threshold(max=float("nan"))]))
+        assert found == ["thresholds[1].max: nan is not a finite number"]
+
     def test_every_duration_of_a_model_is_checked_by_path(self) -> None:
         class Step(BaseModel):
             wait: timedelta
@@ -151,7 +161,7 @@ class TestDurations:
         plan = Plan(window=timedelta(days=4000), steps=[Step(wait=timedelta(seconds=1)),
                                                         Step(wait=timedelta(seconds=-5))],
                     extra={"bake": timedelta(hours=1)})
-        assert durations_out_of_range(plan) == [
+        assert out_of_range(plan) == [
             "window: 345600000s is longer than 10 years (allowed: 0s to 3650d, i.e. 10 years)",
             "steps[1].wait: -5s is negative (allowed: 0s to 3650d, i.e. 10 years)"]
 

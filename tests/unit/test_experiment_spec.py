@@ -238,3 +238,10 @@ SPEC_FRAGMENTS = ["metadata:\n", "  name: x\n", "spec:\n", "  duration: ", "  ch
 def test_any_text_is_either_a_spec_or_invalid_input(text: str | bytes) -> None:
     with contextlib.suppress(InvalidInput):  # anything else (OverflowError, RecursionError, ...) fails the test
         load_spec(text, "fuzz.yaml")
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_numbers_must_be_finite(value: str) -> None:
+    """A threshold of NaN never trips (every comparison is false): refused, with its path."""
+    found = problems(GOOD.replace("threshold: {max: 0.5}", f"threshold: {{max: {value}}}", 1))
+    assert any(p.startswith("spec.metrics[0].threshold.max (line 35): Input should be a finite number") for p in found)
