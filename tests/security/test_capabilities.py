@@ -39,6 +39,7 @@ from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
 from tests.workflows.capabilities_support import directory, network, sealed_canary, start_action
 from tests.workflows.conftest import Harness, eventually
 from westworld import capability as cap
+from westworld import caveats as cv
 from westworld import discharge as dc
 from westworld import peers
 from westworld.agents import AgentActionInput, AgentActionResult
@@ -181,6 +182,37 @@ class TestDischargesAreBoundToTheirAction:
         unbound = Macaroon.deserialize(token).prepare_for_request(old).serialize()
         res = await (await start_action(harness, action("gated", token, nodes[:1], discharges=[unbound]))).result()
         assert (res.allowed, res.caveat) == (False, cap.DISCHARGE) and "not bound to an action" in res.reason
+
+
+    @given(other=st.binary(min_size=32, max_size=32), ahead=st.integers(-10**6, 10**6))
+    @settings(max_examples=300, deadline=None)
+    def test_a_discharge_allows_only_its_own_digest_until_its_near_expiry(self, other: bytes, ahead: int) -> None:
+        """Pure check, every draw: another digest is refused; the expiry must be ahead and within the TTL."""
+        now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+        root_key, peer_key = bytes(range(32)), bytes(range(100, 132))
+        ident = cap.TokenIdentity(key_id="k1", token_id="t1", agent_id="gated", epoch=0)
+        token = dc.add_peer_caveat(cap.mint(root_key, ident, ["set_version"]), "p0",
+                                   bytes.fromhex(peers.public_key_of(peer_key)), "approve", bytes(range(1, 33)),
+                                   bytes(range(2, 34)), bytes(24), bytes(range(24)))
+        mine = bytes(range(7, 39))
+        until = now + timedelta(seconds=ahead)
+        d = dc.discharge(token, "p0", peer_key, [], action_digest=mine, valid_until=until)
+        state = cap.CheckState(live_nodes=1000, now=now, discharge_ttl_max=POLICY.peers.discharge_ttl_max)
+
+        def decide(digest: bytes) -> cap.CheckResult:
+            facts = cv.Facts(action="set_version", targets=[cv.Target(node_id="n1")], live_nodes=1000, now=now,
+                             action_digest=digest.hex())
+            return cap.check_token(token, [d], root_key, state, "gated", facts)
+
+        shown = until.replace(microsecond=0)
+        if other != mine:
+            assert decide(other).caveat == cap.DISCHARGE_ACTION
+        if shown <= now:
+            assert decide(mine).caveat == cap.DISCHARGE_EXPIRED
+        elif shown - now > POLICY.peers.discharge_ttl_max:
+            assert decide(mine).caveat == cap.DISCHARGE and "discharge_ttl_max" in decide(mine).reason
+        else:
+            assert decide(mine).allowed
 
 
 def _payloads(msg: Any) -> list[Payload]:
