@@ -91,7 +91,7 @@ class CapabilityAdminActivities:
             elif row.run_id != run_id:
                 raise ApplicationError(f"{inp.nonce}: this signed change was already applied (at "
                                        f"{row.at}); a signature counts once", type=UNAUTHORISED, non_retryable=True)
-            elif row.outcome:
+            elif row.outcome and inp.change.action is not AdminAction.MINT:  # a mint is re-made (same token id)
                 return AdminOutcome.model_validate_json(row.outcome)
         try:
             outcome = await self._apply(inp.change, inp.nonce)

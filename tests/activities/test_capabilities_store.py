@@ -188,3 +188,47 @@ async def test_mutated_tokens_never_pass_the_store_backed_check(store: Capabilit
         assert not result.allowed and result.caveat in {cap.MALFORMED, cap.SIGNATURE}, (mutant, result)
         seen += 1
     assert seen == 300
+
+
+async def test_an_admin_change_is_applied_once_per_nonce_and_a_mint_travels_sealed(
+        store: CapabilityStore, db: Database, tmp_path: Path) -> None:
+    import dataclasses
+
+    from nacl.public import PrivateKey, SealedBox
+    from temporalio.exceptions import ApplicationError
+
+    from activities import capability_admin as ca
+    from westworld.agents import AdminAction, AdminApply, AdminChange
+    from westworld.errors import UNAUTHORISED
+
+    async with db.engine.begin() as conn:
+        await conn.run_sync(ca.md.drop_all)
+    (tmp_path / "operator.pub").write_text("ab" * 32 + "\n")
+    admin = ca.CapabilityAdminActivities(store, db, tmp_path / "operator.pub", clock=lambda: NOW)
+    await admin.init()
+    first = ActivityEnvironment()
+    first.info = dataclasses.replace(first.info, workflow_run_id="run-1")
+    nodes = AdminApply(nonce="capability-admin:n1", change=AdminChange(
+        action=AdminAction.ADD_NODES, node_ids=["x1", "n000"], region="lab"))
+    done = await first.run(admin.apply, nodes)
+    assert done.detail == "registered 1 nodes (1 known)"
+    assert (await first.run(admin.apply, nodes)) == done  # a retry of the same run: the first answer
+    replay = ActivityEnvironment()
+    replay.info = dataclasses.replace(replay.info, workflow_run_id="run-2")
+    with pytest.raises(ApplicationError) as err:  # the same signed change in another run: refused
+        await replay.run(admin.apply, nodes)
+    assert err.value.type == UNAUTHORISED and "already applied" in err.value.message
+
+    mine = PrivateKey.generate()
+    mint = AdminApply(nonce="capability-admin:n2", change=AdminChange(
+        action=AdminAction.MINT, subject="bot", actions=["restart"], recipient_key=bytes(mine.public_key).hex()))
+    sealed = (await first.run(admin.apply, mint)).sealed_token
+    token = SealedBox(mine).decrypt(bytes.fromhex(sealed)).decode()
+    assert cap.identity_of(token).agent_id == "bot" and token.encode().hex() not in sealed
+    again = (await first.run(admin.apply, mint)).sealed_token  # a retry re-mints the same token, sealed afresh
+    assert SealedBox(mine).decrypt(bytes.fromhex(again)).decode() == token
+    signers = await first.run(admin.admin_signers)
+    assert signers.operators == {"operator": "ab" * 32}  # the genesis operator from operator.pub
+    with pytest.raises(ApplicationError, match="needs the recipient_key"):
+        await first.run(admin.apply, AdminApply(nonce="capability-admin:n3", change=AdminChange(
+            action=AdminAction.MINT, subject="bot", actions=["restart"])))

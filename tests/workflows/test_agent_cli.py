@@ -17,13 +17,18 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 
 from tests.workflows.admin_support import operator_key
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.shelter_helpers import make_guardians
+from westworld.agents import NetworkHaltResult
 from workers.agent_ops import WATCH_ID
 from workers.capabilities_wiring import operator_key_file
+from workflows.anomaly_watch import AnomalyWatchWorkflow
+from workflows.network_halt import NetworkHaltWorkflow
 
 
 def client_env(h: Harness, empty: Path) -> dict[str, str]:
@@ -42,6 +47,7 @@ async def cli(env: dict[str, str], *args: str, ok: bool | None = True) -> str:
     return text
 
 
+@pytest.mark.timeout(600)  # some thirty CLI processes on a loaded 2-core machine
 async def test_a_client_without_a_data_dir_administers_the_network_by_signatures(harness: Harness,
                                                                                  tmp_path: Path) -> None:
     h = harness
@@ -78,12 +84,16 @@ async def test_a_client_without_a_data_dir_administers_the_network_by_signatures
     assert (me / "bot.tok").read_text().strip()  # the token, opened here (it travelled sealed to this call)
 
     assert "halted: epoch 1" in await cli(env, "halt", "start", "--reason", "drill", "--key", op)
-    status = await eventually(lambda: cli(env, "halt", "status"), lambda s: "HALTED" in s)
+    halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
+        NetworkHaltWorkflow.run, "halt:1")
+    await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
+    status = await cli(env, "halt", "status")
     assert "drill" in status and "resume needs 2 guardians" in status
     assert "accepted: 1 guardian signatures on halt 1" in await cli(
         env, "halt", "resume", "--guardian", "g1", "--key", str(me / "g1.key"))
     await cli(env, "halt", "resume", "--guardian", "g2", "--key", str(me / "g2.key"))
-    await eventually(lambda: cli(env, "halt", "status"), lambda s: "not halted" in s)
+    assert (await halt.result()).resumed_by == ["g1", "g2"]
+    assert "not halted" in await cli(env, "halt", "status")
 
     assert "every older token is revoked" in await cli(env, "agent", "revoke", "--all", "--key", op)
     rotated = await cli(env, "agent", "keys", "rotate", "--key", op)
@@ -94,8 +104,11 @@ async def test_a_client_without_a_data_dir_administers_the_network_by_signatures
     # the network's watch: the operator tightens it, only guardians stop it
     assert "anomaly-watch: started" in await cli(env, "agent", "watch")
     try:
-        await eventually(lambda: cli(env, "agent", "watch-set", "--concentration-critical-pct", "8", "--reason",
-                                     "drill", "--key", op, ok=None), lambda out: "reconfigured" in out)
+        watch: WorkflowHandle[AnomalyWatchWorkflow, None] = h.client.get_workflow_handle_for(
+            AnomalyWatchWorkflow.run, WATCH_ID)
+        await eventually(lambda: watch.query(AnomalyWatchWorkflow.status), lambda s: s.protected)
+        assert "reconfigured" in await cli(env, "agent", "watch-set", "--concentration-critical-pct", "8",
+                                           "--reason", "drill", "--key", op)
         assert "is not a registered guardian" in await cli(env, "agent", "watch-stop", "--reason", "x", "--key", op,
                                                             ok=False)
         assert "anomaly-watch stopped" in await cli(env, "agent", "watch-stop", "--reason", "drill over",
