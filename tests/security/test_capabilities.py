@@ -36,14 +36,16 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
 from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
-from tests.workflows.capabilities_support import directory, network, sealed_canary, start_action
+from tests.workflows.capabilities_support import directory, network, sealed_canary, sealed_experiment, start_action
 from tests.workflows.conftest import Harness, eventually
+from tests.workflows.experiments_support import RELAY_ERRORS, spec, unique
 from westworld import capability as cap
 from westworld import caveats as cv
 from westworld import discharge as dc
 from westworld import peers
 from westworld.agents import AgentActionInput, AgentActionResult
 from westworld.errors import LOOSER_THAN_POLICY, TOKEN_NOT_SEALED, WestworldError
+from westworld.experiment_run import ExperimentInput
 from westworld.peer_rule import is_wide, peer_rule
 from westworld.rollout import CanaryInput
 from westworld.sandbox import Backend, MeshAction, MeshTarget, NodeRef
@@ -122,6 +124,23 @@ class TestThePeerRuleIsThePolicys:
                                                      task_queue=harness.task_queue)
         refused = await refusal(handle)
         assert refused.type == LOOSER_THAN_POLICY and "peers.peers_required = 3" in refused.message
+
+    async def test_a_rollout_spec_asking_for_two_peers_fails_the_experiment_at_its_start(self,
+                                                                                         harness: Harness) -> None:
+        net = await network(harness, 2, peers_n=0, guardians_n=0)
+        token = await net.store.mint("cradle-bot", ["set_version"])
+        name = unique("looser")
+        rollout = {"target": {"mesh_nodes": 4}, "steps": [1, 4], "agent": "cradle-bot",
+                   "peer_policy": {"threshold": 2}}
+        inp = await sealed_experiment(harness, ExperimentInput(
+            spec=spec(name, "1.4.0", rollout=rollout, chaos=[], metrics=[RELAY_ERRORS.model_dump(mode="json")]),
+            rollout_capability_token=token))
+        handle = await harness.client.start_workflow("ExperimentWorkflow", inp, id=f"experiment:{name}",
+                                                     task_queue=harness.task_queue)
+        refused = await refusal(handle)
+        assert refused.type == LOOSER_THAN_POLICY
+        assert "spec.rollout.peer_policy: threshold 2 is looser than the network policy (peers.peers_required = 3)" \
+            in refused.message
 
     @given(nodes=st.integers(0, 100), pct=st.decimals(0, 100, places=2), k=st.integers(1, 64),
            size=st.integers(1, 10_000), live=st.integers(1, 100_000))
@@ -334,3 +353,26 @@ class TestCliTokens:
         code, out = await cli(h, "agent", "act", "--token", "x" * 400, "--action", "set_version", "--nodes",
                               net.nodes[0])
         assert code == 1 and "not a capability token" in out and "x" * 40 not in out, out
+
+    async def test_a_peer_discharges_from_the_cli_for_one_action_and_the_agent_acts_with_it(self, harness: Harness,
+                                                                                           tmp_path: Any) -> None:
+        h = harness
+        net = await network(h, 200, peers_n=3)
+        pid = sorted(net.peer_keys)[0]
+        key_file = tmp_path / "peer.key"
+        key_file.write_text(net.peer_keys[pid].hex())
+        token = await net.store.mint("gated-cli", ["set_version"])
+        code, gated = await cli(h, "agent", "attenuate", token, "--peer", pid)  # the peer's key from the workers
+        assert code == 0 and "third-party: a discharge from peer " + pid in (await cli(h, "agent", "inspect",
+                                                                                        gated.strip()))[1]
+        action = ("--action", "set_version", "--nodes", net.nodes[0], "--version", "2.0")
+        code, out = await cli(h, "agent", "discharge", gated.strip(), "--peer", pid, "--key", str(key_file),
+                              "--action-id", "d1", *action)
+        assert code == 0, out
+        discharge = out.strip()
+        code, out = await cli(h, "agent", "act", "--token", gated.strip(), "--action-id", "d2", "--discharge",
+                              discharge, *action)  # the same action under another id: another digest
+        assert code == EXIT_DENIED and f"[{cap.DISCHARGE_ACTION}]" in out and discharge not in out, out
+        code, out = await cli(h, "agent", "act", "--token", gated.strip(), "--action-id", "d1", "--discharge",
+                              discharge, *action)
+        assert code == 0 and "allowed" in out, out
