@@ -196,7 +196,8 @@ def pending(key: KeyFile, data_dir: DataDir = None) -> None:
     for it in items:
         verb = "acknowledge" if it.what == "acknowledgement" else "submit-share"
         typer.echo(f"{it.workflow_id:40} {it.kind:26} waits for your {it.what}: "
-                   f"westworld shelter {verb} {it.workflow_id} --key {key}")
+                   f"westworld shelter {verb} {it.workflow_id} --key {key}"
+                   + (f"\n{'':40} {it.detail}" if it.detail else ""))
     if not items:
         typer.echo(f"nothing waits for {keys.id}")
 

@@ -149,6 +149,7 @@ class PendingItem:
     workflow_id: str
     kind: str
     what: str
+    detail: str = ""
 
 
 async def pending_for(client: Client, keys: PartyKeys) -> list[PendingItem]:
@@ -159,7 +160,12 @@ async def pending_for(client: Client, keys: PartyKeys) -> list[PendingItem]:
         handle = client.get_workflow_handle(wf.id)
         task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
         if task is not None and not task.submitted:
-            items.append(PendingItem(wf.id, wf.workflow_type or "?", "share"))
+            detail = ""
+            if wf.workflow_type == "GuardianRotationWorkflow":  # what a share handed in here approves
+                st = await handle.query("status", result_type=RotationState)
+                detail = (f"moves the key to {', '.join(st.new_guardians)} ({st.threshold}-of-"
+                          f"{len(st.new_guardians)}){'; DAO vote ' + st.vote_id if st.vote_id else ''}")
+            items.append(PendingItem(wf.id, wf.workflow_type or "?", "share", detail))
         if wf.workflow_type == "GuardianRotationWorkflow":
             ack = await handle.query("ack_task", keys.id, result_type=AckTask | None)  # type: ignore[arg-type]
             if ack is not None and not ack.acknowledged:

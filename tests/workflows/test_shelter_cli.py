@@ -137,6 +137,8 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     await approve(h, planned.vote_id, voter)
     await eventually(lambda: rotation.query(GuardianRotationWorkflow.status),
                      lambda s: s.phase is RotationPhase.COLLECTING)
+    asked = await cli(h, "shelter", "pending", "--key", str(keys / "g1.key"))  # a guardian sees what a share approves
+    assert f"moves the key to n1, n2, n3 (3-of-3); DAO vote {planned.vote_id}" in asked
     for g in ("g1", "g3", "g4"):
         await cli(h, "shelter", "submit-share", rot_id, "--key", str(keys / f"{g}.key"))
     await eventually(lambda: rotation.query(GuardianRotationWorkflow.status),
