@@ -34,6 +34,15 @@ from westworld.anomaly import AnomalyConfig
 from westworld.policy import NetworkPolicy, WatchPolicy
 
 ADMIN_DOMAIN = "westworld/admin/v1"
+WATCH_ID = "anomaly-watch"  # the network's watch: the only watch whose findings halt the network
+ADMIN_ID_PREFIX = "capability-admin:"  # CapabilityAdminWorkflow ids: capability-admin:<nonce>
+
+
+def may_declare_halt(parent_workflow_id: str | None) -> bool:
+    """Whether a halt started as a child of this workflow was decided by someone entitled to: the network's
+    watch, or an admin change an operator signed (a workflow started directly has no parent)."""
+    return parent_workflow_id is not None and (parent_workflow_id == WATCH_ID
+                                               or parent_workflow_id.startswith(ADMIN_ID_PREFIX))
 MAX_LIFETIME = timedelta(days=1)  # a signed change expiring later than this is refused: no standing approvals
 HEX64 = r"^[0-9a-f]{64}$"
 

@@ -50,7 +50,7 @@ from workflows.capability_admin import ID_PREFIX, CapabilityAdminWorkflow, Capab
 from workflows.network_halt import NetworkHaltWorkflow
 
 Echo = Callable[[str], None]
-WATCH_ID = "anomaly-watch"
+WATCH_ID = authority.WATCH_ID
 SIGNATURE_LIFETIME = timedelta(minutes=10)
 
 

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
-ID_PREFIX = "capability-admin:"
+ID_PREFIX = authority.ADMIN_ID_PREFIX
 
 
 def admin_digest(inp: CapabilityAdminInput, workflow_id: str) -> bytes:

@@ -5,10 +5,10 @@ Guardians submit Ed25519 signatures over :func:`westworld.peers.resume_digest` (
 through the ``submit_guardian_signature`` update; its validator refuses unknown guardians, bad signatures and
 repeats. The guardian registry is re-read every ``reminder_every`` while waiting.
 
-Who may halt: only a workflow that has decided to (started as a child of the anomaly watch on a critical finding,
-or of CapabilityAdminWorkflow on an operator's signed request). A halt started directly by whoever reaches
-Temporal is refused (``Unauthorised``) before anything is halted; k is the policy's
-``watch.guardians_required_min`` unless the input asks for more.
+Who may halt: only a workflow that has decided to (started as a child of the network's anomaly watch, id
+``anomaly-watch``, on a critical finding, or of CapabilityAdminWorkflow on an operator's signed request). A halt
+started directly by whoever reaches Temporal, or by any other workflow, is refused (``Unauthorised``) before
+anything is halted; k is the policy's ``watch.guardians_required_min`` unless the input asks for more.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld import peers
+    from westworld import authority, peers
     from westworld.agents import (
         HaltEnd,
         HaltSet,
@@ -56,10 +56,13 @@ class NetworkHaltWorkflow:
     @workflow.run
     async def run(self, input: NetworkHaltInput) -> NetworkHaltResult:
         if workflow.patched(AUTHORISED_HALT):
-            if workflow.info().parent is None:
+            parent = workflow.info().parent
+            if not authority.may_declare_halt(parent.workflow_id if parent else None):
                 raise ApplicationError(
-                    f"halt {input.epoch}: a halt is declared by the anomaly watch or by an operator's signed request "
-                    "(`westworld halt start --key`), never started directly", type=UNAUTHORISED, non_retryable=True)
+                    f"halt {input.epoch}: a halt is declared by the network's anomaly watch ({authority.WATCH_ID}) or "
+                    "by an operator's signed request (`westworld halt start --key`), never started directly or by "
+                    f"another workflow ({parent.workflow_id if parent else 'no parent'})", type=UNAUTHORISED,
+                    non_retryable=True)
             policy = await workflow.execute_activity(
                 "load_policy", result_type=NetworkPolicy, start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=QUICK)

@@ -16,13 +16,15 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpda
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
-from tests.workflows.admin_support import admin, client_settings, operator_key
+from tests.workflows.admin_support import admin, client_settings, operator_key, start_sealed
+from tests.workflows.capabilities_support import network
 from tests.workflows.conftest import Harness, eventually
 from westworld import authority, peers
 from westworld import capability as cap
 from westworld.agents import (
     AdminAction,
     AdminChange,
+    AgentActionInput,
     AnomalyWatchInput,
     AnomalyWatchStatus,
     NetworkHaltInput,
@@ -34,6 +36,7 @@ from westworld.agents import (
 )
 from westworld.anomaly import AnomalyConfig
 from westworld.errors import INJECTED_STATE, UNAUTHORISED
+from westworld.sandbox import MeshAction
 from workers import agent_ops as ops
 from workers.capabilities_wiring import open_store
 from workflows.anomaly_watch import AnomalyWatchWorkflow
@@ -68,9 +71,9 @@ async def guardians(h: Harness, n: int = 3) -> dict[str, bytes]:
     return keys
 
 
-async def start_watch(h: Harness, inp: AnomalyWatchInput | None = None) -> WatchHandle:
+async def start_watch(h: Harness, inp: AnomalyWatchInput | None = None, watch_id: str = "test-watch") -> WatchHandle:
     handle = await h.client.start_workflow(AnomalyWatchWorkflow.run, inp or AnomalyWatchInput(),
-                                           id=f"anomaly-watch-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue)
+                                           id=f"{watch_id}-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue)
     await eventually(lambda: handle.query(AnomalyWatchWorkflow.status), lambda s: s.protected)
     return handle
 
@@ -227,6 +230,30 @@ class TestHaltOnlyByTheWatchOrAnOperator:
         [entry] = await audit_of(h, "capability.admin")
         assert entry["action"] == "halt" and entry["signed_by"] == ["operator"]
         await halt.terminate("test over")
+
+
+    async def test_a_watch_of_anyones_making_cannot_halt_the_network(self, harness: Harness) -> None:
+        h = harness
+        net = await network(h, 200, peers_n=0, guardians_n=0)
+        token = await net.store.mint("busy", ["set_config"])
+        # stricter than the policy is allowed at start: a hair trigger, under an id of the attacker's choosing
+        rogue = await start_watch(h, AnomalyWatchInput(config=AnomalyConfig(
+            coverage_warn_pct=0.2, coverage_critical_pct=0.5, concentration_warn_pct=0.2,
+            concentration_critical_pct=0.5), poll_interval=timedelta(seconds=1)), watch_id="rogue-watch")
+        try:
+            result = await (await start_sealed(h, AgentActionInput(
+                agent_id="busy", action_id="a1", token=token, action=MeshAction.SET_CONFIG,
+                node_ids=net.nodes[:2], config={"mtu": "1400"}))).result()  # narrow: 1 % of 200
+            assert result.allowed
+            found = await eventually(lambda: status(rogue), lambda s: bool(s.halts))
+            halt = h.client.get_workflow_handle(f"halt:{found.halts[0]}")
+            with pytest.raises(WorkflowFailureError) as err:
+                await halt.result()
+            kind, why = refusal(err)
+            assert kind == UNAUTHORISED and "another workflow (rogue-watch" in why
+            assert not (await net.store.halt_state()).halted
+        finally:
+            await rogue.terminate("test over")
 
 
 class TestRegistriesChangeOnlyBySignatures:

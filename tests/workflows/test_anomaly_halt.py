@@ -3,13 +3,16 @@ resume it. Real Temporal server and SQLite; the watch polls the decision feed ev
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from tests.workflows.admin_support import halt as signed_halt
 from tests.workflows.admin_support import start_sealed as start_action
@@ -21,6 +24,7 @@ from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE
 from westworld.sandbox import MeshAction
+from workers.agent_ops import WATCH_ID
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.network_halt import NetworkHaltWorkflow
@@ -42,6 +46,15 @@ async def sign_resume(h: Harness, handle: WorkflowHandle[NetworkHaltWorkflow, Ne
         signer_id=guardian, signature=peers.sign(key, bytes.fromhex(status.digest))))
 
 
+@pytest.fixture
+async def no_watch_left(harness: Harness) -> AsyncIterator[None]:
+    """The network's watch (a fixed id) does not outlive the test, whatever happens in it."""
+    yield
+    with contextlib.suppress(RPCError):
+        await harness.client.get_workflow_handle(WATCH_ID).terminate("test over")
+
+
+@pytest.mark.usefixtures("no_watch_left")
 async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resume(harness: Harness) -> None:
     h = harness
     net = await network(h, 200, peers_n=5, guardians_n=3)
@@ -50,7 +63,7 @@ async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resu
     watch = await h.client.start_workflow(
         AnomalyWatchWorkflow.run, AnomalyWatchInput(config=WATCH, poll_interval=timedelta(seconds=1),
                                                     guardians_required=2, continue_after_polls=4),
-        id=f"anomaly-watch-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue)
+        id=WATCH_ID, task_queue=h.task_queue)  # only the network's watch may halt it
     # The creeper touches 2 nodes at a time: each action is narrow (1% of the network, no peers needed)
     steps = 0
     for i in range(0, 40, 2):

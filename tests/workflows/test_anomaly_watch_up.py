@@ -76,7 +76,7 @@ async def test_reconfigure_is_validated_audited_takes_effect_at_once_and_is_carr
     # production defaults: a 15 s poll, creep critical at 20%, fast spread at 10%
     watch = await h.client.start_workflow(
         AnomalyWatchWorkflow.run, AnomalyWatchInput(continue_after_polls=5),
-        id=f"anomaly-watch-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue)
+        id=WATCH_ID, task_queue=h.task_queue)  # only the network's watch may halt it
     latest: WorkflowHandle[AnomalyWatchWorkflow, None] = h.client.get_workflow_handle_for(
         AnomalyWatchWorkflow.run, watch.id)
     await eventually(lambda: watch.query(AnomalyWatchWorkflow.status), lambda s: s.protected)
