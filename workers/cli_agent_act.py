@@ -51,7 +51,7 @@ def _agent_of(token: str, option: str = "--token") -> str:
     try:
         return cap.identity_of(token).agent_id
     except cap.Denial as d:
-        raise fail(f"{option}: not a capability token ({d.reason})") from None
+        raise fail(f"{option}: not a capability token, nor an existing file holding one ({d.reason})") from None
 
 
 def _action(agent: str, action_id: str, action: MeshAction, nodes: str, version: str | None,
