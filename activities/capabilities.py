@@ -135,6 +135,11 @@ class CapabilityActivities:
         except WestworldError as err:
             raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
 
+    @activity.defn(name="deregister_nodes")
+    async def deregister_nodes(self, inp: RegisterNodesInput) -> list[str]:
+        """Deregister what a run registered for a mesh it has torn down; returns those removed (idempotent)."""
+        return await self._store.deregister_nodes(inp.node_ids)
+
     @activity.defn(name="settle_capability_usage")
     async def settle_usage(self, inp: UsageSettle) -> int:
         """Confirm an executed action's reserved nodes, or release them (peers timed out, execution failed)."""
@@ -174,4 +179,5 @@ class CapabilityActivities:
     def all(self) -> list[Callable[..., object]]:
         return [self.check_capability, self.register_nodes, self.settle_usage, self.list_peers, self.list_guardians,
                 self.agent_events, self.allocate_halt_epoch, self.set_halt, self.clear_halt, self.halt_state,
+                self.deregister_nodes,
                 self.claim_sealed_token, self.reseal_token, self.capability_directory]

@@ -234,6 +234,18 @@ class CapabilityStore:
                                                            added_at=now))
         return added
 
+    async def deregister_nodes(self, node_ids: list[str]) -> list[str]:
+        """Remove these nodes (keyless ones: a peer stays) from the registry; returns those removed (idempotent).
+        What a run registered for a mesh it made goes with the mesh, so the live count stays true."""
+        gone: list[str] = []
+        async with self._db.engine.begin() as conn:
+            for i in range(0, len(node_ids), 500):
+                chunk = node_ids[i:i + 500]
+                gone += (await conn.execute(sa.select(nodes.c.node_id).where(
+                    nodes.c.node_id.in_(chunk), nodes.c.public_key.is_(None)))).scalars()
+                await conn.execute(sa.delete(nodes).where(nodes.c.node_id.in_(chunk), nodes.c.public_key.is_(None)))
+        return gone
+
     async def peers(self) -> dict[str, str]:
         async with self._db.engine.connect() as conn:
             rows = await conn.execute(sa.select(nodes.c.node_id, nodes.c.public_key)

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from westworld.errors import InvalidInput
-from westworld.evidence import ChaosEvent, EvidenceRef
+from westworld.evidence import ChaosEvent, EvidenceRef, FaultRun
 from westworld.experiment import ExperimentSpec
 from westworld.rollout import CanaryResult
 from westworld.sandbox import SandboxRef
@@ -89,6 +89,8 @@ class ExperimentStatus(BaseModel):
     duration: timedelta = timedelta(0)
     live: dict[str, dict[str, float | None]] = Field(default_factory=dict, description="metric -> arm -> latest")
     chaos: list[ChaosEvent] = Field(default_factory=list)
+    faults: list[FaultRun] = Field(default_factory=list, description="Each fault's specified vs actual window "
+                                   "(once judged); one not as specified makes the verdict 'invalid'.")
     verdict: str | None = None
     score: float | None = None
     reasons: list[str] = Field(default_factory=list)

@@ -10,6 +10,9 @@ Two checks per metric, each optional:
   a significant move in the metric's bad direction larger than its ``tolerance`` (relative change of the
   medians) is a regression.
 
+A run whose chaos did not run as specified is not judged at all: :func:`invalid_run` gives it the verdict
+``invalid`` (no score, no metric), which is never put to a vote nor rolled out.
+
 The score is the weight share of passing metrics (0-100). ``score >= pass_score`` passes, ``>= marginal_score``
 is marginal, below fails; a critical metric that does not pass fails the verdict whatever the score.
 Pure: no I/O, no clocks.
@@ -30,6 +33,7 @@ class Verdict(StrEnum):
     PASS = "pass"  # noqa: S105
     MARGINAL = "marginal"
     FAIL = "fail"
+    INVALID = "invalid"  # the run did not do what its spec says (a fault did not run as specified): never judged
 
 
 class MetricStatus(StrEnum):
@@ -241,6 +245,14 @@ def judge(metrics: Sequence[MetricSpec], data: dict[str, MetricSamples], config:
     if verdict is Verdict.PASS:
         reasons += [r for j in judged for r in j.reasons if j.status is MetricStatus.PASS]
     return JudgeResult(verdict=verdict, score=score, metrics=judged, reasons=reasons)
+
+
+def invalid_run(problems: Sequence[str]) -> JudgeResult:
+    """The verdict of a run that did not do what its spec says: ``invalid``, score 0, no metric judged (its samples
+    were not taken under the specified conditions), the problems as reasons."""
+    return JudgeResult(verdict=Verdict.INVALID, score=0.0, metrics=[], reasons=[
+        "invalid run: the chaos did not run as specified, so it is not judged, not put to a vote and not rolled out "
+        "(run the experiment again)", *problems])
 
 
 def _pct(change: float) -> str:

@@ -82,6 +82,16 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     await _follow_run(good_h, echo)
     voting = await _wait_phase(good_h, {Phase.VOTING, Phase.DONE})
     _show_verdict(voting, echo)
+    if voting.verdict == "invalid":  # a fault did not run as specified (e.g. the worker was down): run it again
+        echo(f"E2. {good.name} is INVALID, not judged nor voted on: {'; '.join(voting.reasons[1:3])}; running it "
+             "again")
+        good, good_data = demo_spec("good.yaml", f"{suffix}-again", agent=agent, peer_policy=PEER_POLICY)
+        token = await _token(s, agent, [f"affects_nodes_le = {ROLLOUT_CAP}"])
+        good_id = await start_experiment(client, s, good_data, good.name, capability_token=token)
+        good_h = client.get_workflow_handle_for(ExperimentWorkflow.run, good_id)
+        await _follow_run(good_h, echo)
+        voting = await _wait_phase(good_h, {Phase.VOTING, Phase.DONE})
+        _show_verdict(voting, echo)
     if voting.vote_workflow_id:
         await _vote(client, s, voting, echo)
     await _follow_rollout(client, good, peer_keys, echo)
@@ -97,6 +107,11 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
         echo(f"      - {r}")
     override = await _override(client, s, suffix, peer_keys, echo)
     _where(s, good_result, faulty_result, override, good_id, faulty_id, echo)
+    outcomes = (good_result.rollout.outcome if good_result.rollout else None, override.outcome)
+    if outcomes != (RolloutPhase.PROMOTED, RolloutPhase.ROLLED_BACK):  # what the demo shows, or it fails
+        why = (good_result.rollout.reasons if good_result.rollout else good_result.reasons)[:2]
+        raise RuntimeError(f"the approved rollout ended {outcomes[0] or 'without a rollout'} ({'; '.join(why)}) "
+                           f"and the override {outcomes[1]}: expected promoted and rolled back")
 
 
 async def _follow_run(handle: WorkflowHandle[ExperimentWorkflow, ExperimentResult], echo: Echo) -> None:
@@ -241,7 +256,7 @@ async def _override(client: Client, s: Settings, suffix: str, peer_keys: dict[st
     spec = load_spec((SPECS / "faulty.yaml").read_text())
     assert spec.spec.rollout is not None
     names = set(spec.spec.rollout.metrics)
-    agent = "operator-override"
+    agent = f"operator-override-{suffix}"  # per run, like the rollout's: the watch judges each agent's history
     token = await _token(s, agent, ["affects_nodes_le = 5"])
     inp = CanaryInput(name=f"override-1-5-0-rc1-{suffix}", version="1.5.0-rc1", mesh_nodes=20, mesh_version="1.4.0",
                       steps=spec.spec.rollout.steps, bake_time=timedelta(seconds=6),

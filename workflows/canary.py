@@ -48,7 +48,14 @@ with workflow.unsafe.imports_passed_through():
         SandboxRef,
         Workload,
     )
-    from westworld.series import InstantQueryInput, InstantQueryResult, MetricQuery, expand
+    from westworld.series import (
+        InstantQueryInput,
+        InstantQueryResult,
+        MetricQuery,
+        ScrapeReadyInput,
+        ScrapeReadyResult,
+        expand,
+    )
     from workflows.agent_action import TRUST_PATCH, claim_token, load_rule, not_sealed
     from workflows.steps import set_step
 
@@ -85,6 +92,7 @@ class CanaryRolloutWorkflow:
         self._target: MeshTarget | None = input.target
         self._labels = dict(input.selector_labels)
         self._mesh: SandboxRef | None = None
+        self._registered: list[str] = []  # nodes this rollout added to the capability registry (its own mesh's)
         self._on_new = 0
         self._status_times: dict[str, Any] = {"breach_at": None, "step_applied_at": None,
                                               "rollback_started_at": None}
@@ -112,9 +120,17 @@ class CanaryRolloutWorkflow:
             self._target = MeshTarget(backend=Backend.LOCAL, nodes=self._mesh.nodes)
             self._labels = {**self._mesh.labels, **self._labels}
             if input.agent_id is not None:  # the mesh this rollout made is registered so checks can count it
-                await workflow.execute_activity(
+                self._registered = await workflow.execute_activity(
                     "register_nodes", RegisterNodesInput(node_ids=[n.id for n in self._mesh.nodes]),
-                    start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTION_RETRY)
+                    result_type=list[str], start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTION_RETRY)
+            if input.metrics and workflow.patched("canary-await-scraped"):
+                # Prometheus passes new file_sd targets on every ~5 s: a step analysed before its mesh is scraped
+                # sees no data (a pause at the first step, or a faulty node that `or vector(0)` reads as healthy).
+                await workflow.execute_activity(
+                    "await_scraped", ScrapeReadyInput(selectors={"mesh": self._mesh.labels},
+                                                      targets={"mesh": len(self._mesh.nodes)}),
+                    result_type=ScrapeReadyResult, start_to_close_timeout=timedelta(minutes=3),
+                    heartbeat_timeout=timedelta(seconds=30), retry_policy=ACTION_RETRY)
         assert self._target is not None
         if not self._target.nodes and input.replicas:  # Kubernetes: steps count replicas of the Deployment
             name = self._target.name or input.name
@@ -316,6 +332,13 @@ class CanaryRolloutWorkflow:
             mesh, self._mesh = self._mesh, None
             await workflow.execute_activity("teardown_sandbox", mesh, start_to_close_timeout=timedelta(minutes=2),
                                             retry_policy=ACTION_RETRY)
+            if self._registered and workflow.patched("canary-deregister-mesh"):
+                # What this rollout registered goes with its mesh: the registry's live count (the denominator of
+                # every network share) must not grow with each rollout that ever ran.
+                registered, self._registered = self._registered, []
+                await workflow.execute_activity(
+                    "deregister_nodes", RegisterNodesInput(node_ids=registered), result_type=list[str],
+                    start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTION_RETRY)
 
     async def _audit(self, kind: str, payload: dict[str, Any]) -> None:
         await workflow.execute_activity(

@@ -23,10 +23,18 @@ with workflow.unsafe.imports_passed_through():
     from westworld.agents import ResealInput
     from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.errors import INVALID_INPUT, InvalidInput, WestworldError
-    from westworld.evidence import ChaosEvent, EvidenceBundle, EvidenceInput, EvidenceRef
+    from westworld.evidence import (
+        ChaosEvent,
+        EvidenceBundle,
+        EvidenceInput,
+        EvidenceRef,
+        FaultRun,
+        check_faults,
+        fault_problems,
+    )
     from westworld.experiment import ExperimentSpec, load_spec, parse_spec
     from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus, Phase
-    from westworld.judge import JudgeResult, MetricSamples, Verdict, judge
+    from westworld.judge import JudgeResult, MetricSamples, Verdict, invalid_run, judge
     from westworld.rollout import CanaryInput, CanaryResult
     from westworld.sandbox import (
         Arm,
@@ -77,6 +85,7 @@ class ExperimentWorkflow:
         self._refs: dict[Arm, SandboxRef] = {}
         self._points: dict[tuple[str, str], list[Point]] = {}
         self._chaos: list[ChaosEvent] = []
+        self._faults: list[FaultRun] = []
         self._chaos_mode = ""
         self._ran_to_end = False
         self._started: datetime | None = None
@@ -107,7 +116,7 @@ class ExperimentWorkflow:
             return ExperimentResult(name=spec.name, verdict=None, score=None, reasons=["aborted by an operator"],
                                     evidence=None, aborted=True, audit_seq=receipt.seq)
         self._to(Phase.JUDGING)
-        self._judged = judge(spec.spec.metrics, self._samples(spec), spec.spec.judge)
+        self._judged = self._judge(spec)
         self._to(Phase.STORING_EVIDENCE)
         self._evidence = await workflow.execute_activity(
             "store_evidence", EvidenceInput(bundle=self._bundle(spec, self._judged)), result_type=EvidenceRef,
@@ -211,6 +220,14 @@ class ExperimentWorkflow:
                 with contextlib.suppress(BaseException):
                     await chaos
 
+    def _judge(self, spec: ExperimentSpec) -> JudgeResult:
+        """Judge only a run whose every fault ran as specified; any other run is invalid (never voted on)."""
+        if workflow.patched("experiment-faults-as-specified"):
+            self._faults = check_faults(spec.spec.chaos, self._chaos, [arm.value for arm in ARMS])
+            if problems := fault_problems(self._faults):
+                return invalid_run(problems)
+        return judge(spec.spec.metrics, self._samples(spec), spec.spec.judge)
+
     async def _wait_until(self, at: datetime) -> bool:
         """Wait (durable timer) until ``at`` or an abort; False if aborted."""
         delay = at - workflow.now()
@@ -231,23 +248,29 @@ class ExperimentWorkflow:
             f = spec.spec.chaos[i]
             fault = Fault(kind=f.kind, start=f.start, duration=f.duration, nodes=f.nodes, latency_ms=f.latency_ms,
                           jitter_ms=f.jitter_ms, loss_pct=f.loss_pct)
-            await asyncio.gather(*(self._fault(arm, fault, f"{spec.name}-{arm.value}-chaos-{i}", action, start)
-                                   for arm in ARMS))
+            await asyncio.gather(*(self._fault(arm, fault, i, action, start) for arm in ARMS))
 
-    async def _fault(self, arm: Arm, fault: Fault, fault_id: str, action: str, start: datetime) -> None:
+    async def _fault(self, arm: Arm, fault: Fault, index: int, action: str, start: datetime) -> None:
+        """Apply or clear one fault on one arm; the event records when it was asked for and when it had landed
+        (a worker that was down over the instant shows as a late one)."""
+        assert self._spec is not None
+        fault_id = f"{self._spec.name}-{arm.value}-chaos-{index}"
         name = "apply_fault" if action == "apply" else "clear_fault"
+        sent = (workflow.now() - start).total_seconds()
         try:
             done = await workflow.execute_activity(
                 name, FaultInput(sandbox=self._refs[arm], fault=fault, fault_id=fault_id), result_type=FaultApplied,
                 start_to_close_timeout=timedelta(seconds=60), retry_policy=SANDBOX_RETRY)
             event = ChaosEvent(fault_id=fault_id, kind=fault.kind.value, arm=arm.value, nodes=done.nodes,
                                mode=done.mode, note=done.note, offset_s=(workflow.now() - start).total_seconds(),
-                               action="applied" if action == "apply" else "cleared")
+                               action="applied" if action == "apply" else "cleared", fault=index, step=action,
+                               sent_s=sent)
         except Exception as err:  # recorded in the evidence; the run goes on and the judge sees the effect
             if isinstance(err, asyncio.CancelledError):
                 raise
             event = ChaosEvent(fault_id=fault_id, kind=fault.kind.value, arm=arm.value, action="failed",
-                               offset_s=(workflow.now() - start).total_seconds(), note=str(err.__cause__ or err))
+                               offset_s=(workflow.now() - start).total_seconds(), note=str(err.__cause__ or err),
+                               fault=index, step=action, sent_s=sent)
         self._chaos.append(event)
 
     async def _teardown(self, spec: ExperimentSpec) -> None:
@@ -274,13 +297,13 @@ class ExperimentWorkflow:
             experiment=spec.name, spec_hash=spec.spec_hash(), spec=spec.model_dump(mode="json", by_alias=True),
             started_at=self._started, ended_at=self._ended,
             chaos_mode=self._chaos_mode,
-            chaos_timeline=self._chaos, judgement=judged,
+            chaos_timeline=self._chaos, faults=self._faults, judgement=judged,
             series=[Series(query=q, key=k, points=p) for (q, k), p in sorted(self._points.items())])
 
     async def _decide(self, spec: ExperimentSpec, judged: JudgeResult, evidence: EvidenceRef) -> bool:
         """Approved for rollout? A failed verdict never is; with a vote required, the DAO decides (a marginal
         verdict goes to the vote with its reasons); without one, only a pass is."""
-        if judged.verdict is Verdict.FAIL or not spec.spec.dao_vote_required:
+        if judged.verdict in (Verdict.FAIL, Verdict.INVALID) or not spec.spec.dao_vote_required:
             return judged.verdict is Verdict.PASS
         self._to(Phase.VOTING)
         pid = f"{spec.name}-{evidence.hash[:8]}"
@@ -415,6 +438,7 @@ class ExperimentWorkflow:
         return ExperimentStatus(
             name=self._name, phase=self._phase, duration=duration, elapsed=elapsed,
             progress=min(1.0, elapsed / duration) if duration else 0.0, live=live, chaos=self._chaos,
+            faults=self._faults,
             verdict=self._judged.verdict.value if self._judged else None,
             score=self._judged.score if self._judged else None,
             reasons=self._judged.reasons if self._judged else [], evidence=self._evidence,

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from westworld.experiment import Direction, JudgeConfig, MetricSpec, Threshold
+from westworld.evidence import ChaosEvent, check_faults, fault_problems, fault_slack
+from westworld.experiment import Direction, FaultSpec, JudgeConfig, MetricSpec, Threshold
 from westworld.judge import (
     MetricSamples,
     MetricStatus,
     Verdict,
+    invalid_run,
     judge,
     mann_whitney_u,
     run_outcome,
 )
+from westworld.sandbox import FaultKind
 
 samples = st.lists(st.floats(min_value=-1e6, max_value=1e6, allow_nan=False), min_size=1, max_size=40)
 
@@ -139,3 +143,67 @@ def test_verdict_follows_score_and_critical_metrics(
     else:
         assert r.verdict is Verdict.FAIL
     assert r.reasons and r.reasons[0].startswith(f"score {r.score:.1f}")
+
+
+# --- faults as specified (westworld.evidence.check_faults) -------------------------------------------------------
+
+def _fault(start: float, duration: float) -> FaultSpec:
+    return FaultSpec(kind=FaultKind.LATENCY, start=timedelta(seconds=start), duration=timedelta(seconds=duration),
+                     latency_ms=5)
+
+
+def _events(applied: float, clear_sent: float, cleared: float, arm: str = "treatment") -> list[ChaosEvent]:
+    common = {"fault_id": f"x-{arm}-chaos-0", "kind": "latency", "arm": arm, "fault": 0}
+    return [ChaosEvent(**common, action="applied", step="apply", offset_s=applied, sent_s=applied - 0.05),
+            ChaosEvent(**common, action="cleared", step="clear", offset_s=cleared, sent_s=clear_sent)]
+
+
+@given(start=st.floats(0, 60), duration=st.floats(1, 60), late=st.floats(0, 0.99), lag=st.floats(0, 0.99))
+def test_a_fault_within_its_slack_ran_as_specified(start: float, duration: float, late: float, lag: float) -> None:
+    f = _fault(start, duration)
+    slack = fault_slack(f.duration).total_seconds()
+    end = start + duration
+    runs = check_faults([f], _events(start + late * slack, end, end + lag * slack), ["treatment"])
+    assert [r.as_specified for r in runs] == [True], runs[0].problems
+
+
+@given(start=st.floats(0, 60), duration=st.floats(1, 60), down=st.floats(1.01, 30), where=st.sampled_from(
+    ["apply late", "clear late", "clear early"]))
+def test_a_fault_a_worker_outage_displaced_did_not(start: float, duration: float, down: float, where: str) -> None:
+    """A worker down over an apply or a clear moves it by the downtime: beyond the slack, never as specified."""
+    f = _fault(start, duration)
+    slack = fault_slack(f.duration).total_seconds()
+    end, miss = start + duration, down * slack
+    applied, sent, cleared = start, end, end
+    if where == "apply late":
+        applied = start + miss
+        sent = cleared = max(end, applied)  # the clear is never sent before the apply landed
+    elif where == "clear late":
+        sent, cleared = end + miss, end + miss
+    else:
+        sent = cleared = max(start, end - miss)
+    runs = check_faults([f], _events(applied, sent, cleared), ["treatment"])
+    assert not runs[0].as_specified and runs[0].problems
+    assert fault_problems(runs)[0].startswith("fault 0 (latency) on the treatment: ")
+
+
+def test_the_demo_outage_is_named_and_every_arm_is_checked() -> None:
+    """The reported case: a 6 s loss fault at 18 s applied at 28.3 s and cleared at 28.4 s after a restart."""
+    f = FaultSpec(kind=FaultKind.PACKET_LOSS, start=timedelta(seconds=18), duration=timedelta(seconds=6),
+                  loss_pct=5)
+    timeline = _events(28.3, 28.35, 28.4) + _events(18.05, 24.0, 24.05, arm="baseline")
+    runs = check_faults([f], timeline, ["baseline", "treatment"])
+    assert [(r.arm, r.as_specified) for r in runs] == [("baseline", True), ("treatment", False)]
+    assert runs[1].problems == ["applied 10.3 s late (at 28.3 s, specified 18 s)",
+                                "cleared 4.4 s late (at 28.4 s, specified 24 s)"]
+    missing = check_faults([f], [], ["baseline"])[0]
+    assert missing.problems == ["never applied", "never cleared"]
+    failed = [e.model_copy(update={"action": "failed", "note": "boom"}) if e.step == "apply" else e
+              for e in _events(18.0, 24.0, 24.0)]
+    assert "its apply failed" in check_faults([f], failed, ["treatment"])[0].problems[0]
+
+
+def test_an_invalid_run_is_never_scored() -> None:
+    result = invalid_run(["fault 0 (latency) on the treatment: never applied"])
+    assert result.verdict is Verdict.INVALID and result.score == 0 and result.metrics == []
+    assert result.reasons[1] == "fault 0 (latency) on the treatment: never applied"
