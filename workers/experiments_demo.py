@@ -67,6 +67,9 @@ def demo_spec(file: str, suffix: str, **rollout: Any) -> tuple[ExperimentSpec, d
 
 async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     client = await connect(s)
+    if (halt := (await agent_ops.registries(client, s)).halt).halted:  # every rollout step would be refused
+        raise RuntimeError(f"the network is halted (epoch {halt.epoch}: {halt.reason}); guardians resume it with "
+                           "`westworld halt resume` before the demo can run")
     suffix = f"{int(time.time()) % 100000}"
     agent = f"cradle-rollout-{suffix}"  # one agent per run: the anomaly watch judges each agent's own history
     good, good_data = demo_spec("good.yaml", suffix, agent=agent, peer_policy=PEER_POLICY)
