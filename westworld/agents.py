@@ -235,13 +235,20 @@ class WatchCarry(BaseModel):
 
 
 class AnomalyWatchInput(BaseModel):
-    """Workflow id ``anomaly-watch`` (one per network)."""
+    """Workflow id ``anomaly-watch`` (one per network). Settings looser than the policy are tightened to it;
+    settings stricter than the defaults (a hair trigger halts the network) need ``signed`` by one registered
+    operator over ``change_digest("watch.start", <workflow id>, settings, "start", expires_at)``."""
 
     config: AnomalyConfig = Field(default_factory=AnomalyConfig)
     poll_interval: timedelta = timedelta(seconds=15)
     continue_after_polls: int = Field(500, ge=1)
     guardians_required: int = Field(2, ge=1, le=64)
     carry: WatchCarry | None = None
+    signed: SignedBy | None = None
+
+    def change(self) -> dict[str, Any]:
+        """What an operator signs to start the watch stricter than the defaults."""
+        return self.model_dump(mode="json", include={"config", "poll_interval", "guardians_required"})
 
 
 class WatchSettings(BaseModel):

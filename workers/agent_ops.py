@@ -281,6 +281,15 @@ async def sync_watch(client: Client, s: Settings, echo: Echo) -> None:
     echo(f"{'anomaly-watch':13} {outcome:16} workflow {WATCH_ID}{what}")
 
 
+def sign_watch_start(inp: AnomalyWatchInput, keys: Sequence[bytes], watch_id: str = WATCH_ID,
+                     lifetime: timedelta = SIGNATURE_LIFETIME) -> AnomalyWatchInput:
+    """``inp`` signed by an operator: needed when its settings are stricter than the defaults."""
+    expires = now() + lifetime
+    digest = authority.change_digest("watch.start", watch_id, inp.change(), "start", expires)
+    return inp.model_copy(update={"signed": authority.SignedBy(
+        expires_at=expires, signatures=[authority.sign(k, digest) for k in keys])})
+
+
 def sign_watch_change(request: WatchConfigRequest | WatchStopRequest, action: str, watch_id: str,
                       keys: Sequence[bytes], lifetime: timedelta = SIGNATURE_LIFETIME) -> None:
     """Sign ``request`` (at its ``seq``) for the watch ``watch_id`` with ``keys``, in place."""

@@ -151,10 +151,14 @@ def peers_list(data_dir: DataDir = None) -> None:
 
 @agent_app.command("watch")
 def watch(poll_seconds: Annotated[float, typer.Option(help="How often the decision feed is read.")] = 15.0,
-          guardians_required: Annotated[int, typer.Option()] = 2, data_dir: DataDir = None) -> None:
-    """Start the network's AnomalyWatchWorkflow (id anomaly-watch) unless it runs (`westworld up` starts it too)."""
+          guardians_required: Annotated[int, typer.Option()] = 2, key: SignKeys = None,
+          data_dir: DataDir = None) -> None:
+    """Start the network's AnomalyWatchWorkflow (id anomaly-watch) unless it runs (`westworld up` starts it too);
+    settings stricter than the defaults need an operator's --key (looser than the policy: the policy's)."""
     s = settings_for(data_dir)
     inp = AnomalyWatchInput(poll_interval=timedelta(seconds=poll_seconds), guardians_required=guardians_required)
+    if key:
+        inp = ops.sign_watch_start(inp, signing_keys(key))
 
     async def go() -> str:
         return await ops.ensure_watch(await client(s), s, inp)

@@ -50,6 +50,8 @@ AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 WAKE_ON_RECONFIGURE = "watch-wake-on-reconfigure"
 # Runs from before this patch took any reconfigure and no policy; newer ones check signatures against the policy.
 AUTHORISED_ADMIN = "watch-authorised-admin"
+# Runs from before this patch accepted any start stricter than the defaults unsigned.
+SIGNED_STRICT_START = "watch-signed-strict-start"
 
 
 @workflow.defn
@@ -109,7 +111,31 @@ class AnomalyWatchWorkflow:
         self._input = self._input.model_copy(update={"config": config, "poll_interval": poll,
                                                      "guardians_required": k})
         await self._refresh_signers()
+        if workflow.info().continued_run_id is None and workflow.patched(SIGNED_STRICT_START):
+            self._check_strict_start(input, policy)
         self._policy = policy  # from now on changes are checked (policy and signers both known)
+
+    def _check_strict_start(self, input: AnomalyWatchInput, policy: NetworkPolicy) -> None:
+        """A start stricter than the defaults (a hair trigger would halt the network on normal work) needs one
+        registered operator's signature over the settings asked for; looser ones were already clamped."""
+        i = self._input
+        default = AnomalyWatchInput()
+        base = authority.clamp_to_policy(default.config, default.poll_interval, default.guardians_required,
+                                         policy.watch)
+        stricter = authority.loosened(i.config, i.poll_interval, i.guardians_required, *base)
+        if not stricter:
+            return
+        wid = workflow.info().workflow_id
+        what = f"start {wid} stricter than the defaults ({', '.join(stricter)})"
+        if input.signed is None:
+            raise ApplicationError(f"{what}: unsigned; needs one registered operator", type=UNAUTHORISED,
+                                   non_retryable=True)
+        digest = authority.change_digest("watch.start", wid, input.change(), "start", input.signed.expires_at)
+        try:
+            authority.authorise(what, digest, input.signed, authority.Required(authority.Authority.OPERATOR),
+                                self._signers, workflow.now())
+        except authority.Unauthorised as err:
+            raise ApplicationError(err.message, type=UNAUTHORISED, non_retryable=True) from None
 
     async def _refresh_signers(self) -> None:
         self._signers = await workflow.execute_activity(

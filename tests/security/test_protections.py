@@ -71,9 +71,12 @@ async def guardians(h: Harness, n: int = 3) -> dict[str, bytes]:
     return keys
 
 
-async def start_watch(h: Harness, inp: AnomalyWatchInput | None = None, watch_id: str = "test-watch") -> WatchHandle:
-    handle = await h.client.start_workflow(AnomalyWatchWorkflow.run, inp or AnomalyWatchInput(),
-                                           id=f"{watch_id}-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue)
+async def start_watch(h: Harness, inp: AnomalyWatchInput | None = None, watch_id: str = "test-watch",
+                      keys: list[bytes] | None = None) -> WatchHandle:
+    wid = f"{watch_id}-{uuid.uuid4().hex[:6]}"
+    start = inp or AnomalyWatchInput()
+    handle = await h.client.start_workflow(AnomalyWatchWorkflow.run, ops.sign_watch_start(start, keys, wid)
+                                           if keys else start, id=wid, task_queue=h.task_queue)
     await eventually(lambda: handle.query(AnomalyWatchWorkflow.status), lambda s: s.protected)
     return handle
 
@@ -183,7 +186,8 @@ class TestWatchStopsOnlyWithGuardians:
 
 
 class TestWatchStartCannotBeLooserOrInjected:
-    async def test_a_loose_start_is_tightened_to_the_policy_and_a_carry_is_refused(self, harness: Harness) -> None:
+    async def test_a_loose_start_is_tightened_a_strict_one_needs_an_operator_a_carry_is_refused(
+            self, harness: Harness) -> None:
         h = harness
         loose = AnomalyWatchInput(config=AnomalyConfig(coverage_critical_pct=1000, concentration_critical_pct=500,
                                                        rate_high=10_000), poll_interval=timedelta(seconds=50),
@@ -196,6 +200,20 @@ class TestWatchStartCannotBeLooserOrInjected:
                     settings.config.rate_high, settings.guardians_required) == (10.0, 20.0, 100, 2)
         finally:
             await watch.terminate("test over")
+        hair_trigger = AnomalyWatchInput(config=AnomalyConfig(concentration_warn_pct=0.1,
+                                                              concentration_critical_pct=0.2))
+        for signed_by in ([], [new_key()]):  # a start stricter than the defaults: unsigned, or by a stranger
+            wid = f"anomaly-watch-{uuid.uuid4().hex[:6]}"
+            start = ops.sign_watch_start(hair_trigger, signed_by, wid) if signed_by else hair_trigger
+            strict = await h.client.start_workflow(AnomalyWatchWorkflow.run, start, id=wid, task_queue=h.task_queue)
+            with pytest.raises(WorkflowFailureError) as err:
+                await strict.result()
+            kind, why = refusal(err)
+            assert kind == UNAUTHORISED and "stricter than the defaults (concentration_warn_pct, " \
+                "concentration_critical_pct)" in why
+        signed = await start_watch(h, hair_trigger, keys=[operator_key(h)])  # one operator may
+        assert (await status(signed)).settings == WatchSettings(config=hair_trigger.config)
+        await signed.terminate("test over")
         injected = await h.client.start_workflow(
             AnomalyWatchWorkflow.run, AnomalyWatchInput(carry=WatchCarry(after_seq=10**9, admin_seq=7)),
             id=f"anomaly-watch-{uuid.uuid4().hex[:6]}", task_queue=h.task_queue)
@@ -236,10 +254,11 @@ class TestHaltOnlyByTheWatchOrAnOperator:
         h = harness
         net = await network(h, 200, peers_n=0, guardians_n=0)
         token = await net.store.mint("busy", ["set_config"])
-        # stricter than the policy is allowed at start: a hair trigger, under an id of the attacker's choosing
+        # a hair trigger, under an id of somebody's choosing
         rogue = await start_watch(h, AnomalyWatchInput(config=AnomalyConfig(
             coverage_warn_pct=0.2, coverage_critical_pct=0.5, concentration_warn_pct=0.2,
-            concentration_critical_pct=0.5), poll_interval=timedelta(seconds=1)), watch_id="rogue-watch")
+            concentration_critical_pct=0.5), poll_interval=timedelta(seconds=1)), watch_id="rogue-watch",
+            keys=[operator_key(h)])  # even signed: a watch under another id does not decide halts
         try:
             result = await (await start_sealed(h, AgentActionInput(
                 agent_id="busy", action_id="a1", token=token, action=MeshAction.SET_CONFIG,

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from tests.workflows.admin_support import halt as signed_halt
+from tests.workflows.admin_support import operator_key
 from tests.workflows.admin_support import start_sealed as start_action
 from tests.workflows.capabilities_support import network
 from tests.workflows.conftest import Harness, eventually
@@ -24,6 +25,7 @@ from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE
 from westworld.sandbox import MeshAction
+from workers import agent_ops as ops
 from workers.agent_ops import WATCH_ID
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
@@ -60,9 +62,11 @@ async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resu
     net = await network(h, 200, peers_n=5, guardians_n=3)
     creeper = await net.store.mint("creeper", ["set_config"])
     bystander = await net.store.mint("bystander", ["set_config"])
+    # stricter than the defaults: the operator signs the start
     watch = await h.client.start_workflow(
-        AnomalyWatchWorkflow.run, AnomalyWatchInput(config=WATCH, poll_interval=timedelta(seconds=1),
-                                                    guardians_required=2, continue_after_polls=4),
+        AnomalyWatchWorkflow.run, ops.sign_watch_start(AnomalyWatchInput(
+            config=WATCH, poll_interval=timedelta(seconds=1), guardians_required=2, continue_after_polls=4),
+            [operator_key(h)]),
         id=WATCH_ID, task_queue=h.task_queue)  # only the network's watch may halt it
     # The creeper touches 2 nodes at a time: each action is narrow (1% of the network, no peers needed)
     steps = 0
