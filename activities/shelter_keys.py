@@ -21,13 +21,15 @@ from temporalio.exceptions import ApplicationError
 
 from activities.store import Database
 from westworld import envelope, shamir
-from westworld.errors import INVALID_INPUT
+from westworld.errors import INVALID_INPUT, WestworldError
 from westworld.shelter import (
     MASTER_KEY_BYTES,
     CreateEpochInput,
     EncryptedShare,
     Guardian,
     KeyEpoch,
+    KeyEpochStatus,
+    check_ceremony,
     share_aad,
 )
 
@@ -144,15 +146,40 @@ class KeyEpochStore:
             row = (await conn.execute(query.limit(1))).first()
         return None if row is None else _row_to_epoch(row)
 
+    async def status(self, epoch_key: str | None = None) -> KeyEpochStatus:
+        await self.init()
+        async with self._db.engine.connect() as conn:
+            latest = (await conn.execute(sa.select(sa.func.max(key_epochs.c.epoch)))).scalar()
+        return KeyEpochStatus(current=await self.current(), latest=int(latest or 0),
+                              created=await self.by_key(epoch_key) if epoch_key else None)
+
     async def create(self, inp: CreateEpochInput) -> KeyEpoch:
-        """Insert a new epoch numbered after the latest; a repeated ``epoch_key`` returns the stored one."""
+        """Insert a new epoch numbered after the latest, unchecked (tests and benchmarks; the worker creates epochs
+        only through :meth:`create_ceremony` and the rotation); a repeated ``epoch_key`` returns the stored one."""
+        return await self._create(inp, check=False)
+
+    async def create_ceremony(self, inp: CreateEpochInput) -> KeyEpoch:
+        """Insert a ceremony's epoch if :func:`check_ceremony` allows it against the epochs stored: genesis only
+        while none exists, later ones with k current guardians' approvals. Atomic: the new epoch takes the next
+        number (the primary key), so of two racing ceremonies (or a ceremony and a rotation) one wins and the other
+        is checked again against the winner. A repeated ``epoch_key`` returns the stored epoch.
+
+        Raises:
+            WestworldError: ``UNAUTHORISED``, from :func:`check_ceremony`.
+        """
+        if not inp.epoch_key:
+            raise WestworldError("a key ceremony needs an epoch_key (its approvals sign it)")
+        return await self._create(inp, check=True)
+
+    async def _create(self, inp: CreateEpochInput, *, check: bool) -> KeyEpoch:
         await self.init()
         for _ in range(5):
             if inp.epoch_key and (existing := await self.by_key(inp.epoch_key)) is not None:
                 return existing
-            async with self._db.engine.connect() as conn:
-                latest = (await conn.execute(sa.select(sa.func.max(key_epochs.c.epoch)))).scalar()
-            epoch = make_epoch(inp, int(latest or 0) + 1, datetime.now(UTC))
+            status = await self.status()
+            if check:
+                check_ceremony(inp, inp.epoch_key or "", status.current, status.latest > 0)
+            epoch = make_epoch(inp, status.latest + 1, datetime.now(UTC))
             try:
                 async with self._db.engine.begin() as conn:
                     await conn.execute(key_epochs.insert().values(
@@ -163,7 +190,7 @@ class KeyEpochStore:
                         created_at=epoch.created_at, retired=False,
                     ))
             except IntegrityError:
-                continue  # another creator took this number (or this epoch_key): look again
+                continue  # another creator took this number (or this epoch_key): look again, check again
             return epoch
         raise RuntimeError("could not allocate a key epoch number after 5 attempts")
 
@@ -182,8 +209,24 @@ class ShelterKeyActivities:
 
     @activity.defn(name="create_key_epoch")
     async def create_key_epoch(self, inp: CreateEpochInput) -> KeyEpoch:
-        """Generate and split a new master key; store and return the public epoch (idempotent by ``epoch_key``)."""
+        """Generate and split a new master key; store and return the public epoch (idempotent by ``epoch_key``).
+
+        Unchecked: not registered on the worker (ceremonies before the gate called it); tests seed epochs with it.
+        """
         return await self.store.create(inp)
+
+    @activity.defn(name="create_ceremony_epoch")
+    async def create_ceremony_epoch(self, inp: CreateEpochInput) -> KeyEpoch:
+        """A ceremony's epoch, allowed and created atomically by :meth:`KeyEpochStore.create_ceremony`."""
+        try:
+            return await self.store.create_ceremony(inp)
+        except WestworldError as err:
+            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+
+    @activity.defn(name="key_epoch_status")
+    async def key_epoch_status(self, epoch_key: str) -> KeyEpochStatus:
+        """The current epoch, the highest epoch number and the epoch ``epoch_key`` made, for the ceremony's check."""
+        return await self.store.status(epoch_key)
 
     @activity.defn(name="current_key_epoch")
     async def current_key_epoch(self) -> KeyEpoch:

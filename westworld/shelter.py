@@ -13,10 +13,13 @@ import hashlib
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from westworld.audit import canonical_json
 from westworld.envelope import HEX32, Sealed, decrypt_blob, open_sealed
-from westworld.errors import DecryptFailed
+from westworld.errors import UNAUTHORISED, DecryptFailed, WestworldError
 
 GUARDIAN_ID_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
 DOCUMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -86,8 +89,21 @@ class KeyEpoch(BaseModel):
         return next((g for g in self.guardians if g.id == guardian_id), None)
 
 
+class CeremonyApproval(BaseModel):
+    """A current guardian's Ed25519 signature over :func:`ceremony_digest` of a new ceremony."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    guardian_id: str = Field(pattern=GUARDIAN_ID_PATTERN)
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$", description="hex Ed25519 signature")
+
+
 class CreateEpochInput(BaseModel):
-    """Create a key epoch: a new master key split ``threshold``-of-``len(guardians)`` (default 3-of-10)."""
+    """Create a key epoch: a new master key split ``threshold``-of-``len(guardians)`` (default 3-of-10).
+
+    The first (genesis) ceremony needs no approvals; once a key epoch exists, a ceremony needs ``approvals`` from
+    k of the current epoch's guardians (:func:`check_ceremony`); otherwise new guardians come only by rotation.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -96,6 +112,9 @@ class CreateEpochInput(BaseModel):
     epoch_key: str | None = Field(
         None, max_length=128, description="idempotency key: a retried creation with the same key returns the "
         "epoch it created (e.g. the rotation workflow's id)")
+    approvals: list[CeremonyApproval] = Field(
+        default_factory=list, max_length=255, description="signatures of the current epoch's guardians over "
+        "ceremony_digest(guardians, threshold, epoch_key); not needed for the genesis ceremony")
 
     @model_validator(mode="after")
     def _check(self) -> CreateEpochInput:
@@ -108,6 +127,66 @@ class CreateEpochInput(BaseModel):
             if dup:
                 raise ValueError(f"guardian {field} repeated: {dup}")
         return self
+
+
+class KeyEpochStatus(BaseModel):
+    """What a ceremony is checked against: the current epoch (if any), the highest epoch number (0: none), and the
+    epoch this ceremony's ``epoch_key`` already created (a retried ceremony returns it unchecked)."""
+
+    current: KeyEpoch | None = None
+    latest: int = Field(0, ge=0)
+    created: KeyEpoch | None = None
+
+
+def ceremony_digest(guardians: list[Guardian], threshold: int, epoch_key: str) -> bytes:
+    """What a current guardian signs to approve a new ceremony: the new guardians (ids and keys), k, epoch key."""
+    body = {"domain": "westworld-key-ceremony-v1", "epoch_key": epoch_key, "threshold": threshold,
+            "guardians": [g.model_dump(mode="json") for g in guardians]}
+    return hashlib.sha256(canonical_json(body).encode()).digest()
+
+
+def _verifies(public_key_hex: str, digest: bytes, signature_hex: str) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(bytes.fromhex(signature_hex), digest)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def check_ceremony(inp: CreateEpochInput, epoch_key: str, current: KeyEpoch | None,
+                   any_epoch: bool) -> list[str]:
+    """Allow a ceremony: the genesis one while no key epoch exists, later ones only with k current guardians'
+    signatures over :func:`ceremony_digest`. Approvals by others, bad or repeated ones never count.
+
+    Returns:
+        the current guardians whose approvals counted (empty for the genesis ceremony).
+
+    Raises:
+        WestworldError: type ``UNAUTHORISED``; the message says why and how new guardians come instead.
+    """
+    if current is None and not any_epoch:
+        return []
+    how = ("new guardian sets come only through a rotation (`westworld shelter rotate`, approved by a DAO vote and "
+           "k current guardians)")
+    if current is None:
+        raise WestworldError(f"key epochs exist but none is current: {how}", type=UNAUTHORISED)
+    digest = ceremony_digest(inp.guardians, inp.threshold, epoch_key)
+    valid: set[str] = set()
+    ignored: list[str] = []
+    for a in inp.approvals:
+        g = current.guardian(a.guardian_id)
+        if g is None:
+            ignored.append(f"{a.guardian_id!r} is not a guardian of key epoch {current.epoch}")
+        elif not _verifies(g.signing_public_key, digest, a.signature):
+            ignored.append(f"{a.guardian_id!r}'s signature is not over this ceremony")
+        else:
+            valid.add(a.guardian_id)
+    if len(valid) >= current.threshold:
+        return sorted(valid)
+    why = f"; ignored: {'; '.join(ignored)}" if ignored else ""
+    raise WestworldError(
+        f"key ceremony {epoch_key!r} refused: key epoch {current.epoch} exists, so {how}, or a ceremony signed by "
+        f"{current.threshold} of its guardians ({len(valid)} valid approval(s){why})", type=UNAUTHORISED)
 
 
 class Network(StrEnum):

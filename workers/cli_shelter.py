@@ -89,17 +89,21 @@ def keygen(
 def guardians_init(
     guardian: Annotated[list[Path], typer.Option(help="A guardian's .pub file; repeat for each.")],
     threshold: Annotated[int, typer.Option(help="Shares needed to reconstruct (k).")] = 3,
+    approver: Annotated[list[Path] | None, typer.Option(
+        help="A current guardian's key file, to sign this ceremony; repeat for k of them. Only needed once a key "
+        "epoch exists (new guardians otherwise come by `shelter rotate`).")] = None,
     data_dir: DataDir = None,
 ) -> None:
-    """Create a key epoch: a new master key split k-of-n, each share sealed to its guardian."""
+    """Create the first key epoch: a new master key split k-of-n, each share sealed to its guardian."""
     s = settings_for(data_dir)
     try:
         gs = [load_guardian(p) for p in guardian]
     except WestworldError as err:
         raise fail(err.message) from err
+    approvers = [_load_keys(p) for p in approver or []]
 
     async def work() -> str:
-        epoch = await ops.init_guardians(await connect(s), s, gs, threshold)
+        epoch = await ops.init_guardians(await connect(s), s, gs, threshold, approvers)
         return (f"key epoch {epoch.epoch}: {epoch.threshold}-of-{len(epoch.guardians)}, master public key "
                 f"{epoch.master_public_key[:16]}…; guardians: {', '.join(g.id for g in epoch.guardians)}")
 

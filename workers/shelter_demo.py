@@ -1,6 +1,7 @@
 """`westworld demo --only shelter`: the document shelter on the live stack, end to end.
 
-Ten guardians and two requesters make their keys; a key ceremony splits a new master key 3-of-10; a document is
+Ten guardians and two requesters make their keys; a key ceremony splits a new master key 3-of-10 (the genesis
+ceremony; on a later run, approved by the current guardians, whose key files the demo kept); a document is
 stored (encrypted, replicated to IPFS and Arweave and read back); a journalist's request is approved by a DAO vote,
 three guardians answer, and the journalist reconstructs the key and decrypts locally; an activist's emergency
 request is granted within its 2-hour window the same way (timed); finally the guardians rotate to a new set of
@@ -74,8 +75,12 @@ async def run_shelter_demo(s: Settings, echo: Echo) -> None:
     await distribute_voting_power(s.chain_rpc_url, deployment, {
         acct.key.hex(): share for acct, share in zip(demo_voters(s.data_dir / "demo-keys").values(), SHARES,
                                                      strict=True)}, s.chain_deployer_key, as_share_of_supply=True)
-    epoch = await ops.init_guardians(client, s, [g.public() for g in guardians], 3)
-    echo(f"2. key ceremony: epoch {epoch.epoch}, 3-of-10, master public key {epoch.master_public_key[:16]}…")
+    # The first run is the genesis ceremony. On a later run an epoch exists and a ceremony needs k signatures of
+    # its guardians: the guardians this demo made before (their key files are here) sign; only current ones count.
+    approvers = [load_keys(p) for p in sorted(keys_dir.glob("*guardian-*.key"))]
+    epoch = await ops.init_guardians(client, s, [g.public() for g in guardians], 3, approvers)
+    echo(f"2. key ceremony: epoch {epoch.epoch}, 3-of-10, master public key {epoch.master_public_key[:16]}…"
+         + (" (an epoch existed: approved by k of its guardians)" if epoch.epoch > 1 else " (genesis)"))
     doc_id = f"assembly-minutes-{int(time.time())}"
     state = await ops.store_document(client, s, doc_id, "Mesh assembly minutes", TEXT)
     echo(f"3. stored {doc_id}: " + ", ".join(f"{r.network.value} {r.state.value}" for r in state.replicas))

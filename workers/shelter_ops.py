@@ -33,7 +33,16 @@ from activities.policy import read_policy_file
 from activities.shelter_docs import stage_document
 from westworld.policy import NetworkPolicy
 from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult, RotationState
-from westworld.shelter import CreateEpochInput, Guardian, KeyEpoch, Network, StoreDocumentInput, StoreDocumentState
+from westworld.shelter import (
+    CeremonyApproval,
+    CreateEpochInput,
+    Guardian,
+    KeyEpoch,
+    Network,
+    StoreDocumentInput,
+    StoreDocumentState,
+    ceremony_digest,
+)
 from westworld.shelter_access import (
     AccessDecision,
     AccessRequest,
@@ -68,10 +77,21 @@ def request_id_for(document_id: str) -> str:
     return f"{document_id[:38]}-{secrets.token_hex(4)}".lower()
 
 
-async def init_guardians(client: Client, s: Settings, guardians: list[Guardian], threshold: int) -> KeyEpoch:
-    inp = CreateEpochInput(guardians=guardians, threshold=threshold, epoch_key=f"ceremony-{uuid.uuid4().hex[:12]}")
-    epoch: KeyEpoch = await client.execute_workflow(
-        KeyCeremonyWorkflow.run, inp, id=f"key-ceremony:{inp.epoch_key}", task_queue=s.task_queue)
+async def init_guardians(client: Client, s: Settings, guardians: list[Guardian], threshold: int,
+                         approvers: list[PartyKeys] | None = None) -> KeyEpoch:
+    """Run a key ceremony. The genesis one needs no approvers; once an epoch exists, k of its guardians must sign
+    the ceremony (``approvers``: their key files; signatures by anyone else do not count)."""
+    key = f"ceremony-{uuid.uuid4().hex[:12]}"
+    digest = ceremony_digest(guardians, threshold, key)
+    inp = CreateEpochInput(guardians=guardians, threshold=threshold, epoch_key=key, approvals=[
+        CeremonyApproval(guardian_id=a.id, signature=a.sign(digest)) for a in approvers or []])
+    try:
+        epoch: KeyEpoch = await client.execute_workflow(
+            KeyCeremonyWorkflow.run, inp, id=f"key-ceremony:{inp.epoch_key}", task_queue=s.task_queue)
+    except WorkflowFailureError as err:
+        cause = err.cause
+        raise ShelterError(f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else
+                           f"key ceremony {key} failed: {cause}") from err
     return epoch
 
 

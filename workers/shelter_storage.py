@@ -62,7 +62,9 @@ async def open_storage_activities(settings: Settings, database: Database) -> Asy
     keys = ShelterKeyActivities(database)
     async with open_document_activities(settings, database) as docs:
         yield [
-            keys.create_key_epoch, keys.current_key_epoch, keys.get_key_epoch, keys.retire_key_epoch,
+            # create_key_epoch (unchecked) is not served: ceremonies create through the checked activity
+            keys.create_ceremony_epoch, keys.key_epoch_status, keys.current_key_epoch, keys.get_key_epoch,
+            keys.retire_key_epoch,
             docs.encrypt_document, docs.replicate_document, docs.verify_replicas, docs.repair_replica,
             docs.list_documents, docs.get_document,
         ]

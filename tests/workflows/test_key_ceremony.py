@@ -1,4 +1,5 @@
-"""KeyCeremonyWorkflow on a real Temporal server and SQLite: the epoch is made on the worker and audited."""
+"""KeyCeremonyWorkflow on a real Temporal server and SQLite: the epoch is made on the worker and audited; once an
+epoch exists, `guardians init` needs k current guardians' signatures (the hostile side: tests/security)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import pytest
 from activities.shelter_keys import KeyEpochStore
 from tests.workflows.conftest import Harness
 from tests.workflows.shelter_helpers import open_own_share
+from tests.workflows.test_shelter_cli import cli
 from westworld import envelope, shamir
 from westworld.shelter import CreateEpochInput
-from workers.shelter_local import make_keys
+from workers.shelter_local import make_keys, save_keys
 from workflows.key_ceremony import KeyCeremonyWorkflow
 
 
@@ -32,3 +34,20 @@ def test_ceremony_input_refuses_an_impossible_threshold() -> None:
     keys = [make_keys(f"g{i}") for i in range(1, 3)]
     with pytest.raises(ValueError, match="threshold 3 exceeds the 2 guardians"):
         CreateEpochInput(guardians=[k.public() for k in keys], threshold=3)
+
+
+async def test_guardians_init_after_genesis_needs_k_current_guardians_to_sign(harness: Harness) -> None:
+    d = harness.settings.data_dir / "shelter" / "keys"
+    for name in ("a1", "a2", "a3", "b1", "b2", "b3"):
+        save_keys(make_keys(name), d / f"{name}.key")
+
+    def pubs(prefix: str) -> list[str]:
+        return [a for i in (1, 2, 3) for a in ("--guardian", str(d / f"{prefix}{i}.key.pub"))]
+
+    assert "key epoch 1: 2-of-3" in await cli(harness, "shelter", "guardians", "init", "--threshold", "2", *pubs("a"))
+    refused = await cli(harness, "shelter", "guardians", "init", "--threshold", "2", *pubs("b"),
+                        "--approver", str(d / "b1.key"), ok=False)
+    assert "Unauthorised" in refused and "westworld shelter rotate" in refused and "is not a guardian" in refused
+    signed = await cli(harness, "shelter", "guardians", "init", "--threshold", "2", *pubs("b"),
+                       "--approver", str(d / "a1.key"), "--approver", str(d / "a3.key"))
+    assert "key epoch 2: 2-of-3" in signed and "b1, b2, b3" in signed
