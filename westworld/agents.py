@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from westworld.anomaly import AgentEvent, AnomalyConfig, Finding
-from westworld.authority import SignedBy
+from westworld.authority import AdminSigners, SignedBy
 from westworld.capability import CheckResult
 from westworld.peers import ActionDigestInput, action_digest
+from westworld.policy import NetworkPolicy
 from westworld.sandbox import MeshAction, MeshActionInput, MeshActionResult, MeshTarget
 from westworld.sealed import Binding
 
@@ -232,6 +233,9 @@ class WatchCarry(BaseModel):
     halts: list[int] = Field(default_factory=list)
     polls: int = 0
     admin_seq: int = Field(0, description="Signed changes accepted so far: the nonce the next one must sign.")
+    policy: NetworkPolicy | None = Field(None, description="The policy the last run held, so the next one checks "
+                                         "changes from its first moment (it reloads the policy at once).")
+    signers: AdminSigners | None = None
 
 
 class AnomalyWatchInput(BaseModel):

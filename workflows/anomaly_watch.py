@@ -65,6 +65,9 @@ class AnomalyWatchWorkflow:
         self._policy: NetworkPolicy | None = None
         self._signers = authority.AdminSigners()
         self._stopped = False
+        if input.carry is not None and workflow.info().continued_run_id is not None:
+            # handed over by the previous run (a start input cannot carry it): changes are checked at once
+            self._policy, self._signers = input.carry.policy, input.carry.signers or authority.AdminSigners()
 
     @workflow.run
     async def run(self, input: AnomalyWatchInput) -> None:
@@ -93,6 +96,8 @@ class AnomalyWatchWorkflow:
             c.polls += 1
             if polls >= input.continue_after_polls or workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
+                if self._policy is not None:
+                    c.policy, c.signers = self._policy, self._signers
                 workflow.continue_as_new(self._input.model_copy(update={"carry": c}))
             if len(page.events) < AgentEventsInput().limit:
                 await self._pause()

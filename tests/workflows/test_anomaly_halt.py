@@ -119,8 +119,10 @@ async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resu
     latest: WorkflowHandle[AnomalyWatchWorkflow, None] = h.client.get_workflow_handle_for(
         AnomalyWatchWorkflow.run, watch.id)
     await eventually(latest.describe, lambda d: d.run_id != first_run, timeout=30)
-    after = await latest.query(AnomalyWatchWorkflow.status)
-    assert after.halts == [epoch] and after.after_seq >= steps
+    # the new run polls on (its first poll re-reads the policy and the signers): its feed position passes the steps
+    after = await eventually(lambda: latest.query(AnomalyWatchWorkflow.status), lambda s: s.after_seq >= steps,
+                             timeout=30)
+    assert after.halts == [epoch]
     await watch.terminate("test over")
 
 
