@@ -149,7 +149,7 @@ async def _demo(client: Client, s: Settings, signers: Signers, ref: SandboxRef, 
                            action=MeshAction.SET_VERSION, node_ids=real, version="1.5.0", target=target,
                            peers_required=3)
     wid = await start_sealed_action(client, s, inp, inp.token)  # sealed to the workers for this action
-    handle = client.get_workflow_handle_for(AgentActionWorkflow.run, wid)
+    handle = client.get_workflow_handle(wid)
     while (status := await handle.query(AgentActionWorkflow.status)).step != "awaiting peer signatures":
         if status.step == "done":
             break
@@ -202,7 +202,7 @@ async def _creep(client: Client, s: Settings, signers: Signers, echo: Echo, tag:
         raise RuntimeError("the anomaly watch did not halt the network within 60 steps (is the worker running?)")
     state = (await ops.registries(client, s)).halt
     echo(f"   NETWORK HALTED (epoch {state.epoch}): {state.reason}")
-    watch = await client.get_workflow_handle_for(AnomalyWatchWorkflow.run, ops.WATCH_ID).query(
+    watch = await client.get_workflow_handle(ops.WATCH_ID).query(
         AnomalyWatchWorkflow.status)
     for f in watch.findings[:3]:
         echo(f"   finding: {f.severity.value} {f.kind}: {'; '.join(f.reasons)}")

@@ -179,7 +179,7 @@ def watch_set(reason: Annotated[str, typer.Option(help="Why (audited).")], key: 
 
     async def go() -> str:
         temporal = await client(s)
-        current = (await temporal.get_workflow_handle_for(AnomalyWatchWorkflow.run, ops.WATCH_ID).query(
+        current = (await temporal.get_workflow_handle(ops.WATCH_ID).query(
             AnomalyWatchWorkflow.status)).settings or WatchSettings()
         config = current.config.model_copy(update={k: v for k, v in (
             ("concentration_critical_pct", concentration_critical_pct),

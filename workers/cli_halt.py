@@ -86,8 +86,7 @@ def halt_status(data_dir: DataDir = None) -> None:
             return ["not halted: capability checks run normally"]
         lines = [f"HALTED since {state.since} (epoch {state.epoch}): {state.reason}"]
         try:
-            st = await temporal.get_workflow_handle_for(
-                NetworkHaltWorkflow.run, f"halt:{state.epoch}").query(NetworkHaltWorkflow.status)
+            st = await temporal.get_workflow_handle(f"halt:{state.epoch}").query(NetworkHaltWorkflow.status)
             lines.append(f"resume needs {st.guardians_required} guardians; signed: {st.signed_by or 'none'}")
             lines.append(f"resume digest: {st.digest}")
         except (RPCError, NotConfigured) as err:

@@ -83,7 +83,7 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
     wf_id = await start_vote(client, s, inp)
     echo(f"2. proposal {pid} on the Emergency Governor (2 h window); watch it at "
          f"http://127.0.0.1:{s.temporal_ui_port}/namespaces/{s.temporal_namespace}/workflows/{wf_id}")
-    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, wf_id)
+    handle = client.get_workflow_handle(wf_id, result_type=DaoVoteResult)
     while (await handle.query(DaoVoteWorkflow.status)).state is VoteState.OPENING:
         await asyncio.sleep(0.2)
     await _show_refusals(handle, voters, pid, echo)
@@ -104,7 +104,7 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
         if st.state is VoteState.DONE:
             break
         await asyncio.sleep(0.5)
-    result = await handle.result()
+    result: DaoVoteResult = await handle.result()
     echo(f"6. result: {result.decision.upper()}  turnout {result.turnout:.1%}  approve {result.approve_share:.1%}  "
          f"on chain: {result.onchain_state}, executed in tx {result.executed_tx}")
     await _show_audit(s, result, echo)

@@ -323,7 +323,7 @@ class TestUndecryptablePayloadsFailClearly:
         handle = await start(harness, DaoVoteInput(proposal=proposal(), quorum=0.5))
         foreign = await Client.connect(temporal_address,
                                        data_converter=build_data_converter(KeyRing.generate()))
-        forged = foreign.get_workflow_handle_for(DaoVoteWorkflow.run, handle.id)
+        forged = foreign.get_workflow_handle(handle.id)
         ballot = await sign(handle, harness.voters[7], "for")
         with pytest.raises(WorkflowUpdateFailedError) as info:
             await forged.execute_update(DaoVoteWorkflow.cast_vote, ballot)
@@ -355,7 +355,7 @@ class TestUndecryptablePayloadsFailClearly:
             "DaoVoteWorkflow", inp, id=f"vote:{inp.proposal.id}", task_queue=harness.task_queue)
         [payload] = await started_input(temporal_client, f"vote:{inp.proposal.id}")
         assert payload.metadata["encoding"] == b"json/plain" and KEY_ID_METADATA not in payload.metadata
-        handle = harness.client.get_workflow_handle_for(DaoVoteWorkflow.run, f"vote:{inp.proposal.id}")
+        handle = harness.client.get_workflow_handle(f"vote:{inp.proposal.id}")
         await eventually(lambda: handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)
         assert (await vote(handle, harness.voters[9], "for")).weight > 0
         await handle.terminate("test done")
