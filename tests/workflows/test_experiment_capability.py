@@ -1,8 +1,8 @@
 """An experiment whose spec names a rollout agent and a peer policy: once approved, every canary step runs as that
 agent's capability-bounded action (a child AgentActionWorkflow) under the spec's policy, and a wide step runs only
 after k peers signed it — the network policy's k (3), never fewer (real Temporal, real mesh-node processes and
-Prometheus, the real capability store on SQLite). The bakes are seconds long and run in real time: time skipping would also skip the wide
-step's wait for its peers."""
+Prometheus, the real capability store on SQLite). The bakes are seconds long and run in real time: time skipping
+would also skip the wide step's wait for its peers."""
 
 from __future__ import annotations
 
