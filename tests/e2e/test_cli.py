@@ -113,6 +113,23 @@ def test_each_part_demo_on_the_stack(stack_env: dict[str, str], part: str) -> No
         assert line in out, f"{line!r} missing from the {part} demo:\n{out}"
 
 
+def _live_nodes(env: dict[str, str]) -> str:
+    return run(env, "agent", "peers", "list").stdout.strip().splitlines()[-1]  # "N nodes, M peers"
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_passes_again_on_the_same_data_dir(stack_env: dict[str, str]) -> None:
+    """Runs after every part's first demo (file order): a second run of each on the same data dir passes too and
+    leaves the capability registry as it found it (what a run registers for its own mesh, it deregisters)."""
+    before = _live_nodes(stack_env)
+    out = run(stack_env, "demo", "--part-timeout", "9m", timeout=870).stdout
+    for part, shows in {"vote": ("APPROVED",), **PART_SHOWS}.items():
+        assert f"=== demo: {part} passed in" in out, out
+        for line in shows:
+            assert line in out, f"{line!r} missing from the second {part} demo:\n{out}"
+    assert _live_nodes(stack_env) == before
+
+
 def test_demo_part_timeout_names_what_still_runs(stack_env: dict[str, str]) -> None:
     out = run(stack_env, "demo", "--only", "vote", "--part-timeout", "1s", ok=False)
     assert out.returncode != 0
