@@ -132,11 +132,11 @@ async def _show_audit(s: Settings, result: DaoVoteResult, echo: Echo) -> None:
 
     from westworld import merkle
     from westworld.audit import inclusion_proof_of
-    from westworld.audit_trust import AuditVerifyInput
+    from westworld.audit_trust import MAX_SHOWN, AuditVerifyInput
     from workflows.audit_verify import AuditVerifyWorkflow
 
     client = await connect(s)
-    found = await client.execute_workflow(AuditVerifyWorkflow.run, AuditVerifyInput(last=10_000),
+    found = await client.execute_workflow(AuditVerifyWorkflow.run, AuditVerifyInput(last=MAX_SHOWN),
                                           id=f"audit-verify-{uuid.uuid4()}", task_queue=s.task_queue)
     report = found.report
     hashes = [bytes.fromhex(e.leaf_hash) for e in sorted(found.entries, key=lambda e: e.seq)]
