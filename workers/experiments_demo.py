@@ -80,8 +80,8 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     token, peer_keys = await _token(s, agent, [f"affects_nodes_le = {ROLLOUT_CAP}"]), await _peer_keys(s)
     good_id = await start_experiment(client, s, good_data, good.name, capability_token=token)
     faulty_id = await start_experiment(client, s, faulty_data, faulty.name)
-    good_h = client.get_workflow_handle(good_id)
-    faulty_h = client.get_workflow_handle(faulty_id)
+    good_h = client.get_workflow_handle(good_id, result_type=ExperimentResult)
+    faulty_h = client.get_workflow_handle(faulty_id, result_type=ExperimentResult)
     await _follow_run(good_h, echo)
     voting = await _wait_phase(good_h, {Phase.VOTING, Phase.DONE})
     _show_verdict(voting, echo)
@@ -176,8 +176,8 @@ async def _vote(client: Client, s: Settings, st: ExperimentStatus, echo: Echo) -
 async def _follow_rollout(client: Client, spec: ExperimentSpec, peer_keys: dict[str, bytes], echo: Echo) -> None:
     plan, name = spec.spec.rollout, spec.name
     assert plan is not None and plan.agent is not None and plan.peer_policy is not None
-    handle = client.get_workflow_handle(canary_id(name))
-    exp = client.get_workflow_handle(f"experiment:{name}")
+    handle = client.get_workflow_handle(canary_id(name), result_type=CanaryResult)
+    exp = client.get_workflow_handle(f"experiment:{name}", result_type=ExperimentResult)
     st = await _wait_phase(exp, {Phase.ROLLING_OUT, Phase.DONE})
     if st.phase is not Phase.ROLLING_OUT:
         echo(f"E4. no rollout (vote: {st.vote_decision})")
