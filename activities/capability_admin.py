@@ -108,6 +108,10 @@ class CapabilityAdminActivities:
         if a is AdminAction.ADD_NODES:
             added = await store.add_nodes_if_absent(c.node_ids, c.region, now)
             return AdminOutcome(detail=f"registered {len(added)} nodes ({len(c.node_ids) - len(added)} known)")
+        if a is AdminAction.REMOVE_NODES:  # fewer live nodes only makes every action's share wider: stricter
+            removed = await store.deregister_nodes(c.node_ids)
+            kept = len(c.node_ids) - len(removed)
+            return AdminOutcome(detail=f"deregistered {len(removed)} nodes ({kept} unknown or peers)")
         if a is AdminAction.ADD_PEER:
             await store.add_node(c.subject, c.region, _needs_key(c), now)
             return AdminOutcome(detail=f"registered peer {c.subject}")

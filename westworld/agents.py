@@ -308,6 +308,7 @@ class AdminAction(StrEnum):
     """What the capability admin workflow changes (who may: westworld/authority.py)."""
 
     ADD_NODES = "add_nodes"
+    REMOVE_NODES = "remove_nodes"  # plain (keyless) nodes only, e.g. a sandbox's when it is torn down; never a peer
     ADD_PEER = "add_peer"
     REMOVE_NODE = "remove_node"
     ADD_GUARDIAN = "add_guardian"

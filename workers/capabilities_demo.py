@@ -123,7 +123,9 @@ async def run_capabilities_demo(settings: Settings, echo: Echo) -> None:
             await _demo(client, s, signers, ref, http, echo, tag)
         finally:
             await sandbox.teardown(ref)
-            echo(f"removed sandbox capdemo-{tag}")
+            # What this run registered for its own sandbox goes with it, so the live count stays true.
+            await signers.admin(AdminChange(action=AdminAction.REMOVE_NODES, node_ids=[n.id for n in ref.nodes]))
+            echo(f"removed sandbox capdemo-{tag} and deregistered its {len(ref.nodes)} nodes")
 
 
 async def _demo(client: Client, s: Settings, signers: Signers, ref: SandboxRef, http: httpx.AsyncClient,

@@ -219,6 +219,12 @@ async def test_an_admin_change_is_applied_once_per_nonce_and_a_mint_travels_seal
         await replay.run(admin.apply, nodes)
     assert err.value.type == UNAUTHORISED and "already applied" in err.value.message
 
+    await store.add_node("peer-x", "lab", "cd" * 32, NOW)
+    gone = await first.run(admin.apply, AdminApply(nonce="capability-admin:n1b", change=AdminChange(
+        action=AdminAction.REMOVE_NODES, node_ids=["x1", "peer-x", "never-seen"])))
+    assert gone.detail == "deregistered 1 nodes (2 unknown or peers)"  # a peer is never removed this way
+    assert "x1" not in await store.node_regions() and "peer-x" in await store.peers()
+
     mine = PrivateKey.generate()
     mint = AdminApply(nonce="capability-admin:n2", change=AdminChange(
         action=AdminAction.MINT, subject="bot", actions=["restart"], recipient_key=bytes(mine.public_key).hex()))
