@@ -9,10 +9,9 @@ travel. ``store_of`` is for the demos that run beside the worker, never for a CL
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +22,6 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.capability_store import CapabilityStore
-from activities.store import Database
 from westworld import authority, peers
 from westworld import capability as cap
 from westworld import discharge as dc
@@ -42,7 +39,7 @@ from westworld.agents import (
     WatchStopRequest,
 )
 from westworld.errors import UNAUTHORISED, InvalidInput, WestworldError
-from workers.capabilities_wiring import open_store, operator_key_file, operator_public_file
+from workers.capabilities_wiring import operator_key_file, operator_public_file
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
@@ -63,15 +60,6 @@ class Refused(WestworldError):
 def now() -> datetime:
     return datetime.now(UTC)
 
-
-@contextlib.asynccontextmanager
-async def store_of(s: Settings) -> AsyncIterator[CapabilityStore]:
-    db = Database(s.resolved_database_url)
-    await db.init()
-    try:
-        yield await open_store(s, db)
-    finally:
-        await db.close()
 
 
 def keys_dir(s: Settings) -> Path:

@@ -49,7 +49,7 @@ WATCH = WatchSettings(config=AnomalyConfig(concentration_critical_pct=8.0), poll
 WATCH_REASON = "capabilities demo: catch the creep at 8% of the network"
 
 
-def _key(s: Settings, name: str) -> bytes:
+def demo_key(s: Settings, name: str) -> bytes:
     path = ops.keys_dir(s) / f"{name}.key"
     if not path.exists():
         ops.new_keypair(path)
@@ -62,7 +62,7 @@ class Signers:
     def __init__(self, s: Settings, client: Client) -> None:
         self.s, self.client = s, client
         self.operator = ops.read_private_key(operator_key_file(s))
-        self.guardians = {f"demo-guardian-{i}": _key(s, f"demo-guardian-{i}") for i in range(3)}
+        self.guardians = {f"demo-guardian-{i}": demo_key(s, f"demo-guardian-{i}") for i in range(3)}
 
     async def admin(self, change: AdminChange) -> str:
         """``change`` signed by the operator; if it needs guardians (after genesis), by the demo guardians."""
@@ -86,7 +86,7 @@ async def _register(s: Settings, signers: Signers, ref: SandboxRef) -> tuple[dic
                                     region="sim"))
     await signers.admin(AdminChange(action=AdminAction.ADD_NODES, node_ids=[n.id for n in ref.nodes], region="lab"))
     known = await ops.registries(signers.client, s)
-    peer_keys = {f"demo-peer-{i}": _key(s, f"demo-peer-{i}") for i in range(5)}
+    peer_keys = {f"demo-peer-{i}": demo_key(s, f"demo-peer-{i}") for i in range(5)}
     for pid, key in peer_keys.items():
         if known.peers.get(pid) != peers.public_key_of(key):
             await signers.admin(AdminChange(action=AdminAction.ADD_PEER, subject=pid, region="sim",

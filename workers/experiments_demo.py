@@ -28,11 +28,13 @@ from temporalio.service import RPCError
 
 from westworld import capability as cap
 from westworld import peers
+from westworld.agents import AdminAction, AdminChange
 from westworld.errors import InvalidInput
 from westworld.experiment import ExperimentSpec, format_duration, load_spec
 from westworld.experiment_run import ExperimentResult, ExperimentStatus, Phase
 from westworld.rollout import CanaryInput, CanaryResult, CanaryStatus, RolloutPhase
 from workers import agent_ops
+from workers.capabilities_demo import Signers, demo_key
 from workers.cli_agent_common import directory, seal_input
 from workers.cli_experiment import canary_id, progress_bar, start_experiment, ui_url
 from workers.client import connect
@@ -77,7 +79,8 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
     echo(f"E1. experiments {good.name} (1.4.0) and {faulty.name} (1.5.0-rc1), each vs baseline 1.3.0 on "
          f"{good.spec.workload.nodes}+{good.spec.workload.nodes} local mesh nodes for "
          f"{format_duration(good.spec.duration)} under {len(good.spec.chaos)} faults")
-    token, peer_keys = await _token(s, agent, [f"affects_nodes_le = {ROLLOUT_CAP}"]), await _peer_keys(s)
+    token = await _token(client, s, agent, [f"affects_nodes_le = {ROLLOUT_CAP}"])
+    peer_keys = await _peer_keys(client, s)
     good_id = await start_experiment(client, s, good_data, good.name, capability_token=token)
     faulty_id = await start_experiment(client, s, faulty_data, faulty.name)
     good_h = client.get_workflow_handle(good_id, result_type=ExperimentResult)
@@ -89,9 +92,9 @@ async def run_experiments_demo(s: Settings, echo: Echo) -> None:
         echo(f"E2. {good.name} is INVALID, not judged nor voted on: {'; '.join(voting.reasons[1:3])}; running it "
              "again")
         good, good_data = demo_spec("good.yaml", f"{suffix}-again", agent=agent, peer_policy=PEER_POLICY)
-        token = await _token(s, agent, [f"affects_nodes_le = {ROLLOUT_CAP}"])
+        token = await _token(client, s, agent, [f"affects_nodes_le = {ROLLOUT_CAP}"])
         good_id = await start_experiment(client, s, good_data, good.name, capability_token=token)
-        good_h = client.get_workflow_handle_for(ExperimentWorkflow.run, good_id)
+        good_h = client.get_workflow_handle(good_id, result_type=ExperimentResult)
         await _follow_run(good_h, echo)
         voting = await _wait_phase(good_h, {Phase.VOTING, Phase.DONE})
         _show_verdict(voting, echo)
@@ -241,17 +244,17 @@ async def _endorse(client: Client, st: CanaryStatus, agent: str, keys: dict[str,
         echo(f"      step {step.label:>4}: wide, but {err.message}")
 
 
-async def _peer_keys(s: Settings) -> dict[str, bytes]:
-    """The demo peers, registered with their public keys (key files made on first use, as the capabilities
-    demo does)."""
+async def _peer_keys(client: Client, s: Settings) -> dict[str, bytes]:
+    """The demo peers (key files made on first use, the capabilities demo's), registered with their public keys
+    by a signed admin change where they are not yet: the demo is a client and opens no database."""
+    signers = Signers(s, client)
+    known = (await agent_ops.registries(client, s)).peers
     keys: dict[str, bytes] = {}
-    async with agent_ops.store_of(s) as store:
-        for pid in DEMO_PEERS:
-            path = agent_ops.keys_dir(s) / f"{pid}.key"
-            if not path.exists():
-                agent_ops.new_keypair(path)
-            keys[pid] = agent_ops.read_private_key(path)
-            await store.add_node(pid, "sim", peers.public_key_of(keys[pid]), agent_ops.now())
+    for pid in DEMO_PEERS:
+        keys[pid] = demo_key(s, pid)
+        if known.get(pid) != peers.public_key_of(keys[pid]):
+            await signers.admin(AdminChange(action=AdminAction.ADD_PEER, subject=pid, region="sim",
+                                            public_key=peers.public_key_of(keys[pid])))
     return keys
 
 
@@ -260,7 +263,7 @@ async def _override(client: Client, s: Settings, suffix: str, peer_keys: dict[st
     assert spec.spec.rollout is not None
     names = set(spec.spec.rollout.metrics)
     agent = f"operator-override-{suffix}"  # per run, like the rollout's: the watch judges each agent's history
-    token = await _token(s, agent, ["affects_nodes_le = 5"])
+    token = await _token(client, s, agent, ["affects_nodes_le = 5"])
     inp = CanaryInput(name=f"override-1-5-0-rc1-{suffix}", version="1.5.0-rc1", mesh_nodes=20, mesh_version="1.4.0",
                       steps=spec.spec.rollout.steps, bake_time=timedelta(seconds=6),
                       analysis_interval=timedelta(seconds=2),
@@ -285,14 +288,13 @@ async def _override(client: Client, s: Settings, suffix: str, peer_keys: dict[st
     return result
 
 
-async def _token(s: Settings, agent: str, caveats: list[str]) -> str:
-    """A capability for ``agent``: set_version only, narrowed by ``caveats``."""
-    async with agent_ops.store_of(s) as store:
-        try:
-            await store.active_key()
-        except InvalidInput:  # no root key yet
-            await store.rotate_key(agent_ops.now())
-        return cap.attenuate(await store.mint(agent, ["set_version"]), caveats)
+async def _token(client: Client, s: Settings, agent: str, caveats: list[str]) -> str:
+    """A capability for ``agent``: set_version only, narrowed by ``caveats``; minted by the worker on the
+    operator's signed request (a root key made first if there is none)."""
+    signers = Signers(s, client)
+    if not (await agent_ops.registries(client, s)).active_key:
+        await signers.admin(AdminChange(action=AdminAction.ROTATE_KEY))
+    return cap.attenuate(await signers.mint(agent, ["set_version"]), caveats)
 
 
 def _root_cause(err: BaseException) -> str:
