@@ -12,8 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from westworld.chain import ChainSnapshot, GovernorProposal, OnChainCall
-from westworld.errors import LOOSER_THAN_POLICY, WestworldError
-from westworld.policy import VotePolicy, as_fraction
+from westworld.policy import VotePolicy, as_fraction, vote_terms_in_force
 
 PROPOSAL_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 ADDRESS_PATTERN = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -220,30 +219,11 @@ def rules_in_force(inp: DaoVoteInput, policy: VotePolicy) -> VoteRules:
     Raises:
         WestworldError: (type ``LOOSER_THAN_POLICY``) a term asks for less than the policy allows, naming the rule.
     """
-    where = f"proposal {inp.proposal.id}"
-
-    def looser(what: str, asked: object, rule: str, limit: object) -> WestworldError:
-        return WestworldError(f"{where}: {what} {asked} is looser than the network policy ({rule} = {limit}); ask "
-                              f"for {limit} or stricter, or leave it out to get the policy's", type=LOOSER_THAN_POLICY)
-
-    quorum, approval = as_fraction(policy.quorum_min), as_fraction(policy.approval_threshold_min)
-    if inp.quorum is not None:
-        if as_fraction(inp.quorum) < quorum:
-            raise looser("quorum", inp.quorum, "votes.quorum_min", policy.quorum_min)
-        quorum = as_fraction(inp.quorum)
-    if inp.approval_threshold is not None:
-        if as_fraction(inp.approval_threshold) < approval:
-            raise looser("approval threshold", inp.approval_threshold, "votes.approval_threshold_min",
-                         policy.approval_threshold_min)
-        approval = as_fraction(inp.approval_threshold)
-    window = inp.window
-    if inp.voting_window is None:
-        window = min(max(window, policy.window_min), policy.window_max)
-    elif window < policy.window_min:
-        raise looser("voting window", window, "votes.window_min", policy.window_min)
-    elif window > policy.window_max:
-        raise looser("voting window", window, "votes.window_max", policy.window_max)
-    return VoteRules(quorum=str(quorum), approval_threshold=str(approval), window=window)
+    terms = vote_terms_in_force(policy, f"proposal {inp.proposal.id}", quorum=inp.quorum,
+                                approval_threshold=inp.approval_threshold, window=inp.voting_window,
+                                default_window=inp.window)
+    return VoteRules(quorum=str(as_fraction(terms.quorum)),
+                     approval_threshold=str(as_fraction(terms.approval_threshold)), window=terms.window)
 
 
 class VoteOpening(BaseModel):
