@@ -198,11 +198,14 @@ def pending(key: KeyFile, data_dir: DataDir = None) -> None:
 
     items = _run(s, work())
     for it in items:
+        if it.what == "unreachable":  # its worker is down: say so, and go on with the rest
+            typer.echo(f"{it.workflow_id:40} {it.kind:26} {it.detail}", err=True)
+            continue
         verb = "acknowledge" if it.what == "acknowledgement" else "submit-share"
         typer.echo(f"{it.workflow_id:40} {it.kind:26} waits for your {it.what}: "
                    f"westworld shelter {verb} {it.workflow_id} --key {key}"
                    + (f"\n{'':40} {it.detail}" if it.detail else ""))
-    if not items:
+    if not any(it.what != "unreachable" for it in items):
         typer.echo(f"nothing waits for {keys.id}")
 
 

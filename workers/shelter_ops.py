@@ -178,7 +178,14 @@ async def pending_for(client: Client, keys: PartyKeys) -> list[PendingItem]:
     items: list[PendingItem] = []
     async for wf in client.list_workflows(f'ExecutionStatus = "Running" AND ({types})'):
         handle = client.get_workflow_handle(wf.id)
-        task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
+        try:
+            task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
+        except RPCError as err:  # one workflow whose worker is down must not hide the others
+            if err.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.NOT_FOUND,
+                                  RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE):
+                raise
+            items.append(PendingItem(wf.id, wf.workflow_type or "?", "unreachable", f"cannot be asked now: {err}"))
+            continue
         if task is not None and not task.submitted:
             detail = ""
             if wf.workflow_type == "GuardianRotationWorkflow":  # what a share handed in here approves

@@ -115,7 +115,8 @@ async def quorum_weight(h: Harness, req: AccessRequest) -> int:
     await eventually(lambda: access.query(DocumentAccessWorkflow.status), lambda s: s.decision is AccessDecision.VOTING)
     v: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult] = h.client.get_workflow_handle_for(
         DaoVoteWorkflow.run, f"vote:access-{req.request_id}")
-    status = await eventually(lambda: v.query(DaoVoteWorkflow.status), lambda s: s.total_supply > 0)
+    status = await eventually(lambda: v.query(DaoVoteWorkflow.status), lambda s: s.total_supply > 0,
+                              not_yet=(RPCError,))  # the child may not be started the moment the parent says VOTING
     return status.quorum_weight
 
 
