@@ -1,6 +1,6 @@
 """Chain transport: sign and send transactions safely, read contracts, decode reverts, travel in time on a dev chain.
 
-Shared by the chain client (``activities/chain.py``) and the deployer (``activities/chain_deploy.py``).
+Shared by the chain client (``activities/chain.py``) and the deployer (``workers/stack/contracts.py``).
 A revert is permanent (:class:`westworld.errors.ChainRejected`, carrying the decoded reason); a node that does
 not answer raises the HTTP client's own error, which Temporal retries.
 """

@@ -1,6 +1,6 @@
 """Document activities: encrypt a staged document, replicate its ciphertext to IPFS / Arweave / Sia with a read-back
 check, verify and repair replicas. The index lives in :mod:`activities.shelter_index`, the storage networks behind
-:mod:`activities.shelter_replicators` (both re-exported here).
+:mod:`activities.storage.replicators` (both re-exported here).
 
 Plaintext never enters workflow history: the CLI stages it at ``<data dir>/shelter/staging/<document_id>``
 (mode 0600) and :meth:`ShelterDocumentActivities.encrypt_document` reads and deletes it. The data key is drawn
@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.shelter_index import DocumentStore, documents, metadata, replicas, rewrap_all, utcnow
 from activities.shelter_keys import KeyEpochStore
-from activities.shelter_replicators import (
+from activities.storage.replicators import (
     TRANSIENT,
     ArweaveReplicator,
     IpfsReplicator,

@@ -1,0 +1,184 @@
+"""`westworld vote propose | cast | status`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import typer
+from eth_account import Account
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.chain import ChainClient
+from westworld import ballot
+from westworld.vote import DaoVoteInput, DaoVoteResult, VoteBackend, VoteReceipt, VoteRequest, VoteState
+from workers.cli.inputs import InputError, load_model
+from workers.client import NotConfigured, connect
+from workers.settings import Settings
+from workflows.dao_vote import DaoVoteWorkflow
+
+Echo = Callable[[str], None]
+CONTEXT_POLLS = 25  # 5 s
+
+
+def vote_workflow_id(proposal_id: str) -> str:
+    return f"vote:{proposal_id}"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+async def _client(s: Settings) -> Client:
+    try:
+        return await connect(s)
+    except NotConfigured as err:
+        raise _fail(str(err)) from err
+
+
+async def start_vote(client: Client, s: Settings, inp: DaoVoteInput) -> str:
+    handle = await client.start_workflow(
+        DaoVoteWorkflow.run, inp, id=vote_workflow_id(inp.proposal.id), task_queue=s.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    )
+    return handle.id
+
+
+async def propose(s: Settings, file: Path, echo: Echo) -> None:
+    try:
+        inp = load_model(file, DaoVoteInput)
+    except InputError as err:
+        raise _fail(str(err)) from err
+    if inp.carry is not None:
+        raise _fail(f"{file}: carry: internal state of a running vote, never part of a proposal (InjectedState)")
+    client = await _client(s)
+    try:
+        wf_id = await start_vote(client, s, inp)
+    except WorkflowAlreadyStartedError as err:
+        wf_id = vote_workflow_id(inp.proposal.id)
+        raise _fail(f"a vote on proposal {inp.proposal.id!r} already exists ({wf_id})") from err
+    if refusal := await _refused_at_open(client, wf_id):
+        raise _fail(f"{wf_id} did not open: {refusal}")
+    echo(f"started {wf_id}: {inp.kind.value} vote, window {inp.window}, backend {inp.backend.value}")
+
+
+async def _refused_at_open(client: Client, wf_id: str, polls: int = 75) -> str | None:
+    """Why the vote failed while opening (its terms looser than the policy, the proposal opened before...), or
+    None once it is open (or still opening after ``polls`` x 0.2 s)."""
+    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, wf_id)
+    for _ in range(polls):
+        if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
+            try:
+                await handle.result()
+            except WorkflowFailureError as err:
+                return explain_refusal(err.cause).removeprefix("vote refused ")
+        elif (await handle.query(DaoVoteWorkflow.status)).state is not VoteState.OPENING:
+            return None
+        await asyncio.sleep(0.2)
+    return None
+
+
+def read_key(path: Path) -> str:
+    try:
+        key = path.read_text().strip()
+        Account.from_key(key)
+    except OSError as err:
+        raise _fail(f"{path}: cannot read key: {err.strerror}") from err
+    except (ValueError, TypeError) as err:
+        raise _fail(f"{path}: not a hex private key ({err})") from err
+    return key
+
+
+async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str, key: str,
+                      reason: str = "") -> VoteReceipt:
+    """Sign locally and submit through the update; raises WorkflowUpdateFailedError on refusal."""
+    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_workflow_id(proposal_id))
+    ctx = await handle.query(DaoVoteWorkflow.ballot_context)
+    for _ in range(CONTEXT_POLLS):  # a run that just continued as new reads its opening from the store first
+        if ctx is not None:
+            break
+        await asyncio.sleep(0.2)
+        ctx = await handle.query(DaoVoteWorkflow.ballot_context)
+    if ctx is None:
+        raise ApplicationError(f"voting on {proposal_id} has not opened yet", type="VotingClosed")
+    voter = Account.from_key(key).address
+    nonce = 0
+    if ctx.backend is VoteBackend.GOVERNOR and ctx.governor:
+        nonce = await ChainClient.read_ballot_nonce(s.chain_rpc_url, ctx.governor, voter)
+    unsigned = VoteRequest(proposal_id=proposal_id, voter=voter, choice=choice, reason=reason,
+                           signature="0x", nonce=nonce, timestamp=int(time.time()))
+    if choice not in ctx.choices:
+        raise ApplicationError(f"choice {choice!r} is not one of {ctx.choices}", type="InvalidChoice")
+    signed = unsigned.model_copy(update={"signature": ballot.sign(unsigned, ctx, key)})
+    return await cast_with_retry(handle, signed)
+
+
+async def cast_with_retry(handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult], vote: VoteRequest,
+                          attempts: int = 5) -> VoteReceipt:
+    """Submit a vote; an update the server aborted because the run continued as new is sent again (the next
+    run takes it; a ballot the store already counted answers with its first receipt and counts nothing)."""
+    for attempt in range(attempts):
+        try:
+            return await handle.execute_update(DaoVoteWorkflow.cast_vote, vote)
+        except RPCError as err:
+            if "aborted" not in err.message or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def explain_refusal(err: BaseException) -> str:
+    cause = err.cause if isinstance(err, WorkflowUpdateFailedError) else err
+    if isinstance(cause, ApplicationError):
+        return f"vote refused ({cause.type}): {cause.message}"
+    if isinstance(err, RPCError) and err.status == RPCStatusCode.NOT_FOUND:
+        if "completed" in err.message:
+            return "vote refused (VotingClosed): the vote has closed and its result is final"
+        return "unknown proposal: no vote workflow with that id"
+    return f"vote refused: {err}"
+
+
+async def cast(s: Settings, proposal_id: str, choice: str, key_file: Path, reason: str, echo: Echo) -> None:
+    key = read_key(key_file)
+    client = await _client(s)
+    try:
+        receipt = await submit_vote(client, s, proposal_id, choice, key, reason)
+    except (WorkflowUpdateFailedError, ApplicationError, RPCError) as err:
+        raise _fail(explain_refusal(err)) from err
+    echo(f"accepted: {receipt.voter} voted {receipt.choice!r} with weight {receipt.weight} "
+         f"(vote hash {receipt.vote_hash})")
+
+
+async def show_status(s: Settings, proposal_id: str, echo: Echo) -> None:
+    client = await _client(s)
+    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_workflow_id(proposal_id))
+    try:
+        desc = await handle.describe()
+    except RPCError as err:
+        raise _fail(f"unknown proposal {proposal_id!r}: {err.message}") from err
+    if desc.status == WorkflowExecutionStatus.COMPLETED:
+        result: DaoVoteResult = await handle.result()
+        echo(f"{proposal_id}: {result.decision.upper()}  turnout {result.turnout:.1%}  "
+             f"quorum {'met' if result.quorum_met else 'NOT met'}  approve {result.approve_share:.1%}")
+        echo(f"  votes {result.votes}  tally {result.tally}  audit #{result.audit_seq}  root {result.votes_root[:16]}…")
+        if result.executed_tx:
+            echo(f"  executed on chain in tx {result.executed_tx}")
+        return
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        raise _fail(f"vote workflow {handle.id} ended as {desc.status.name if desc.status else '?'}")
+    st = await handle.query(DaoVoteWorkflow.status)
+    echo(f"{proposal_id}: {st.state.value} ({st.step}); deadline {st.deadline}; votes {st.votes}; "
+         f"tally {st.tally}; quorum weight {st.quorum_weight} of {st.total_supply}"
+         + (f"; outcome settled: {st.decided}" if st.decided else ""))

@@ -1,0 +1,201 @@
+"""Deploying the project's contracts, and giving holders voting power (used by `westworld up`, tests, bench, demo).
+
+The deployment: the token (timestamp clock), one timelock, a normal Governor (72 h) and an emergency Governor
+(2 h) that both propose to and cancel on that timelock, MeshConfig owned by the timelock, and an airdrop helper.
+The timelock's executor role is open to anyone and the deployer renounces its admin role once roles are set,
+so only proposals that pass can change MeshConfig. The deployer stays the token's owner (it can mint): on a
+real chain, transfer that ownership to the timelock after the initial distribution.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from activities.chain_tx import Signer, is_dev_chain, latest_timestamp, load_deployment, save_deployment
+from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
+from westworld.chain import (
+    AIRDROP,
+    EMERGENCY_GOVERNOR,
+    GOVERNOR,
+    MESH_CONFIG,
+    TIMELOCK,
+    TOKEN,
+    Deployment,
+    GovernorParams,
+)
+from westworld.errors import CONFIG_ERROR, WestworldError
+from westworld.policy import POLICY_HASH_KEY, policy_hash
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_FILE = REPO / "contracts" / "build" / "Contracts.json"
+INITIAL_SUPPLY = 1_000_000 * 10**18
+GRANTS_PER_TX = 100
+# anvil's first well-known development account: only ever used on a local dev chain.
+ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
+_ZERO_ADDRESS = "0x" + "00" * 20
+
+
+def load_artifacts(path: Path = BUILD_FILE) -> dict[str, Any]:
+    """{contract name: {abi, bytecode}} written by ``node contracts/build.mjs``."""
+    if not path.exists():
+        raise WestworldError(f"{path} is missing: compile the contracts with `node contracts/build.mjs` "
+                             "(`./dev up` does it)", type=CONFIG_ERROR)
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+async def _deploy(tx: Signer, art: dict[str, Any], name: str, *args: Any) -> str:
+    factory = tx.w3.eth.contract(abi=art["abi"], bytecode=art["bytecode"])
+    _, _, receipt = await tx.send(factory.constructor(*args), f"deploy {name}")
+    return str(receipt["contractAddress"])
+
+
+async def deploy_contracts(
+    rpc_url: str, deployer_key: str, build_json_path: Path = BUILD_FILE, *, timelock_delay: int = 3600,
+    voting_delay: int = 1, normal_period: int = 72 * 3600, emergency_period: int = 2 * 3600,
+    quorum_percent: int = 4, initial_supply: int = INITIAL_SUPPLY,
+    initial_parameters: dict[str, str] | None = None,
+) -> Deployment:
+    """Deploy every contract, wire the timelock roles, renounce the deployer's admin; return the record.
+
+    ``initial_parameters`` are MeshConfig's values from the start; by default the hash of the shipped network
+    policy (``deploy/policy.yaml``), which the worker then enforces. Later changes go through the DAO."""
+    params = initial_parameters if initial_parameters is not None else default_parameters()
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    acct: LocalAccount = Account.from_key(deployer_key)
+    arts = load_artifacts(build_json_path)
+    chain_id = int(await w3.eth.chain_id)
+    tx = Signer(w3, acct, chain_id, [a["abi"] for a in arts.values()])
+    addr: dict[str, str] = {}
+    addr[TOKEN] = await _deploy(tx, arts["WestworldToken"], TOKEN, initial_supply)
+    addr[TIMELOCK] = await _deploy(tx, arts["WestworldTimelock"], TIMELOCK, timelock_delay, [], [_ZERO_ADDRESS],
+                                   acct.address)
+    governors = {
+        GOVERNOR: GovernorParams(name="Westworld Governor", voting_delay=voting_delay,
+                                 voting_period=normal_period, quorum_percent=quorum_percent),
+        EMERGENCY_GOVERNOR: GovernorParams(name="Westworld Emergency Governor", voting_delay=voting_delay,
+                                           voting_period=emergency_period, quorum_percent=quorum_percent),
+    }
+    for name, p in governors.items():
+        addr[name] = await _deploy(tx, arts["WestworldGovernor"], name, p.name, addr[TOKEN], addr[TIMELOCK],
+                                   p.voting_delay, p.voting_period, p.quorum_percent)
+    addr[MESH_CONFIG] = await _deploy(tx, arts["MeshConfig"], MESH_CONFIG, addr[TIMELOCK],
+                                      list(params), list(params.values()))
+    addr[AIRDROP] = await _deploy(tx, arts["VotingPowerAirdrop"], AIRDROP)
+    artifact_of = {TOKEN: "WestworldToken", TIMELOCK: "WestworldTimelock", GOVERNOR: "WestworldGovernor",
+                   EMERGENCY_GOVERNOR: "WestworldGovernor", MESH_CONFIG: "MeshConfig", AIRDROP: "VotingPowerAirdrop"}
+    timelock = w3.eth.contract(address=to_checksum_address(addr[TIMELOCK]), abi=arts["WestworldTimelock"]["abi"])
+    for gov in (GOVERNOR, EMERGENCY_GOVERNOR):
+        for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):
+            role_id = await getattr(timelock.functions, role)().call()
+            await tx.send(timelock.functions.grantRole(role_id, addr[gov]), f"grant {role} to {gov}")
+    admin = await timelock.functions.DEFAULT_ADMIN_ROLE().call()
+    await tx.send(timelock.functions.renounceRole(admin, acct.address), "renounce the timelock admin role")
+    await w3.provider.disconnect()
+    return Deployment(
+        chain_id=chain_id, deployer=acct.address, addresses=addr,
+        abis={name: arts[artifact]["abi"] for name, artifact in artifact_of.items()},
+        timelock_delay=timelock_delay, governors=governors,
+    )
+
+
+def default_parameters(policy_file: Path = DEFAULT_POLICY_FILE) -> dict[str, str]:
+    """MeshConfig's parameters at deployment: the hash of the network policy in ``policy_file``."""
+    return {POLICY_HASH_KEY: policy_hash(read_policy_file(policy_file))}
+
+
+async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path, *, timelock_delay: int = 20,
+                           policy_file: Path = DEFAULT_POLICY_FILE) -> bool:
+    """Deploy unless ``contracts_file`` names contracts that exist on this chain. True if it deployed.
+
+    The local stack uses a short timelock delay (20 s) so the demo runs through in a minute.
+    """
+    if contracts_file.exists():
+        dep = load_deployment(contracts_file, rpc_url)
+        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+        try:
+            if dep.chain_id == int(await w3.eth.chain_id):
+                codes = [await w3.eth.get_code(to_checksum_address(a)) for a in dep.addresses.values()]
+                if all(len(c) > 0 for c in codes):
+                    return False
+        finally:
+            await w3.provider.disconnect()
+    save_deployment(contracts_file, await deploy_contracts(
+        rpc_url, deployer_key, timelock_delay=timelock_delay, initial_parameters=default_parameters(policy_file)))
+    return True
+
+
+def _delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce: int, expiry: int) -> Any:
+    """The holder's EIP-712 ``Delegation`` to itself (ERC20Votes.delegateBySig; domain of ERC20Permit)."""
+    msg = {
+        "types": {
+            "EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                             {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}],
+            "Delegation": [{"name": "delegatee", "type": "address"}, {"name": "nonce", "type": "uint256"},
+                           {"name": "expiry", "type": "uint256"}],
+        },
+        "primaryType": "Delegation",
+        "domain": {"name": "Westworld", "version": "1", "chainId": chain_id, "verifyingContract": token},
+        "message": {"delegatee": holder.address, "nonce": nonce, "expiry": expiry},
+    }
+    return holder.sign_message(encode_typed_data(full_message=msg))
+
+
+async def distribute_voting_power(
+    rpc: str | AsyncWeb3[Any], dep: Deployment, holders: Mapping[str, float | int],
+    deployer_key: str | None = None, *, as_share_of_supply: bool = False, fresh: bool = False,
+) -> int:
+    """Top each holder (private key -> wei, or share of the supply) up to its amount and self-delegate it.
+
+    Holders sign their own delegation (EIP-712 ``delegateBySig``), so they need no ETH; the deployer pays gas
+    and sends the tokens through ``VotingPowerAirdrop`` in batches. Idempotent: holders already at their amount
+    and delegated are skipped. ``deployer_key`` defaults to anvil's dev key on a dev chain. Returns the supply.
+    """
+    if deployer_key is None:
+        if not is_dev_chain(dep.chain_id):
+            raise WestworldError("distribute_voting_power: pass the deployer key on a non-dev chain",
+                                 type=CONFIG_ERROR)
+        deployer_key = ANVIL_DEV_KEY
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc)) if isinstance(rpc, str) else rpc
+    deployer: LocalAccount = Account.from_key(deployer_key)
+    tx = Signer(w3, deployer, dep.chain_id, dep.abis.values())
+    token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
+    airdrop = w3.eth.contract(address=to_checksum_address(dep.address(AIRDROP)), abi=dep.abis[AIRDROP])
+    supply = int(await token.functions.totalSupply().call())
+    expiry = await latest_timestamp(w3) + 3600
+    grants: list[tuple[str, int, int, int, int, bytes, bytes]] = []
+    needed = 0
+    for key, amount in holders.items():
+        holder: LocalAccount = Account.from_key(key)
+        target = int(Decimal(str(amount)) * supply) if as_share_of_supply else int(amount)
+        if fresh:  # new accounts: nothing to read back (many holders at once, e.g. benchmarks)
+            top_up, nonce = target, 0
+        else:
+            balance = int(await token.functions.balanceOf(holder.address).call())
+            delegate = await token.functions.delegates(holder.address).call()
+            top_up = max(target - balance, 0)
+            if top_up == 0 and delegate == holder.address:
+                continue
+            nonce = int(await token.functions.nonces(holder.address).call())
+        sig = _delegation_signature(holder, token.address, dep.chain_id, nonce, expiry)
+        grants.append((holder.address, top_up, nonce, expiry, sig.v, sig.r.to_bytes(32, "big"),
+                       sig.s.to_bytes(32, "big")))
+        needed += top_up
+    if grants:
+        await tx.send(token.functions.approve(airdrop.address, needed), "approve the airdrop")
+        for i in range(0, len(grants), GRANTS_PER_TX):
+            await tx.send(airdrop.functions.airdrop(token.address, grants[i:i + GRANTS_PER_TX]),
+                          f"airdrop voting power (holders {i}..{i + GRANTS_PER_TX - 1})")
+    if isinstance(rpc, str):
+        await w3.provider.disconnect()
+    return supply

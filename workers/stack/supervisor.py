@@ -1,0 +1,236 @@
+"""`westworld up | down | status`: the embedded single-machine stack.
+
+Components (each only started if not already answering on its port): the Temporal dev server (SQLite file in
+the data dir, UI on, search attributes registered), anvil with the project's contracts deployed (addresses
+in ``contracts.json``), the codec server (its token created in ``<data dir>/codec-token``, mode 0600, and the
+capability URL for the UI's browser Codec Server setting printed), the worker. What ``up`` started is recorded
+in ``stack.json`` so that ``down`` stops exactly that and nothing else. Logs go to ``<data dir>/logs``.
+
+Once the worker runs, ``up`` syncs the Temporal Schedules and starts the network's anomaly watch (workflow
+``anomaly-watch``) unless it runs or the ``anomaly_watch`` setting is off. The watch is durable: ``down`` stops the
+server under it and the next ``up`` finds it running again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from workers.codec import create_keyring
+from workers.codec_server import ensure_token, token_path, ui_endpoint
+from workers.settings import Settings
+from workers.stack import processes
+from workers.stack.anvil import anvil_args
+from workers.stack.arlocal import arlocal_args
+from workers.stack.ipfs_daemon import stack_args as ipfs_stack_args
+from workers.stack.prometheus_server import prometheus_args
+from workflows.steps import SEARCH_ATTRIBUTES
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    port: int
+    address: str
+    command: Callable[[Settings], list[str]]
+    timeout: float = 30.0
+
+
+def _chain_port(s: Settings) -> int:
+    return urlparse(s.chain_rpc_url).port or 8545
+
+
+def _temporal_port(s: Settings) -> int:
+    return int(s.temporal_address.rsplit(":", 1)[1])
+
+
+def _url_port(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
+def _local(url: str) -> bool:
+    """A local endpoint the stack starts itself (an empty or remote URL is someone else's service)."""
+    return urlparse(url).hostname in {"127.0.0.1", "localhost"}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "workers.main", *args]
+
+
+def components(s: Settings) -> list[Component]:
+    codec_url = f"http://127.0.0.1:{s.codec_server_port}"
+    return [
+        Component(
+            "temporal", _temporal_port(s), f"UI http://127.0.0.1:{s.temporal_ui_port}  gRPC {s.temporal_address}",
+            lambda s: processes.temporal_args(
+                db_file=s.data_dir / "temporal.db", port=_temporal_port(s), ui_port=s.temporal_ui_port,
+                http_port=s.temporal_http_port, metrics_port=s.temporal_metrics_port,
+                # No --ui-codec-endpoint: the UI serves its configured endpoint to anyone at /api/v1/settings,
+                # so the codec token goes to the browser's Codec Server setting instead (see codec_ui_hint).
+                search_attributes=SEARCH_ATTRIBUTES,
+            ),
+        ),
+        Component(
+            "chain", _chain_port(s), s.chain_rpc_url,
+            lambda s: anvil_args(_chain_port(s), s.data_dir / "anvil-state.json"),
+        ),
+        Component("codec-server", s.codec_server_port, codec_url, lambda s: _cli("codec-server")),
+        Component(
+            "prometheus", s.prometheus_port, f"http://127.0.0.1:{s.prometheus_port}",
+            lambda s: prometheus_args(s.prometheus_port, s.data_dir / "prometheus", s.prometheus_scrape_interval,
+                                      {"westworld-worker": f"127.0.0.1:{s.worker_metrics_port}"},
+                                      targets_dir=s.prometheus_targets_dir),
+        ),
+        *([Component("ipfs", _url_port(s.ipfs_api_url, 5001), f"RPC {s.ipfs_api_url}/api/v0 (js-ipfs, offline)",
+                     lambda s: ipfs_stack_args(s.data_dir / "ipfs", _url_port(s.ipfs_api_url, 5001),
+                                               s.logs_dir / "ipfs.log"), timeout=90.0)]
+          if _local(s.ipfs_api_url) else []),
+        *([Component("arlocal", _url_port(s.arweave_url, 1984), f"{s.arweave_url} (local Arweave gateway)",
+                     lambda s: arlocal_args(_url_port(s.arweave_url, 1984), s.data_dir / "arlocal"), timeout=60.0)]
+          if _local(s.arweave_url) else []),
+        Component("worker", s.worker_metrics_port, f"metrics http://127.0.0.1:{s.worker_metrics_port}/metrics "
+                  f"(own counters :{s.worker_metrics_port + 1})", lambda s: _cli("worker"), timeout=60.0),
+    ]
+
+
+def _state_file(s: Settings) -> Path:
+    return s.data_dir / "stack.json"
+
+
+def _read_state(s: Settings) -> dict[str, int]:
+    try:
+        data: dict[str, int] = json.loads(_state_file(s).read_text())
+        return data
+    except FileNotFoundError:
+        return {}
+
+
+def _write_state(s: Settings, state: dict[str, int]) -> None:
+    _state_file(s).write_text(json.dumps(state, indent=2))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _settings_env(s: Settings) -> dict[str, str]:
+    """Child processes get the same settings the parent resolved."""
+    env = {f"WESTWORLD_{k.upper()}": str(v) for k, v in s.model_dump().items() if v is not None}
+    env["WESTWORLD_DATA_DIR"] = str(s.data_dir)
+    return env
+
+
+def up(s: Settings, echo: Callable[[str], None]) -> None:
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    s.logs_dir.mkdir(parents=True, exist_ok=True)
+    if not s.resolved_codec_key_file.exists():
+        create_keyring(s.resolved_codec_key_file)
+        echo(f"created payload encryption keys at {s.resolved_codec_key_file}")
+    codec_token, created = ensure_token(s)
+    if created:
+        echo(f"created the codec server token at {token_path(s)} (mode 0600)")
+    from workers.stack.standing import ensure_operator_key
+
+    if ensure_operator_key(s):  # the genesis operator: signs mints, registrations, halts (docs/capabilities.md)
+        echo(f"created the operator key at {s.data_dir / 'operator.key'} (yours: pass it with --key)")
+    state = _read_state(s)
+    for comp in components(s):
+        if comp.name == "worker":
+            _ensure_contracts(s, echo)
+        if processes.port_open(comp.port):
+            echo(f"{comp.name:13} already running  {comp.address}")
+            continue
+        log = s.logs_dir / f"{comp.name}.log"
+        proc = processes.spawn(comp.command(s), log, env=_settings_env(s))
+        try:
+            processes.wait_for_port(proc, comp.port, comp.name, log, comp.timeout)
+        except processes.StartError:
+            processes.stop(proc)
+            raise
+        state[comp.name] = proc.pid
+        _write_state(s, state)
+        echo(f"{comp.name:13} started          {comp.address}  (log {log})")
+    echo(codec_ui_hint(s, codec_token))
+    asyncio.run(_sync_workflows(s, echo))
+
+
+def codec_ui_hint(s: Settings, token: str) -> str:
+    """How to let the Temporal UI decode payloads: the capability URL for the browser's Codec Server setting."""
+    return (f"to see decoded payloads in the Temporal UI (http://127.0.0.1:{s.temporal_ui_port}): open "
+            f"'Codec Server' in its top bar, paste {ui_endpoint(s, token)} as the browser endpoint and choose "
+            "'Use my browser setting'. That URL holds the codec token: it decrypts every payload, keep it private.")
+
+
+async def _sync_workflows(s: Settings, echo: Callable[[str], None]) -> None:
+    """The schedules and the long-running workflows `up` keeps, against the running worker."""
+    from workers.client import connect
+    from workers.stack.schedules import sync_schedules
+    from workers.stack.standing import sync_watch
+
+    client = await connect(s)
+    await sync_schedules(client, s.task_queue, echo)
+    await sync_watch(client, s, echo)
+
+
+def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
+    """Deploy the contracts unless the recorded deployment is live on this chain."""
+    from workers.stack.contracts import deploy_if_needed
+
+    deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file,
+                                             policy_file=s.policy_file))
+    if deployed:
+        echo(f"{'contracts':13} deployed         addresses in {s.contracts_file}")
+
+
+def down(s: Settings, echo: Callable[[str], None]) -> None:
+    state = _read_state(s)
+    if not state:
+        echo("nothing to stop: `westworld up` started nothing recorded in " + str(_state_file(s)))
+    for comp in reversed(components(s)):
+        pid = state.pop(comp.name, None)
+        if pid is None:
+            continue
+        stopped = processes.stop_pid(pid)
+        echo(f"{comp.name:13} {'stopped' if stopped else 'was not running'}")
+        _write_state(s, state)
+
+
+def status(s: Settings) -> list[tuple[str, str, str]]:
+    """(component, health, address) for each component."""
+    state = _read_state(s)
+    rows = []
+    for comp in components(s):
+        healthy = processes.port_open(comp.port)
+        pid = state.get(comp.name)
+        owner = f"pid {pid}" if pid and _alive(pid) else "not started by up"
+        rows.append((comp.name, f"{'up' if healthy else 'DOWN'} ({owner})", comp.address))
+    rows.append(("anomaly-watch", _watch_health(s),
+                 "workflow anomaly-watch" + ("" if s.anomaly_watch else " (off by setting: `up` leaves it)")))
+    return rows
+
+
+def _watch_health(s: Settings) -> str:
+    if not processes.port_open(_temporal_port(s)):
+        return "unknown (Temporal is down)"
+
+    async def ask() -> bool:
+        from workers.client import connect
+        from workers.stack.standing import watch_running
+
+        return await watch_running(await connect(s))
+
+    try:
+        running = asyncio.run(asyncio.wait_for(ask(), timeout=10))
+    except Exception as err:
+        return f"unknown ({type(err).__name__})"
+    return "running" if running else "NOT RUNNING"
