@@ -1,7 +1,7 @@
 """The sandbox and mesh-action interface shared by both backends (``local`` and ``kubernetes``).
 
 Workflows call one set of activity names whatever the backend; the input names the backend and the activity
-class dispatches to it. The activity names (registered by ``activities/sandbox.py``):
+class dispatches to it. The activity names (registered by ``activities/sandbox/backend.py``):
 
     provision_sandbox(ProvisionInput) -> SandboxRef          idempotent by sandbox_id
     apply_fault(FaultInput) -> FaultApplied                   idempotent by fault_id

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from activities.arweave import ArweaveClient, Wallet, b64url, build_transaction, data_root, deep_hash
+from activities.storage.arweave import ArweaveClient, Wallet, b64url, build_transaction, data_root, deep_hash
 
 
 @pytest.mark.parametrize(("size", "root"), [

@@ -13,7 +13,6 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.chain import ChainActivities, ChainClient
-from activities.chain_deploy import distribute_voting_power
 from westworld.chain import (
     EMERGENCY_GOVERNOR,
     GOVERNOR,
@@ -27,6 +26,7 @@ from westworld.chain import (
     RelayVoteInput,
 )
 from westworld.errors import CHAIN_REJECTED, ChainRejected
+from workers.stack.contracts import distribute_voting_power
 
 T = 10**18  # one token, in wei
 AGAINST, FOR = 0, 1

@@ -7,8 +7,8 @@ import secrets
 
 import pytest
 
-from activities.ipfs import IpfsClient, IpfsError, IpfsUnavailable
-from workers.processes import free_port
+from activities.storage.ipfs import IpfsClient, IpfsError, IpfsUnavailable
+from workers.stack.processes import free_port
 
 
 async def test_add_cat_round_trip_is_content_addressed(ipfs_client: IpfsClient) -> None:

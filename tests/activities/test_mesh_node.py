@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from workers import processes
+from workers.stack import processes
 
 
 @dataclass
@@ -30,7 +30,7 @@ Cluster = Callable[[int, str], list[Node]]
 
 @pytest.fixture
 async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
-    """Starts groups of nodes (``python -m workers.mesh_node``) on 127.0.0.1; stops them after the test."""
+    """Starts groups of nodes (``python -m meshnode.node``) on 127.0.0.1; stops them after the test."""
     started: list[Node] = []
 
     def start(count: int, version: str) -> list[Node]:
@@ -39,7 +39,7 @@ async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
         nodes = []
         for i, (mesh, metrics, admin) in enumerate(ports):
             node_id = f"{version}-n{i}"
-            proc = processes.spawn([sys.executable, "-m", "workers.mesh_node", "--id", node_id,
+            proc = processes.spawn([sys.executable, "-m", "meshnode.node", "--id", node_id,
                                     "--listen", f"127.0.0.1:{mesh}", "--peers", peers, "--metrics-port", str(metrics),
                                     "--admin-port", str(admin), "--version", version], tmp_path / f"{node_id}.log")
             nodes.append(Node(node_id, f"127.0.0.1:{mesh}", f"http://127.0.0.1:{metrics}/metrics",

@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.prometheus import PrometheusActivities
-from activities.sandbox_local import LocalSandbox
+from activities.sandbox.local import LocalSandbox
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.errors import INVALID_INPUT, METRICS_UNAVAILABLE
 from westworld.sandbox import Arm, Backend, ProvisionInput, SandboxRef, Workload
@@ -31,7 +31,7 @@ from westworld.series import (
     expand,
     render_selector,
 )
-from workers import processes
+from workers.stack import processes
 
 UP = MetricQuery(name="nodes_up", promql="sum(up{selector})")
 SENT = MetricQuery(name="sent_rate", promql="sum(rate(mesh_messages_sent_total{selector}[2s]))")

@@ -22,9 +22,9 @@ import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.kube_api import KubeApi, KubeUnreachable, client_from_kubeconfig
-from activities.sandbox import SandboxActivities
-from activities.sandbox_kubernetes import KubernetesSandbox, SandboxTerminating
+from activities.sandbox.backend import SandboxActivities
+from activities.sandbox.kube_api import KubeApi, KubeUnreachable, client_from_kubeconfig
+from activities.sandbox.kubernetes import KubernetesSandbox, SandboxTerminating
 from tests.fixtures.kube import WORKER_USER, KubeCluster
 from westworld import kube_objects as ko
 from westworld.errors import CHAOS_UNAVAILABLE, CONFIG_ERROR, INVALID_INPUT, WestworldError
@@ -444,7 +444,7 @@ async def test_bad_input_is_refused_naming_what_is_wrong(backend: KubernetesSand
 
 
 async def test_unreachable_apiserver_is_retryable_and_says_where(kube_cluster: KubeCluster) -> None:
-    from workers.processes import free_port
+    from workers.stack.processes import free_port
 
     port = free_port()
     config = kube_cluster.base / "unreachable.kubeconfig"
@@ -505,8 +505,8 @@ async def test_worker_wiring_adds_the_backend_only_when_kube_config_is_set(
         kube_cluster: KubeCluster, tmp_path: Path) -> None:
     import httpx
 
-    from workers.experiments_wiring import sandbox_backends
     from workers.settings import Settings
+    from workers.wiring.experiments import sandbox_backends
 
     async with httpx.AsyncClient() as http:
         assert Backend.KUBERNETES not in sandbox_backends(Settings(data_dir=tmp_path, kube_config=""), http)

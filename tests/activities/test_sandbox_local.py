@@ -27,10 +27,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import netns
-from activities.local_nodes import alive
-from activities.sandbox import SandboxActivities
-from activities.sandbox_local import LocalSandbox
+from activities.sandbox import netns
+from activities.sandbox.backend import SandboxActivities
+from activities.sandbox.local import LocalSandbox
+from activities.sandbox.nodes import alive
 from tests.fixtures.polling import eventually
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.errors import BACKEND_UNAVAILABLE, INVALID_INPUT, WestworldError
@@ -89,7 +89,7 @@ def running_nodes() -> set[str]:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"workers.mesh_node" in args and b"--id" in args:
+        if b"meshnode.node" in args and b"--id" in args:
             found.add(args[args.index(b"--id") + 1].decode())
     return found
 
@@ -271,8 +271,8 @@ import asyncio, json, sys
 from datetime import timedelta
 from pathlib import Path
 import httpx
-from activities.local_nodes import alive
-from activities.sandbox_local import LocalSandbox
+from activities.sandbox.nodes import alive
+from activities.sandbox.local import LocalSandbox
 from westworld.sandbox import Arm, Backend, Fault, FaultInput, FaultKind, ProvisionInput, Workload
 
 async def main() -> None:

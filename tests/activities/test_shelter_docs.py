@@ -15,8 +15,6 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.arweave import ArweaveClient
-from activities.ipfs import IpfsClient
 from activities.shelter_docs import (
     ArweaveReplicator,
     IpfsReplicator,
@@ -26,6 +24,8 @@ from activities.shelter_docs import (
     staging_path,
 )
 from activities.shelter_keys import ShelterKeyActivities
+from activities.storage.arweave import ArweaveClient
+from activities.storage.ipfs import IpfsClient
 from activities.store import Database
 from tests.activities.test_shelter_keys import make_guardians, open_share
 from westworld import envelope, shamir

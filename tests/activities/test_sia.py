@@ -10,8 +10,8 @@ import secrets
 
 import pytest
 
-from activities.sia import SiaClient, SiaUnavailable
-from workers.processes import free_port
+from activities.storage.sia import SiaClient, SiaUnavailable
+from workers.stack.processes import free_port
 
 SIA_URL = os.environ.get("WESTWORLD_TEST_SIA_URL", "")
 NO_RENTERD = ("no renterd runs here: nothing installable ships Sia's renterd on these machines (Debian's `sia` 1.3 is "

@@ -28,7 +28,7 @@ from westworld.errors import (
     WestworldError,
 )
 from westworld.vote import ClaimProposalInput, LoadOpeningInput, RecordVoteResult, VoteOpening, VoteRules
-from workers.processes import free_port
+from workers.stack.processes import free_port
 
 ALICE = "0x" + "a1" * 20
 BOB = "0x" + "b2" * 20

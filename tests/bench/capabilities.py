@@ -37,11 +37,11 @@ from westworld import caveats as cv
 from westworld import discharge as dc
 from westworld.agents import AgentActionInput, CapabilityCheckInput, CapabilityDirectory, SealingKey
 from westworld.sandbox import MeshAction
-from workers import processes
-from workers.cli_agent_common import seal_action
+from workers.cli.agent_common import seal_action
 from workers.codec import build_data_converter, create_keyring, load_keyring
+from workers.stack import processes
 from workflows.agent_action import AgentActionWorkflow
-from workflows.sandbox import workflow_runner
+from workflows.runner_sandbox import workflow_runner
 from workflows.steps import SEARCH_ATTRIBUTES
 
 KEY = bytes(range(32))

@@ -29,19 +29,20 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
-from activities.sandbox_local import LocalSandbox
+from activities.sandbox.local import LocalSandbox
 from activities.store import AuditLog, Database
 from tests.bench.activity_floor import ActivityFloorWorkflow, FloorInput, FloorResult, bench_noop
 from westworld.canary import group_query, measure
 from westworld.experiment import MetricSpec, Threshold
 from westworld.rollout import CanaryInput, CanaryResult, RolloutPhase
 from westworld.sandbox import Arm, Backend, MeshAction, MeshActionInput, MeshTarget, ProvisionInput, Workload
-from workers import experiments_wiring, processes
 from workers.codec import build_data_converter, create_keyring, load_keyring
-from workers.prometheus import start_prometheus
 from workers.settings import Settings
+from workers.stack import processes
+from workers.stack.prometheus_server import start_prometheus
+from workers.wiring import experiments as experiments_wiring
 from workflows.canary import CanaryRolloutWorkflow
-from workflows.sandbox import workflow_runner
+from workflows.runner_sandbox import workflow_runner
 from workflows.steps import SEARCH_ATTRIBUTES
 
 SCRAPE = 0.5

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import yaml
 from kubernetes import client as k8s
 
-from activities.sandbox_kubernetes import KubernetesSandbox
+from activities.sandbox.kubernetes import KubernetesSandbox
 from tests.fixtures.kube import DEPLOY_DIR, local_cluster, missing_reason
 from westworld.sandbox import (
     Arm,

@@ -25,7 +25,6 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.chain_deploy import deploy_contracts, distribute_voting_power
 from activities.shelter_keys import ShelterKeyActivities
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.workflows.shelter_seed import seed_document
@@ -41,11 +40,12 @@ from westworld.shelter_access import (
     reconstruct_master_key,
 )
 from westworld.vote import DaoVoteResult, VoteRequest, VoteState
-from workers import processes
-from workers.anvil import start_anvil
+from workers.cli.shelter_keys import PartyKeys, answer_share, make_keys
 from workers.codec import build_data_converter, create_keyring, load_keyring
 from workers.settings import ANVIL_DEV_KEY, Settings
-from workers.shelter_local import PartyKeys, answer_share, make_keys
+from workers.stack import processes
+from workers.stack.anvil import start_anvil
+from workers.stack.contracts import deploy_contracts, distribute_voting_power
 from workers.worker import build_worker, open_resources
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.emergency_access import EmergencyAccessWorkflow

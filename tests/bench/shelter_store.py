@@ -20,13 +20,14 @@ from pathlib import Path
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.ipfs import IpfsClient
 from activities.shelter_docs import IpfsReplicator, ShelterDocumentActivities, stage_document
 from activities.shelter_keys import ShelterKeyActivities
+from activities.storage.ipfs import IpfsClient
 from activities.store import Database
 from westworld import envelope
 from westworld.shelter import CreateEpochInput, EncryptDocumentInput, Guardian, Network, ReplicateInput
-from workers import ipfs, processes
+from workers.stack import ipfs_daemon as ipfs
+from workers.stack import processes
 
 SIZES = ((16 * 1024, 30), (256 * 1024, 20), (1024 * 1024, 12), (4 * 1024 * 1024, 4))
 

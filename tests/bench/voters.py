@@ -11,12 +11,12 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 
-from activities.chain_deploy import deploy_contracts, distribute_voting_power
 from westworld import ballot
 from westworld.vote import VoteRequest
-from workers import processes
-from workers.anvil import start_anvil
 from workers.settings import ANVIL_DEV_KEY
+from workers.stack import processes
+from workers.stack.anvil import start_anvil
+from workers.stack.contracts import deploy_contracts, distribute_voting_power
 
 TOKEN = 10**18
 

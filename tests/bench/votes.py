@@ -23,10 +23,10 @@ from temporalio.worker import Worker
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.bench.voters import BenchVoters, make_voters
 from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteReceipt, VoteRequest, VoteState
-from workers import processes
+from workers.cli.vote import cast_with_retry
 from workers.codec import build_data_converter, create_keyring, load_keyring
 from workers.settings import Settings
-from workers.vote_cli import cast_with_retry
+from workers.stack import processes
 from workers.worker import build_worker, open_resources
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.steps import SEARCH_ATTRIBUTES

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from workers.processes import free_port, port_open
+from workers.stack.processes import free_port, port_open
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 def run(env: dict[str, str], *args: str, ok: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     """`westworld ARGS`; a run that overruns `timeout` fails with what it printed so far (where it hung)."""
     try:
-        proc = subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env, capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "workers.main", *args], env=env, capture_output=True, text=True,
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired as err:
         out, errout = (b.decode(errors="replace") if isinstance(b, bytes) else (b or "")

@@ -15,7 +15,7 @@ from temporalio.worker import Replayer
 
 from workers.codec import build_data_converter, load_keyring
 from workers.worker import WORKFLOWS
-from workflows.sandbox import workflow_runner
+from workflows.runner_sandbox import workflow_runner
 
 HISTORIES = Path(__file__).parent / "histories"
 FILES = sorted(HISTORIES.glob("*.history.json"))

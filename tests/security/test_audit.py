@@ -34,8 +34,8 @@ from westworld import merkle
 from westworld.audit import StoredEntry, canonical_json, entry_leaf, parse_time
 from westworld.audit_anchor import anchor_payload, parse_anchor
 from westworld.audit_trust import MAX_PROBLEMS, verify_log
-from workers import audit_cli
-from workers.cli import app
+from workers.cli import audit as audit_cli
+from workers.main import app
 from workers.settings import Settings
 from workflows.audit_anchor import AuditAnchorWorkflow
 

@@ -49,7 +49,7 @@ from westworld.experiment_run import ExperimentInput
 from westworld.peer_rule import is_wide, peer_rule
 from westworld.rollout import CanaryInput
 from westworld.sandbox import Backend, MeshAction, MeshTarget, NodeRef
-from workers.cli_agent_common import EXIT_DENIED, seal_action
+from workers.cli.agent_common import EXIT_DENIED, seal_action
 from workflows.agent_action import AgentActionWorkflow
 
 POLICY = read_policy_file(DEFAULT_POLICY_FILE)  # the policy whose hash the deployment put on chain
@@ -323,7 +323,7 @@ class TestNoTokenInHistory:
 async def cli(h: Harness, *args: str) -> tuple[int, str]:
     env = {**os.environ, "WESTWORLD_DATA_DIR": str(h.settings.data_dir),
            "WESTWORLD_TEMPORAL_ADDRESS": h.settings.temporal_address, "WESTWORLD_TASK_QUEUE": h.task_queue}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.cli", *args, env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.main", *args, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     return int(proc.returncode or 0), out.decode() + err.decode()

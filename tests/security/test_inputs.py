@@ -30,11 +30,11 @@ from westworld.errors import INVALID_INPUT, POLICY_INVALID, InvalidInput
 from westworld.experiment_run import ExperimentInput
 from westworld.rollout import CanaryInput
 from westworld.vote import DaoVoteInput
-from workers.cli import app
-from workers.cli_experiment import read_spec
+from workers.cli.experiment import read_spec
+from workers.cli.inputs import load_model
 from workers.codec import create_keyring
-from workers.inputs import load_model
-from workers.processes import free_port
+from workers.main import app
+from workers.stack.processes import free_port
 from workflows.experiment import ExperimentWorkflow
 
 SPEC = (Path(__file__).parents[2] / "deploy" / "experiments" / "good.yaml").read_text()
@@ -295,7 +295,7 @@ class TestStackDown:
         """`vote cast` reads the chain; any command that reaches a chain that does not answer says so."""
         import typer
 
-        from workers.cli_common import WestworldGroup
+        from workers.cli.common import WestworldGroup
 
         rpc = f"http://127.0.0.1:{free_port()}"
         probe = typer.Typer(cls=WestworldGroup)

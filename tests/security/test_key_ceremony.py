@@ -22,7 +22,7 @@ from activities.shelter_keys import KeyEpochStore
 from tests.workflows.conftest import Harness
 from westworld.errors import UNAUTHORISED, WestworldError
 from westworld.shelter import CeremonyApproval, CreateEpochInput, KeyEpoch, ceremony_digest, check_ceremony
-from workers.shelter_local import PartyKeys, make_keys
+from workers.cli.shelter_keys import PartyKeys, make_keys
 from workflows.key_ceremony import KeyCeremonyWorkflow
 
 GUARDIANS = [make_keys(f"g{i}") for i in range(1, 6)]

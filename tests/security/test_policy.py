@@ -55,7 +55,7 @@ from westworld.shelter_access import (
     access_terms,
 )
 from westworld.vote import DaoVoteInput, DaoVoteResult, VoteKind
-from workers.shelter_local import make_keys
+from workers.cli.shelter_keys import make_keys
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.document_access import DocumentAccessWorkflow
 from workflows.emergency_access import EmergencyAccessWorkflow

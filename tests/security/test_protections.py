@@ -37,8 +37,8 @@ from westworld.agents import (
 from westworld.anomaly import AnomalyConfig
 from westworld.errors import INJECTED_STATE, UNAUTHORISED
 from westworld.sandbox import MeshAction
-from workers import agent_ops as ops
-from workers.capabilities_wiring import open_store
+from workers.cli import agent_ops as ops
+from workers.wiring.capabilities import open_store
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.capability_admin import CapabilityAdminWorkflow
 from workflows.network_halt import NetworkHaltWorkflow

@@ -38,11 +38,11 @@ from tests.workflows.conftest import Harness, eventually
 from tests.workflows.test_dao_vote import proposal, sign, start, vote
 from westworld.errors import PAYLOAD_UNDECRYPTABLE
 from westworld.vote import DaoVoteInput, DaoVoteResult, VoteState
-from workers import processes
 from workers.codec import KEY_ID_METADATA, EncryptionCodec, KeyRing, build_data_converter, create_keyring, load_keyring
 from workers.codec_server import ensure_token, token_path, ui_endpoint
 from workers.settings import Settings
-from workers.stack import codec_ui_hint, components
+from workers.stack import processes
+from workers.stack.supervisor import codec_ui_hint, components
 from workflows.dao_vote import DaoVoteWorkflow
 
 UI_ORIGIN = "http://127.0.0.1:8233"

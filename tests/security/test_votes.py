@@ -54,8 +54,8 @@ from westworld.vote import (
     VoteState,
     rules_in_force,
 )
-from workers.inputs import InputError, load_model
-from workers.vote_cli import propose
+from workers.cli.inputs import InputError, load_model
+from workers.cli.vote import propose
 from workflows.dao_vote import DaoVoteWorkflow
 
 POLICY = read_policy_file(DEFAULT_POLICY_FILE).votes

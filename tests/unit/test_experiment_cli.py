@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from workers.cli_experiment import experiment_app, progress_bar
+from workers.cli.experiment import experiment_app, progress_bar
 
 EXAMPLES = Path(__file__).parents[2] / "deploy" / "experiments"
 

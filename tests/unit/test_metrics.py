@@ -14,9 +14,9 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput
 
-from workers import processes
 from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
 from workers.settings import Settings, load_settings
+from workers.stack import processes
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -1,5 +1,5 @@
 """Signed administrative requests in the workflow tests: the genesis operator's key (as `westworld up` makes it)
-and the client calls the CLI makes (workers/agent_ops.py), against the harness's worker."""
+and the client calls the CLI makes (workers/cli/agent_ops.py), against the harness's worker."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from temporalio.client import WorkflowHandle
 
 from tests.workflows.conftest import Harness
 from westworld.agents import AdminAction, AdminChange, AdminResult, AgentActionInput, AgentActionResult
-from workers import agent_ops as ops
-from workers.capabilities_wiring import operator_key_file
+from workers.cli import agent_ops as ops
 from workers.settings import Settings
+from workers.stack import standing
+from workers.wiring.capabilities import operator_key_file
 from workflows.agent_action import AgentActionWorkflow
 
 ActionHandle = WorkflowHandle[AgentActionWorkflow, AgentActionResult]
@@ -24,7 +25,7 @@ def client_settings(h: Harness) -> Settings:
 
 def operator_key(h: Harness) -> bytes:
     """The genesis operator's private key (created in the worker's data dir, as `westworld up` does)."""
-    ops.ensure_operator_key(h.settings)
+    standing.ensure_operator_key(h.settings)
     return ops.read_private_key(operator_key_file(h.settings))
 
 
@@ -41,7 +42,7 @@ async def halt(h: Harness, reason: str, guardians_required: int = 0) -> int:
 
 async def start_sealed(h: Harness, inp: AgentActionInput) -> ActionHandle:
     """Start the agent action with its (clear) token sealed to the workers for it, as the CLI does."""
-    from workers.cli_agent_common import start_sealed_action  # the agent CLI's sealing (westworld/sealed.py)
+    from workers.cli.agent_common import start_sealed_action  # the agent CLI's sealing (westworld/sealed.py)
 
     wid = await start_sealed_action(h.client, client_settings(h), inp, inp.token)
     return h.client.get_workflow_handle_for(AgentActionWorkflow.run, wid)

@@ -18,8 +18,8 @@ from westworld import sealed as sl
 from westworld.agents import AgentActionInput, AgentActionResult, CapabilityDirectory, DirectoryRequest
 from westworld.experiment_run import ExperimentInput
 from westworld.rollout import CanaryInput
-from workers.capabilities_wiring import open_store
-from workers.cli_agent_common import seal_action, seal_input
+from workers.cli.agent_common import seal_action, seal_input
+from workers.wiring.capabilities import open_store
 from workflows.agent_action import AgentActionWorkflow
 from workflows.capability_directory import CapabilityDirectoryWorkflow
 

@@ -17,7 +17,7 @@ from tests.workflows.shelter_seed import seed_document as _seed
 from westworld import envelope, shamir
 from westworld.shelter import CreateEpochInput, KeyEpoch, share_aad
 from westworld.shelter_access import ShareSubmission, ShareTask
-from workers.shelter_local import PartyKeys, answer_share, make_keys
+from workers.cli.shelter_keys import PartyKeys, answer_share, make_keys
 
 
 @dataclass

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from activities.kube_api import client_from_kubeconfig
-from activities.sandbox_kubernetes import KubernetesSandbox
+from activities.sandbox.kube_api import client_from_kubeconfig
+from activities.sandbox.kubernetes import KubernetesSandbox
 from tests.fixtures.kube import KubeCluster
 from tests.workflows.capabilities_support import network, start_action
 from tests.workflows.conftest import Harness

@@ -25,8 +25,8 @@ from tests.workflows.admin_support import operator_key
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.shelter_helpers import make_guardians
 from westworld.agents import NetworkHaltResult
-from workers.agent_ops import WATCH_ID
-from workers.capabilities_wiring import operator_key_file
+from workers.cli.agent_ops import WATCH_ID
+from workers.wiring.capabilities import operator_key_file
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.network_halt import NetworkHaltWorkflow
 
@@ -39,7 +39,7 @@ def client_env(h: Harness, empty: Path) -> dict[str, str]:
 
 async def cli(env: dict[str, str], *args: str, ok: bool | None = True) -> str:
     """`westworld ARGS` with ``env``; ``ok`` says whether it must succeed (None: either)."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.cli", *args, env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.main", *args, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     text = out.decode() + err.decode()

@@ -25,8 +25,8 @@ from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE
 from westworld.sandbox import MeshAction
-from workers import agent_ops as ops
-from workers.agent_ops import WATCH_ID
+from workers.cli import agent_ops as ops
+from workers.cli.agent_ops import WATCH_ID
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.network_halt import NetworkHaltWorkflow

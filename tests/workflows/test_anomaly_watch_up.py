@@ -20,8 +20,9 @@ from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import INVALID_INPUT, UNAUTHORISED
 from westworld.sandbox import MeshAction
-from workers import agent_ops as ops
-from workers.agent_ops import WATCH_ID, sync_watch, watch_running
+from workers.cli import agent_ops as ops
+from workers.cli.agent_ops import WATCH_ID
+from workers.stack.standing import sync_watch, watch_running
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 
 # Catches the slow creep at 8% of the network (the policy allows up to 20%); every setting as strict or stricter

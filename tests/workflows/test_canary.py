@@ -97,7 +97,7 @@ async def _teardown(h: Harness, st: CanaryStatus) -> None:
     """Remove a mesh kept for inspection, with the project's own local backend."""
     import httpx
 
-    from activities.sandbox_local import LocalSandbox
+    from activities.sandbox.local import LocalSandbox
     from westworld.sandbox import Arm, Backend, SandboxRef
 
     async with httpx.AsyncClient(timeout=5.0) as http:

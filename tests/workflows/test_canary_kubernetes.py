@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowHandle
 
-from activities.kube_api import KubeApi, client_from_kubeconfig
-from activities.sandbox_kubernetes import KubernetesSandbox
+from activities.sandbox.kube_api import KubeApi, client_from_kubeconfig
+from activities.sandbox.kubernetes import KubernetesSandbox
 from tests.fixtures.kube import KubeCluster
 from tests.fixtures.prometheus import PrometheusServer
 from tests.workflows.conftest import Harness, eventually

@@ -36,7 +36,7 @@ from westworld.vote import (
     VoteRequest,
     VoteState,
 )
-from workers.stuck import find_stuck
+from workers.cli.stuck import find_stuck
 from workflows.dao_vote import DaoVoteWorkflow
 
 VoteHandle = WorkflowHandle[DaoVoteWorkflow, DaoVoteResult]

@@ -26,7 +26,7 @@ from westworld.shelter_access import (
     reconstruct_master_key,
 )
 from westworld.vote import DaoVoteResult, VoteState
-from workers import processes
+from workers.stack import processes
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.emergency_access import EmergencyAccessWorkflow
 

@@ -20,7 +20,7 @@ from westworld.experiment_run import ExperimentInput, ExperimentResult, Experime
 from westworld.rollout import CanaryResult, RolloutPhase
 from westworld.sandbox import NodeRef, SandboxRef
 from westworld.vote import DaoVoteResult
-from workers.stuck import find_stuck
+from workers.cli.stuck import find_stuck
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.experiment import ExperimentWorkflow

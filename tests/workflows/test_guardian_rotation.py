@@ -19,8 +19,8 @@ from westworld.errors import SHARE_BAD_PROOF, SHARE_DUPLICATE, SHARE_NOT_GUARDIA
 from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult
 from westworld.shelter_access import open_document
 from westworld.vote import DaoVoteResult, VoteState
-from workers.shelter_local import acknowledge, make_keys
-from workers.stuck import find_stuck
+from workers.cli.shelter_keys import acknowledge, make_keys
+from workers.cli.stuck import find_stuck
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
 
@@ -165,7 +165,7 @@ async def test_unacknowledged_rotation_keeps_the_old_epoch(harness: Harness) -> 
 async def test_the_schedule_starts_a_rotation_to_the_registered_next_set(harness: Harness) -> None:
     """The declared 6-month schedule, created for real and triggered now: the workflow starts without input and
     rotates to the set registered with `shelter rotate --next`."""
-    from workers.schedules import DECLARED, Declared, _schedule
+    from workers.stack.schedules import DECLARED, Declared, _schedule
 
     g = await make_guardians(harness)
     nxt = [make_keys(f"next{i}") for i in range(1, 4)]

@@ -13,7 +13,7 @@ from tests.workflows.shelter_helpers import open_own_share
 from tests.workflows.test_shelter_cli import cli
 from westworld import envelope, shamir
 from westworld.shelter import CreateEpochInput
-from workers.shelter_local import make_keys, save_keys
+from workers.cli.shelter_keys import make_keys, save_keys
 from workflows.key_ceremony import KeyCeremonyWorkflow
 
 

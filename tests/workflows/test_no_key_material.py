@@ -30,7 +30,7 @@ from westworld import envelope
 from westworld.rotation import GuardianRotationInput, RotationPhase
 from westworld.shelter import data_key_aad
 from westworld.shelter_access import AccessDecision
-from workers.shelter_local import PartyKeys, acknowledge, make_keys
+from workers.cli.shelter_keys import PartyKeys, acknowledge, make_keys
 from workflows.guardian_rotation import GuardianRotationWorkflow
 
 

@@ -16,7 +16,7 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.arweave import Wallet
+from activities.storage.arweave import Wallet
 from tests.workflows.conftest import Harness, eventually
 from westworld.rotation import RotationPhase, RotationResult
 from westworld.shelter_access import AccessDecision, AccessResult
@@ -42,7 +42,7 @@ async def cli(h: Harness, *args: str, ok: bool = True) -> str:
            "WESTWORLD_TASK_QUEUE": h.task_queue, "WESTWORLD_CHAIN_RPC_URL": s.chain_rpc_url,
            "WESTWORLD_IPFS_API_URL": s.ipfs_api_url, "WESTWORLD_ARWEAVE_URL": s.arweave_url,
            "WESTWORLD_ARWEAVE_WALLET_FILE": str(s.arweave_wallet_file), "WESTWORLD_SIA_URL": ""}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.cli", *args, env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.main", *args, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
     text = out.decode() + err.decode()

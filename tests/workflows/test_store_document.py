@@ -18,10 +18,10 @@ from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.arweave import Wallet
-from activities.ipfs import IpfsClient
 from activities.shelter_docs import DocumentStore, stage_document, staging_path
 from activities.shelter_keys import ShelterKeyActivities
+from activities.storage.arweave import Wallet
+from activities.storage.ipfs import IpfsClient
 from tests.activities.test_shelter_keys import make_guardians, open_share
 from tests.workflows.conftest import Harness
 from westworld import envelope, shamir
@@ -39,8 +39,8 @@ from westworld.shelter import (
     open_document,
 )
 from workers.metrics import Metrics
-from workers.processes import free_port
-from workers.shelter_storage import open_replicators
+from workers.stack.processes import free_port
+from workers.wiring.shelter_storage import open_replicators
 from workers.worker import build_worker, open_resources
 from workflows.replica_audit import ReplicaAuditWorkflow
 from workflows.store_document import StoreDocumentWorkflow
