@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from westworld.anomaly import AgentEvent, AnomalyConfig, Finding
 from westworld.authority import AdminSigners, SignedBy
 from westworld.capability import CheckResult
+from westworld.keys import agent_action_id
 from westworld.peers import ActionDigestInput, action_digest
 from westworld.policy import NetworkPolicy
 from westworld.sandbox import MeshAction, MeshActionInput, MeshActionResult, MeshTarget
@@ -52,7 +53,7 @@ class AgentActionInput(BaseModel):
 
     @property
     def workflow_id(self) -> str:
-        return f"agent-action:{self.agent_id}:{self.action_id}"
+        return agent_action_id(self.agent_id, self.action_id)
 
     def action_digest(self, workflow_id: str | None = None) -> bytes:
         """What peers sign and what their discharges are bound to (westworld/peers.py)."""

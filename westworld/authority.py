@@ -31,11 +31,11 @@ from pydantic import BaseModel, Field
 
 from westworld import peers
 from westworld.anomaly import AnomalyConfig
+from westworld.errors import Unauthorised
+from westworld.keys import ADMIN_ID_PREFIX, WATCH_ID
 from westworld.policy import NetworkPolicy, WatchPolicy
 
 ADMIN_DOMAIN = "westworld/admin/v1"
-WATCH_ID = "anomaly-watch"  # the network's watch: the only watch whose findings halt the network
-ADMIN_ID_PREFIX = "capability-admin:"  # CapabilityAdminWorkflow ids: capability-admin:<nonce>
 
 
 def may_declare_halt(parent_workflow_id: str | None) -> bool:
@@ -71,12 +71,6 @@ class AdminSigners(BaseModel):
 
     operators: dict[str, str] = Field(default_factory=dict)
     guardians: dict[str, str] = Field(default_factory=dict)
-
-
-class Unauthorised(Exception):
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 def change_digest(action: str, target: str, change: Mapping[str, Any], nonce: str, expires_at: datetime) -> bytes:

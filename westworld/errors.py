@@ -1,25 +1,47 @@
-"""The project's one error tree.
+"""The project's one error tree, and every Temporal error type as a constant.
 
-Every failure a user or service can cause has a type constant here. Workflows and activities raise
-``temporalio.exceptions.ApplicationError(message, type=<CONSTANT>, non_retryable=True)`` for permanent
-failures (bad input, a forged signature, a vote after its deadline); transient outside failures (a chain
-node or database that does not answer) are left to raise and retry under explicit retry policies.
+Split the way kopf splits its handler errors: a :class:`PermanentError` is a failure retrying cannot help (bad
+input, a refused signature, a policy violation, something that does not exist); a :class:`TransientError` is an
+outside system that does not answer yet (a daemon down, a chain not at the needed time) and is retried under the
+caller's retry policy. Activities just raise them: the worker's interceptor (``workers/interceptors.py``) turns a
+permanent one into a non-retryable ``ApplicationError`` and a transient one into a retryable one, both with the
+error's ``type`` and message. Workflows raise ``ApplicationError(message, type=<CONSTANT>, non_retryable=True)``
+themselves. ``WestworldError`` itself is the root and is not raised.
 
-The core raises :class:`WestworldError` subclasses carrying the same constants, so the layer that wraps
-them into ``ApplicationError`` does not need to guess the type.
-
-    WestworldError                      permanent: retrying cannot help
-    +-- InvalidInput        INVALID_INPUT       malformed model, YAML, file
-    +-- VoteRejected        VOTE_REJECTED       (with .reason: one of the VOTE_* constants)
-    +-- AuditTampered       AUDIT_TAMPERED      the audit log fails verification
-    +-- AuditUnavailable    AUDIT_UNAVAILABLE   the log cannot be written: the decision is refused
-    +-- ChainRejected       CHAIN_REJECTED      a transaction reverted for a reason that will not change
-    +-- InvalidShare        INVALID_SHARE       a key share fails its commitment, repeats, or is unknown
-    +-- DecryptFailed       DECRYPT_FAILED      authenticated decryption failed (wrong key or tampered data)
-    +-- ShareRejected       SHARE_REJECTED      a guardian's share submission refused (type: one of SHARE_*)
+    WestworldError                         .type (a constant below), .message
+    +-- PermanentError                     never retried; type InvalidInput unless the class or raiser says
+    |   +-- InvalidInput        INVALID_INPUT       malformed model, YAML, file, argument
+    |   |   +-- SettingsError   CONFIG_ERROR        a setting or config file that cannot be used
+    |   |   +-- ProofError                          a Merkle proof request or proof that is malformed (a ValueError)
+    |   |   +-- DuplicateKeyError                   a JSON object naming a key twice (a ValueError)
+    |   +-- VoteRejected        VOTE_REJECTED       (type: one of the VOTE_* reasons)
+    |   +-- AuditTampered       AUDIT_TAMPERED      the audit log fails verification
+    |   +-- ChainRejected       CHAIN_REJECTED      a transaction reverted for a reason that will not change
+    |   +-- InvalidShare        INVALID_SHARE       a key share fails its commitment, repeats, or is unknown
+    |   +-- DecryptFailed       DECRYPT_FAILED      authenticated decryption failed (wrong key or tampered data)
+    |   +-- ShareRejected       SHARE_REJECTED      a guardian's share submission refused (type: one of SHARE_*)
+    |   +-- Unauthorised        UNAUTHORISED        a change without the signatures entitled to make it
+    |   +-- SignatureRejected   (type: one of SIGNER_*) a peer's or guardian's signature refused
+    |   +-- SealRefused         TOKEN_NOT_SEALED    a sealed token that does not open or does not fit
+    |   +-- Denial              CAPABILITY_DENIED   a capability token refused (.caveat names the caveat)
+    |   +-- StepDenied          CAPABILITY_DENIED   a canary step's agent action refused
+    |   +-- StorageRejected     INVALID_INPUT       a storage network refused a request
+    |   |   +-- IpfsError, ArweaveError, SiaError
+    |   +-- OtterscanUnavailable                    the chain node has no Otterscan API (a fallback is used)
+    |   +-- CodecError                              the payload key ring or a payload cannot be used (a ValueError)
+    |   |   +-- KeyRingError, PayloadDecryptionError, CodecServerError
+    |   +-- NotConfigured       CONFIG_ERROR        the stack is not set up here; the message says what to run
+    |   |   +-- StackDown                           a component of the stack does not answer
+    |   +-- Refused             REFUSED             a command's request cannot be served (type: the cause's)
+    +-- TransientError                     retried; ``delay`` (optional) is the next retry's delay
+        +-- AuditUnavailable    AUDIT_UNAVAILABLE   the log cannot be written now (the decision waits for it)
+        +-- ChainNotReady, KubeUnreachable, SandboxTerminating, NetError,
+        +-- IpfsUnavailable, ArweaveUnavailable, SiaUnavailable, StartError, DemoTimeout
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 INVALID_INPUT = "InvalidInput"
 VOTE_REJECTED = "VoteRejected"
@@ -73,9 +95,28 @@ LOOSER_THAN_POLICY = "LooserThanPolicy"  # a request asks for less than the poli
 PROPOSAL_ALREADY_OPENED = "ProposalAlreadyOpened"  # a new start for a proposal another vote execution opened
 PAYLOAD_UNDECRYPTABLE = "PayloadUndecryptable"  # a payload with an unknown key id, tampered or relabelled
 
+# Outside systems: a Snapshot hub, the replicas of a sheltered document.
+SNAPSHOT_UNAVAILABLE = "SnapshotUnavailable"  # this worker has no Snapshot hub configured
+SNAPSHOT_REJECTED = "SnapshotRejected"  # the hub refused a message or query (its reason in the message)
+SNAPSHOT_UNKNOWN_PROPOSAL = "SnapshotUnknownProposal"
+REPLICA_NOT_VERIFIED = "ReplicaNotVerified"  # a replica whose bytes do not hash to the document's digest
+REFUSED = "Refused"  # a command's request that cannot be served (the CLI prints the message)
+OTTERSCAN_UNAVAILABLE = "OtterscanUnavailable"
+
+# Transient: retried under the caller's policy (the types are the class names they always had).
+CHAIN_NOT_READY = "ChainNotReady"
+KUBE_UNREACHABLE = "KubeUnreachable"
+SANDBOX_TERMINATING = "SandboxTerminating"
+NET_COMMAND_FAILED = "NetError"
+IPFS_UNAVAILABLE = "IpfsUnavailable"
+ARWEAVE_UNAVAILABLE = "ArweaveUnavailable"
+SIA_UNAVAILABLE = "SiaUnavailable"
+SERVICE_NOT_STARTED = "StartError"
+DEMO_TIMEOUT = "DemoTimeout"
+
 
 class WestworldError(Exception):
-    """A permanent failure; ``type`` is the constant an ``ApplicationError`` carries."""
+    """The root: ``type`` is the constant an ``ApplicationError`` carries; raise a subclass, never this."""
 
     type: str = INVALID_INPUT
 
@@ -89,29 +130,54 @@ class WestworldError(Exception):
         return str(self.args[0])
 
 
-class InvalidInput(WestworldError):
+class PermanentError(WestworldError):
+    """Retrying cannot help: bad input, a refused signature, a policy violation, something that does not exist."""
+
+
+class TransientError(WestworldError):
+    """An outside system that does not answer (yet); retried, after ``delay`` if given."""
+
+    def __init__(self, message: str, *, type: str | None = None, delay: timedelta | None = None) -> None:
+        super().__init__(message, type=type)
+        self.delay = delay
+
+
+# -- permanent ----------------------------------------------------------------------------------------------
+
+
+class InvalidInput(PermanentError):
     type = INVALID_INPUT
 
 
-class VoteRejected(WestworldError):
+class SettingsError(InvalidInput):
+    """Settings that cannot be used: a value of the wrong type, or a config file that is missing or unreadable."""
+
+    type = CONFIG_ERROR
+
+
+class ProofError(InvalidInput, ValueError):
+    """A proof request or proof is malformed (index out of range, wrong hash size, wrong length)."""
+
+
+class DuplicateKeyError(InvalidInput, ValueError):
+    """A JSON object names the same key twice."""
+
+
+class VoteRejected(PermanentError):
     """A vote that cannot be accepted; ``type`` is one of the ``VOTE_*`` reasons."""
 
     type = VOTE_REJECTED
 
 
-class AuditTampered(WestworldError):
+class AuditTampered(PermanentError):
     type = AUDIT_TAMPERED
 
 
-class AuditUnavailable(WestworldError):
-    type = AUDIT_UNAVAILABLE
-
-
-class ChainRejected(WestworldError):
+class ChainRejected(PermanentError):
     type = CHAIN_REJECTED
 
 
-class InvalidShare(WestworldError):
+class InvalidShare(PermanentError):
     """Key shares that cannot be combined; ``indexes`` names every offending share (by its Shamir index)."""
 
     type = INVALID_SHARE
@@ -121,11 +187,177 @@ class InvalidShare(WestworldError):
         self.indexes = indexes
 
 
-class DecryptFailed(WestworldError):
+class DecryptFailed(PermanentError):
     type = DECRYPT_FAILED
 
 
-class ShareRejected(WestworldError):
+class ShareRejected(PermanentError):
     """A guardian's share submission that cannot be accepted; ``type`` is one of the ``SHARE_*`` reasons."""
 
     type = SHARE_REJECTED
+
+
+class Unauthorised(PermanentError):
+    """A change to a protection without the signatures entitled to make it; the message names what is missing."""
+
+    type = UNAUTHORISED
+
+
+class SignatureRejected(PermanentError):
+    """A peer's or guardian's signature refused; ``reason`` (= ``type``) is one of the ``SIGNER_*`` constants."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message, type=reason)
+
+    @property
+    def reason(self) -> str:
+        return self.type
+
+
+class SealRefused(PermanentError):
+    """The sealed token does not open or does not fit; ``reason`` says why (never the token)."""
+
+    type = TOKEN_NOT_SEALED
+
+    @property
+    def reason(self) -> str:
+        return self.message
+
+
+class Denial(PermanentError):
+    """A capability token refused: ``caveat`` names the caveat (or check) and ``reason`` why."""
+
+    type = CAPABILITY_DENIED
+
+    def __init__(self, caveat: str, reason: str) -> None:
+        super().__init__(f"{caveat}: {reason}")
+        self.caveat, self.reason = caveat, reason
+
+
+class StepDenied(PermanentError):
+    """A canary step's agent action was refused by the capability check (caveat named in the message)."""
+
+    type = CAPABILITY_DENIED
+
+
+class StorageRejected(PermanentError):
+    """A storage network answered with a refusal (a malformed CID, a refused transaction, no contracts...)."""
+
+
+class IpfsError(StorageRejected):
+    """The IPFS daemon answered with an error (e.g. a malformed CID)."""
+
+
+class ArweaveError(StorageRejected):
+    """The Arweave gateway refused a transaction."""
+
+
+class SiaError(StorageRejected):
+    """renterd refused the request (bad password, no contracts, ...)."""
+
+
+class OtterscanUnavailable(PermanentError):
+    """The chain node does not serve the Otterscan API (the caller falls back to scanning blocks)."""
+
+    type = OTTERSCAN_UNAVAILABLE
+
+
+class CodecError(PermanentError, ValueError):
+    """The payload codec's errors: the key ring file or a payload cannot be used."""
+
+
+class KeyRingError(CodecError):
+    """The key ring file is missing, malformed or would be overwritten."""
+
+    type = CONFIG_ERROR
+
+
+class PayloadDecryptionError(CodecError):
+    """A payload cannot be decrypted: its key id is unknown here, or it fails authentication."""
+
+    type = PAYLOAD_UNDECRYPTABLE
+
+
+class CodecServerError(CodecError):
+    """The codec server cannot start as configured (no token, a readable token file, ...)."""
+
+    type = CONFIG_ERROR
+
+
+class NotConfigured(PermanentError):
+    """The stack has not been set up here (no keys, no contracts): the message says what to run."""
+
+    type = CONFIG_ERROR
+
+
+class StackDown(NotConfigured):
+    """A component of the stack (Temporal, the chain) does not answer: the message names it and says what to run."""
+
+
+class Refused(PermanentError):
+    """A command's request that cannot be served; the message says why and what to do (``type``: the cause's)."""
+
+    type = REFUSED
+
+
+# -- transient ----------------------------------------------------------------------------------------------
+
+
+class AuditUnavailable(TransientError):
+    """The audit log cannot be written now; the decision waits (bounded by the audit retry policy), then fails."""
+
+    type = AUDIT_UNAVAILABLE
+
+
+class ChainNotReady(TransientError):
+    """The chain has not reached the needed time yet (real chains only); retrying later helps."""
+
+    type = CHAIN_NOT_READY
+
+
+class KubeUnreachable(TransientError):
+    """The apiserver did not answer (or failed on its side)."""
+
+    type = KUBE_UNREACHABLE
+
+
+class SandboxTerminating(TransientError):
+    """The sandbox's namespace is still being deleted."""
+
+    type = SANDBOX_TERMINATING
+
+
+class NetError(TransientError):
+    """An ``ip``/``tc``/``nft`` command failed; the message holds the command and its stderr."""
+
+    type = NET_COMMAND_FAILED
+
+
+class IpfsUnavailable(TransientError):
+    """The IPFS daemon did not answer."""
+
+    type = IPFS_UNAVAILABLE
+
+
+class ArweaveUnavailable(TransientError):
+    """The Arweave gateway did not answer."""
+
+    type = ARWEAVE_UNAVAILABLE
+
+
+class SiaUnavailable(TransientError):
+    """renterd did not answer."""
+
+    type = SIA_UNAVAILABLE
+
+
+class StartError(TransientError):
+    """A local service did not start; the message names it, its address and its log file."""
+
+    type = SERVICE_NOT_STARTED
+
+
+class DemoTimeout(TransientError):
+    """A demo part did not finish within its time limit."""
+
+    type = DEMO_TIMEOUT

@@ -17,6 +17,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from westworld import keys
     from westworld.errors import WestworldError
     from westworld.notify import GuardianNotice
     from westworld.policy import NetworkPolicy
@@ -54,10 +55,9 @@ def refused_by_policy(err: WestworldError) -> ApplicationError:
 
 
 def access_vote_input(r: AccessRequest, terms: VoteTerms, kind: VoteKind, early_close: bool = True) -> DaoVoteInput:
-    prefix = "emergency" if kind is VoteKind.EMERGENCY else "access"
     return DaoVoteInput(
         proposal=Proposal(
-            id=f"{prefix}-{r.request_id}",
+            id=keys.access_proposal_id(r.request_id, emergency=kind is VoteKind.EMERGENCY),
             title=f"{'EMERGENCY: ' if kind is VoteKind.EMERGENCY else ''}open document {r.document_id} "
                   f"for {r.requester}"[:200],
             body=f"Reason given: {r.reason}\n\nRequest {r.request_id}; if approved, {r.requester} may "
@@ -137,7 +137,7 @@ class AccessWorkflowBase:
     ) -> workflow.ChildWorkflowHandle[DaoVoteWorkflow, DaoVoteResult]:
         vote_input = access_vote_input(self._request, terms, kind)
         return await workflow.start_child_workflow(
-            DaoVoteWorkflow.run, vote_input, id=f"vote:{vote_input.proposal.id}",
+            DaoVoteWorkflow.run, vote_input, id=keys.vote_id(vote_input.proposal.id),
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
 

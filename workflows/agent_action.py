@@ -17,11 +17,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld import peers
+    from westworld import keys, peers
     from westworld import sealed as sl
     from westworld.agents import (
         AgentActionInput,
@@ -36,14 +36,20 @@ with workflow.unsafe.imports_passed_through():
         UsageSettle,
     )
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.capability import CheckResult, Denial, halted, identity_of
-    from westworld.errors import AGENT_ACTION_FAILED, SIGNATURES_CLOSED, TOKEN_NOT_SEALED, WestworldError
+    from westworld.capability import CheckResult, halted, identity_of
+    from westworld.errors import (
+        AGENT_ACTION_FAILED,
+        SIGNATURES_CLOSED,
+        TOKEN_NOT_SEALED,
+        Denial,
+        SignatureRejected,
+        WestworldError,
+    )
     from westworld.peer_rule import PeerRule, is_wide, legacy_rule, peer_rule
     from westworld.policy import NetworkPolicy
     from westworld.sandbox import MeshActionInput, MeshActionResult
-    from workflows.steps import set_step
+    from workflows.steps import AGENT_ID, set_step
 
-AGENT_ID = SearchAttributeKey.for_keyword("AgentId")
 PEER_SIGNATURES = "peer-signatures"
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 EXECUTE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
@@ -169,7 +175,7 @@ class AgentActionWorkflow:
                 done = await workflow.execute_activity(
                     "execute_mesh_action",
                     MeshActionInput(target=input.target, action=input.action, node_ids=input.node_ids,
-                                    version=input.version, config=input.config, action_id=f"{wid}:execute"),
+                                    version=input.version, config=input.config, action_id=keys.execute_action_id(wid)),
                     result_type=MeshActionResult, start_to_close_timeout=input.execute_timeout,
                     retry_policy=EXECUTE_RETRY)
             except ActivityError as err:
@@ -241,7 +247,7 @@ class AgentActionWorkflow:
                                    f"(step: {self._step})", type=SIGNATURES_CLOSED, non_retryable=True)
         try:
             peers.validate(req, self._registry, self._digest, self._signed)
-        except peers.SignatureRejected as err:
+        except SignatureRejected as err:
             raise ApplicationError(err.message, type=err.reason, non_retryable=True) from None
 
     @workflow.query

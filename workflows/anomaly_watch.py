@@ -25,7 +25,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from westworld import anomaly, authority
+    from westworld import anomaly, authority, keys
     from westworld.agents import (
         AgentEventsInput,
         AgentEventsPage,
@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         WatchStopRequest,
     )
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.errors import INJECTED_STATE, INVALID_INPUT, UNAUTHORISED
+    from westworld.errors import INJECTED_STATE, INVALID_INPUT, UNAUTHORISED, Unauthorised
     from westworld.policy import NetworkPolicy
     from workflows.network_halt import NetworkHaltWorkflow
     from workflows.steps import set_step
@@ -139,7 +139,7 @@ class AnomalyWatchWorkflow:
         try:
             authority.authorise(what, digest, input.signed, authority.Required(authority.Authority.OPERATOR),
                                 self._signers, workflow.now())
-        except authority.Unauthorised as err:
+        except Unauthorised as err:
             raise ApplicationError(err.message, type=UNAUTHORISED, non_retryable=True) from None
 
     async def _refresh_signers(self) -> None:
@@ -165,7 +165,7 @@ class AnomalyWatchWorkflow:
             NetworkHaltWorkflow.run,
             NetworkHaltInput(epoch=epoch, reason=reason, findings=critical,
                              guardians_required=input.guardians_required),
-            id=f"halt:{epoch}", parent_close_policy=ParentClosePolicy.ABANDON)
+            id=keys.halt_id(epoch), parent_close_policy=ParentClosePolicy.ABANDON)
         self._carry.halts.append(epoch)
         # The events that caused this halt are accounted for; after the resume only new behaviour counts.
         self._carry.events = []
@@ -229,7 +229,7 @@ class AnomalyWatchWorkflow:
                                          request.signed.expires_at)
         try:
             return authority.authorise(what, digest, request.signed, required, self._signers, workflow.now())
-        except authority.Unauthorised as err:
+        except Unauthorised as err:
             raise ApplicationError(err.message, type=UNAUTHORISED, non_retryable=True) from None
 
     def _accepted(self, request: WatchConfigRequest | WatchStopRequest, action: str) -> dict[str, object]:

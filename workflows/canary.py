@@ -19,15 +19,16 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from westworld import keys
     from westworld import sealed as sl
     from westworld.agents import AgentActionInput, AgentActionResult, RegisterNodesInput, ResealInput
     from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.canary import Decision, Measurement, PlannedStep, analyse_step, group_query, measure, plan_steps
-    from westworld.errors import INVALID_INPUT, WestworldError
+    from westworld.errors import INVALID_INPUT, StepDenied, WestworldError
     from westworld.rollout import (
         CanaryInput,
         CanaryResult,
@@ -57,17 +58,12 @@ with workflow.unsafe.imports_passed_through():
         expand,
     )
     from workflows.agent_action import TRUST_PATCH, claim_token, load_rule, not_sealed
-    from workflows.steps import set_step
+    from workflows.steps import EXPERIMENT_NAME, set_step
 
-EXPERIMENT_NAME = SearchAttributeKey.for_keyword("ExperimentName")
 ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                            maximum_attempts=10)
 QUERY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
 AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
-
-
-class StepDenied(Exception):
-    """A step's agent action was refused by the capability check (caveat named in the message)."""
 
 
 @workflow.defn
@@ -113,7 +109,7 @@ class CanaryRolloutWorkflow:
             self._to(RolloutPhase.PROVISIONING, "provisioning the mesh")
             self._mesh = await workflow.execute_activity(
                 "provision_sandbox",
-                ProvisionInput(backend=Backend.LOCAL, sandbox_id=f"{input.name}-mesh", arm=Arm.BASELINE,
+                ProvisionInput(backend=Backend.LOCAL, sandbox_id=keys.canary_mesh_id(input.name), arm=Arm.BASELINE,
                                workload=Workload(version=input.mesh_version, nodes=input.mesh_nodes)),
                 result_type=SandboxRef, start_to_close_timeout=input.provision_timeout,
                 heartbeat_timeout=timedelta(seconds=60), retry_policy=ACTION_RETRY)
@@ -166,7 +162,7 @@ class CanaryRolloutWorkflow:
         assert self._target is not None
         result = await self._act(MeshActionInput(
             target=self._target, action=MeshAction.SET_VERSION, node_ids=step.added, version=self._in.version,
-            config=self._in.config, action_id=f"canary:{self._in.name}:step-{step.index}"))
+            config=self._in.config, action_id=keys.canary_step_action(self._in.name, step.index)))
         known = {n.id: n.version for n in self._target.nodes}
         for node in step.added:
             before = result.previous.get(node) or known.get(node) or self._in.mesh_version
@@ -269,7 +265,7 @@ class CanaryRolloutWorkflow:
         for version, nodes in sorted(by_version.items()):
             await self._act(MeshActionInput(
                 target=self._target, action=MeshAction.SET_VERSION, node_ids=nodes, version=version,
-                action_id=f"canary:{self._in.name}:rollback-{version}"), checked=False)
+                action_id=keys.canary_rollback_action(self._in.name, version)), checked=False)
         self._to(outcome, outcome.value)
         await self._audit(f"canary.{'aborted' if outcome is RolloutPhase.ABORTED else 'rolled_back'}",
                           {"reason": reason, "restored": by_version})
@@ -310,7 +306,7 @@ class CanaryRolloutWorkflow:
                 agent, token, action, peers_required=self._in.peers_required, peer_wait=self._in.peer_wait,
                 peer_threshold_nodes=self._in.peer_threshold_nodes, peer_threshold_pct=self._in.peer_threshold_pct,
                 execute_timeout=self._in.action_timeout)
-            child_id = f"agent-action:{agent}:{request.action_id}"
+            child_id = keys.agent_action_id(agent, request.action_id)
             if self._sealed:  # the worker re-seals the token for this step's action only
                 request = request.model_copy(update={"token": await workflow.execute_activity(
                     "reseal_token", ResealInput(token=token, input_digest=self._digest(),

@@ -20,7 +20,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from westworld import authority
+    from westworld import authority, keys
     from westworld.agents import (
         AdminAction,
         AdminApply,
@@ -31,20 +31,20 @@ with workflow.unsafe.imports_passed_through():
         NetworkHaltInput,
     )
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.errors import UNAUTHORISED
+    from westworld.errors import UNAUTHORISED, Unauthorised
     from westworld.policy import NetworkPolicy
     from workflows.network_halt import NetworkHaltWorkflow
     from workflows.steps import set_step
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
 AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
-ID_PREFIX = authority.ADMIN_ID_PREFIX
+ID_PREFIX = keys.ADMIN_ID_PREFIX
 
 
 def admin_digest(inp: CapabilityAdminInput, workflow_id: str) -> bytes:
     """What the signers of ``inp.change`` sign, for the workflow ``workflow_id``."""
     return authority.change_digest(f"capability.{inp.change.action.value}", workflow_id,
-                                   inp.change.model_dump(mode="json"), workflow_id.removeprefix(ID_PREFIX),
+                                   inp.change.model_dump(mode="json"), keys.admin_nonce(workflow_id),
                                    inp.signed.expires_at)
 
 
@@ -62,10 +62,10 @@ class CapabilityAdminWorkflow:
         required = authority.registry_authority(c.action.registry, signers, policy)
         try:
             if not wid.startswith(ID_PREFIX) or len(wid) < len(ID_PREFIX) + 16:
-                raise authority.Unauthorised(f"{wid}: an admin change runs as {ID_PREFIX}<nonce of 16+ chars>")
+                raise Unauthorised(f"{wid}: an admin change runs as {ID_PREFIX}<nonce of 16+ chars>")
             signed_by = authority.authorise(f"{c.action.value} {c.subject}".strip(), admin_digest(inp, wid),
                                             inp.signed, required, signers, workflow.now())
-        except authority.Unauthorised as err:
+        except Unauthorised as err:
             raise ApplicationError(err.message, type=UNAUTHORISED, non_retryable=True) from None
         set_step(f"applying {c.action.value}")
         try:
@@ -81,7 +81,7 @@ class CapabilityAdminWorkflow:
                 NetworkHaltWorkflow.run, NetworkHaltInput(
                     epoch=outcome.halt_epoch, reason=c.reason or "halted by operator",
                     guardians_required=authority.guardians_k(policy, c.guardians_required)),
-                id=f"halt:{outcome.halt_epoch}", parent_close_policy=ParentClosePolicy.ABANDON)
+                id=keys.halt_id(outcome.halt_epoch), parent_close_policy=ParentClosePolicy.ABANDON)
         receipt: AuditReceipt = await workflow.execute_activity(
             "append_audit", AuditEntryInput(kind="capability.admin", subject=wid, payload={
                 "action": c.action.value, "change": c.model_dump(mode="json", exclude_defaults=True),

@@ -24,6 +24,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from westworld import keys
     from westworld.errors import INVALID_INPUT, SHARE_WINDOW_CLOSED, ShareRejected, WestworldError
     from westworld.notify import GuardianNotice
     from westworld.policy import NetworkPolicy
@@ -66,7 +67,7 @@ class GuardianRotationWorkflow:
         self._id = workflow.info().workflow_id
         # What shares, acknowledgements and the rotation key are bound to: this run only (a retried rotation of
         # the same epoch is a new run; nothing handed to an abandoned one is valid in it).
-        self._key = f"{self._id}/{workflow.info().run_id}"
+        self._key = keys.rotation_run_key(self._id, workflow.info().run_id)
         self._box = ShareBox(self._key, self._key)
         self._plan: RotationPlan | None = None
         self._pending: PendingEpoch | None = None
@@ -159,12 +160,13 @@ class GuardianRotationWorkflow:
         return plan
 
     def _vote_name(self, plan: RotationPlan) -> str:
-        return f"rotation-{plan.from_epoch.epoch}-{workflow.info().run_id}"  # a retried rotation is a new run
+        # a retried rotation is a new run, so a new proposal
+        return keys.rotation_proposal_id(plan.from_epoch.epoch, workflow.info().run_id)
 
     async def _dao_approves(self, policy: NetworkPolicy, plan: RotationPlan) -> str | None:
         """Run the DAO vote on the new guardian set (the policy's terms); None if approved, else why not."""
         proposal_id = self._vote_name(plan)
-        self._vote_id = f"vote:{proposal_id}"
+        self._vote_id = keys.vote_id(proposal_id)
         self._step_to(f"waiting for the DAO vote on the new guardians ({self._vote_id})", RotationPhase.VOTING)
         self._vote = await workflow.execute_child_workflow(
             DaoVoteWorkflow.run, guardian_vote_input(policy, plan, proposal_id), id=self._vote_id,

@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld import authority, peers
+    from westworld import authority, keys, peers
     from westworld.agents import (
         HaltEnd,
         HaltSet,
@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         SignerRegistry,
     )
     from westworld.audit import AuditEntryInput, AuditReceipt
-    from westworld.errors import SIGNATURES_CLOSED, UNAUTHORISED
+    from westworld.errors import SIGNATURES_CLOSED, UNAUTHORISED, SignatureRejected
     from westworld.policy import NetworkPolicy
     from workflows.steps import set_step
 
@@ -59,7 +59,7 @@ class NetworkHaltWorkflow:
             parent = workflow.info().parent
             if not authority.may_declare_halt(parent.workflow_id if parent else None):
                 raise ApplicationError(
-                    f"halt {input.epoch}: a halt is declared by the network's anomaly watch ({authority.WATCH_ID}) or "
+                    f"halt {input.epoch}: a halt is declared by the network's anomaly watch ({keys.WATCH_ID}) or "
                     "by an operator's signed request (`westworld halt start --key`), never started directly or by "
                     f"another workflow ({parent.workflow_id if parent else 'no parent'})", type=UNAUTHORISED,
                     non_retryable=True)
@@ -123,7 +123,7 @@ class NetworkHaltWorkflow:
                                    type=SIGNATURES_CLOSED, non_retryable=True)
         try:
             peers.validate(req, self._registry, self._digest, self._signed)
-        except peers.SignatureRejected as err:
+        except SignatureRejected as err:
             raise ApplicationError(err.message, type=err.reason, non_retryable=True) from None
 
     @workflow.query

@@ -5,22 +5,19 @@ from __future__ import annotations
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
-STEP = SearchAttributeKey.for_keyword("WestworldStep")
-STEP_SINCE = SearchAttributeKey.for_datetime("WestworldStepSince")
-PROPOSAL_ID = SearchAttributeKey.for_keyword("ProposalId")
-VOTE_STATE = SearchAttributeKey.for_keyword("VoteState")
-DOCUMENT_ID = SearchAttributeKey.for_keyword("DocumentId")
+from westworld import keys
+from westworld.keys import SEARCH_ATTRIBUTES
 
-# Registered by `westworld up` and the test fixtures: name -> Temporal type name.
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    STEP.name: "Keyword",
-    STEP_SINCE.name: "Datetime",
-    PROPOSAL_ID.name: "Keyword",
-    VOTE_STATE.name: "Keyword",
-    "ExperimentName": "Keyword",
-    "AgentId": "Keyword",
-    "DocumentId": "Keyword",
-}
+STEP = SearchAttributeKey.for_keyword(keys.STEP_ATTR)
+STEP_SINCE = SearchAttributeKey.for_datetime(keys.STEP_SINCE_ATTR)
+PROPOSAL_ID = SearchAttributeKey.for_keyword(keys.PROPOSAL_ID_ATTR)
+VOTE_STATE = SearchAttributeKey.for_keyword(keys.VOTE_STATE_ATTR)
+DOCUMENT_ID = SearchAttributeKey.for_keyword(keys.DOCUMENT_ID_ATTR)
+EXPERIMENT_NAME = SearchAttributeKey.for_keyword(keys.EXPERIMENT_NAME_ATTR)
+AGENT_ID = SearchAttributeKey.for_keyword(keys.AGENT_ID_ATTR)
+
+__all__ = ["AGENT_ID", "DOCUMENT_ID", "EXPERIMENT_NAME", "PROPOSAL_ID", "SEARCH_ATTRIBUTES", "STEP", "STEP_SINCE",
+           "VOTE_STATE", "set_step"]
 
 
 def set_step(step: str, *extra: SearchAttributeUpdate[str]) -> None:

@@ -27,6 +27,7 @@ from westworld.errors import (
     AuditUnavailable,
     WestworldError,
 )
+from westworld.keys import vote_id
 from westworld.vote import ClaimProposalInput, LoadOpeningInput, RecordVoteResult, VoteOpening, VoteRules
 from workers.stack.processes import free_port
 
@@ -168,7 +169,7 @@ CHOICES = ["for", "against", "abstain"]
 async def claimed(db: Database, *pids: str, run: str = RUN) -> VoteStore:
     store = VoteStore(db)
     for pid in pids:
-        await store.claim(ClaimProposalInput(proposal_id=pid, first_run_id=run, workflow_id=f"vote:{pid}",
+        await store.claim(ClaimProposalInput(proposal_id=pid, first_run_id=run, workflow_id=vote_id(pid),
                                              choices=CHOICES))
     return store
 

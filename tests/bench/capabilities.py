@@ -36,13 +36,13 @@ from westworld import capability as cap
 from westworld import caveats as cv
 from westworld import discharge as dc
 from westworld.agents import AgentActionInput, CapabilityCheckInput, CapabilityDirectory, SealingKey
+from westworld.keys import SEARCH_ATTRIBUTES
 from westworld.sandbox import MeshAction
 from workers.cli.agent_common import seal_action
 from workers.codec import build_data_converter, create_keyring, load_keyring
 from workers.stack import processes
 from workflows.agent_action import AgentActionWorkflow
 from workflows.runner_sandbox import workflow_runner
-from workflows.steps import SEARCH_ATTRIBUTES
 
 KEY = bytes(range(32))
 NOW = datetime.now(UTC)

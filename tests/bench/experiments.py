@@ -34,6 +34,7 @@ from activities.store import AuditLog, Database
 from tests.bench.activity_floor import ActivityFloorWorkflow, FloorInput, FloorResult, bench_noop
 from westworld.canary import group_query, measure
 from westworld.experiment import MetricSpec, Threshold
+from westworld.keys import SEARCH_ATTRIBUTES, canary_id
 from westworld.rollout import CanaryInput, CanaryResult, RolloutPhase
 from westworld.sandbox import Arm, Backend, MeshAction, MeshActionInput, MeshTarget, ProvisionInput, Workload
 from workers.codec import build_data_converter, create_keyring, load_keyring
@@ -43,7 +44,6 @@ from workers.stack.prometheus_server import start_prometheus
 from workers.wiring import experiments as experiments_wiring
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.runner_sandbox import workflow_runner
-from workflows.steps import SEARCH_ATTRIBUTES
 
 SCRAPE = 0.5
 INTERVAL = timedelta(seconds=2)
@@ -57,7 +57,7 @@ async def breach_to_rollback(client: Client, tq: str, http: httpx.AsyncClient, p
         inp = CanaryInput(name=f"bench-faulty-{i}-{uuid.uuid4().hex[:4]}", version="1.5.0-rc1", mesh_nodes=4,
                           mesh_version="1.4.0", steps=[1, "100%"], bake_time=timedelta(seconds=30),
                           analysis_interval=INTERVAL, metrics=[RELAY_ERRORS])
-        handle = await client.start_workflow(CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}", task_queue=tq)
+        handle = await client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name), task_queue=tq)
         result: CanaryResult = await handle.result()
         st = result.status
         assert result.outcome is RolloutPhase.ROLLED_BACK and st.step_applied_at and st.rollback_started_at
@@ -117,7 +117,7 @@ async def step_overhead(client: Client, tq: str, sandbox: LocalSandbox, steps: i
         inp = CanaryInput(name=f"bench-steps-{uuid.uuid4().hex[:6]}", version="1.4.1", target=target,
                           steps=list(range(1, steps + 1)), bake_time=timedelta(0),
                           analysis_interval=timedelta(milliseconds=1))
-        result: CanaryResult = await client.execute_workflow(CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}",
+        result: CanaryResult = await client.execute_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
                                                              task_queue=tq)
         applied = [r.applied_at for r in result.status.history]
         per_step = statistics.median((b - a).total_seconds() for a, b in itertools.pairwise(applied))

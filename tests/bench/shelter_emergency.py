@@ -29,6 +29,7 @@ from activities.shelter_keys import ShelterKeyActivities
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.workflows.shelter_seed import seed_document
 from westworld import ballot
+from westworld.keys import SEARCH_ATTRIBUTES
 from westworld.shelter import CreateEpochInput
 from westworld.shelter_access import (
     AccessDecision,
@@ -49,7 +50,6 @@ from workers.stack.contracts import deploy_contracts, distribute_voting_power
 from workers.worker import build_worker, open_resources
 from workflows.dao_vote import DaoVoteWorkflow
 from workflows.emergency_access import EmergencyAccessWorkflow
-from workflows.steps import SEARCH_ATTRIBUTES
 
 PLAINTEXT = b"evacuation routes and contacts " * 100
 

@@ -22,6 +22,7 @@ from temporalio.worker import Worker
 
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.bench.voters import BenchVoters, make_voters
+from westworld.keys import SEARCH_ATTRIBUTES, vote_id
 from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal, VoteReceipt, VoteRequest, VoteState
 from workers.cli.vote import cast_with_retry
 from workers.codec import build_data_converter, create_keyring, load_keyring
@@ -29,7 +30,6 @@ from workers.settings import Settings
 from workers.stack import processes
 from workers.worker import build_worker, open_resources
 from workflows.dao_vote import DaoVoteWorkflow
-from workflows.steps import SEARCH_ATTRIBUTES
 
 CONCURRENCY = 50
 
@@ -79,7 +79,7 @@ async def history_events(client: Client, workflow_id: str) -> tuple[int, int, in
 async def open_vote(client: Client, tq: str, n_hint: int) -> WorkflowHandle[DaoVoteWorkflow, DaoVoteResult]:
     pid = f"bench-{uuid.uuid4().hex[:8]}"
     inp = DaoVoteInput(proposal=Proposal(id=pid, title="bench"), quorum=0.5, early_close=False)
-    handle = await client.start_workflow(DaoVoteWorkflow.run, inp, id=f"vote:{pid}", task_queue=tq)
+    handle = await client.start_workflow(DaoVoteWorkflow.run, inp, id=vote_id(pid), task_queue=tq)
     while (await handle.query(DaoVoteWorkflow.status)).state is not VoteState.OPEN:
         await asyncio.sleep(0.05)
     return handle

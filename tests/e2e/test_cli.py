@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from westworld.keys import vote_id
 from workers.stack.processes import free_port, port_open
 
 pytestmark = pytest.mark.e2e
@@ -91,7 +92,7 @@ def test_vote_through_the_cli(stack_env: dict[str, str], tmp_path: Path) -> None
     assert "NoVotingPower" in nopower.stderr
     assert "unknown proposal" in run(stack_env, "vote", "status", "no-such-proposal", ok=False).stderr
     assert f"{pid}: open" in run(stack_env, "vote", "status", pid).stdout
-    assert f"vote:{pid}" in run(stack_env, "stuck", "--older-than", "0s").stdout
+    assert vote_id(pid) in run(stack_env, "stuck", "--older-than", "0s").stdout
     assert "audit log OK" in run(stack_env, "audit", "verify").stdout
 
 

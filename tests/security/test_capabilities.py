@@ -46,6 +46,7 @@ from westworld import peers
 from westworld.agents import AgentActionInput, AgentActionResult
 from westworld.errors import LOOSER_THAN_POLICY, TOKEN_NOT_SEALED, WestworldError
 from westworld.experiment_run import ExperimentInput
+from westworld.keys import canary_id
 from westworld.peer_rule import is_wide, peer_rule
 from westworld.rollout import CanaryInput
 from westworld.sandbox import Backend, MeshAction, MeshTarget, NodeRef
@@ -120,7 +121,7 @@ class TestThePeerRuleIsThePolicys:
             name=f"looser-{uuid.uuid4().hex[:6]}", version="2.0", steps=[1, 2], agent_id="canary-bot",
             capability_token=token, peers_required=2,
             target=MeshTarget(backend=Backend.LOCAL, nodes=[NodeRef(id=n, address=n) for n in net.nodes])))
-        handle = await harness.client.start_workflow("CanaryRolloutWorkflow", inp, id=f"canary:{inp.name}",
+        handle = await harness.client.start_workflow("CanaryRolloutWorkflow", inp, id=canary_id(inp.name),
                                                      task_queue=harness.task_queue)
         refused = await refusal(handle)
         assert refused.type == LOOSER_THAN_POLICY and "peers.peers_required = 3" in refused.message

@@ -30,6 +30,7 @@ from tests.workflows.conftest import Harness, eventually, record_histories
 from tests.workflows.experiments_support import DELIVERY, RELAY_ERRORS, node_versions, settings_overrides, spec, unique
 from westworld import capability as cap
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus
+from westworld.keys import canary_id
 from westworld.rollout import CanaryInput, CanaryResult, RolloutPhase
 from workers.metrics import Metrics
 from workers.worker import build_worker
@@ -105,7 +106,7 @@ async def _rollout_over_its_own_mesh(h: Harness, store: CapabilityStore, fail: b
     if seal is not None:
         inp = await seal(h, inp)
     before = len(await store.node_regions())
-    handle = await h.client.start_workflow(CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}",
+    handle = await h.client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
                                            task_queue=h.task_queue)
     await eventually(store.node_regions, lambda r: len(r) == before + 3  # counted while its mesh runs
                      and sum(n.startswith(f"{inp.name}-mesh-") for n in r) == 3, timeout=60)
@@ -138,7 +139,7 @@ class TestARunLeavesTheRegistryAsItFoundIt:
         if seal is not None:
             inp = await seal(harness, inp)
         result = await (await harness.client.start_workflow(
-            CanaryRolloutWorkflow.run, inp, id=f"canary:{name}", task_queue=harness.task_queue)).result()
+            CanaryRolloutWorkflow.run, inp, id=canary_id(name), task_queue=harness.task_queue)).result()
         assert result.outcome is RolloutPhase.PROMOTED
         regions = await net.store.node_regions()
         assert regions.get(f"{name}-mesh-n0") == "eu-west" and f"{name}-mesh-n1" not in regions
@@ -150,7 +151,7 @@ class TestACanaryIsJudgedOnlyOnWhatWasMeasured:
         (the demo's pause at 1 % with "delivery_ratio: no data", or a faulty node read as healthy)."""
         inp = CanaryInput(name=unique("scraped"), version="1.4.0", mesh_nodes=3, mesh_version="1.4.0", steps=[1, 3],
                           bake_time=timedelta(0), metrics=[DELIVERY])  # each step analysed once, right away
-        handle = await harness.client.start_workflow(CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}",
+        handle = await harness.client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
                                                      task_queue=harness.task_queue)
         settled = await eventually(lambda: handle.query(CanaryRolloutWorkflow.status), lambda st: st.phase in {
             RolloutPhase.PROMOTED, RolloutPhase.PAUSED, RolloutPhase.ROLLED_BACK}, timeout=120)

@@ -43,6 +43,7 @@ from tests.workflows.test_dao_vote import vote
 from tests.workflows.test_guardian_rotation import _any_submission, decide_guardian_vote
 from tests.workflows.test_shelter_cli import cli
 from westworld.errors import LOOSER_THAN_POLICY, POLICY_MISMATCH, SHARE_WINDOW_CLOSED, UNAUTHORISED, WestworldError
+from westworld.keys import access_id
 from westworld.policy import POLICY_HASH_KEY, NetworkPolicy, policy_hash
 from westworld.rotation import GuardianRotationInput, RotationPhase, RotationResult
 from westworld.shelter_access import (
@@ -72,13 +73,14 @@ def request(g: Guardians, document_id: str) -> AccessRequest:
 
 async def start_access(h: Harness, req: AccessRequest, **kw: Any) -> WorkflowHandle[Any, AccessResult]:
     return await h.client.start_workflow(
-        DocumentAccessWorkflow.run, DocumentAccessInput(request=req, **kw), id=f"access:{req.request_id}",
+        DocumentAccessWorkflow.run, DocumentAccessInput(request=req, **kw), id=access_id(req.request_id),
         task_queue=h.task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
 
 
 async def start_emergency(h: Harness, req: AccessRequest, **kw: Any) -> WorkflowHandle[Any, AccessResult]:
     return await h.client.start_workflow(
-        EmergencyAccessWorkflow.run, EmergencyAccessInput(request=req, **kw), id=f"emergency:{req.request_id}",
+        EmergencyAccessWorkflow.run, EmergencyAccessInput(request=req, **kw),
+        id=access_id(req.request_id, emergency=True),
         task_queue=h.task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
 
 
@@ -111,7 +113,7 @@ async def nothing_done(h: Harness, req: AccessRequest, vote_id: str) -> None:
 async def quorum_weight(h: Harness, req: AccessRequest) -> int:
     """The quorum weight the access request's child vote runs with."""
     access: WorkflowHandle[DocumentAccessWorkflow, AccessResult] = h.client.get_workflow_handle_for(
-        DocumentAccessWorkflow.run, f"access:{req.request_id}")
+        DocumentAccessWorkflow.run, access_id(req.request_id))
     await eventually(lambda: access.query(DocumentAccessWorkflow.status), lambda s: s.decision is AccessDecision.VOTING)
     v: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult] = h.client.get_workflow_handle_for(
         DaoVoteWorkflow.run, f"vote:access-{req.request_id}")
@@ -332,6 +334,6 @@ class TestRefusalsAreReportedNotTracebacks:
         doc = await seed_document(harness, g, b"unused")
         req = request(g, doc.record.document_id)
         await refusal(await start_access(harness, req, vote=VoteTerms(quorum=Decimal("0.001"))))
-        out = await cli(harness, "shelter", "status", f"access:{req.request_id}")
+        out = await cli(harness, "shelter", "status", access_id(req.request_id))
         assert "failed: (LooserThanPolicy)" in out and "votes.quorum_min" in out and "Traceback" not in out
         assert AccessDecision.GRANTED.value not in out

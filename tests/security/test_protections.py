@@ -35,7 +35,8 @@ from westworld.agents import (
     WatchStopRequest,
 )
 from westworld.anomaly import AnomalyConfig
-from westworld.errors import INJECTED_STATE, UNAUTHORISED
+from westworld.errors import INJECTED_STATE, UNAUTHORISED, Refused
+from westworld.keys import halt_id
 from westworld.sandbox import MeshAction
 from workers.cli import agent_ops as ops
 from workers.wiring.capabilities import open_store
@@ -52,9 +53,9 @@ def new_key() -> bytes:
 
 
 def refusal(err: pytest.ExceptionInfo[WorkflowUpdateFailedError] | pytest.ExceptionInfo[WorkflowFailureError]
-            | pytest.ExceptionInfo[ops.Refused]) -> tuple[str | None, str]:
+            | pytest.ExceptionInfo[Refused]) -> tuple[str | None, str]:
     e = err.value
-    if isinstance(e, ops.Refused):
+    if isinstance(e, Refused):
         return e.type, e.message
     cause = e.cause
     assert isinstance(cause, ApplicationError), cause
@@ -154,7 +155,7 @@ class TestWatchThresholdsChangeOnlyBySignatures:
             assert refusal(err) == (UNAUTHORISED, f"reconfigure {watch.id}: signed for sequence 0, the watch is at 1 "
                                                   "(a signature counts once)")
 
-            with pytest.raises(ops.Refused) as refused:  # loosening back: the operator alone is not enough
+            with pytest.raises(Refused) as refused:  # loosening back: the operator alone is not enough
                 await ops.reconfigure_watch(h.client, WatchSettings(), "restore", [operator_key(h)], watch.id)
             assert refusal(refused)[0] == UNAUTHORISED
             assert "needs 2 registered guardians" in refusal(refused)[1] and "loosens" in refusal(refused)[1]
@@ -176,7 +177,7 @@ class TestWatchStopsOnlyWithGuardians:
         with pytest.raises(WorkflowUpdateFailedError) as err:
             await watch.execute_update(AnomalyWatchWorkflow.stop, WatchStopRequest(reason="off"))
         assert refusal(err) == (UNAUTHORISED, f"stop {watch.id}: unsigned; needs 2 registered guardians")
-        with pytest.raises(ops.Refused) as refused:
+        with pytest.raises(Refused) as refused:
             await ops.stop_watch(h.client, "off", [operator_key(h)], watch.id)
         assert "is not a registered guardian" in refusal(refused)[1]
         await ops.stop_watch(h.client, "maintenance", list(g.values())[:2], watch.id)
@@ -228,14 +229,14 @@ class TestHaltOnlyByTheWatchOrAnOperator:
         store = await open_store(h.settings, h.resources.database)
         epoch = await store.allocate_halt("attack", "fake emergency")
         direct = await h.client.start_workflow(NetworkHaltWorkflow.run, NetworkHaltInput(
-            epoch=epoch, reason="fake emergency", guardians_required=1), id=f"halt:{epoch}", task_queue=h.task_queue)
+            epoch=epoch, reason="fake emergency", guardians_required=1), id=halt_id(epoch), task_queue=h.task_queue)
         with pytest.raises(WorkflowFailureError) as err:
             await direct.result()
         kind, why = refusal(err)
         assert kind == UNAUTHORISED and "never started directly" in why
         assert not (await store.halt_state()).halted
 
-        with pytest.raises(ops.Refused) as refused:
+        with pytest.raises(Refused) as refused:
             await ops.start_halt(h.client, client_settings(h), "drill", 1, [new_key()])
         assert "is not a registered operator" in refusal(refused)[1]
         assert not (await store.halt_state()).halted
@@ -280,17 +281,17 @@ class TestRegistriesChangeOnlyBySignatures:
         h = harness
         peer = new_key()
         change = AdminChange(action=AdminAction.ADD_PEER, subject="p1", public_key=peers.public_key_of(peer))
-        with pytest.raises(ops.Refused) as refused:  # anyone else, even at genesis
+        with pytest.raises(Refused) as refused:  # anyone else, even at genesis
             await admin(h, change, [new_key()])
         assert refusal(refused)[0] == UNAUTHORISED
         g = await guardians(h)  # genesis: the operator registers the first guardians
-        with pytest.raises(ops.Refused) as refused:  # after genesis the operator alone may not
+        with pytest.raises(Refused) as refused:  # after genesis the operator alone may not
             await admin(h, change, [operator_key(h)])
         assert refusal(refused) == (UNAUTHORISED, "add_peer refused (Unauthorised: add_peer p1: key "
                                     + peers.public_key_of(operator_key(h))[:16]
                                     + "… is not a registered guardian (needs 2 registered guardians))")
         ids = sorted(g)
-        with pytest.raises(ops.Refused) as refused:
+        with pytest.raises(Refused) as refused:
             await admin(h, change, [g[ids[0]]])
         assert "needs 2 registered guardians, has 1" in refusal(refused)[1]
         done = await admin(h, change, [g[ids[0]], g[ids[1]]])
@@ -310,7 +311,7 @@ class TestCapabilitiesMintedAndRevokedOnlyBySignatures:
             self, harness: Harness) -> None:
         h = harness
         s = client_settings(h)
-        with pytest.raises(ops.Refused) as refused:
+        with pytest.raises(Refused) as refused:
             await ops.mint(h.client, s, "bot", ["restart"], [new_key()])
         assert refusal(refused)[0] == UNAUTHORISED
         await admin(h, AdminChange(action=AdminAction.ROTATE_KEY), [operator_key(h)])

@@ -37,6 +37,7 @@ from temporalio.exceptions import ApplicationError
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.test_dao_vote import proposal, sign, start, vote
 from westworld.errors import PAYLOAD_UNDECRYPTABLE
+from westworld.keys import vote_id
 from westworld.vote import DaoVoteInput, DaoVoteResult, VoteState
 from workers.codec import KEY_ID_METADATA, EncryptionCodec, KeyRing, build_data_converter, create_keyring, load_keyring
 from workers.codec_server import ensure_token, token_path, ui_endpoint
@@ -285,7 +286,7 @@ class TestUndecryptablePayloadsFailClearly:
 
     async def start_with(self, harness: Harness, client: Client) -> WorkflowHandle[DaoVoteWorkflow, DaoVoteResult]:
         inp = DaoVoteInput(proposal=proposal(), quorum=0.5)
-        return await client.start_workflow(DaoVoteWorkflow.run, inp, id=f"vote:{inp.proposal.id}",
+        return await client.start_workflow(DaoVoteWorkflow.run, inp, id=vote_id(inp.proposal.id),
                                            task_queue=harness.task_queue)
 
     async def failure_of(self, harness: Harness, handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult],
@@ -352,10 +353,10 @@ class TestUndecryptablePayloadsFailClearly:
     ) -> None:
         inp = DaoVoteInput(proposal=proposal(), quorum=0.5)
         await temporal_client.start_workflow(  # a client without the codec: plain JSON, as the UI's form sends
-            "DaoVoteWorkflow", inp, id=f"vote:{inp.proposal.id}", task_queue=harness.task_queue)
-        [payload] = await started_input(temporal_client, f"vote:{inp.proposal.id}")
+            "DaoVoteWorkflow", inp, id=vote_id(inp.proposal.id), task_queue=harness.task_queue)
+        [payload] = await started_input(temporal_client, vote_id(inp.proposal.id))
         assert payload.metadata["encoding"] == b"json/plain" and KEY_ID_METADATA not in payload.metadata
-        handle = harness.client.get_workflow_handle(f"vote:{inp.proposal.id}")
+        handle = harness.client.get_workflow_handle(vote_id(inp.proposal.id))
         await eventually(lambda: handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)
         assert (await vote(handle, harness.voters[9], "for")).weight > 0
         await handle.terminate("test done")

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 import typer
+from activities.store import Database
+from activities.vote_store import Ballot, VoteStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -29,8 +31,6 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
 from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
-from activities.store import Database
-from activities.vote_store import Ballot, VoteStore
 from tests.workflows.conftest import TOKEN, Harness, eventually
 from tests.workflows.test_dao_vote import VoteHandle, proposal, refused, sign, start, vote
 from westworld.chain import ChainSnapshot
@@ -39,9 +39,11 @@ from westworld.errors import (
     LOOSER_THAN_POLICY,
     PROPOSAL_ALREADY_OPENED,
     VOTE_ALREADY_CAST,
+    InvalidInput,
     WestworldError,
 )
 from westworld.experiment import VoteSpec
+from westworld.keys import vote_id
 from westworld.shelter_access import VoteTerms
 from westworld.tally import TallyRules
 from westworld.vote import (
@@ -54,7 +56,7 @@ from westworld.vote import (
     VoteState,
     rules_in_force,
 )
-from workers.cli.inputs import InputError, load_model
+from workers.cli.inputs import load_model
 from workers.cli.vote import propose
 from workflows.dao_vote import DaoVoteWorkflow
 
@@ -65,7 +67,7 @@ CHOICES = ["for", "against", "abstain"]
 async def failed_start(h: Harness, inp: DaoVoteInput, workflow_id: str | None = None) -> ApplicationError:
     """Start a vote that must fail, and return the typed error it failed with."""
     handle = await h.client.start_workflow(
-        DaoVoteWorkflow.run, inp, id=workflow_id or f"vote:{inp.proposal.id}", task_queue=h.task_queue,
+        DaoVoteWorkflow.run, inp, id=workflow_id or vote_id(inp.proposal.id), task_queue=h.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
     with pytest.raises(WorkflowFailureError) as failed:
         await handle.result()
@@ -216,7 +218,7 @@ class TestNoInjectedState:
         await vote(handle, harness.voters[5], "for")
         rogue = inp.model_copy(update={"quorum": 0.5, "voting_window": timedelta(days=30)})
         err = await failed_start(harness, rogue, workflow_id=f"rogue:{inp.proposal.id}")
-        assert err.type == PROPOSAL_ALREADY_OPENED and f"vote:{inp.proposal.id}" in err.message
+        assert err.type == PROPOSAL_ALREADY_OPENED and vote_id(inp.proposal.id) in err.message
         assert (await handle.query(DaoVoteWorkflow.status)).votes == 1
         await handle.terminate("ended")
         err = await failed_start(harness, rogue)  # the same workflow id again, once the first is closed
@@ -277,7 +279,7 @@ class TestVotePolicyFloors:
             assert [e["loc"] for e in err.value.errors()] == [("voting_window",)]
         spec = tmp_path / "proposal.yaml"
         spec.write_text("proposal:\n  id: p-window\n  title: Zero window\nvoting_window: 0\n")
-        with pytest.raises(InputError, match="voting_window"):
+        with pytest.raises(InvalidInput, match="voting_window"):
             load_model(spec, DaoVoteInput)
 
     def test_the_child_votes_default_terms_pass_the_shipped_policy(self) -> None:

@@ -17,6 +17,7 @@ from westworld import peers
 from westworld import sealed as sl
 from westworld.agents import AgentActionInput, AgentActionResult, CapabilityDirectory, DirectoryRequest
 from westworld.experiment_run import ExperimentInput
+from westworld.keys import agent_action_id, canary_id, capability_directory_id, experiment_id
 from westworld.rollout import CanaryInput
 from workers.cli.agent_common import seal_action, seal_input
 from workers.wiring.capabilities import open_store
@@ -61,7 +62,7 @@ async def network(h: Harness, size: int, peers_n: int = 5, guardians_n: int = 3)
 async def directory(h: Harness) -> CapabilityDirectory:
     """The worker's sealing key, asked of the worker through Temporal (as the CLI does)."""
     return await h.client.execute_workflow(CapabilityDirectoryWorkflow.run, DirectoryRequest(),
-                                           id=f"capability-directory:{uuid.uuid4().hex}", task_queue=h.task_queue)
+                                           id=capability_directory_id(uuid.uuid4().hex), task_queue=h.task_queue)
 
 
 async def start_action(h: Harness, inp: AgentActionInput) -> ActionHandle:
@@ -69,16 +70,16 @@ async def start_action(h: Harness, inp: AgentActionInput) -> ActionHandle:
     if not sl.is_sealed(inp.token):
         inp = seal_action(inp, inp.token, await directory(h))
     return await h.skipper.client.start_workflow(
-        AgentActionWorkflow.run, inp, id=f"agent-action:{inp.agent_id}:{inp.action_id}", task_queue=h.task_queue)
+        AgentActionWorkflow.run, inp, id=agent_action_id(inp.agent_id, inp.action_id), task_queue=h.task_queue)
 
 
 async def sealed_canary(h: Harness, inp: CanaryInput) -> CanaryInput:
     assert inp.capability_token is not None
     return seal_input(inp, "capability_token", inp.capability_token, await directory(h), "CanaryRolloutWorkflow",
-                      f"canary:{inp.name}")
+                      canary_id(inp.name))
 
 
 async def sealed_experiment(h: Harness, inp: ExperimentInput) -> ExperimentInput:
     assert inp.rollout_capability_token is not None and inp.spec is not None
     return seal_input(inp, "rollout_capability_token", inp.rollout_capability_token, await directory(h),
-                      "ExperimentWorkflow", f"experiment:{inp.spec['metadata']['name']}")
+                      "ExperimentWorkflow", experiment_id(inp.spec['metadata']['name']))

@@ -25,7 +25,7 @@ from tests.workflows.admin_support import operator_key
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.shelter_helpers import make_guardians
 from westworld.agents import NetworkHaltResult
-from workers.cli.agent_ops import WATCH_ID
+from westworld.keys import WATCH_ID, rotation_id
 from workers.wiring.capabilities import operator_key_file
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.network_halt import NetworkHaltWorkflow
@@ -128,5 +128,5 @@ async def test_shelter_rotate_reads_the_current_epoch_through_the_worker(harness
     g = await make_guardians(h, n=3, k=2)
     out = await cli(env, "shelter", "rotate")
     assert f"started rotation:{g.epoch.epoch}" in out
-    await h.client.get_workflow_handle(f"rotation:{g.epoch.epoch}").terminate("test over")
+    await h.client.get_workflow_handle(rotation_id(g.epoch.epoch)).terminate("test over")
     assert list(empty.iterdir()) == []

@@ -24,9 +24,9 @@ from westworld.agents import AgentActionInput, AnomalyWatchInput, NetworkHaltRes
 from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE
+from westworld.keys import WATCH_ID, halt_id
 from westworld.sandbox import MeshAction
 from workers.cli import agent_ops as ops
-from workers.cli.agent_ops import WATCH_ID
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 from workflows.network_halt import NetworkHaltWorkflow
@@ -83,7 +83,7 @@ async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resu
     assert 8 <= steps <= 14, f"caught after {steps} small actions"
     epoch = status.halts[0]
     halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
-        NetworkHaltWorkflow.run, f"halt:{epoch}")
+        NetworkHaltWorkflow.run, halt_id(epoch))
     halt_status = await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
     caught = re.search(r"creeper touched (\d+) distinct nodes of 200 live in 1 day", halt_status.reason)
     assert caught and 16 <= int(caught[1]) <= 2 * steps, halt_status.reason  # >= 8% of the network, by creeping
@@ -132,7 +132,7 @@ async def test_halt_started_directly_blocks_checks_and_findings_are_graded(harne
     token = await net.store.mint("ops", ["restart"])
     epoch = await signed_halt(h, "drill", guardians_required=1)  # asks for 1: the policy's 2 hold
     halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
-        NetworkHaltWorkflow.run, f"halt:{epoch}")
+        NetworkHaltWorkflow.run, halt_id(epoch))
     status = await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
     assert status.guardians_required == 2
     res = await (await start_action(h, AgentActionInput(agent_id="ops", action_id="r1", token=token,
@@ -159,7 +159,7 @@ async def test_a_halt_declared_while_peers_sign_stops_the_wide_action(harness: H
                               lambda s: s.step == "awaiting peer signatures")
     epoch = await signed_halt(h, "drill during a rollout")
     halt: WorkflowHandle[NetworkHaltWorkflow, NetworkHaltResult] = h.client.get_workflow_handle_for(
-        NetworkHaltWorkflow.run, f"halt:{epoch}")
+        NetworkHaltWorkflow.run, halt_id(epoch))
     await eventually(lambda: halt.query(NetworkHaltWorkflow.status), lambda s: s.halted)
     for pid in sorted(net.peer_keys)[:3]:  # the policy's k
         await action.execute_update(AgentActionWorkflow.submit_peer_signature, peers.SignatureRequest(

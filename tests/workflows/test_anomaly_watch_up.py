@@ -19,9 +19,9 @@ from westworld.agents import AgentActionInput, AnomalyWatchInput, WatchConfigReq
 from westworld.anomaly import AnomalyConfig
 from westworld.capability import HALTED
 from westworld.errors import INVALID_INPUT, UNAUTHORISED
+from westworld.keys import WATCH_ID, halt_id
 from westworld.sandbox import MeshAction
 from workers.cli import agent_ops as ops
-from workers.cli.agent_ops import WATCH_ID
 from workers.stack.standing import sync_watch, watch_running
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 
@@ -141,4 +141,4 @@ async def test_reconfigure_is_validated_audited_takes_effect_at_once_and_is_carr
     finally:
         await latest.terminate("test over")
         if epoch:
-            await h.client.get_workflow_handle(f"halt:{epoch}").terminate("test over")
+            await h.client.get_workflow_handle(halt_id(epoch)).terminate("test over")

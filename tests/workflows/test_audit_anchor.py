@@ -15,6 +15,7 @@ from activities.store import audit_entries
 from tests.workflows.conftest import Harness
 from westworld.audit_anchor import parse_anchor
 from westworld.audit_trust import AuditVerifyInput
+from westworld.keys import audit_verify_id
 from workflows.audit_anchor import AuditAnchorWorkflow
 from workflows.audit_verify import AuditVerifyWorkflow
 
@@ -52,7 +53,7 @@ async def test_verify_workflow_reports_in_the_worker_against_the_chain_anchor(ha
     await harness.client.execute_workflow(
         AuditAnchorWorkflow.run, id=f"audit-anchor-{uuid.uuid4()}", task_queue=harness.task_queue)
     result = await harness.client.execute_workflow(
-        AuditVerifyWorkflow.run, AuditVerifyInput(last=2), id=f"audit-verify-{uuid.uuid4()}",
+        AuditVerifyWorkflow.run, AuditVerifyInput(last=2), id=audit_verify_id(str(uuid.uuid4())),
         task_queue=harness.task_queue)
     head = await log.head()
     assert (result.report.ok, result.report.tree_size, result.report.root) == (True, 2, head.root)

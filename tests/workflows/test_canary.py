@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHandle
 
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.experiments_support import RELAY_ERRORS, node_versions, settings_overrides, unique
+from westworld.keys import canary_id, canary_mesh_id
 from westworld.rollout import CanaryInput, CanaryResult, CanaryStatus, PromoteRequest, RolloutPhase
 from workflows.canary import CanaryRolloutWorkflow
 
@@ -20,7 +21,7 @@ Handle = WorkflowHandle[CanaryRolloutWorkflow, CanaryResult]
 
 
 async def start(h: Harness, inp: CanaryInput) -> Handle:
-    return await h.skipper.client.start_workflow(CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}",
+    return await h.skipper.client.start_workflow(CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name),
                                                  task_queue=h.task_queue)
 
 
@@ -102,7 +103,7 @@ async def _teardown(h: Harness, st: CanaryStatus) -> None:
 
     async with httpx.AsyncClient(timeout=5.0) as http:
         backend = LocalSandbox(http, h.settings.data_dir, h.settings.prometheus_targets_dir, namespaces=False)
-        await backend.teardown(SandboxRef(backend=Backend.LOCAL, sandbox_id=f"{st.name}-mesh", arm=Arm.BASELINE,
+        await backend.teardown(SandboxRef(backend=Backend.LOCAL, sandbox_id=canary_mesh_id(st.name), arm=Arm.BASELINE,
                                           nodes=st.nodes))
 
 

@@ -12,6 +12,7 @@ from tests.workflows.conftest import Harness, eventually
 from tests.workflows.experiments_support import node_versions, settings_overrides, unique
 from tests.workflows.test_canary import _teardown, phase_is, start
 from westworld import capability as cap
+from westworld.keys import agent_action_id, canary_step_workflow_id
 from westworld.rollout import CanaryInput, RolloutPhase
 from workflows.canary import CanaryRolloutWorkflow
 
@@ -35,10 +36,9 @@ async def test_a_step_beyond_the_token_is_refused_and_the_rollout_rolls_back(har
         assert "[affects_nodes_le = 1]" in result.reasons[0] and "touches 3 nodes, more than 1" in result.reasons[0]
         assert set((await node_versions(st.nodes)).values()) == {"1.3.0"}  # the moved node runs 1.3.0 again
         entries = await harness.resources.audit.latest(30)
-        decisions = [(e.kind, e.subject) for e in entries if e.subject.startswith("agent-action:canary-bot:")]
-        wf = f"canary:{inp.name}"
-        assert ("capability.allowed", f"agent-action:canary-bot:{wf}:step-0") in decisions
-        assert ("capability.denied", f"agent-action:canary-bot:{wf}:step-1") in decisions
+        decisions = [(e.kind, e.subject) for e in entries if e.subject.startswith(agent_action_id("canary-bot", ""))]
+        assert ("capability.allowed", canary_step_workflow_id("canary-bot", inp.name, 0)) in decisions
+        assert ("capability.denied", canary_step_workflow_id("canary-bot", inp.name, 1)) in decisions
         assert "canary.denied" in [e.kind for e in entries if e.subject == inp.name]
     finally:
         await _teardown(harness, st)

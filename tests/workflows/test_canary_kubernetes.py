@@ -25,6 +25,7 @@ from tests.workflows.conftest import Harness, eventually
 from tests.workflows.experiments_support import unique
 from westworld import kube_objects as ko
 from westworld.experiment import MetricSpec, Threshold
+from westworld.keys import canary_id
 from westworld.rollout import CanaryInput, CanaryResult, RolloutPhase
 from westworld.sandbox import Arm, Backend, MeshTarget, ProvisionInput, SandboxRef, Workload
 from workflows.canary import CanaryRolloutWorkflow
@@ -73,7 +74,7 @@ async def test_deployment_canary_bakes_then_is_promoted(harness: Harness, kube_c
     ns = str(ref.namespace)
     inp = rollout(ref, 0)  # real defaults: 10 min bake per step, analysis every minute; time-skipped below
     handle: Handle = await harness.skipper.client.start_workflow(
-        CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}", task_queue=harness.task_queue)
+        CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name), task_queue=harness.task_queue)
     baking = await eventually(lambda: handle.query(CanaryRolloutWorkflow.status),
                               lambda s: s.phase is RolloutPhase.BAKING, timeout=60)
     assert (baking.step, baking.on_new_version, baking.total_nodes) == (0, 1, 4)
@@ -99,7 +100,7 @@ async def test_deployment_breach_is_rolled_back_to_the_previous_version(
     ns = str(ref.namespace)
     inp = rollout(ref, 5, bake_time=timedelta(seconds=30), analysis_interval=timedelta(seconds=1))
     handle: Handle = await harness.skipper.client.start_workflow(
-        CanaryRolloutWorkflow.run, inp, id=f"canary:{inp.name}", task_queue=harness.task_queue)
+        CanaryRolloutWorkflow.run, inp, id=canary_id(inp.name), task_queue=harness.task_queue)
     result = await handle.result()
     assert result.outcome is RolloutPhase.ROLLED_BACK
     assert result.steps_done == 1 and len(result.rolled_back_nodes) == 1

@@ -26,6 +26,7 @@ from westworld.errors import (
     VOTE_NO_POWER,
     VOTE_UNKNOWN_PROPOSAL,
 )
+from westworld.keys import vote_id
 from westworld.vote import (
     DaoVoteInput,
     DaoVoteResult,
@@ -48,7 +49,7 @@ def proposal(**kw: object) -> Proposal:
 
 async def start(h: Harness, inp: DaoVoteInput) -> VoteHandle:
     handle = await h.skipper.client.start_workflow(
-        DaoVoteWorkflow.run, inp, id=f"vote:{inp.proposal.id}", task_queue=h.task_queue,
+        DaoVoteWorkflow.run, inp, id=vote_id(inp.proposal.id), task_queue=h.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     await eventually(lambda: handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)

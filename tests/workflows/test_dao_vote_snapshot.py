@@ -19,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from tests.fixtures.snapshot_hub import RecordingHub
 from tests.workflows.conftest import Harness, eventually
 from westworld import ballot
+from westworld.keys import vote_id
 from westworld.vote import DaoVoteInput, Proposal, VoteBackend, VoteRequest, VoteState
 from workflows.dao_vote import DaoVoteWorkflow
 
@@ -42,7 +43,7 @@ async def test_snapshot_vote_publishes_proposal_and_ballots_and_reads_scores(
     inp = DaoVoteInput(proposal=Proposal(id=pid, title="Open the relay", choices=["for", "against"]),
                        backend=VoteBackend.SNAPSHOT, early_close=False)
     handle = await harness.skipper.client.start_workflow(
-        DaoVoteWorkflow.run, inp, id=f"vote:{pid}", task_queue=harness.task_queue)
+        DaoVoteWorkflow.run, inp, id=vote_id(pid), task_queue=harness.task_queue)
     await eventually(lambda: handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)
     ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     assert ctx is not None

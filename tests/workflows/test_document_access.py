@@ -37,6 +37,7 @@ from westworld.errors import (
     DecryptFailed,
     InvalidShare,
 )
+from westworld.keys import access_id, access_proposal_id, vote_id
 from westworld.shelter_access import (
     AccessDecision,
     AccessRequest,
@@ -61,7 +62,7 @@ async def start(h: Harness, g: Guardians, doc: Sheltered, **kw: Any) -> AccessHa
                         reason="public-interest investigation")
     inp = DocumentAccessInput(request=req, vote=VoteTerms(), **kw)  # the policy's terms
     return await h.skipper.client.start_workflow(
-        DocumentAccessWorkflow.run, inp, id=f"access:{req.request_id}", task_queue=h.task_queue,
+        DocumentAccessWorkflow.run, inp, id=access_id(req.request_id), task_queue=h.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
 
@@ -71,7 +72,7 @@ async def decide_vote(h: Harness, handle: AccessHandle, choice: str) -> Workflow
 
     await eventually(lambda: handle.query(DocumentAccessWorkflow.status), lambda s: s.decision is AccessDecision.VOTING)
     vote_handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult] = h.client.get_workflow_handle_for(
-        DaoVoteWorkflow.run, f"vote:access-{handle.id.split(':', 1)[1]}")
+        DaoVoteWorkflow.run, vote_id(access_proposal_id(handle.id.split(':', 1)[1])))
     await eventually(lambda: vote_handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)
     await vote(vote_handle, h.voters[30], choice)
     await h.skipper.fast_forward(vote_handle, timedelta(hours=72, minutes=1))
@@ -110,7 +111,7 @@ async def test_approved_request_is_opened_locally_by_the_requester(harness: Harn
         open_document(master, result.document, tampered)
     kinds = [(e.kind, e.subject) for e in await harness.resources.audit.latest(3)]
     assert kinds[-1] == ("shelter.access.granted", result.request.request_id)
-    assert ("vote.result", f"access-{result.request.request_id}") in kinds
+    assert ("vote.result", access_proposal_id(result.request.request_id)) in kinds
 
 
 async def test_bad_shares_are_refused_with_the_reason(harness: Harness) -> None:
@@ -203,7 +204,7 @@ async def test_an_unknown_document_or_a_repeated_request_is_refused(harness: Har
                         requester="journalist", requester_public_key=g.requester.public().encryption_public_key,
                         reason="curiosity")
     handle = await harness.client.start_workflow(DocumentAccessWorkflow.run, DocumentAccessInput(request=req),
-                                                 id=f"access:{req.request_id}", task_queue=harness.task_queue)
+                                                 id=access_id(req.request_id), task_queue=harness.task_queue)
     result = await handle.result()
     assert result.decision is AccessDecision.DENIED and "no-such-document is not in the shelter index" in result.reason
     entry = (await harness.resources.audit.latest(1))[0]

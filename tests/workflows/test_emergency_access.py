@@ -16,6 +16,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.shelter_helpers import Guardians, answer, make_guardians, seed_document
 from tests.workflows.shelter_seed import Sheltered
+from westworld.keys import access_id, access_proposal_id, vote_id
 from westworld.shelter_access import (
     AccessDecision,
     AccessRequest,
@@ -69,7 +70,7 @@ async def start(h: Harness, g: Guardians, doc: Sheltered, **kw: Any) -> Emergenc
                         reason="a raid is expected tonight")
     inp = EmergencyAccessInput(request=req, vote=VoteTerms(voting_window=timedelta(hours=1)), **kw)
     handle = await h.skipper.client.start_workflow(
-        EmergencyAccessWorkflow.run, inp, id=f"emergency:{req.request_id}", task_queue=h.task_queue,
+        EmergencyAccessWorkflow.run, inp, id=access_id(req.request_id, emergency=True), task_queue=h.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     await eventually(lambda: handle.query(EmergencyAccessWorkflow.status),
@@ -82,7 +83,7 @@ async def vote_for(h: Harness, handle: EmergencyHandle, choice: str) -> Workflow
 
     req_id = handle.id.split(":", 1)[1]
     vote_handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult] = h.client.get_workflow_handle_for(
-        DaoVoteWorkflow.run, f"vote:emergency-{req_id}")
+        DaoVoteWorkflow.run, vote_id(access_proposal_id(req_id, emergency=True)))
     await eventually(lambda: vote_handle.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)
     await vote(vote_handle, h.voters[30], choice)
     return vote_handle

@@ -17,6 +17,7 @@ from tests.workflows.conftest import Harness, eventually
 from tests.workflows.experiments_support import RELAY_ERRORS, node_versions, settings_overrides, spec, unique
 from tests.workflows.test_dao_vote import vote
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus, Phase
+from westworld.keys import canary_id, experiment_id
 from westworld.rollout import CanaryResult, RolloutPhase
 from westworld.sandbox import NodeRef, SandboxRef
 from westworld.vote import DaoVoteResult
@@ -32,7 +33,7 @@ Handle = WorkflowHandle[ExperimentWorkflow, ExperimentResult]
 async def start(h: Harness, inp: ExperimentInput) -> Handle:
     assert inp.spec is not None
     return await h.skipper.client.start_workflow(
-        ExperimentWorkflow.run, inp, id=f"experiment:{inp.spec['metadata']['name']}", task_queue=h.task_queue)
+        ExperimentWorkflow.run, inp, id=experiment_id(inp.spec['metadata']['name']), task_queue=h.task_queue)
 
 
 async def status_when(handle: Handle, check: object, timeout: float = 60) -> ExperimentStatus:
@@ -84,7 +85,7 @@ async def test_good_version_passes_is_voted_and_rolled_out(harness: Harness) -> 
     await vote(vote_handle, harness.voters[0], "against")
     await harness.skipper.fast_forward(vote_handle, timedelta(hours=72, minutes=1))  # the 72 h window, skipped
     canary: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult] = harness.client.get_workflow_handle_for(
-        CanaryRolloutWorkflow.run, f"canary:{name}")
+        CanaryRolloutWorkflow.run, canary_id(name))
     await status_when(handle, lambda s: s.phase is Phase.ROLLING_OUT)
     await eventually(lambda: canary.query(CanaryRolloutWorkflow.status), lambda s: s.phase.value == "baking")
     await harness.skipper.fast_forward(canary, timedelta(minutes=25))

@@ -20,6 +20,7 @@ from westworld import capability as cap
 from westworld import peers
 from westworld.agents import AgentActionResult
 from westworld.experiment_run import ExperimentInput
+from westworld.keys import canary_id, canary_step_workflow_id
 from westworld.rollout import CanaryResult, RolloutPhase
 from workflows.agent_action import AgentActionWorkflow
 from workflows.canary import CanaryRolloutWorkflow
@@ -42,9 +43,9 @@ async def test_an_approved_rollout_runs_as_the_specs_agent_under_its_peer_policy
         spec=spec(name, "1.4.0", rollout=rollout, chaos=[], metrics=[RELAY_ERRORS.model_dump(mode="json")]),
         rollout_capability_token=token)))
     canary: WorkflowHandle[CanaryRolloutWorkflow, CanaryResult] = harness.client.get_workflow_handle_for(
-        CanaryRolloutWorkflow.run, f"canary:{name}")
+        CanaryRolloutWorkflow.run, canary_id(name))
     wide: WorkflowHandle[Any, AgentActionResult] = harness.client.get_workflow_handle(
-        f"agent-action:{AGENT}:canary:{name}:step-1", result_type=AgentActionResult)
+        canary_step_workflow_id(AGENT, name, 1), result_type=AgentActionResult)
     waiting = await eventually(lambda: _started(wide.query(AgentActionWorkflow.status)),
                                lambda s: s is not None and s.step == "awaiting peer signatures", timeout=120)
     assert waiting is not None
@@ -58,13 +59,13 @@ async def test_an_approved_rollout_runs_as_the_specs_agent_under_its_peer_policy
     assert result.verdict == "pass" and result.rollout is not None
     assert result.rollout.outcome is RolloutPhase.PROMOTED and result.rollout.status.on_new_version == 4
     narrow = await harness.client.get_workflow_handle(
-        f"agent-action:{AGENT}:canary:{name}:step-0", result_type=AgentActionResult).result()
+        canary_step_workflow_id(AGENT, name, 0), result_type=AgentActionResult).result()
     signed: AgentActionResult = await wide.result()
     assert (narrow.allowed, narrow.wide, narrow.executed, len(narrow.applied)) == (True, False, True, 1)
     assert (signed.allowed, signed.wide, signed.executed, len(signed.applied)) == (True, True, True, 3)
     assert signed.peers == sorted(net.peer_keys)
     allowed = {e.subject for e in await harness.resources.audit.latest(40) if e.kind == "capability.allowed"}
-    assert {f"agent-action:{AGENT}:canary:{name}:step-{i}" for i in (0, 1)} <= allowed
+    assert {canary_step_workflow_id(AGENT, name, i) for i in (0, 1)} <= allowed
 
 
 async def _started(query: Awaitable[T]) -> T | None:

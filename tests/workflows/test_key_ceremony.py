@@ -12,6 +12,7 @@ from tests.workflows.conftest import Harness
 from tests.workflows.shelter_helpers import open_own_share
 from tests.workflows.test_shelter_cli import cli
 from westworld import envelope, shamir
+from westworld.keys import key_ceremony_id
 from westworld.shelter import CreateEpochInput
 from workers.cli.shelter_keys import make_keys, save_keys
 from workflows.key_ceremony import KeyCeremonyWorkflow
@@ -20,7 +21,7 @@ from workflows.key_ceremony import KeyCeremonyWorkflow
 async def test_ceremony_creates_an_audited_epoch_the_guardians_can_open(harness: Harness) -> None:
     keys = [make_keys(f"g{i}") for i in range(1, 6)]
     inp = CreateEpochInput(guardians=[k.public() for k in keys], threshold=3)
-    epoch = await harness.client.execute_workflow(KeyCeremonyWorkflow.run, inp, id=f"key-ceremony:{uuid.uuid4()}",
+    epoch = await harness.client.execute_workflow(KeyCeremonyWorkflow.run, inp, id=key_ceremony_id(str(uuid.uuid4())),
                                                   task_queue=harness.task_queue)
     assert (epoch.threshold, len(epoch.shares)) == (3, 5)
     assert await KeyEpochStore(harness.resources.database).current() == epoch

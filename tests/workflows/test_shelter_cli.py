@@ -18,6 +18,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.storage.arweave import Wallet
 from tests.workflows.conftest import Harness, eventually
+from westworld.keys import access_proposal_id, proposal_of, vote_id
 from westworld.rotation import RotationPhase, RotationResult
 from westworld.shelter_access import AccessDecision, AccessResult
 from westworld.vote import DaoVoteResult, VoteState
@@ -53,7 +54,7 @@ async def cli(h: Harness, *args: str, ok: bool = True) -> str:
 async def approve(h: Harness, vote_id: str, voter_key: Path) -> None:
     handle = h.client.get_workflow_handle(vote_id, result_type=DaoVoteResult)
     await eventually(lambda: _state(handle), lambda s: s is VoteState.OPEN)
-    assert "accepted" in await cli(h, "vote", "cast", vote_id.removeprefix("vote:"), "--choice", "for",
+    assert "accepted" in await cli(h, "vote", "cast", proposal_of(vote_id), "--choice", "for",
                                    "--key", str(voter_key))
     await h.skipper.fast_forward(handle, timedelta(hours=72, minutes=1))
 
@@ -89,7 +90,7 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     out = await cli(h, "shelter", "request", "minutes", "--reason", "investigation", "--key",
                     str(keys / "journalist.key"), "--request-id", "minutes-j1")
     assert "started access:minutes-j1" in out
-    await approve(h, "vote:access-minutes-j1", voter)
+    await approve(h, vote_id(access_proposal_id("minutes-j1")), voter)
     access: WorkflowHandle[DocumentAccessWorkflow, AccessResult] = h.client.get_workflow_handle_for(
         DocumentAccessWorkflow.run, "access:minutes-j1")
     await eventually(lambda: access.query(DocumentAccessWorkflow.status),
@@ -118,7 +119,7 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     assert "started emergency:raid-1" in out
     for g in ("g3", "g4", "g5"):
         await cli(h, "shelter", "submit-share", "emergency:raid-1", "--key", str(keys / f"{g}.key"))
-    await approve(h, "vote:emergency-raid-1", voter)
+    await approve(h, vote_id(access_proposal_id("raid-1", emergency=True)), voter)
     await cli(h, "shelter", "open", "raid-1", "--key", str(keys / "activist.key"), "--out", str(d / "raid.txt"))
     assert (d / "raid.txt").read_text() == TEXT
     assert "granted" in await cli(h, "shelter", "status", "emergency:raid-1")

@@ -25,6 +25,7 @@ from activities.storage.ipfs import IpfsClient
 from tests.activities.test_shelter_keys import make_guardians, open_share
 from tests.workflows.conftest import Harness
 from westworld import envelope, shamir
+from westworld.keys import document_id as document_workflow_id
 from westworld.shelter import (
     CreateEpochInput,
     KeyEpoch,
@@ -77,7 +78,7 @@ async def store(h: Harness, document_id: str, plaintext: bytes, **kw: Any) -> St
     stage_document(h.settings.data_dir, document_id, plaintext)
     return await h.client.execute_workflow(
         StoreDocumentWorkflow.run, StoreDocumentInput(document_id=document_id, title="t", **kw),
-        id=f"document:{document_id}", task_queue=h.task_queue)
+        id=document_workflow_id(document_id), task_queue=h.task_queue)
 
 
 

@@ -19,6 +19,7 @@ from westworld.agents import (
     CapabilityRegistries,
     WatchSettings,
 )
+from westworld.keys import WATCH_ID
 from westworld.sandbox import MeshAction
 from workers.cli import agent_act
 from workers.cli import agent_ops as ops
@@ -180,7 +181,7 @@ def watch_set(reason: Annotated[str, typer.Option(help="Why (audited).")], key: 
 
     async def go() -> str:
         temporal = await client(s)
-        current = (await temporal.get_workflow_handle(ops.WATCH_ID).query(
+        current = (await temporal.get_workflow_handle(WATCH_ID).query(
             AnomalyWatchWorkflow.status)).settings or WatchSettings()
         config = current.config.model_copy(update={k: v for k, v in (
             ("concentration_critical_pct", concentration_critical_pct),

@@ -30,9 +30,10 @@ from westworld.agents import AgentActionInput, CapabilityDirectory, DirectoryReq
 from westworld.errors import InvalidInput, WestworldError
 from westworld.experiment import load_spec, parse_spec
 from westworld.experiment_run import ExperimentInput
+from westworld.keys import canary_id, capability_directory_id, experiment_id
 from westworld.rollout import CanaryInput
 from workers.cli.common import fail
-from workers.client import NotConfigured, connect
+from workers.client import connect
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
 from workflows.capability_directory import CapabilityDirectoryWorkflow
@@ -47,8 +48,8 @@ def run(work: Awaitable[T]) -> T:
     """Run ``work``; a user-caused or connection failure exits with one red line saying what is wrong."""
     try:
         return asyncio.run(guarded(work))
-    except (WestworldError, NotConfigured) as err:
-        raise fail(err.message if isinstance(err, WestworldError) else str(err)) from err
+    except WestworldError as err:  # a refusal, the stack not set up here, a bad input
+        raise fail(err.message) from err
     except WorkflowAlreadyStartedError as err:
         raise fail(f"{err.workflow_id} already exists: pick another action id") from err
     except ValidationError as err:
@@ -90,7 +91,7 @@ async def directory(client: Client, s: Settings, peers: Sequence[str] = ()) -> C
     """The workers' sealing key (and the named peers' public keys), asked of the workers through Temporal."""
     return await client.execute_workflow(
         CapabilityDirectoryWorkflow.run, DirectoryRequest(peers=list(peers)),
-        id=f"capability-directory:{uuid.uuid4().hex}", task_queue=s.task_queue)
+        id=capability_directory_id(uuid.uuid4().hex), task_queue=s.task_queue)
 
 
 def seal_input(inp: M, field: str, token: str, key: CapabilityDirectory, workflow_type: str,
@@ -164,8 +165,8 @@ async def attenuate_token(s: Settings | None, token: str, caveats: list[str], pe
 # What `westworld agent seal` can seal a token into: workflow type -> (input model, token field, workflow id).
 SEALABLE: dict[str, tuple[type[BaseModel], str, Callable[[Any], str]]] = {
     "AgentActionWorkflow": (AgentActionInput, "token", lambda i: str(i.workflow_id)),
-    "CanaryRolloutWorkflow": (CanaryInput, "capability_token", lambda i: f"canary:{i.name}"),
-    "ExperimentWorkflow": (ExperimentInput, "rollout_capability_token", lambda i: f"experiment:{_exp_name(i)}"),
+    "CanaryRolloutWorkflow": (CanaryInput, "capability_token", lambda i: canary_id(i.name)),
+    "ExperimentWorkflow": (ExperimentInput, "rollout_capability_token", lambda i: experiment_id(_exp_name(i))),
 }
 
 

@@ -35,22 +35,16 @@ from westworld.agents import (
     WatchSettings,
     WatchStopRequest,
 )
-from westworld.errors import UNAUTHORISED, InvalidInput, WestworldError
+from westworld.errors import UNAUTHORISED, Denial, InvalidInput, Refused
+from westworld.keys import WATCH_ID, admin_id, agent_action_id, capability_read_id, halt_id
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
-from workflows.capability_admin import ID_PREFIX, CapabilityAdminWorkflow, CapabilityReadWorkflow, admin_digest
+from workflows.capability_admin import CapabilityAdminWorkflow, CapabilityReadWorkflow, admin_digest
 from workflows.network_halt import NetworkHaltWorkflow
 
 Echo = Callable[[str], None]
-WATCH_ID = authority.WATCH_ID
 SIGNATURE_LIFETIME = timedelta(minutes=10)
-
-
-class Refused(WestworldError):
-    """The workflow refused a signed request (``type`` is the workflow's error type, e.g. Unauthorised)."""
-
-    type = UNAUTHORISED
 
 
 def now() -> datetime:
@@ -86,7 +80,7 @@ def read_token(value: str) -> str:
 def inspect(token: str) -> list[str]:
     try:
         parsed = cap.parse_token(token)
-    except cap.Denial as d:
+    except Denial as d:
         raise InvalidInput(f"token: {d.reason}") from None
     i = parsed.identity
     lines = [f"agent:    {i.agent_id}", f"token id: {i.token_id}", f"root key: {i.key_id}",
@@ -113,7 +107,7 @@ async def attenuate(s: Settings, token: str, caveats: list[str], peer_ids: list[
 
 async def start_action(client: Client, s: Settings, inp: AgentActionInput) -> str:
     handle = await client.start_workflow(
-        AgentActionWorkflow.run, inp, id=f"agent-action:{inp.agent_id}:{inp.action_id}", task_queue=s.task_queue,
+        AgentActionWorkflow.run, inp, id=agent_action_id(inp.agent_id, inp.action_id), task_queue=s.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     return handle.id
 
@@ -138,7 +132,7 @@ async def sign_action(client: Client, workflow_id: str, signer: str, key: bytes)
 
 
 async def sign_resume(client: Client, epoch: int, guardian: str, key: bytes) -> int:
-    handle = client.get_workflow_handle_for(NetworkHaltWorkflow.run, f"halt:{epoch}")
+    handle = client.get_workflow_handle_for(NetworkHaltWorkflow.run, halt_id(epoch))
     status = await handle.query(NetworkHaltWorkflow.status)
     return await _submit(handle.execute_update(NetworkHaltWorkflow.submit_guardian_signature, peers.SignatureRequest(
         signer_id=guardian, signature=peers.sign(key, bytes.fromhex(status.digest)))))
@@ -155,7 +149,7 @@ async def _submit(call: object) -> int:
 
 async def registries(client: Client, s: Settings) -> CapabilityRegistries:
     """The registries (public keys only), the halt, the active root key: read by the worker."""
-    return await client.execute_workflow(CapabilityReadWorkflow.run, id=f"capability-read:{uuid.uuid4().hex}",
+    return await client.execute_workflow(CapabilityReadWorkflow.run, id=capability_read_id(uuid.uuid4().hex),
                                          task_queue=s.task_queue)
 
 
@@ -164,7 +158,7 @@ def signed_input(change: AdminChange, keys: Sequence[bytes], nonce: str | None =
     """The workflow id and the input of ``change`` signed with ``keys`` (locally)."""
     if not keys:
         raise InvalidInput(f"{change.action.value}: needs --key (the signer's private key file)")
-    wid = f"{ID_PREFIX}{nonce or secrets.token_hex(16)}"
+    wid = admin_id(nonce or secrets.token_hex(16))
     expires = now() + lifetime
     draft = CapabilityAdminInput(change=change, signed=authority.SignedBy(
         expires_at=expires, signatures=[authority.AdminSignature(signer="0" * 64, signature="0" * 128)]))
@@ -252,4 +246,4 @@ def _refused(what: str, err: WorkflowUpdateFailedError) -> Refused:
     cause = err.cause
     if isinstance(cause, ApplicationError):
         return Refused(f"{what} refused ({cause.type}: {cause.message})", type=cause.type or UNAUTHORISED)
-    return Refused(f"{what} refused ({cause})")
+    return Refused(f"{what} refused ({cause})", type=UNAUTHORISED)

@@ -17,15 +17,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from activities.store import readable_entry
+
 from activities.anchor import read_latest_anchor
 from activities.audit_file import read_log_file
 from activities.audit_heads import HEADS_FILE, PUBLIC_KEY_FILE, read_heads
 from activities.chain import load_deployment
-from activities.store import readable_entry
 from westworld.audit import AuditEntry, VerifyReport
 from westworld.audit_anchor import AnchoredHead
 from westworld.audit_trust import AuditVerifyInput, AuditVerifyResult, verify_log
-from westworld.errors import InvalidInput, WestworldError
+from westworld.errors import InvalidInput, Refused, WestworldError
+from westworld.keys import audit_verify_id
 from workers.client import connect
 from workers.settings import Settings
 from workflows.audit_verify import AuditVerifyWorkflow
@@ -34,17 +36,13 @@ Echo = Callable[[str], None]
 VERIFIED, FAILED = 0, 2
 
 
-class Refused(Exception):
-    """The request cannot be served; the message says why (printed as ``error: ...``, exit 1)."""
-
-
 async def _through_worker(s: Settings, last: int) -> AuditVerifyResult:
     if not s.data_dir.is_dir():
         raise Refused(f"no audit log at {s.data_dir}: no such data directory (a copy of a log: --log-file)")
     try:
         client = await connect(s)
         return await client.execute_workflow(
-            AuditVerifyWorkflow.run, AuditVerifyInput(last=last), id=f"audit-verify-{uuid.uuid4()}",
+            AuditVerifyWorkflow.run, AuditVerifyInput(last=last), id=audit_verify_id(str(uuid.uuid4())),
             task_queue=s.task_queue, execution_timeout=timedelta(minutes=15),
         )
     except Exception as err:  # not configured, unreachable, or the workflow failed: name it, no traceback

@@ -15,15 +15,16 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from westworld.documents import parse_document
-from westworld.errors import InvalidInput
+from westworld.errors import InvalidInput, NotConfigured
 from westworld.experiment import ExperimentSpec, format_duration, parse_spec_document
 from westworld.experiment_run import ExperimentInput, ExperimentResult, ExperimentStatus
+from westworld.keys import canary_id, experiment_id
 from westworld.rollout import CanaryInput, CanaryStatus, PromoteRequest
 from westworld.sealed import is_sealed
 from workers.cli.agent_common import directory, seal_input, token_arg
 from workers.cli.common import DataDir, fail, settings_for
-from workers.cli.inputs import InputError, load_model, read_input
-from workers.client import NotConfigured, connect
+from workers.cli.inputs import load_model, read_input
+from workers.client import connect
 from workers.settings import Settings
 from workflows.canary import CanaryRolloutWorkflow
 from workflows.experiment import ExperimentWorkflow
@@ -36,14 +37,6 @@ experiment_app.add_typer(rollout_app, name="rollout")
 Watch = Annotated[bool, typer.Option("--watch", "-w", help="Refresh until the workflow ends.")]
 Token = Annotated[str | None, typer.Option("--token", help="The capability token (or a file holding it) of the "
                                                            "rollout's agent, spec.rollout.agent.")]
-
-
-def experiment_id(name: str) -> str:
-    return f"experiment:{name}"
-
-
-def canary_id(name: str) -> str:
-    return f"canary:{name}"
 
 
 def read_spec(file: Path) -> tuple[ExperimentSpec, dict[str, Any]]:
@@ -233,7 +226,7 @@ def rollout_start(file: Path, data_dir: DataDir = None) -> None:
     s = settings_for(data_dir)
     try:
         inp = load_model(file, CanaryInput)
-    except InputError as err:
+    except InvalidInput as err:
         raise fail(str(err)) from err
 
     async def go() -> str:

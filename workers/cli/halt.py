@@ -11,11 +11,11 @@ import typer
 from temporalio.service import RPCError
 
 from westworld.agents import AdminAction, AdminChange
-from westworld.errors import WestworldError
+from westworld.errors import NotConfigured, WestworldError
+from westworld.keys import halt_id
 from workers.cli import agent_ops as ops
 from workers.cli.agent_common import client, run
 from workers.cli.common import DataDir, fail, settings_for
-from workers.client import NotConfigured
 from workers.stack import standing
 from workflows.network_halt import NetworkHaltWorkflow
 
@@ -87,11 +87,11 @@ def halt_status(data_dir: DataDir = None) -> None:
             return ["not halted: capability checks run normally"]
         lines = [f"HALTED since {state.since} (epoch {state.epoch}): {state.reason}"]
         try:
-            st = await temporal.get_workflow_handle(f"halt:{state.epoch}").query(NetworkHaltWorkflow.status)
+            st = await temporal.get_workflow_handle(halt_id(state.epoch)).query(NetworkHaltWorkflow.status)
             lines.append(f"resume needs {st.guardians_required} guardians; signed: {st.signed_by or 'none'}")
             lines.append(f"resume digest: {st.digest}")
         except (RPCError, NotConfigured) as err:
-            lines.append(f"(the halt workflow halt:{state.epoch} cannot be queried: {err})")
+            lines.append(f"(the halt workflow {halt_id(state.epoch)} cannot be queried: {err})")
         return lines
 
     for line in run(go()):

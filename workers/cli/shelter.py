@@ -18,14 +18,15 @@ from temporalio.client import Client
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from westworld.errors import WestworldError
+from westworld.errors import Refused, WestworldError
+from westworld.keys import key_epoch_read_id
 from westworld.rotation import GuardianRotationInput
 from westworld.shelter import Network, StoreDocumentState
 from westworld.shelter_access import AccessRequest, VoteTerms
 from workers.cli import shelter_ops as ops
 from workers.cli.common import DataDir, fail, settings_for
 from workers.cli.shelter_keys import PartyKeys, load_guardian, load_keys, make_keys, save_keys
-from workers.client import NotConfigured, connect
+from workers.client import connect
 from workers.settings import Settings
 
 shelter_app = typer.Typer(help="The shelter: encrypted replicated documents and guardian key shares.",
@@ -43,8 +44,8 @@ Answer = Callable[[Client, str, PartyKeys], Awaitable[tuple[str, int]]]  # ops.s
 def _run(s: Settings, work: Awaitable[T]) -> T:
     try:
         return asyncio.run(_awaited(work))
-    except (ops.ShelterError, WestworldError, NotConfigured) as err:
-        raise fail(err.message if isinstance(err, WestworldError) else str(err)) from err
+    except WestworldError as err:  # a refusal, the stack not set up here, a bad input
+        raise fail(err.message) from err
     except WorkflowAlreadyStartedError as err:
         raise fail(f"{err.workflow_id} already exists (a document, request or running rotation with that id)") from err
     except (RPCError, ValidationError) as err:
@@ -149,8 +150,6 @@ def _start(document_id: str, reason: str, key: Path, request_id: str | None, quo
         req = _request(document_id, reason, key, request_id)
         terms = VoteTerms(quorum=quorum)
         ops.access_input(s, req, emergency=emergency, vote=terms)  # looser than the policy: refused before starting
-    except ops.ShelterError as err:
-        raise fail(str(err)) from err
     except WestworldError as err:
         raise fail(err.message) from err
     except ValidationError as err:
@@ -252,7 +251,7 @@ def open_document(
 
         wf_id, result = await ops.access_result(await connect(s), request_ref)
         if result.document is None:
-            raise ops.ShelterError(f"{wf_id} was {result.decision.value}: {result.reason}")
+            raise Refused(f"{wf_id} was {result.decision.value}: {result.reason}")
         master = ops.reconstruct(keys, wf_id, result)
         blob, where = await fetch_ciphertext(s, result.document)
         plaintext = decrypt(master, result.document, blob)
@@ -305,10 +304,11 @@ def rotate(
 
         client: Client = await connect(s)  # the worker reads the current epoch: the CLI opens no database
         try:
-            current = await client.execute_workflow(CurrentKeyEpochWorkflow.run, id=f"key-epoch-read:{uuid.uuid4()}",
+            current = await client.execute_workflow(CurrentKeyEpochWorkflow.run,
+                                                    id=key_epoch_read_id(str(uuid.uuid4())),
                                                     task_queue=s.task_queue)
         except WorkflowFailureError as err:
-            raise ops.ShelterError("no key epoch yet: run `westworld shelter guardians init` first") from err
+            raise Refused("no key epoch yet: run `westworld shelter guardians init` first") from err
         return await ops.start_rotation(client, s, inp, current)
 
     wf_id = _run(s, work())

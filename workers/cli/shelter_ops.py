@@ -31,6 +31,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.policy import read_policy_file
 from activities.shelter_docs import stage_document
+from westworld.errors import Refused
+from westworld.keys import access_candidates, access_id, key_ceremony_id, proposal_of, rotation_id
+from westworld.keys import document_id as document_workflow_id
 from westworld.policy import NetworkPolicy
 from westworld.rotation import AckTask, GuardianRotationInput, RotationPhase, RotationResult, RotationState
 from westworld.shelter import (
@@ -69,10 +72,6 @@ Echo = Callable[[str], None]
 SHARE_WORKFLOWS = ("DocumentAccessWorkflow", "EmergencyAccessWorkflow", "GuardianRotationWorkflow")
 
 
-class ShelterError(RuntimeError):
-    """A user-facing failure; the message says what is wrong and what to do."""
-
-
 def request_id_for(document_id: str) -> str:
     return f"{document_id[:38]}-{secrets.token_hex(4)}".lower()
 
@@ -87,10 +86,10 @@ async def init_guardians(client: Client, s: Settings, guardians: list[Guardian],
         CeremonyApproval(guardian_id=a.id, signature=a.sign(digest)) for a in approvers or []])
     try:
         epoch: KeyEpoch = await client.execute_workflow(
-            KeyCeremonyWorkflow.run, inp, id=f"key-ceremony:{inp.epoch_key}", task_queue=s.task_queue)
+            KeyCeremonyWorkflow.run, inp, id=key_ceremony_id(key), task_queue=s.task_queue)
     except WorkflowFailureError as err:
         cause = err.cause
-        raise ShelterError(f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else
+        raise Refused(f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else
                            f"key ceremony {key} failed: {cause}") from err
     return epoch
 
@@ -102,11 +101,11 @@ async def store_document(client: Client, s: Settings, document_id: str, title: s
                              **({"networks": networks} if networks else {}))
     stage_document(s.data_dir, document_id, plaintext)
     try:
-        return await client.execute_workflow(StoreDocumentWorkflow.run, inp, id=f"document:{document_id}",
+        return await client.execute_workflow(StoreDocumentWorkflow.run, inp, id=document_workflow_id(document_id),
                                              task_queue=s.task_queue,
                                              id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
     except WorkflowFailureError as err:
-        raise ShelterError(f"storing {document_id} failed: {err.cause}") from err
+        raise Refused(f"storing {document_id} failed: {err.cause}") from err
 
 
 def local_policy(s: Settings) -> NetworkPolicy:
@@ -115,7 +114,7 @@ def local_policy(s: Settings) -> NetworkPolicy:
     try:
         return read_policy_file(s.policy_file)
     except ValueError as err:
-        raise ShelterError(str(err)) from err
+        raise Refused(str(err)) from err
 
 
 def access_input(s: Settings, request: AccessRequest, *, emergency: bool,
@@ -124,12 +123,12 @@ def access_input(s: Settings, request: AccessRequest, *, emergency: bool,
     raises the same ``LooserThanPolicy`` refusal (a ``WestworldError``) the workflow would fail with."""
     terms = vote or VoteTerms()
     if emergency:
-        wf_id = f"emergency:{request.request_id}"
+        wf_id = access_id(request.request_id, emergency=True)
         urgent = EmergencyAccessInput(request=request, vote=terms)
         access_terms(local_policy(s), wf_id, terms, VoteKind.EMERGENCY, reminder_every=urgent.reminder_every,
                      window=urgent.window)
         return wf_id, urgent
-    wf_id = f"access:{request.request_id}"
+    wf_id = access_id(request.request_id)
     normal = DocumentAccessInput(request=request, vote=terms)
     access_terms(local_policy(s), wf_id, terms, VoteKind.NORMAL, reminder_every=normal.reminder_every,
                  share_window=normal.share_window)
@@ -151,7 +150,7 @@ async def start_access(client: Client, s: Settings, request: AccessRequest, *, e
 
 async def resolve(client: Client, ref: str) -> WorkflowHandle[Any, Any]:
     """A request/rotation by workflow id (``access:…``, ``emergency:…``, ``rotation:…``) or bare request id."""
-    candidates = [ref] if ":" in ref else [f"access:{ref}", f"emergency:{ref}"]
+    candidates = access_candidates(ref)
     for wf_id in candidates:
         handle = client.get_workflow_handle(wf_id)
         try:
@@ -161,7 +160,7 @@ async def resolve(client: Client, ref: str) -> WorkflowHandle[Any, Any]:
                 continue
             raise
         return handle
-    raise ShelterError(f"no request or rotation {ref!r} (looked for {', '.join(candidates)})")
+    raise Refused(f"no request or rotation {ref!r} (looked for {', '.join(candidates)})")
 
 
 @dataclass
@@ -205,15 +204,15 @@ async def submit_share(client: Client, ref: str, keys: PartyKeys) -> tuple[str, 
     task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
     if task is None:
         step = (await handle.describe()).typed_search_attributes.get(STEP) or "?"
-        raise ShelterError(f"{handle.id} asks no share of {keys.id!r} now (step: {step}); either {keys.id!r} is "
+        raise Refused(f"{handle.id} asks no share of {keys.id!r} now (step: {step}); either {keys.id!r} is "
                            "not a guardian of its key epoch, or it is not collecting shares yet or any more")
     if task.submitted:
-        raise ShelterError(f"{keys.id!r} already submitted a share to {handle.id}")
+        raise Refused(f"{keys.id!r} already submitted a share to {handle.id}")
     submission = answer_share(keys, task)
     try:
         count: int = await handle.execute_update("submit_share", submission, result_type=int)
     except WorkflowUpdateFailedError as err:
-        raise ShelterError(explain(err)) from err
+        raise Refused(explain(err)) from err
     return handle.id, count
 
 
@@ -221,11 +220,11 @@ async def submit_ack(client: Client, ref: str, keys: PartyKeys) -> tuple[str, in
     handle = await resolve(client, ref)
     task = await handle.query("ack_task", keys.id, result_type=AckTask | None)  # type: ignore[arg-type]
     if task is None:
-        raise ShelterError(f"{handle.id} has no new share for {keys.id!r} (not in the new set, or not resharded yet)")
+        raise Refused(f"{handle.id} has no new share for {keys.id!r} (not in the new set, or not resharded yet)")
     try:
         count: int = await handle.execute_update("acknowledge", acknowledge(keys, task), result_type=int)
     except WorkflowUpdateFailedError as err:
-        raise ShelterError(explain(err)) from err
+        raise Refused(explain(err)) from err
     return handle.id, count
 
 
@@ -241,10 +240,10 @@ async def access_result(client: Client, ref: str) -> tuple[str, AccessResult]:
     desc = await handle.describe()
     if desc.status == WorkflowExecutionStatus.RUNNING:
         state = await handle.query("status", result_type=AccessState)
-        raise ShelterError(f"{handle.id} is still running ({state.step}); shares in: {len(state.submitted)}/"
+        raise Refused(f"{handle.id} is still running ({state.step}); shares in: {len(state.submitted)}/"
                            f"{state.threshold or '?'}")
     if desc.status != WorkflowExecutionStatus.COMPLETED:
-        raise ShelterError(f"{await ended_without_result(handle, desc.status)}; nothing to open")
+        raise Refused(f"{await ended_without_result(handle, desc.status)}; nothing to open")
     result = await client.get_workflow_handle(handle.id, result_type=AccessResult).result()
     return handle.id, result
 
@@ -260,7 +259,7 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str, timeout: float
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
-            raise ShelterError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise Refused(f"timed out after {timeout:.0f} s waiting for {what}")
         await asyncio.sleep(0.2)
 
 
@@ -304,7 +303,7 @@ async def rotation_vote(client: Client, wf_id: str) -> str | None:
     async def ready() -> bool:
         st = await client.get_workflow_handle(wf_id).query("status", result_type=RotationState)
         if st.vote_id is not None or st.phase is RotationPhase.COLLECTING:
-            found.append(st.vote_id.removeprefix("vote:") if st.vote_id else None)
+            found.append(proposal_of(st.vote_id) if st.vote_id else None)
             return True
         return False
 
@@ -317,7 +316,7 @@ def reconstruct(keys: PartyKeys, workflow_id: str, result: AccessResult) -> byte
 
 
 async def start_rotation(client: Client, s: Settings, inp: GuardianRotationInput, current_epoch: int) -> str:
-    wf_id = f"rotation:{current_epoch}"
+    wf_id = rotation_id(current_epoch)
     # one running rotation per epoch; after an abandoned one (too few guardians) the same id starts afresh
     await client.start_workflow(GuardianRotationWorkflow.run, inp, id=wf_id, task_queue=s.task_queue,
                                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)

@@ -22,18 +22,16 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.chain import ChainClient
 from westworld import ballot
+from westworld.errors import InvalidInput, NotConfigured
+from westworld.keys import vote_id
 from westworld.vote import DaoVoteInput, DaoVoteResult, VoteBackend, VoteReceipt, VoteRequest, VoteState
-from workers.cli.inputs import InputError, load_model
-from workers.client import NotConfigured, connect
+from workers.cli.inputs import load_model
+from workers.client import connect
 from workers.settings import Settings
 from workflows.dao_vote import DaoVoteWorkflow
 
 Echo = Callable[[str], None]
 CONTEXT_POLLS = 25  # 5 s
-
-
-def vote_workflow_id(proposal_id: str) -> str:
-    return f"vote:{proposal_id}"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -50,7 +48,7 @@ async def _client(s: Settings) -> Client:
 
 async def start_vote(client: Client, s: Settings, inp: DaoVoteInput) -> str:
     handle = await client.start_workflow(
-        DaoVoteWorkflow.run, inp, id=vote_workflow_id(inp.proposal.id), task_queue=s.task_queue,
+        DaoVoteWorkflow.run, inp, id=vote_id(inp.proposal.id), task_queue=s.task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
     )
     return handle.id
@@ -59,7 +57,7 @@ async def start_vote(client: Client, s: Settings, inp: DaoVoteInput) -> str:
 async def propose(s: Settings, file: Path, echo: Echo) -> None:
     try:
         inp = load_model(file, DaoVoteInput)
-    except InputError as err:
+    except InvalidInput as err:
         raise _fail(str(err)) from err
     if inp.carry is not None:
         raise _fail(f"{file}: carry: internal state of a running vote, never part of a proposal (InjectedState)")
@@ -67,7 +65,7 @@ async def propose(s: Settings, file: Path, echo: Echo) -> None:
     try:
         wf_id = await start_vote(client, s, inp)
     except WorkflowAlreadyStartedError as err:
-        wf_id = vote_workflow_id(inp.proposal.id)
+        wf_id = vote_id(inp.proposal.id)
         raise _fail(f"a vote on proposal {inp.proposal.id!r} already exists ({wf_id})") from err
     if refusal := await _refused_at_open(client, wf_id):
         raise _fail(f"{wf_id} did not open: {refusal}")
@@ -104,7 +102,7 @@ def read_key(path: Path) -> str:
 async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str, key: str,
                       reason: str = "") -> VoteReceipt:
     """Sign locally and submit through the update; raises WorkflowUpdateFailedError on refusal."""
-    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_workflow_id(proposal_id))
+    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_id(proposal_id))
     ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     for _ in range(CONTEXT_POLLS):  # a run that just continued as new reads its opening from the store first
         if ctx is not None:
@@ -163,7 +161,7 @@ async def cast(s: Settings, proposal_id: str, choice: str, key_file: Path, reaso
 
 async def show_status(s: Settings, proposal_id: str, echo: Echo) -> None:
     client = await _client(s)
-    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_workflow_id(proposal_id))
+    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_id(proposal_id))
     try:
         desc = await handle.describe()
     except RPCError as err:

@@ -32,6 +32,7 @@ from westworld import capability as cap
 from westworld import peers
 from westworld.agents import AdminAction, AdminChange, AgentActionInput, AnomalyWatchInput, WatchSettings
 from westworld.anomaly import AnomalyConfig
+from westworld.keys import WATCH_ID
 from westworld.sandbox import Arm, Backend, MeshAction, MeshTarget, ProvisionInput, SandboxRef, Workload
 from workers.cli import agent_ops as ops
 from workers.cli.agent_common import start_sealed_action
@@ -140,7 +141,7 @@ async def _demo(client: Client, s: Settings, signers: Signers, ref: SandboxRef, 
     echo(f"   node versions now: {versions}")
 
     echo("\n3. a creeping takeover: 2 nodes at a time, each step narrow")
-    echo(f"   anomaly watch ({ops.WATCH_ID}): {await standing.ensure_watch(client, s, AnomalyWatchInput())}")
+    echo(f"   anomaly watch ({WATCH_ID}): {await standing.ensure_watch(client, s, AnomalyWatchInput())}")
     before = await ops.reconfigure_watch(client, WATCH, WATCH_REASON, [signers.operator])
     echo(f"   reconfigured for the demo (operator-signed, audited): creep critical at "
          f"{before.config.concentration_critical_pct:g}% "
@@ -174,7 +175,7 @@ async def _creep(client: Client, s: Settings, signers: Signers, echo: Echo, tag:
         raise RuntimeError("the anomaly watch did not halt the network within 60 steps (is the worker running?)")
     state = (await ops.registries(client, s)).halt
     echo(f"   NETWORK HALTED (epoch {state.epoch}): {state.reason}")
-    watch = await client.get_workflow_handle(ops.WATCH_ID).query(
+    watch = await client.get_workflow_handle(WATCH_ID).query(
         AnomalyWatchWorkflow.status)
     for f in watch.findings[:3]:
         echo(f"   finding: {f.severity.value} {f.kind}: {'; '.join(f.reasons)}")

@@ -32,10 +32,11 @@ from westworld.agents import AdminAction, AdminChange
 from westworld.errors import InvalidInput
 from westworld.experiment import ExperimentSpec, format_duration, load_spec
 from westworld.experiment_run import ExperimentResult, ExperimentStatus, Phase
+from westworld.keys import agent_action_id, canary_id, canary_step_workflow_id, experiment_id, proposal_of
 from westworld.rollout import CanaryInput, CanaryResult, CanaryStatus, RolloutPhase
 from workers.cli import agent_ops
 from workers.cli.agent_common import directory, seal_input
-from workers.cli.experiment import canary_id, progress_bar, start_experiment, ui_url
+from workers.cli.experiment import progress_bar, start_experiment, ui_url
 from workers.cli.vote import explain_refusal, submit_vote
 from workers.client import connect
 from workers.demo.voters import Signers, demo_key, demo_voters
@@ -153,7 +154,7 @@ def _show_verdict(st: ExperimentStatus, echo: Echo) -> None:
 
 async def _vote(client: Client, s: Settings, st: ExperimentStatus, echo: Echo) -> None:
     assert st.vote_workflow_id is not None
-    pid = st.vote_workflow_id.removeprefix("vote:")
+    pid = proposal_of(st.vote_workflow_id)
     echo(f"E3. DAO vote {st.vote_workflow_id} (72 h window, evidence linked); signed ballots:")
     voters = demo_voters(s.data_dir / "demo-keys")
     for _ in range(50):  # the child vote opens a moment after the evidence is stored
@@ -179,14 +180,15 @@ async def _follow_rollout(client: Client, spec: ExperimentSpec, peer_keys: dict[
     plan, name = spec.spec.rollout, spec.name
     assert plan is not None and plan.agent is not None and plan.peer_policy is not None
     handle = client.get_workflow_handle(canary_id(name), result_type=CanaryResult)
-    exp = client.get_workflow_handle(f"experiment:{name}", result_type=ExperimentResult)
+    exp = client.get_workflow_handle(experiment_id(name), result_type=ExperimentResult)
     st = await _wait_phase(exp, {Phase.ROLLING_OUT, Phase.DONE})
     if st.phase is not Phase.ROLLING_OUT:
         echo(f"E4. no rollout (vote: {st.vote_decision})")
         return
     policy = plan.peer_policy
     echo(f"E4. vote {st.vote_decision}: canary rollout {canary_id(name)} over a 20-node local mesh")
-    echo(f"      each step runs as agent {plan.agent!r} (AgentActionWorkflow agent-action:{plan.agent}:...) under a "
+    echo(f"      each step runs as agent {plan.agent!r} (AgentActionWorkflow {agent_action_id(plan.agent, '...')}) "
+         "under a "
          f"token capped at {ROLLOUT_CAP} nodes per action (sealed to the workers, never in history); a step over "
          f"{policy.wide_nodes} nodes (the spec, stricter than the policy) or the network policy's share of the "
          f"registered nodes needs the policy's k = 3 peer signatures:")
@@ -225,7 +227,7 @@ async def _endorse(client: Client, st: CanaryStatus, agent: str, keys: dict[str,
     """As the demo's peers, sign the rollout's current step if its agent action waits for peer signatures."""
     if st.step < 0 or st.step in signed:
         return
-    wid = f"agent-action:{agent}:canary:{st.name}:step-{st.step}"
+    wid = canary_step_workflow_id(agent, st.name, st.step)
     try:
         action = await client.get_workflow_handle(wid).query(AgentActionWorkflow.status)
     except RPCError:  # this step's action has not started yet

@@ -17,6 +17,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from activities.chain import load_deployment
 from westworld import ballot
 from westworld.chain import OnChainCall
+from westworld.keys import audit_verify_id
 from westworld.vote import (
     DaoVoteInput,
     DaoVoteResult,
@@ -120,7 +121,7 @@ async def _show_audit(s: Settings, result: DaoVoteResult, echo: Echo) -> None:
 
     client = await connect(s)
     found = await client.execute_workflow(AuditVerifyWorkflow.run, AuditVerifyInput(last=MAX_SHOWN),
-                                          id=f"audit-verify-{uuid.uuid4()}", task_queue=s.task_queue)
+                                          id=audit_verify_id(str(uuid.uuid4())), task_queue=s.task_queue)
     report = found.report
     hashes = [bytes.fromhex(e.leaf_hash) for e in sorted(found.entries, key=lambda e: e.seq)]
     if len(hashes) == report.tree_size:

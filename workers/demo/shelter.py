@@ -17,6 +17,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from activities.chain import load_deployment
+from westworld.keys import access_proposal_id, vote_id
 from westworld.rotation import GuardianRotationInput, RotationPhase, RotationResult
 from westworld.shelter_access import AccessDecision, AccessRequest, VoteTerms, open_document
 from workers.cli import shelter_ops as ops
@@ -45,7 +46,7 @@ def party(keys_dir: Path, name: str) -> PartyKeys:
 async def approve(client: Client, s: Settings, proposal_id: str, echo: Echo) -> None:
     voters = demo_voters(s.data_dir / "demo-keys")
     for name in ("voter-1", "voter-2"):
-        await ops.wait_vote_open(client, f"vote:{proposal_id}")
+        await ops.wait_vote_open(client, vote_id(proposal_id))
         receipt = await submit_vote(client, s, proposal_id, "for", voters[name].key.hex())
         echo(f"   {name} votes for ({receipt.weight / 10**18:,.0f} WEST)")
 
@@ -89,7 +90,7 @@ async def run_shelter_demo(s: Settings, echo: Echo) -> None:
                         requester_public_key=journalist.public().encryption_public_key, reason="investigation")
     wf_id = await ops.start_access(client, s, req, emergency=False, vote=VoteTerms(quorum=0.04))
     echo(f"4. {journalist.id} requests {doc_id} ({wf_id}); the DAO votes:")
-    await approve(client, s, f"access-{req.request_id}", echo)
+    await approve(client, s, access_proposal_id(req.request_id), echo)
     await ops.wait_collecting(client, wf_id)
     assert await answer_and_open(client, s, wf_id, guardians[:3], journalist, echo) == TEXT
 

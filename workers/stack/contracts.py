@@ -1,4 +1,5 @@
-"""Deploying the project's contracts, and giving holders voting power (used by `westworld up`, tests, bench, demo).
+"""Deploying the project's contracts, and giving holders voting power (used by `westworld up`, `westworld vote
+delegate|faucet`, tests, bench, demo).
 
 The deployment: the token (timestamp clock), one timelock, a normal Governor (72 h) and an emergency Governor
 (2 h) that both propose to and cancel on that timelock, MeshConfig owned by the timelock, and an airdrop helper.
@@ -135,7 +136,7 @@ async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path
     return True
 
 
-def _delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce: int, expiry: int) -> Any:
+def delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce: int, expiry: int) -> Any:
     """The holder's EIP-712 ``Delegation`` to itself (ERC20Votes.delegateBySig; domain of ERC20Permit)."""
     msg = {
         "types": {
@@ -187,7 +188,7 @@ async def distribute_voting_power(
             if top_up == 0 and delegate == holder.address:
                 continue
             nonce = int(await token.functions.nonces(holder.address).call())
-        sig = _delegation_signature(holder, token.address, dep.chain_id, nonce, expiry)
+        sig = delegation_signature(holder, token.address, dep.chain_id, nonce, expiry)
         grants.append((holder.address, top_up, nonce, expiry, sig.v, sig.r.to_bytes(32, "big"),
                        sig.s.to_bytes(32, "big")))
         needed += top_up
@@ -199,3 +200,67 @@ async def distribute_voting_power(
     if isinstance(rpc, str):
         await w3.provider.disconnect()
     return supply
+
+
+async def relay_delegation(rpc_url: str, dep: Deployment, holder_key: str, relayer_key: str) -> tuple[str, int]:
+    """The holder delegates its votes to itself: it only signs (EIP-712 ``Delegation``), the relayer sends
+    ``delegateBySig`` and pays the gas (the pattern of :func:`distribute_voting_power`). Returns (tx hash, votes).
+
+    A holder already delegated to itself sends nothing (tx hash ``""``): the call is idempotent."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        holder: LocalAccount = Account.from_key(holder_key)
+        token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
+        tx_hash = ""
+        if await token.functions.delegates(holder.address).call() != holder.address:
+            tx = Signer(w3, Account.from_key(relayer_key), dep.chain_id, dep.abis.values())
+            nonce = int(await token.functions.nonces(holder.address).call())
+            expiry = await latest_timestamp(w3) + 3600
+            sig = delegation_signature(holder, token.address, dep.chain_id, nonce, expiry)
+            tx_hash, _, _ = await tx.send(token.functions.delegateBySig(
+                holder.address, nonce, expiry, sig.v, sig.r.to_bytes(32, "big"), sig.s.to_bytes(32, "big")),
+                f"delegateBySig for {holder.address}")
+        return tx_hash, int(await token.functions.getVotes(holder.address).call())
+    finally:
+        await w3.provider.disconnect()
+
+
+async def send_tokens(rpc_url: str, dep: Deployment, sender_key: str, to: str, amount: int) -> tuple[str, int]:
+    """Transfer ``amount`` (wei) of the token from ``sender_key``'s account to ``to``; (tx hash, new balance).
+
+    A sender without enough tokens is refused before anything is sent, naming what it holds."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        sender: LocalAccount = Account.from_key(sender_key)
+        token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
+        held = int(await token.functions.balanceOf(sender.address).call())
+        if held < amount:
+            raise WestworldError(f"the deployer account {sender.address} holds {Decimal(held) / 10**18} tokens, "
+                                 f"fewer than the {Decimal(amount) / 10**18} asked", type=CONFIG_ERROR)
+        tx = Signer(w3, sender, dep.chain_id, dep.abis.values())
+        recipient = to_checksum_address(to)
+        tx_hash, _, _ = await tx.send(token.functions.transfer(recipient, amount), f"transfer to {recipient}")
+        return tx_hash, int(await token.functions.balanceOf(recipient).call())
+    finally:
+        await w3.provider.disconnect()
+
+
+async def voting_power_of(rpc_url: str, dep: Deployment, address: str) -> tuple[int, str, int]:
+    """(token balance, the address its votes are delegated to, current votes) of ``address``, in wei."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
+        who = to_checksum_address(address)
+        return (int(await token.functions.balanceOf(who).call()), str(await token.functions.delegates(who).call()),
+                int(await token.functions.getVotes(who).call()))
+    finally:
+        await w3.provider.disconnect()
+
+
+async def chain_id_of(rpc_url: str) -> int:
+    """The chain id the node at ``rpc_url`` reports (31337: a local anvil)."""
+    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    try:
+        return int(await w3.eth.chain_id)
+    finally:
+        await w3.provider.disconnect()

@@ -19,6 +19,7 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from westworld.keys import AUDIT_ANCHOR_SCHEDULE, GUARDIAN_ROTATION_SCHEDULE, REPLICA_AUDIT_SCHEDULE
 from workflows.audit_anchor import AuditAnchorWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
 from workflows.replica_audit import ReplicaAuditWorkflow
@@ -33,11 +34,11 @@ class Declared:
 
 
 DECLARED = (
-    Declared("audit-anchor", AuditAnchorWorkflow.__name__, timedelta(hours=1),
+    Declared(AUDIT_ANCHOR_SCHEDULE, AuditAnchorWorkflow.__name__, timedelta(hours=1),
              "verify the audit log and anchor its root on chain"),
-    Declared("guardian-rotation", GuardianRotationWorkflow.__name__, timedelta(days=182),
+    Declared(GUARDIAN_ROTATION_SCHEDULE, GuardianRotationWorkflow.__name__, timedelta(days=182),
              "re-split the shelter key for the next guardian set (`shelter rotate --next`)"),
-    Declared("replica-audit", ReplicaAuditWorkflow.__name__, timedelta(days=1),
+    Declared(REPLICA_AUDIT_SCHEDULE, ReplicaAuditWorkflow.__name__, timedelta(days=1),
              "read back every shelter replica, repair lost or corrupted ones from a good copy"),
 )
 

@@ -15,8 +15,8 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from westworld import peers
 from westworld.agents import AnomalyWatchInput
-from westworld.authority import WATCH_ID
 from westworld.errors import InvalidInput
+from westworld.keys import WATCH_ID
 from workers.settings import Settings
 from workers.wiring.capabilities import operator_key_file, operator_public_file
 from workflows.anomaly_watch import AnomalyWatchWorkflow

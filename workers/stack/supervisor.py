@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from westworld.errors import StartError
+from westworld.keys import SEARCH_ATTRIBUTES
 from workers.codec import create_keyring
 from workers.codec_server import ensure_token, token_path, ui_endpoint
 from workers.settings import Settings
@@ -30,7 +32,6 @@ from workers.stack.anvil import anvil_args
 from workers.stack.arlocal import arlocal_args
 from workers.stack.ipfs_daemon import stack_args as ipfs_stack_args
 from workers.stack.prometheus_server import prometheus_args
-from workflows.steps import SEARCH_ATTRIBUTES
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
         proc = processes.spawn(comp.command(s), log, env=_settings_env(s))
         try:
             processes.wait_for_port(proc, comp.port, comp.name, log, comp.timeout)
-        except processes.StartError:
+        except StartError:
             processes.stop(proc)
             raise
         state[comp.name] = proc.pid
