@@ -119,18 +119,24 @@ def _signable(vote: VoteRequest, ctx: BallotContext) -> SignableMessage:
     return encode_typed_data(full_message=typed_data(vote, ctx))
 
 
+def _digest(msg: SignableMessage) -> bytes:
+    return keccak(b"\x19" + msg.version + msg.header + msg.body)
+
+
 def vote_hash(vote: VoteRequest, ctx: BallotContext) -> str:
     """The EIP-712 digest of the ballot: the vote's identity in the database and the audit log."""
-    msg = _signable(vote, ctx)
-    return "0x" + keccak(b"\x19" + msg.version + msg.header + msg.body).hex()
+    return "0x" + _digest(_signable(vote, ctx)).hex()
 
 
 def verify(vote: VoteRequest, ctx: BallotContext) -> str:
-    """Check the signature recovers to ``vote.voter``; return the vote hash, or raise ``VoteRejected``."""
-    signable = _signable(vote, ctx)
+    """Check the signature recovers to ``vote.voter``; return the vote hash, or raise ``VoteRejected``.
+
+    The typed data is encoded and hashed once: the digest recovered from is the vote hash returned (what
+    ``Account.recover_message`` would hash again)."""
+    digest = _digest(_signable(vote, ctx))
     try:
         signature = bytes.fromhex(vote.signature.removeprefix("0x"))
-        signer: str = Account.recover_message(signable, signature=signature)
+        signer: str = Account._recover_hash(digest, signature=signature)
     except Exception as exc:  # malformed hex, wrong length, invalid curve point
         raise VoteRejected(f"signature of {vote.voter} is malformed: {exc}", type=VOTE_BAD_SIGNATURE) from exc
     if signer.lower() != vote.voter.lower():
@@ -139,7 +145,7 @@ def verify(vote: VoteRequest, ctx: BallotContext) -> str:
             f"{ctx.proposal_id}",
             type=VOTE_BAD_SIGNATURE,
         )
-    return vote_hash(vote, ctx)
+    return "0x" + digest.hex()
 
 
 def sign(vote: VoteRequest, ctx: BallotContext, private_key: str) -> str:
