@@ -156,6 +156,56 @@ def vote_status(proposal_id: str, data_dir: DataDir = None) -> None:
     asyncio.run(show_status(_settings(data_dir), proposal_id, typer.echo))
 
 
+@vote_app.command("keygen")
+def vote_keygen(out: Annotated[Path, typer.Argument(help="Key file to write (mode 0600; never overwritten).")]) -> None:
+    """Make your own voter key (a hex Ethereum private key) and print its address."""
+    from workers.cli.vote_power import keygen
+
+    typer.echo(f"wrote {out} (mode 0600); address {keygen(out)}")
+
+
+@vote_app.command("faucet")
+def vote_faucet(
+    address: Annotated[str, typer.Argument(help="Who gets the tokens: a 0x address, or a key file.")],
+    tokens: Annotated[str, typer.Option("--tokens", help="How many tokens (e.g. 100000; 18 decimals).")],
+    data_dir: DataDir = None,
+) -> None:
+    """LOCAL DEV CHAIN ONLY (chain id 31337; refused on any other): send tokens from the local deployer account,
+    which is anvil's well-known public development key (0xf39F…2266, published with anvil: never use it on a real
+    network). Tokens count as votes once delegated: `westworld vote delegate`."""
+    from workers.cli.vote_power import faucet, parse_tokens
+
+    amount = parse_tokens(tokens)
+    for line in asyncio.run(faucet(_settings(data_dir), address, amount)):
+        typer.echo(line)
+
+
+@vote_app.command("delegate")
+def vote_delegate(
+    key: Annotated[Path, typer.Option(help="File holding your hex private key (from `westworld vote keygen`).")],
+    data_dir: DataDir = None,
+) -> None:
+    """Turn your tokens into voting power: delegate them to yourself. Your key only signs (EIP-712, ERC20Votes
+    delegateBySig); the relayer (WESTWORLD_CHAIN_DEPLOYER_KEY) sends the transaction and pays its gas. Counts in
+    the votes that open afterwards."""
+    from workers.cli.vote_power import delegate
+
+    for line in asyncio.run(delegate(_settings(data_dir), key)):
+        typer.echo(line)
+
+
+@vote_app.command("power")
+def vote_power(
+    address: Annotated[str, typer.Argument(help="A 0x address, or a key file.")],
+    data_dir: DataDir = None,
+) -> None:
+    """Token balance, delegation and voting power of an address, in tokens."""
+    from workers.cli.vote_power import power
+
+    for line in asyncio.run(power(_settings(data_dir), address)):
+        typer.echo(line)
+
+
 LogFile = Annotated[Path | None, typer.Option(
     "--log-file", help="Offline: a copy of the log (its SQLite file), read here without the worker.")]
 
@@ -172,7 +222,8 @@ def audit_verify(
 ) -> None:
     """Verify the audit log against its signed heads and the chain anchor; name every changed, removed,
     rewritten or unreadable entry (exit 2). Runs in the worker; with --log-file, offline on a copy."""
-    from workers.cli.audit import Refused, verify, verify_file
+    from westworld.errors import Refused
+    from workers.cli.audit import verify, verify_file
 
     s = _settings(data_dir, create=True)  # a missing data dir is named by the command ("no audit log at ...")
     try:
@@ -190,7 +241,8 @@ def audit_show(
     data_dir: DataDir = None,
 ) -> None:
     """The latest entries with the current root (through the worker; with --log-file, from a copy)."""
-    from workers.cli.audit import Refused, show
+    from westworld.errors import Refused
+    from workers.cli.audit import show
 
     try:
         code = asyncio.run(show(_settings(data_dir, create=True), last, typer.echo, log_file))
