@@ -3,7 +3,7 @@
 Each entry's leaf is the canonical JSON (sorted keys, no spaces) of its kind, subject, payload and creation
 time. The entry's ``seq`` is deliberately not part of the leaf: rows swapped between positions keep valid leaf
 hashes and show up as a broken root chain ("reordered") rather than as changed payloads. Every row stores the
-root of the log right after it (``root_after``), which :func:`verify_entries` re-derives.
+root of the log right after it (``root_after``), which :func:`check_rows` re-derives.
 
 Stored rows are read as text and checked before they are trusted: a payload must parse as JSON with no key twice
 (a duplicate-refusing ``object_pairs_hook``: with ``{"decision":"rejected","decision":"approved"}`` a first-key
@@ -334,16 +334,3 @@ def check_trusted_head(leaves: Sequence[bytes], trusted: TreeHead) -> AuditProbl
                     f"the log is not an extension of the trusted head (its history was rewritten)",
         )
     return None
-
-
-def verify_entries(entries: Sequence[StoredEntry], trusted: TreeHead | None = None) -> VerifyReport:
-    """Recompute every leaf and root from the stored rows and name each problem by entry.
-
-    Args:
-        entries: all rows of the log in ascending ``seq``.
-        trusted: an earlier head the log must extend, checked against the recomputed leaves.
-    """
-    leaves, problems = check_rows(entries)
-    if trusted is not None and (head := check_trusted_head(leaves, trusted)) is not None:
-        problems.append(head)
-    return VerifyReport(tree_size=len(entries), root=merkle.root_of_hashes(leaves).hex(), problems=problems)

@@ -124,7 +124,7 @@ def verify_log(
     entries: Sequence[StoredEntry], *, heads: Sequence[HeadLine] | None = None, public_key: str = "",
     anchor: AnchoredHead | None = None, trusted: TreeHead | None = None,
 ) -> VerifyReport:
-    """Recompute the log (as :func:`westworld.audit.verify_entries`) and check it against the trusted heads given.
+    """Recompute the log (:func:`westworld.audit.check_rows`) and check it against the trusted heads given.
 
     Args:
         entries: every row of the log in ascending ``seq``.

@@ -138,17 +138,6 @@ def as_fraction(value: Decimal | float | str) -> Fraction:
     return Fraction(Decimal(str(value)))
 
 
-def stricter_quorum(requested: Decimal | float | None, policy: VotePolicy) -> Fraction:
-    """The quorum in force: the requester's if it is at least the policy's floor, else the floor."""
-    floor = as_fraction(policy.quorum_min)
-    return floor if requested is None else max(floor, as_fraction(requested))
-
-
-def stricter_approval(requested: Decimal | float | None, policy: VotePolicy) -> Fraction:
-    floor = as_fraction(policy.approval_threshold_min)
-    return floor if requested is None else max(floor, as_fraction(requested))
-
-
 def weight_at_least(total: int, share: Fraction) -> int:
     """The least integer weight that is at least ``share`` of ``total`` (exact ceiling; positive share of a
     positive total is at least 1)."""

@@ -79,11 +79,6 @@ class IpfsClient:
             return None
         raise IpfsError(f"IPFS cat {cid} failed: HTTP {resp.status_code}: {message}")
 
-    async def pin_add(self, cid: str) -> None:
-        resp = await self._post("pin/add", params={"arg": cid, "offline": "true", "timeout": "10s"})
-        if resp.status_code != 200:
-            raise IpfsError(f"IPFS pin add {cid} failed: {self._message(resp)}")
-
     async def pin_rm(self, cid: str) -> None:
         resp = await self._post("pin/rm", params={"arg": cid})
         if resp.status_code != 200 and "not pinned" not in self._message(resp).lower():

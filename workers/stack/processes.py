@@ -6,7 +6,6 @@ with what went wrong and where its log is.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -125,7 +124,3 @@ def temporal_args(
                  "--dynamic-config-value", 'history.timerProcessorMaxTimeShift="10ms"']
     return args
 
-
-async def wait_for_port_async(port: int, what: str, log_path: Path, timeout: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(None, wait_for_port, None, port, what, log_path, timeout)
