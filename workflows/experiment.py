@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from westworld import keys
     from westworld import sealed as sl
     from westworld.agents import ResealInput
     from westworld.audit import AuditEntryInput, AuditReceipt
@@ -59,9 +60,8 @@ with workflow.unsafe.imports_passed_through():
     )
     from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal
     from workflows.agent_action import TRUST_PATCH, claim_token, load_rule, not_sealed
-    from workflows.steps import set_step
+    from workflows.steps import EXPERIMENT_NAME, set_step
 
-EXPERIMENT_NAME = SearchAttributeKey.for_keyword("ExperimentName")
 SANDBOX_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                             maximum_attempts=5)
 TEARDOWN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -156,7 +156,7 @@ class ExperimentWorkflow:
             version, config = versions[arm]
             self._refs[arm] = await workflow.execute_activity(
                 "provision_sandbox",
-                ProvisionInput(backend=s.backend, sandbox_id=f"{spec.name}-{arm.value}", arm=arm,
+                ProvisionInput(backend=s.backend, sandbox_id=keys.sandbox_id(spec.name, arm.value), arm=arm,
                                workload=Workload(version=version, config=config, nodes=s.workload.nodes,
                                                  image=s.workload.image, kind=s.workload.kind),
                                egress_allow=s.isolation.egress_allow),
@@ -196,7 +196,7 @@ class ExperimentWorkflow:
                 n = min(per_chunk, ticks - done)
                 task = asyncio.ensure_future(workflow.execute_activity(
                     "collect_metrics",
-                    CollectInput(collection_id=f"{workflow.info().workflow_id}:{done}", queries=queries,
+                    CollectInput(collection_id=keys.collection_id(workflow.info().workflow_id, done), queries=queries,
                                  selectors=selectors, duration=s.interval * (n - 1), interval=s.interval),
                     result_type=CollectResult, start_to_close_timeout=s.interval * n + timedelta(minutes=2),
                     heartbeat_timeout=max(self._in.heartbeat_timeout, s.interval * 3), retry_policy=COLLECT_RETRY))
@@ -277,7 +277,8 @@ class ExperimentWorkflow:
         self._to(Phase.TEARING_DOWN)
 
         async def one(arm: Arm) -> None:
-            ref = self._refs.get(arm) or SandboxRef(backend=spec.spec.backend, sandbox_id=f"{spec.name}-{arm.value}",
+            ref = self._refs.get(arm) or SandboxRef(backend=spec.spec.backend,
+                                                    sandbox_id=keys.sandbox_id(spec.name, arm.value),
                                                     arm=arm, nodes=[])
             await workflow.execute_activity("teardown_sandbox", ref, start_to_close_timeout=self._in.teardown_timeout,
                                             heartbeat_timeout=timedelta(seconds=60), retry_policy=TEARDOWN_RETRY)
@@ -306,8 +307,8 @@ class ExperimentWorkflow:
         if judged.verdict in (Verdict.FAIL, Verdict.INVALID) or not spec.spec.dao_vote_required:
             return judged.verdict is Verdict.PASS
         self._to(Phase.VOTING)
-        pid = f"{spec.name}-{evidence.hash[:8]}"
-        self._vote_id = f"vote:{pid}"
+        pid = keys.experiment_proposal_id(spec.name, evidence.hash)
+        self._vote_id = keys.vote_id(pid)
         body = (f"{spec.spec.objective}\n\nVerdict: {judged.verdict.value} (score {judged.score:.1f}).\n"
                 + "\n".join(f"- {r}" for r in judged.reasons)
                 + f"\n\nEvidence bundle sha256 {evidence.hash} (spec sha256 {spec.spec_hash()}).")
@@ -355,7 +356,7 @@ class ExperimentWorkflow:
             policy = {k: v for k, v in {"peers_required": p.threshold, "peer_threshold_nodes": p.wide_nodes,
                                         "peer_threshold_pct": p.wide_pct, "peer_wait": p.wait}.items()
                       if v is not None}
-        self._rollout_id = f"canary:{spec.name}"
+        self._rollout_id = keys.canary_id(spec.name)
         canary = CanaryInput(name=spec.name, version=spec.spec.workload.version, config=spec.spec.workload.config,
                              target=target, mesh_nodes=t.mesh_nodes,
                              mesh_version=t.mesh_version or spec.spec.baseline.version,
