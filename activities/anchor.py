@@ -20,6 +20,7 @@ from web3.types import RPCEndpoint
 
 from activities.chain import ChainClient
 from westworld.audit_anchor import AnchoredHead, LogHead, anchor_payload, parse_anchor
+from westworld.errors import OtterscanUnavailable
 
 ANCHOR_LOOKBACK_BLOCKS = 50_000
 BATCH = 25
@@ -40,17 +41,13 @@ def _anchor_of(tx: Mapping[str, Any], me: str, log_key: str, block: int) -> Anch
     return AnchoredHead(tree_size=parsed[0], root=parsed[1], log_key=log_key, tx_hash=_hex(tx["hash"]), block=block)
 
 
-class _NoOtterscan(Exception):
-    """The node does not serve the Otterscan API."""
-
-
 async def _by_sender_index(w3: AsyncWeb3[Any], me: str, log_key: str, bottom: int) -> AnchoredHead | None:
     """Walk the sender's own transactions newest first (``ots_searchTransactionsBefore``: anvil, Erigon, Reth)."""
     before = 0  # 0: from the head
     while True:
         response: Any = await w3.provider.make_request(RPCEndpoint("ots_searchTransactionsBefore"), [me, before, BATCH])
         if "error" in response:
-            raise _NoOtterscan(str(response["error"]))
+            raise OtterscanUnavailable(str(response["error"]))
         txs = sorted(response["result"]["txs"], reverse=True, key=lambda t: (
             int(t["blockNumber"], 16), int(t.get("transactionIndex") or "0x0", 16)))
         for tx in txs:
@@ -92,7 +89,7 @@ async def find_latest_anchor(
     if index:
         try:
             return await _by_sender_index(w3, me, log_key, bottom)
-        except _NoOtterscan:
+        except OtterscanUnavailable:
             pass
     return await _by_blocks(w3, me, log_key, top, bottom)
 

@@ -1,6 +1,6 @@
 """Audit activities: append a decision to the tamper-evident log, and verify the log against its trusted heads.
 
-Failure semantics: an unwritable log raises ``ApplicationError(type=AUDIT_UNAVAILABLE)`` that stays
+Failure semantics: an unwritable log raises ``AuditUnavailable`` (a ``TransientError``) that stays
 *retryable*. A database that comes back lets the decision proceed; the caller's retry policy bounds how long
 the decision waits, and when it gives up the decision is refused: no decision is ever taken without its entry
 (fail closed). A log with a gap (``AUDIT_TAMPERED``) or a payload that is not JSON (``INVALID_INPUT``) cannot
@@ -15,13 +15,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.store import AuditLog
 from westworld.audit import AuditEntryInput, AuditReceipt, VerifyReport
 from westworld.audit_anchor import AnchoredHead, LogHead
 from westworld.audit_trust import AuditVerifyInput, AuditVerifyResult
-from westworld.errors import AUDIT_UNAVAILABLE, AuditUnavailable, WestworldError
+from westworld.errors import WestworldError
 
 FindAnchor = Callable[[str], Awaitable[AnchoredHead | None]]
 
@@ -41,12 +40,9 @@ class AuditActivities:
         """Append one decision and return its receipt (seq, leaf hash, root and size after it)."""
         try:
             receipt = await self._log.append(entry.kind, entry.subject, entry.payload)
-        except AuditUnavailable as err:
+        except WestworldError:  # AuditUnavailable retries (the decision waits for the log); the rest is permanent
             self._observe(False)
-            raise ApplicationError(err.message, type=AUDIT_UNAVAILABLE) from err
-        except WestworldError as err:
-            self._observe(False)
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+            raise
         self._observe(True)
         return receipt
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.capability_store import CapabilityStore
 from westworld import capability as cap
@@ -36,7 +35,7 @@ from westworld.agents import (
     SignerRegistry,
     UsageSettle,
 )
-from westworld.errors import TOKEN_NOT_SEALED, InvalidInput, WestworldError
+from westworld.errors import Denial, InvalidInput, SealRefused
 
 
 def _utcnow() -> datetime:
@@ -59,32 +58,29 @@ class CapabilityActivities:
         if inp.sealed:
             try:
                 token = await self._open(inp.token, inp.input_digest)
-            except sl.SealRefused as refused:
+            except SealRefused as refused:
                 return CapabilityCheckOutcome(result=cap.CheckResult(
                     allowed=False, caveat=sl.CAVEAT, reason=refused.reason, agent_id=inp.agent_id), live_nodes=0)
             inp = inp.model_copy(update={"token": token})
-        try:
-            return await self._store.check(inp, self._clock())
-        except WestworldError as err:
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+        return await self._store.check(inp, self._clock())
 
     @activity.defn(name="claim_sealed_token")
     async def claim_sealed_token(self, inp: ResealInput) -> SealedClaim:
         """Open the calling workflow's sealed token and claim it for this run (``inp.child`` is ignored); returns
         whose it is. Refused (``TokenNotSealed``, non-retryable) naming why."""
-        token = await self._open_or_refuse(inp.token, inp.input_digest)
+        token = await self._open(inp.token, inp.input_digest)
         try:
             ident = cap.identity_of(token)
-        except cap.Denial as d:
-            raise ApplicationError(f"the sealed token: {d.reason}", type=TOKEN_NOT_SEALED, non_retryable=True) from None
+        except Denial as d:
+            raise SealRefused(f"the sealed token: {d.reason}") from None
         return SealedClaim(agent_id=ident.agent_id, token_id=ident.token_id)
 
     @activity.defn(name="reseal_token")
     async def reseal_token(self, inp: ResealInput) -> str:
         """The calling workflow's token, sealed for its child ``inp.child`` (the token never leaves in clear)."""
         if inp.child is None:
-            raise ApplicationError("reseal_token: no child binding given", type=InvalidInput.type, non_retryable=True)
-        token = await self._open_or_refuse(inp.token, inp.input_digest)
+            raise InvalidInput("reseal_token: no child binding given")
+        token = await self._open(inp.token, inp.input_digest)
         key_id, _private, public = await self._store.sealing_key(self._clock())
         return sl.seal(token, inp.child, key_id, bytes.fromhex(public), secrets.token_bytes(32),
                        secrets.token_bytes(24))
@@ -96,8 +92,7 @@ class CapabilityActivities:
         registry = await self._store.peers() if inp.peers else {}
         unknown = [p for p in inp.peers if p not in registry]
         if unknown:
-            raise ApplicationError(f"peers {unknown} are not registered (see `westworld agent peers list`)",
-                                   type=InvalidInput.type, non_retryable=True)
+            raise InvalidInput(f"peers {unknown} are not registered (see `westworld agent peers list`)")
         return CapabilityDirectory(sealing_key=SealingKey(key_id=key_id, public_key=public),
                                    peers={p: registry[p] for p in inp.peers})
 
@@ -105,35 +100,26 @@ class CapabilityActivities:
         """Open a sealed token for the calling workflow execution and claim it for its run."""
         info = activity.info()
         if not info.workflow_id or not info.workflow_run_id or not info.workflow_type:
-            raise sl.SealRefused("a sealed token is opened only for the workflow execution it was sealed for")
+            raise SealRefused("a sealed token is opened only for the workflow execution it was sealed for")
         key_id, private, _public = await self._store.sealing_key(self._clock())
         if sl.key_id_of(sealed) != key_id:
-            raise sl.SealRefused(f"the token is sealed to key {sl.key_id_of(sealed)!r}, not the workers' {key_id!r}")
+            raise SealRefused(f"the token is sealed to key {sl.key_id_of(sealed)!r}, not the workers' {key_id!r}")
         try:
             expected = sl.Binding(workflow_type=info.workflow_type, workflow_id=info.workflow_id,
                                   input_digest=input_digest)
         except ValueError:
-            raise sl.SealRefused("the workflow gave no input digest to check the sealed token against") from None
+            raise SealRefused("the workflow gave no input digest to check the sealed token against") from None
         token = sl.open_sealed(sealed, private, expected)
         prior = await self._store.claim_sealed(sl.box_id(sealed), info.workflow_id, info.workflow_run_id, self._clock())
         if prior is not None:
-            raise sl.SealRefused(f"this sealed token was already used by run {prior} of {info.workflow_id!r}; a sealed "
+            raise SealRefused(f"this sealed token was already used by run {prior} of {info.workflow_id!r}; a sealed "
                                  f"token authorises one execution (seal the token again for a new action)")
         return token
-
-    async def _open_or_refuse(self, sealed: str, input_digest: str) -> str:
-        try:
-            return await self._open(sealed, input_digest)
-        except sl.SealRefused as refused:
-            raise ApplicationError(refused.reason, type=TOKEN_NOT_SEALED, non_retryable=True) from None
 
     @activity.defn(name="register_nodes")
     async def register_nodes(self, inp: RegisterNodesInput) -> list[str]:
         """Register the nodes not registered yet; returns those added (idempotent)."""
-        try:
-            return await self._store.add_nodes_if_absent(inp.node_ids, inp.region, self._clock())
-        except WestworldError as err:
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+        return await self._store.add_nodes_if_absent(inp.node_ids, inp.region, self._clock())
 
     @activity.defn(name="deregister_nodes")
     async def deregister_nodes(self, inp: RegisterNodesInput) -> list[str]:

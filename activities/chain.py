@@ -18,7 +18,6 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.chain_tx import Signer, is_dev_chain, latest_timestamp, load_deployment, save_deployment, travel_to
@@ -38,18 +37,14 @@ from westworld.chain import (
     QueueResult,
     RelayVoteInput,
 )
-from westworld.errors import CHAIN_REJECTED, ChainRejected, WestworldError
+from westworld.errors import ChainNotReady, ChainRejected
 
-__all__ = ["ChainActivities", "ChainClient", "ChainNotReady", "load_deployment", "save_deployment"]
+__all__ = ["ChainActivities", "ChainClient", "load_deployment", "save_deployment"]
 
 LOG_LOOKBACK_BLOCKS = 50_000  # how far back to look for a proposal's own events when its block is unknown
 SNAPSHOT_WAIT_S = 90.0  # real chains: how long propose waits for the snapshot timepoint to pass
 _NONCES_ABI = [{"inputs": [{"name": "owner", "type": "address"}], "name": "nonces",
                 "outputs": [{"name": "", "type": "uint256"}], "stateMutability": "view", "type": "function"}]
-
-
-class ChainNotReady(RuntimeError):
-    """The chain has not reached the needed time yet (real chains only); retrying later helps."""
 
 
 def encode_call(w3: AsyncWeb3[Any], dep: Deployment, call: OnChainCall) -> tuple[str, bytes]:
@@ -268,12 +263,8 @@ class ChainClient:
         return found[1] if found else 0
 
 
-def _permanent(err: WestworldError) -> ApplicationError:
-    return ApplicationError(err.message, type=err.type or CHAIN_REJECTED, non_retryable=True)
-
-
 class ChainActivities:
-    """Temporal activities over a ``ChainClient``: reverts are permanent, connection failures retry."""
+    """Activities over a ``ChainClient``: reverts are permanent (``ChainRejected``), connection failures retry."""
 
     def __init__(self, client: ChainClient) -> None:
         self._c = client
@@ -281,55 +272,34 @@ class ChainActivities:
     @activity.defn(name="chain_snapshot")
     async def chain_snapshot(self) -> ChainSnapshot:
         """Voting-power snapshot for an off-chain vote."""
-        try:
-            return await self._c.snapshot()
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._c.snapshot()
 
     @activity.defn(name="governor_propose")
     async def governor_propose(self, inp: GovernorProposeInput) -> GovernorProposal:
         """Propose on the Governor (idempotent by proposal id)."""
-        try:
-            return await self._c.propose(inp)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._c.propose(inp)
 
     @activity.defn(name="relay_vote")
     async def relay_vote(self, inp: RelayVoteInput) -> str | None:
         """Relay a signed ballot; None if the voter had already voted."""
-        try:
-            return await self._c.relay_vote(inp)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._c.relay_vote(inp)
 
     @activity.defn(name="governor_state")
     async def governor_state(self, g: GovernorProposal) -> GovernorStateResult:
         """The proposal's state and on-chain tally."""
-        try:
-            return await self._c.state(g)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._c.state(g)
 
     @activity.defn(name="governor_finalize")
     async def governor_finalize(self, g: GovernorProposal) -> GovernorStateResult:
         """The state once the deadline has passed (dev chain: time travels there)."""
-        try:
-            return await self._c.finalize(g)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._c.finalize(g)
 
     @activity.defn(name="governor_queue")
     async def governor_queue(self, g: GovernorProposal) -> QueueResult:
         """Queue a Succeeded proposal in the timelock."""
-        try:
-            return await self._c.queue(g)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._c.queue(g)
 
     @activity.defn(name="governor_execute")
     async def governor_execute(self, g: GovernorProposal) -> ExecuteResult:
         """Execute a queued proposal; ``ChainNotReady`` before its eta (retried)."""
-        try:
-            return await self._c.execute(g)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._c.execute(g)

@@ -19,9 +19,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from westworld.errors import INVALID_INPUT
+from westworld.errors import InvalidInput
 from westworld.evidence import EvidenceBundle, EvidenceInput, EvidenceRef, bundle_hash
 from westworld.experiment import NAME_PATTERN, ExperimentSpec
 
@@ -39,8 +38,7 @@ class EvidenceActivities:
         """Store the bundle and its plots; returns the content hash and where they are."""
         bundle = inp.bundle
         if not re.match(NAME_PATTERN, bundle.experiment):
-            raise ApplicationError(f"experiment name {bundle.experiment!r} is not a DNS label", type=INVALID_INPUT,
-                                   non_retryable=True)
+            raise InvalidInput(f"experiment name {bundle.experiment!r} is not a DNS label")
         digest = bundle_hash(bundle)
         final = self._root / bundle.experiment / digest
         if (final / "bundle.json").exists():

@@ -12,11 +12,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.chain import ChainClient
 from westworld.documents import LIMITS, load_document, out_of_range
-from westworld.errors import POLICY_INVALID, POLICY_MISMATCH, InvalidInput
+from westworld.errors import POLICY_INVALID, POLICY_MISMATCH, InvalidInput, PermanentError
 from westworld.policy import POLICY_HASH_KEY, NetworkPolicy, policy_hash
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parents[1] / "deploy" / "policy.yaml"
@@ -55,12 +54,12 @@ class PolicyActivities:
         try:
             policy = read_policy_file(self._file)
         except ValueError as err:
-            raise ApplicationError(str(err), type=POLICY_INVALID, non_retryable=True) from err
+            raise PermanentError(str(err), type=POLICY_INVALID) from err
         on_chain = (await self._chain.read_parameter(POLICY_HASH_KEY)).removeprefix("0x").lower()
         mine = policy_hash(policy)
         if on_chain != mine:
-            raise ApplicationError(
+            raise PermanentError(
                 f"{self._file}: policy hash {mine} is not the one on chain (MeshConfig {POLICY_HASH_KEY} = "
                 f"{on_chain or 'unset'}); a policy takes effect only through a DAO vote that sets its hash",
-                type=POLICY_MISMATCH, non_retryable=True)
+                type=POLICY_MISMATCH)
         return policy

@@ -19,9 +19,14 @@ from typing import Any
 
 import httpx
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from westworld.errors import INVALID_INPUT, METRICS_UNAVAILABLE, WestworldError
+from westworld.errors import (
+    METRICS_UNAVAILABLE,
+    InvalidInput,
+    PermanentError,
+    TransientError,
+    WestworldError,
+)
 from westworld.series import (
     SELECTOR,
     CollectInput,
@@ -51,23 +56,21 @@ class PrometheusActivities:
         try:
             promql = expand(query.promql, labels)
         except WestworldError as err:
-            raise ApplicationError(f"query {query.name!r}, series {key!r}: {err.message}", type=INVALID_INPUT,
-                                   non_retryable=True) from err
+            raise InvalidInput(f"query {query.name!r}, series {key!r}: {err.message}") from err
         params = {"query": promql}
         if at is not None:
             params["time"] = f"{at.timestamp():.3f}"
         try:
             answer = await self._http.get(f"{self._url}/api/v1/query", params=params)
         except httpx.TransportError as err:
-            raise ApplicationError(f"Prometheus at {self._url} is unreachable: {err!r}",
-                                   type=METRICS_UNAVAILABLE) from err
+            raise TransientError(f"Prometheus at {self._url} is unreachable: {err!r}",
+                                 type=METRICS_UNAVAILABLE) from err
         if answer.status_code in (400, 422):
             error = _json(answer).get("error", answer.text)
-            raise ApplicationError(f"query {query.name!r} ({promql}) was refused by Prometheus: {error}",
-                                   type=INVALID_INPUT, non_retryable=True)
+            raise InvalidInput(f"query {query.name!r} ({promql}) was refused by Prometheus: {error}")
         if answer.status_code != 200:
-            raise ApplicationError(f"Prometheus at {self._url} answered {answer.status_code}: {answer.text[:200]}",
-                                   type=METRICS_UNAVAILABLE)
+            raise TransientError(f"Prometheus at {self._url} answered {answer.status_code}: {answer.text[:200]}",
+                                 type=METRICS_UNAVAILABLE)
         data = _json(answer).get("data", {})
         result = data.get("result")
         if data.get("resultType") == "scalar":
@@ -75,10 +78,9 @@ class PrometheusActivities:
         if not result:
             return None
         if len(result) > 1:
-            raise ApplicationError(
+            raise InvalidInput(
                 f"query {query.name!r} ({promql}) returns {len(result)} series for {key!r}; aggregate it to one "
-                f"(e.g. sum(...) or histogram_quantile(0.95, sum by (le) (rate(...))))",
-                type=INVALID_INPUT, non_retryable=True)
+                f"(e.g. sum(...) or histogram_quantile(0.95, sum by (le) (rate(...))))")
         return _number(result[0]["value"][1])
 
     @activity.defn(name="query_metrics")
@@ -86,7 +88,7 @@ class PrometheusActivities:
         """Every query for every series key, now."""
         problem = _check(inp.queries, inp.selectors)
         if problem:
-            raise ApplicationError(problem, type=INVALID_INPUT, non_retryable=True)
+            raise InvalidInput(problem)
         values: dict[str, dict[str, float | None]] = {}
         for query in inp.queries:
             values[query.name] = {key: await self.evaluate(query, key, labels, None)
@@ -104,8 +106,7 @@ class PrometheusActivities:
             problem = (f"{ticks} ticks x {len(inp.queries)} queries x {len(inp.selectors)} keys is more than "
                        f"{MAX_POINTS} points (the heartbeat carries them all): lengthen the interval")
         if problem:
-            raise ApplicationError(f"collection {inp.collection_id}: {problem}", type=INVALID_INPUT,
-                                   non_retryable=True)
+            raise InvalidInput(f"collection {inp.collection_id}: {problem}")
         started, series = _resume(inp)
         done = min(len(s.points) for s in series)
         for tick in range(done, ticks):
@@ -132,8 +133,7 @@ class PrometheusActivities:
         ``MetricsUnavailable``) after ``timeout``, naming the keys still short of targets.
         """
         if missing := sorted(set(inp.targets) - set(inp.selectors)):
-            raise ApplicationError(f"await_scraped: no selector for {', '.join(missing)}", type=INVALID_INPUT,
-                                   non_retryable=True)
+            raise InvalidInput(f"await_scraped: no selector for {', '.join(missing)}")
         query = MetricQuery(name="scraped targets",
                             promql=f"count(sum_over_time(up{SELECTOR}[10m]) >= {inp.scrapes})")
         loop = asyncio.get_running_loop()
@@ -148,11 +148,10 @@ class PrometheusActivities:
                 return ScrapeReadyResult(waited_s=round(loop.time() - began, 3), scraped=scraped)
             if loop.time() >= deadline:
                 detail = "; ".join(f"{k}: {scraped[k]} of {n} node(s)" for k, n in sorted(short.items()))
-                raise ApplicationError(
+                raise PermanentError(
                     f"Prometheus at {self._url} has not scraped every node {inp.scrapes} times within "
                     f"{inp.timeout.total_seconds():.0f} s ({detail}): is it running and reading the sandboxes' "
-                    "scrape targets (file_sd in <data dir>/prometheus/targets)?",
-                    type=METRICS_UNAVAILABLE, non_retryable=True)
+                    "scrape targets (file_sd in <data dir>/prometheus/targets)?", type=METRICS_UNAVAILABLE)
             await asyncio.sleep(inp.poll.total_seconds())
 
 

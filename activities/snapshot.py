@@ -20,9 +20,8 @@ import httpx
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from westworld.errors import INVALID_INPUT, VOTE_BAD_SIGNATURE, WestworldError
+from westworld.errors import INVALID_INPUT, VOTE_BAD_SIGNATURE, PermanentError
 from westworld.snapshot import (
     SNAPSHOT_REJECTED,
     SNAPSHOT_UNKNOWN_PROPOSAL,
@@ -58,7 +57,7 @@ class SnapshotClient:
     async def create_proposal(self, inp: SnapshotProposalInput) -> SnapshotProposalRef:
         """Sign ``inp`` as the author and publish it; a retry with the same ``inp.timestamp`` is idempotent."""
         if inp.space != self._space:
-            raise WestworldError(
+            raise PermanentError(
                 f"proposal is for Snapshot space {inp.space!r} but this worker publishes to {self._space!r}",
                 type=INVALID_INPUT,
             )
@@ -79,9 +78,9 @@ class SnapshotClient:
                 )
             )
         except Exception as exc:  # malformed typed data, hex, or signature
-            raise WestworldError(f"vote of {voter} cannot be checked: {exc}", type=VOTE_BAD_SIGNATURE) from exc
+            raise PermanentError(f"vote of {voter} cannot be checked: {exc}", type=VOTE_BAD_SIGNATURE) from exc
         if signer.lower() != voter.lower():
-            raise WestworldError(
+            raise PermanentError(
                 f"Snapshot vote signature was made by {signer.lower()}, not by voter {voter.lower()}",
                 type=VOTE_BAD_SIGNATURE,
             )
@@ -97,10 +96,10 @@ class SnapshotClient:
         body = _json(resp)
         if resp.status_code >= 400 or body.get("errors"):
             errors = body.get("errors") or resp.text[:300]
-            raise WestworldError(f"Snapshot hub {url} refused the scores query: {errors}", type=SNAPSHOT_REJECTED)
+            raise PermanentError(f"Snapshot hub {url} refused the scores query: {errors}", type=SNAPSHOT_REJECTED)
         proposal = (body.get("data") or {}).get("proposal")
         if proposal is None:
-            raise WestworldError(
+            raise PermanentError(
                 f"unknown Snapshot proposal {proposal_id!r} on hub {self._hub}", type=SNAPSHOT_UNKNOWN_PROPOSAL
             )
         return SnapshotScores(
@@ -121,7 +120,7 @@ class SnapshotClient:
             if reason == _DUPLICATE:
                 return None
             space = body["data"]["message"].get("space", "")
-            raise WestworldError(
+            raise PermanentError(
                 f"Snapshot sequencer {self._sequencer} refused the {kind} for space {space!r}: {reason}",
                 type=SNAPSHOT_REJECTED,
             )
@@ -148,10 +147,6 @@ def _optional_str(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _permanent(err: WestworldError) -> ApplicationError:
-    return ApplicationError(err.message, type=err.type, non_retryable=True)
-
-
 class SnapshotActivities:
     """Built with a :class:`SnapshotClient`."""
 
@@ -164,23 +159,14 @@ class SnapshotActivities:
         so every retry signs the same message."""
         if inp.timestamp is None:
             inp = inp.model_copy(update={"timestamp": int(activity.info().scheduled_time.timestamp())})
-        try:
-            return await self._client.create_proposal(inp)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._client.create_proposal(inp)
 
     @activity.defn(name="snapshot_submit_vote")
     async def submit_vote(self, inp: SnapshotVoteInput) -> str:
         """Forward a voter's signed vote to the hub; return its hub id."""
-        try:
-            return await self._client.submit_vote(inp.typed_data, inp.voter, inp.signature)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._client.submit_vote(inp.typed_data, inp.voter, inp.signature)
 
     @activity.defn(name="snapshot_scores")
     async def scores(self, proposal_id: str) -> SnapshotScores:
         """Read the proposal's scores from the hub."""
-        try:
-            return await self._client.scores(proposal_id)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._client.scores(proposal_id)

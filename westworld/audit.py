@@ -23,17 +23,13 @@ from pydantic import BaseModel, Field, computed_field
 
 from westworld import merkle
 from westworld.audit_anchor import AnchoredHead, SignedHead
-from westworld.errors import InvalidInput
+from westworld.errors import DuplicateKeyError, InvalidInput
 
 ProblemKind = Literal[
     "payload_changed", "entry_missing", "reordered", "head_mismatch", "not_json", "duplicate_key", "not_canonical",
     "bad_timestamp", "bad_row", "truncated", "rewritten", "bad_signed_head", "no_signed_head",
 ]
 HEX64 = frozenset("0123456789abcdef")
-
-
-class DuplicateKeyError(ValueError):
-    """A JSON object names the same key twice."""
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

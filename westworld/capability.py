@@ -25,7 +25,7 @@ from pymacaroons import Macaroon, Verifier
 from pymacaroons.exceptions import MacaroonException
 
 from westworld import caveats as cv
-from westworld.errors import InvalidInput
+from westworld.errors import Denial, InvalidInput
 
 LOCATION = "westworld"
 IDENTIFIER = re.compile(
@@ -86,12 +86,6 @@ class ParsedToken(BaseModel, arbitrary_types_allowed=True):
     caveats: list[cv.Caveat]  # first-party caveats of the token and its discharges, in order
     peers: list[str]  # locations (peer node ids) of the third-party caveats
     discharge_caveats: list[tuple[str, list[cv.Caveat]]] = []  # (peer, first-party caveats of its discharge)
-
-
-class Denial(Exception):
-    def __init__(self, caveat: str, reason: str) -> None:
-        super().__init__(f"{caveat}: {reason}")
-        self.caveat, self.reason = caveat, reason
 
 
 def mint(root_key: bytes, identity: TokenIdentity, actions: Sequence[str]) -> str:

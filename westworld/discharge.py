@@ -27,8 +27,8 @@ from pydantic import BaseModel
 from pymacaroons import Macaroon
 
 from westworld import caveats as cv
-from westworld.capability import Denial, parse_token
-from westworld.errors import InvalidInput
+from westworld.capability import parse_token
+from westworld.errors import Denial, InvalidInput
 
 PREFIX = "wwp1:"
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
+from westworld.errors import ProofError
+
 HASH_SIZE = 32
 LEAF_PREFIX = b"\x00"
 NODE_PREFIX = b"\x01"
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-
-
-class ProofError(ValueError):
-    """A proof request or proof is malformed (index out of range, wrong hash size, wrong length)."""
 
 
 def leaf_hash(data: bytes) -> bytes:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pydantic import BaseModel, Field
 
-from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE, SIGNER_UNKNOWN
+from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE, SIGNER_UNKNOWN, SignatureRejected
 
 ACTION_DOMAIN = "westworld/agent-action/v1"
 RESUME_DOMAIN = "westworld/network-resume/v1"
@@ -42,12 +42,6 @@ class SignatureRequest(BaseModel):
 
     signer_id: str = Field(min_length=1, max_length=128)
     signature: str = Field(min_length=1, max_length=256, description="hex")
-
-
-class SignatureRejected(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason, self.message = reason, message
 
 
 def _digest(domain: str, body: dict[str, object]) -> bytes:

@@ -28,6 +28,8 @@ from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from pydantic import BaseModel, Field, ValidationError
 
+from westworld.errors import SealRefused
+
 PREFIX = "wws1:"
 SEALED = re.compile(r"wws1:([A-Za-z0-9._-]{1,64}):([A-Za-z0-9_=-]{1,120000})")
 CAVEAT = "sealed-token"  # the name a denial gives when the sealed token does not fit
@@ -44,14 +46,6 @@ class Binding(BaseModel, frozen=True):
 class SealedBody(BaseModel):
     token: str = Field(repr=False)
     binding: Binding
-
-
-class SealRefused(Exception):
-    """The sealed token does not open or does not fit; ``reason`` says why (never the token)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def is_sealed(value: str | None) -> bool:

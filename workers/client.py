@@ -5,16 +5,9 @@ from __future__ import annotations
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 
+from westworld.errors import NotConfigured, StackDown
 from workers.codec import build_data_converter, load_keyring
 from workers.settings import Settings
-
-
-class NotConfigured(RuntimeError):
-    """The stack has not been set up here (no keys, no contracts): the message says what to run."""
-
-
-class StackDown(NotConfigured):
-    """A component of the stack (Temporal, the chain) does not answer: the message names it and says what to run."""
 
 
 def stack_down(component: str, address: str) -> StackDown:

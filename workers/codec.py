@@ -39,7 +39,7 @@ from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_
 from temporalio.converter import DataConverter, EncodingPayloadConverter, PayloadCodec
 from temporalio.exceptions import ApplicationError
 
-from westworld.errors import PAYLOAD_UNDECRYPTABLE
+from westworld.errors import PAYLOAD_UNDECRYPTABLE, KeyRingError, PayloadDecryptionError
 
 ENCODING = b"binary/encrypted"
 """Value of the ``encoding`` metadata of an encrypted payload."""
@@ -54,18 +54,6 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 _AAD_PREFIX = b"westworld-payload/v1 key-id="
 _KEY_ID = re.compile(r"^k-[0-9a-f]{8}$")
-
-
-class CodecError(ValueError):
-    """Base of the codec's errors: the key ring file or a payload cannot be used."""
-
-
-class KeyRingError(CodecError):
-    """The key ring file is missing, malformed or would be overwritten."""
-
-
-class PayloadDecryptionError(CodecError):
-    """A payload cannot be decrypted: its key id is unknown here, or it fails authentication."""
 
 
 def new_key_id() -> str:

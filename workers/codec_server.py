@@ -37,7 +37,8 @@ from aiohttp import hdrs, web
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from workers.codec import CodecError, EncryptionCodec, KeyRing, load_keyring
+from westworld.errors import CodecError, CodecServerError
+from workers.codec import EncryptionCodec, KeyRing, load_keyring
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger("westworld.codec_server")
@@ -54,10 +55,6 @@ _TOKEN = web.AppKey("token", str)
 _ORIGINS = web.AppKey("origins", frozenset[str])
 _CAPABILITY = "capability"
 _OPS = ("decode", "encode")
-
-
-class CodecServerError(CodecError):
-    """The codec server cannot start as configured (no token, a readable token file, ...)."""
 
 
 def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

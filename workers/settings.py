@@ -21,7 +21,7 @@ from pydantic_settings import (
 
 from activities.policy import DEFAULT_POLICY_FILE
 from westworld.documents import decode_utf8
-from westworld.errors import CONFIG_ERROR, InvalidInput
+from westworld.errors import SettingsError
 
 # anvil's first well-known development account: only ever funded on a local dev chain.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -121,12 +121,6 @@ class Settings(BaseSettings):
     def prometheus_targets_dir(self) -> Path:
         """file_sd target files (one per sandbox) the embedded Prometheus watches."""
         return self.data_dir / "prometheus" / "targets"
-
-
-class SettingsError(InvalidInput):
-    """Settings that cannot be used: a value of the wrong type, or a config file that is missing or unreadable."""
-
-    type = CONFIG_ERROR
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -19,6 +19,7 @@ from activities.snapshot import SnapshotClient
 from activities.store import AuditLog, Database
 from activities.vote_store import VoteStore
 from workers.client import connect
+from workers.interceptors import ErrorInterceptor
 from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
 from workers.settings import Settings, load_settings
 from workers.wiring import capabilities as capabilities_wiring
@@ -72,7 +73,7 @@ def build_worker(client: Client, res: Resources, task_queue: str, metrics: Metri
     return Worker(
         client,
         task_queue=task_queue,
-        interceptors=[MetricsInterceptor(metrics)] if metrics else [],
+        interceptors=[MetricsInterceptor(metrics), ErrorInterceptor()] if metrics else [ErrorInterceptor()],
         workflow_runner=workflow_runner(),
         workflows=list(WORKFLOWS),
         activities=activities_of(res, metrics),

@@ -2,19 +2,18 @@
 
 ``SandboxActivities`` registers the activity names of ``westworld/sandbox.py`` and dispatches each call on the
 backend its input names. A backend this worker was not built with is a permanent ``BackendUnavailable`` error;
-a backend's ``WestworldError`` becomes a non-retryable ``ApplicationError`` of the same type; anything else
-(a process that did not start, a server that did not answer) is left to raise and retry.
+a backend's ``PermanentError`` reaches the workflow as a non-retryable ``ApplicationError`` of the same type (the
+worker's interceptor); anything else (a process that did not start, a server that did not answer) retries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from westworld.errors import BACKEND_UNAVAILABLE, WestworldError
+from westworld.errors import BACKEND_UNAVAILABLE, PermanentError
 from westworld.sandbox import (
     Backend,
     FaultApplied,
@@ -25,8 +24,6 @@ from westworld.sandbox import (
     SandboxRef,
     TeardownResult,
 )
-
-T = TypeVar("T")
 
 
 class SandboxBackend(Protocol):
@@ -55,47 +52,40 @@ class SandboxActivities:
         found = self._backends.get(backend)
         if found is None:
             configured = ", ".join(sorted(b.value for b in self._backends)) or "none"
-            raise ApplicationError(
+            raise PermanentError(
                 f"sandbox backend {backend.value!r} is not configured on this worker (configured: {configured})",
-                type=BACKEND_UNAVAILABLE, non_retryable=True,
+                type=BACKEND_UNAVAILABLE,
             )
         return found
-
-    @staticmethod
-    async def _typed(call: Awaitable[T]) -> T:
-        try:
-            return await call
-        except WestworldError as err:
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
 
     @activity.defn(name="provision_sandbox")
     async def provision_sandbox(self, inp: ProvisionInput) -> SandboxRef:
         """Provision (or find, if it exists) the sandbox ``inp.sandbox_id``; heartbeats each step."""
-        return await self._typed(self._backend(inp.backend).provision(inp, _heartbeat))
+        return await self._backend(inp.backend).provision(inp, _heartbeat)
 
     @activity.defn(name="apply_fault")
     async def apply_fault(self, inp: FaultInput) -> FaultApplied:
         """Apply one chaos fault to the sandbox's nodes (idempotent by ``fault_id``)."""
         _heartbeat(f"applying {inp.fault.kind.value} fault {inp.fault_id}")
-        return await self._typed(self._backend(inp.sandbox.backend).apply_fault(inp))
+        return await self._backend(inp.sandbox.backend).apply_fault(inp)
 
     @activity.defn(name="clear_fault")
     async def clear_fault(self, inp: FaultInput) -> FaultApplied:
         """Undo a fault (a killed node is restarted); clearing a fault that is not applied is a no-op."""
         _heartbeat(f"clearing {inp.fault.kind.value} fault {inp.fault_id}")
-        return await self._typed(self._backend(inp.sandbox.backend).clear_fault(inp))
+        return await self._backend(inp.sandbox.backend).clear_fault(inp)
 
     @activity.defn(name="teardown_sandbox")
     async def teardown_sandbox(self, ref: SandboxRef) -> TeardownResult:
         """Remove everything the sandbox holds; safe on a half-provisioned sandbox and when repeated."""
         _heartbeat(f"tearing down {ref.sandbox_id}")
-        return await self._typed(self._backend(ref.backend).teardown(ref))
+        return await self._backend(ref.backend).teardown(ref)
 
     @activity.defn(name="execute_mesh_action")
     async def execute_mesh_action(self, inp: MeshActionInput) -> MeshActionResult:
         """Set a version or config on mesh nodes; returns each node's previous version for a rollback."""
         _heartbeat(f"{inp.action.value} on {len(inp.node_ids)} node(s)")
-        return await self._typed(self._backend(inp.target.backend).execute_mesh_action(inp))
+        return await self._backend(inp.target.backend).execute_mesh_action(inp)
 
     def activities(self) -> list[Callable[..., Awaitable[object]]]:
         """The bound activity methods, for a worker's ``activities=``."""

@@ -9,7 +9,7 @@ import httpx
 
 from activities.sandbox import netns
 from activities.sandbox.nodes import MESH_PORT, NodeState, SandboxState
-from westworld.errors import InvalidInput
+from westworld.errors import InvalidInput, NetError
 from westworld.sandbox import FaultInput, FaultKind
 
 
@@ -30,7 +30,7 @@ async def egress_rules(state: SandboxState, allow: list[str]) -> None:
         assert node.netns is not None
         try:
             await netns.nft_apply(node.netns, "egress", rules)
-        except netns.NetError as err:
+        except NetError as err:
             raise InvalidInput(f"egress_allow {allow} could not be enforced: {err}") from err
 
 

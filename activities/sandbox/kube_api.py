@@ -19,7 +19,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from westworld import kube_objects as ko
-from westworld.errors import CONFIG_ERROR, InvalidInput, WestworldError
+from westworld.errors import CONFIG_ERROR, InvalidInput, KubeUnreachable, WestworldError
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "westworld"
@@ -29,10 +29,6 @@ _PLURALS = {"Namespace": "namespaces", "NetworkPolicy": "networkpolicies", "Reso
 _API_VERSIONS = {"Namespace": "v1", "NetworkPolicy": "networking.k8s.io/v1", "ResourceQuota": "v1",
                  "Deployment": "apps/v1", "DaemonSet": "apps/v1", "NetworkChaos": ko.CHAOS_API,
                  "PodChaos": ko.CHAOS_API}
-
-class KubeUnreachable(RuntimeError):
-    """The apiserver did not answer (or failed on its side): retryable."""
-
 
 def client_from_kubeconfig(path: Path | str) -> k8s.ApiClient:
     """An ApiClient for the current context of a kubeconfig file (TLS as the file says)."""

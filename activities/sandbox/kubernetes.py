@@ -37,7 +37,7 @@ from kubernetes import client as k8s
 from activities.sandbox.kube_api import KubeApi
 from activities.sandbox.kube_rollout import Rollout
 from westworld import kube_objects as ko
-from westworld.errors import CHAOS_UNAVAILABLE, WestworldError
+from westworld.errors import CHAOS_UNAVAILABLE, SandboxTerminating, WestworldError
 from westworld.sandbox import (
     Backend,
     FaultApplied,
@@ -55,10 +55,6 @@ Obj = dict[str, Any]
 CHAOS_HINT = ("Chaos Mesh is not installed on this cluster (no chaos-mesh.org/v1alpha1 NetworkChaos/PodChaos "
               "resources): install it (https://chaos-mesh.org/docs/production-installation-using-helm/) "
               "to inject faults in kubernetes sandboxes")
-
-
-class SandboxTerminating(RuntimeError):
-    """The sandbox's namespace is still being deleted: retryable."""
 
 
 class KubernetesSandbox:

@@ -41,7 +41,7 @@ from activities.sandbox.nodes import (
     is_node,
     kill,
 )
-from westworld.errors import SANDBOX_FAILED, InvalidInput, WestworldError
+from westworld.errors import SANDBOX_FAILED, InvalidInput, NetError, WestworldError
 from westworld.mesh import behaviour
 from westworld.sandbox import (
     FaultApplied,
@@ -106,7 +106,7 @@ class LocalSandbox:
             if reason is None:
                 try:
                     state = await self._provision_netns(inp, progress)
-                except netns.NetError as err:
+                except NetError as err:
                     progress(f"network namespaces failed, falling back to userspace: {err}")
                     await self.teardown(SandboxRef(backend=inp.backend, sandbox_id=inp.sandbox_id, arm=inp.arm,
                                                    nodes=[]))

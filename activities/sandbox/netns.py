@@ -16,13 +16,11 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from westworld.errors import NetError
+
 SUBNET_PREFIX = "10.213"
 NODE_HOST_OFFSET = 10  # node i is 10.213.<n>.<10 + i>; the bridge is .1
 LOCK_FILE = Path("/run/lock/westworld-sandbox-subnets.lock")
-
-
-class NetError(RuntimeError):
-    """An ``ip``/``tc``/``nft`` command failed; the message holds the command and its stderr."""
 
 
 async def run(*args: str, check: bool = True) -> str:

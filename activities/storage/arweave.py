@@ -21,19 +21,11 @@ import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from westworld.errors import WestworldError
+from westworld.errors import ArweaveError, ArweaveUnavailable
 
 MAX_CHUNK = 256 * 1024
 MIN_CHUNK = 32 * 1024
 DeepHashable = bytes | Sequence["DeepHashable"]
-
-
-class ArweaveUnavailable(RuntimeError):
-    """The gateway did not answer (transient: retry)."""
-
-
-class ArweaveError(WestworldError):
-    """The gateway refused a transaction."""
 
 
 def b64url(data: bytes) -> str:

@@ -14,18 +14,10 @@ from typing import Any
 
 import httpx
 
-from westworld.errors import WestworldError
+from westworld.errors import IpfsError, IpfsUnavailable
 
 MISSING_MARKERS = ("not found", "timed out", "no link named", "blockservice: key not found", "could not find",
                    "context deadline exceeded", "timeout", "aborted")
-
-
-class IpfsUnavailable(RuntimeError):
-    """The daemon did not answer (transient: retry)."""
-
-
-class IpfsError(WestworldError):
-    """The daemon answered with an error (e.g. a malformed CID)."""
 
 
 class IpfsClient:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from activities.storage.arweave import ArweaveClient, ArweaveUnavailable
-from activities.storage.ipfs import IpfsClient, IpfsUnavailable
-from activities.storage.sia import SiaClient, SiaUnavailable
+from activities.storage.arweave import ArweaveClient
+from activities.storage.ipfs import IpfsClient
+from activities.storage.sia import SiaClient
+from westworld.errors import ArweaveUnavailable, IpfsUnavailable, SiaUnavailable
 
 TRANSIENT = (IpfsUnavailable, ArweaveUnavailable, SiaUnavailable)
 

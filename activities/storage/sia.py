@@ -12,15 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from westworld.errors import WestworldError
-
-
-class SiaUnavailable(RuntimeError):
-    """renterd did not answer (transient: retry)."""
-
-
-class SiaError(WestworldError):
-    """renterd refused the request (bad password, no contracts, ...)."""
+from westworld.errors import SiaError, SiaUnavailable
 
 
 class SiaClient:

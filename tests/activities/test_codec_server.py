@@ -11,8 +11,9 @@ import httpx
 import pytest
 from aiohttp import web
 
+from westworld.errors import CodecServerError
 from workers.codec import KeyRing, create_keyring, rotate_keyring
-from workers.codec_server import CodecServerError, make_app
+from workers.codec_server import make_app
 
 UI_ORIGIN = "http://127.0.0.1:8233"
 TOKEN = "s3cret-codec-token"

@@ -7,7 +7,8 @@ import secrets
 
 import pytest
 
-from activities.storage.ipfs import IpfsClient, IpfsError, IpfsUnavailable
+from activities.storage.ipfs import IpfsClient
+from westworld.errors import IpfsError, IpfsUnavailable
 from workers.stack.processes import free_port
 
 

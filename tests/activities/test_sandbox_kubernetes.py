@@ -23,11 +23,18 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.sandbox.backend import SandboxActivities
-from activities.sandbox.kube_api import KubeApi, KubeUnreachable, client_from_kubeconfig
-from activities.sandbox.kubernetes import KubernetesSandbox, SandboxTerminating
+from activities.sandbox.kube_api import KubeApi, client_from_kubeconfig
+from activities.sandbox.kubernetes import KubernetesSandbox
 from tests.fixtures.kube import WORKER_USER, KubeCluster
 from westworld import kube_objects as ko
-from westworld.errors import CHAOS_UNAVAILABLE, CONFIG_ERROR, INVALID_INPUT, WestworldError
+from westworld.errors import (
+    CHAOS_UNAVAILABLE,
+    CONFIG_ERROR,
+    INVALID_INPUT,
+    KubeUnreachable,
+    SandboxTerminating,
+    WestworldError,
+)
 from westworld.sandbox import (
     Arm,
     Backend,

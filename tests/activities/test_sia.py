@@ -10,7 +10,8 @@ import secrets
 
 import pytest
 
-from activities.storage.sia import SiaClient, SiaUnavailable
+from activities.storage.sia import SiaClient
+from westworld.errors import SiaUnavailable
 from workers.stack.processes import free_port
 
 SIA_URL = os.environ.get("WESTWORLD_TEST_SIA_URL", "")

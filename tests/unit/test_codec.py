@@ -13,15 +13,13 @@ from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload
 from temporalio.exceptions import ApplicationError
 
-from westworld.errors import PAYLOAD_UNDECRYPTABLE
+from westworld.errors import PAYLOAD_UNDECRYPTABLE, KeyRingError, PayloadDecryptionError
 from workers.codec import (
     ENCODING,
     KEY_ID_METADATA,
     UNDECRYPTABLE,
     EncryptionCodec,
     KeyRing,
-    KeyRingError,
-    PayloadDecryptionError,
     build_data_converter,
     create_keyring,
     decrypt_payload,

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from westworld import merkle
+from westworld.errors import ProofError
 
 LEAVES = [bytes.fromhex(x) for x in (
     "", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f",
@@ -163,7 +164,7 @@ def test_real_ct_log_audit_path() -> None:
     path = [h(p) for p in CT_PATH]
     assert merkle.root_from_inclusion_proof(CT_INDEX, CT_SIZE, h(CT_LEAF_HASH), path).hex() == CT_ROOT
     assert not merkle.verify_inclusion(CT_INDEX, CT_SIZE, h(CT_LEAF_HASH), path, bytes(32))
-    with pytest.raises(merkle.ProofError):
+    with pytest.raises(ProofError):
         merkle.root_from_inclusion_proof(CT_INDEX + 2 ** (len(path) + 1), CT_SIZE, h(CT_LEAF_HASH), path)
 
 
@@ -201,9 +202,9 @@ def test_consistency_edge_cases() -> None:
 
 
 def test_out_of_range_requests_are_refused() -> None:
-    with pytest.raises(merkle.ProofError):
+    with pytest.raises(ProofError):
         merkle.inclusion_proof(hashes(3), 3)
-    with pytest.raises(merkle.ProofError):
+    with pytest.raises(ProofError):
         merkle.consistency_proof(hashes(3), 4)
     for index, size in ((0, 0), (1, 0), (2, 1)):
         assert not merkle.verify_inclusion(index, size, SOME_HASH, [], h(EMPTY))

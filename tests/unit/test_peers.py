@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from westworld import peers
-from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE, SIGNER_UNKNOWN
+from westworld.errors import SIGNER_BAD_SIGNATURE, SIGNER_DUPLICATE, SIGNER_UNKNOWN, SignatureRejected
 
 KEYS = {f"peer-{i}": bytes([i + 1]) * 32 for i in range(4)}
 REGISTRY = {pid: peers.public_key_of(k) for pid, k in KEYS.items()}
@@ -24,7 +24,7 @@ def req(peer: str, digest: bytes, key: bytes | None = None) -> peers.SignatureRe
 
 
 def reason(r: peers.SignatureRequest, digest: bytes, accepted: dict[str, str] | None = None) -> str:
-    with pytest.raises(peers.SignatureRejected) as err:
+    with pytest.raises(SignatureRejected) as err:
         peers.validate(r, REGISTRY, digest, accepted or {})
     return err.value.reason
 

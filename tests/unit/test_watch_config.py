@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from westworld import authority
 from westworld.anomaly import AnomalyConfig, config_problems
+from westworld.errors import Unauthorised
 from westworld.peers import public_key_of
 from westworld.policy import NetworkPolicy, WatchPolicy
 
@@ -86,22 +87,22 @@ def test_signatures_bind_the_change_the_target_the_nonce_and_the_expiry() -> Non
                   authority.change_digest("watch.reconfigure", "anomaly-watch-2", {"a": 1}, "0", expires),
                   authority.change_digest("watch.reconfigure", "anomaly-watch", {"a": 1}, "1", expires),
                   authority.change_digest("watch.stop", "anomaly-watch", {"a": 1}, "0", expires)):
-        with pytest.raises(authority.Unauthorised, match="does not verify over this change"):
+        with pytest.raises(Unauthorised, match="does not verify over this change"):
             authority.authorise("x", other, signed, one_operator, signers, NOW)
-    with pytest.raises(authority.Unauthorised, match="expired"):
+    with pytest.raises(Unauthorised, match="expired"):
         authority.authorise("x", digest, signed, one_operator, signers, expires + timedelta(seconds=1))
     far = NOW + authority.MAX_LIFETIME + timedelta(minutes=1)
-    with pytest.raises(authority.Unauthorised, match="more than 1 day"):
+    with pytest.raises(Unauthorised, match="more than 1 day"):
         authority.authorise("x", digest, authority.SignedBy(expires_at=far, signatures=signed.signatures),
                             one_operator, signers, NOW)
     guardians = authority.Required(authority.Authority.GUARDIANS, 2)
-    with pytest.raises(authority.Unauthorised, match="not a registered guardian"):
+    with pytest.raises(Unauthorised, match="not a registered guardian"):
         authority.authorise("x", digest, signed, guardians, signers, NOW)
     g = [key(), key()]
     two = authority.AdminSigners(guardians={"g0": public_key_of(g[0]), "g1": public_key_of(g[1])})
     twice = authority.SignedBy(expires_at=expires, signatures=[authority.sign(g[0], digest)] * 2)
-    with pytest.raises(authority.Unauthorised, match="g0 signed twice"):
+    with pytest.raises(Unauthorised, match="g0 signed twice"):
         authority.authorise("x", digest, twice, guardians, two, NOW)
     one = authority.SignedBy(expires_at=expires, signatures=[authority.sign(g[1], digest)])
-    with pytest.raises(authority.Unauthorised, match="needs 2 registered guardians, has 1"):
+    with pytest.raises(Unauthorised, match="needs 2 registered guardians, has 1"):
         authority.authorise("x", digest, one, guardians, two, NOW)

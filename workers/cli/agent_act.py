@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from westworld import capability as cap
 from westworld import discharge as dc
 from westworld.agents import AgentActionInput, AgentActionResult
-from westworld.errors import WestworldError
+from westworld.errors import Denial, WestworldError
 from westworld.sandbox import MeshAction, MeshTarget
 from workers.cli import agent_ops as ops
 from workers.cli.agent_common import (
@@ -50,7 +50,7 @@ Config = Annotated[list[str] | None, typer.Option("--config", help="key=value")]
 def _agent_of(token: str, option: str = "--token") -> str:
     try:
         return cap.identity_of(token).agent_id
-    except cap.Denial as d:
+    except Denial as d:
         raise fail(f"{option}: not a capability token, nor an existing file holding one ({d.reason})") from None
 
 

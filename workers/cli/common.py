@@ -16,9 +16,9 @@ import typer
 from temporalio.service import RPCError, RPCStatusCode
 from typer.core import TyperGroup
 
-from westworld.errors import WestworldError
-from workers.client import NotConfigured, stack_down
-from workers.settings import Settings, SettingsError, load_settings
+from westworld.errors import NotConfigured, SettingsError, WestworldError
+from workers.client import stack_down
+from workers.settings import Settings, load_settings
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override WESTWORLD_DATA_DIR.")]
 

@@ -23,42 +23,38 @@ _ALLOWED = {"time_delta_parsing": f" (allowed: 0s to {MAX_DURATION.days}d, i.e. 
             "time_delta_type": f" (allowed: 0s to {MAX_DURATION.days}d, i.e. 10 years)"}
 
 
-class InputError(InvalidInput):
-    """A file that is not a valid input; the message names the file and lists each problem as `path: problem`."""
-
-
 def read_input(path: Path, limits: Limits = LIMITS) -> bytes:
     """The bytes of an input file, reading at most one byte more than ``limits.max_bytes``."""
     try:
         with path.open("rb") as f:
             content = f.read(limits.max_bytes + 1)
     except OSError as err:
-        raise InputError(f"{path}: cannot read: {err.strerror}") from err
+        raise InvalidInput(f"{path}: cannot read: {err.strerror}") from err
     if len(content) > limits.max_bytes:
-        raise InputError(f"{path}: larger than the {limits.max_bytes} bytes an input document may have")
+        raise InvalidInput(f"{path}: larger than the {limits.max_bytes} bytes an input document may have")
     return content
 
 
 def load_input(path: Path, limits: Limits = LIMITS) -> Any:
-    """The data of a YAML or JSON input file (safe loader); InputError naming the file and the place otherwise."""
+    """The data of a YAML or JSON input file (safe loader); InvalidInput naming the file and the place otherwise."""
     content = read_input(path, limits)
     try:
         return load_document(content, str(path), limits)
     except InvalidInput as err:
-        raise InputError(err.message) from err
+        raise InvalidInput(err.message) from err
 
 
 def load_model(path: Path, model: type[M]) -> M:
-    """``model`` validated from a YAML or JSON file; one InputError listing every problem otherwise."""
+    """``model`` validated from a YAML or JSON file; one InvalidInput listing every problem otherwise."""
     data = load_input(path)
     if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise InvalidInput(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     try:
         value = model.model_validate(data)
     except ValidationError as err:
         lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}{_ALLOWED.get(e['type'], '')}"
                  for e in err.errors()]
-        raise InputError(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from err
+        raise InvalidInput(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from err
     if problems := out_of_range(value):
-        raise InputError(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
+        raise InvalidInput(f"{path}: {len(problems)} problem(s):\n" + "\n".join(f"  {p}" for p in problems))
     return value

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from westworld.errors import DemoTimeout
 from workers.demo.capabilities import run_capabilities_demo
 from workers.demo.experiments import run_experiments_demo
 from workers.demo.governance import run_demo
@@ -14,10 +15,6 @@ from workers.demo.shelter import run_shelter_demo
 from workers.settings import Settings
 
 Echo = Callable[[str], None]
-
-
-class DemoTimeout(Exception):
-    """A demo part did not finish within its time limit."""
 
 
 async def run_demos(s: Settings, parts: list[str], echo: Echo, part_timeout: timedelta = timedelta(minutes=10)) -> None:

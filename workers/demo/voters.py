@@ -12,7 +12,7 @@ from temporalio.client import Client
 
 from westworld import peers
 from westworld.agents import AdminChange
-from westworld.errors import UNAUTHORISED
+from westworld.errors import UNAUTHORISED, Refused
 from workers.cli import agent_ops as ops
 from workers.settings import Settings
 from workers.stack import standing
@@ -52,7 +52,7 @@ class Signers:
         """``change`` signed by the operator; if it needs guardians (after genesis), by the demo guardians."""
         try:
             return (await ops.admin(self.client, self.s, change, [self.operator])).detail
-        except ops.Refused as err:
+        except Refused as err:
             if err.type != UNAUTHORISED or "guardians" not in err.message:
                 raise
         registered = (await ops.registries(self.client, self.s)).guardians

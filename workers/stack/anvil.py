@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from westworld.errors import StartError
 from workers.stack import processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +21,7 @@ DEV_CHAIN_ID = 31337
 def find_anvil() -> Path:
     """The anvil binary installed by npm; ``StartError`` telling how to install it if it is missing."""
     if not ANVIL.exists():
-        raise processes.StartError(f"anvil not found at {ANVIL}; run `./dev up` (it runs npm install)")
+        raise StartError(f"anvil not found at {ANVIL}; run `./dev up` (it runs npm install)")
     return ANVIL
 
 
@@ -54,11 +55,11 @@ def start_anvil(port: int, log_path: Path, state_file: Path | None = None,
         if chain_id(url) is not None:
             return proc
         if proc.poll() is not None:
-            raise processes.StartError(f"anvil exited with code {proc.returncode} before answering on {url}; "
+            raise StartError(f"anvil exited with code {proc.returncode} before answering on {url}; "
                                        f"see {log_path}")
         time.sleep(0.05)
     stop(proc)
-    raise processes.StartError(f"anvil did not answer eth_chainId on {url} within {timeout:.0f}s; see {log_path}")
+    raise StartError(f"anvil did not answer eth_chainId on {url} within {timeout:.0f}s; see {log_path}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

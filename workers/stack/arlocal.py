@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from westworld.errors import StartError
 from workers.stack import processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -17,7 +18,7 @@ ARLOCAL = REPO / "node_modules" / "arlocal" / "bin" / "index.js"
 
 def find_arlocal() -> Path:
     if not ARLOCAL.exists():
-        raise processes.StartError(f"arlocal not found at {ARLOCAL}; run `./dev up` (it runs npm install)")
+        raise StartError(f"arlocal not found at {ARLOCAL}; run `./dev up` (it runs npm install)")
     return ARLOCAL
 
 
@@ -46,11 +47,11 @@ def start_arlocal(port: int, db_dir: Path, log_path: Path, timeout: float = 60.0
         if network(url) is not None:
             return proc
         if proc.poll() is not None:
-            raise processes.StartError(f"arlocal exited with code {proc.returncode} before answering on {url}; "
+            raise StartError(f"arlocal exited with code {proc.returncode} before answering on {url}; "
                                        f"see {log_path}")
         time.sleep(0.1)
     processes.stop(proc)
-    raise processes.StartError(f"arlocal did not answer /info on {url} within {timeout:.0f}s; see {log_path}")
+    raise StartError(f"arlocal did not answer /info on {url} within {timeout:.0f}s; see {log_path}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from westworld.errors import StartError
 from workers.stack import processes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,7 @@ JSIPFS = REPO / "node_modules" / "ipfs" / "src" / "cli.js"
 
 def find_jsipfs() -> Path:
     if not JSIPFS.exists():
-        raise processes.StartError(f"js-ipfs not found at {JSIPFS}; run `./dev up` (it runs npm install)")
+        raise StartError(f"js-ipfs not found at {JSIPFS}; run `./dev up` (it runs npm install)")
     return JSIPFS
 
 
@@ -61,7 +62,7 @@ def _clear_stale_lock(repo: Path) -> None:
     if api_file.exists():
         addr = api_file.read_text().strip().split("/")  # /ip4/127.0.0.1/tcp/PORT
         if len(addr) >= 5 and api_version(f"http://{addr[2]}:{addr[4]}") is not None:
-            raise processes.StartError(f"a js-ipfs daemon already runs on {repo} (API {api_file.read_text()})")
+            raise StartError(f"a js-ipfs daemon already runs on {repo} (API {api_file.read_text()})")
         api_file.unlink()
     if (repo / "repo.lock").is_dir():
         shutil.rmtree(repo / "repo.lock")
@@ -93,11 +94,11 @@ def start_ipfs(repo: Path, api_port: int, log_path: Path, timeout: float = 60.0)
         if api_version(url) is not None:
             return proc
         if proc.poll() is not None:
-            raise processes.StartError(f"js-ipfs exited with code {proc.returncode} before answering on {url}; "
+            raise StartError(f"js-ipfs exited with code {proc.returncode} before answering on {url}; "
                                        f"see {log_path}")
         time.sleep(0.1)
     processes.stop(proc)
-    raise processes.StartError(f"js-ipfs did not answer /api/v0/version on {url} within {timeout:.0f}s; "
+    raise StartError(f"js-ipfs did not answer /api/v0/version on {url} within {timeout:.0f}s; "
                                f"see {log_path}")
 
 

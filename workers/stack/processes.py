@@ -16,11 +16,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from westworld.errors import StartError
+
 MAX_IN_FLIGHT_UPDATES = 500
-
-
-class StartError(RuntimeError):
-    """A local service did not start; the message names it, its address and its log file."""
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from westworld.errors import StartError
 from workers.stack import processes
 
 CONFIG_NAME = "prometheus.json"  # YAML is a superset of JSON: no YAML writer needed
@@ -20,7 +21,7 @@ CONFIG_NAME = "prometheus.json"  # YAML is a superset of JSON: no YAML writer ne
 def prometheus_binary() -> str:
     found = shutil.which("prometheus") or ("/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None)
     if found is None:
-        raise processes.StartError("prometheus is not installed: `apt-get install -y --no-install-recommends "
+        raise StartError("prometheus is not installed: `apt-get install -y --no-install-recommends "
                                    "prometheus` (./dev up and ./dev test install it)")
     return found
 
@@ -63,7 +64,7 @@ def start_prometheus(port: int, home: Path, scrape_interval: float,
     proc = processes.spawn(prometheus_args(port, home, scrape_interval, static_targets), log)
     try:
         processes.wait_for_port(proc, port, "prometheus", log)
-    except processes.StartError:
+    except StartError:
         processes.stop(proc)
         raise
     return proc
