@@ -209,7 +209,8 @@ class _Parts:
         if not isinstance(spec, dict):
             return parts
         parts.metrics = _each(spec.get("metrics"), AllowedMetric)
-        raw = spec.get("metrics") if isinstance(spec.get("metrics"), list) else []
+        raw = spec.get("metrics")
+        raw = raw if isinstance(raw, list) else []
         parts.names = [(i, m["name"]) for i, m in enumerate(raw) if isinstance(m, dict) and isinstance(
             m.get("name"), str)]
         parts.blocked_given = isinstance(spec.get("blocked"), list)
