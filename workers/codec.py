@@ -34,9 +34,17 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from temporalio import activity
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.contrib.pydantic import PydanticPayloadConverter, pydantic_data_converter
-from temporalio.converter import DataConverter, EncodingPayloadConverter, PayloadCodec
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverter,
+    EncodingPayloadConverter,
+    PayloadCodec,
+    PayloadConverter,
+)
 from temporalio.exceptions import ApplicationError
 
 from westworld.errors import PAYLOAD_UNDECRYPTABLE, KeyRingError, PayloadDecryptionError
@@ -323,8 +331,48 @@ class WestworldPayloadConverter(PydanticPayloadConverter):
         self._set_converters(*self.converters.values(), UndecryptablePayloadConverter())
 
 
+FAILURE_BUDGET = 3 * 1024
+"""Bytes a failure may take: the server keeps a retrying activity's last failure only up to 4 KiB
+(``limit.mutableStateActivityFailureSize.error``) and shows a larger one as "Failure exceeds size limit."."""
+TRIMMED = "… (trimmed)"
+
+
+def bound_failure(failure: Failure, budget: int = FAILURE_BUDGET, *, trim_message: bool = True) -> None:
+    """Fit ``failure`` in ``budget`` bytes, giving up the least telling parts first, step by step: the causes'
+    messages and the stack traces are shortened in turns (a cause's message keeps its head, a stack trace its
+    innermost frames), then the deepest causes go, last the top message's tail (only if ``trim_message``). A
+    failure already within the budget is left as it is."""
+    chain = [failure]
+    while chain[-1].HasField("cause"):
+        chain.append(chain[-1].cause)
+    for cause_keep, stack_keep in ((1000, 2000), (1000, 1000), (400, 400), (100, 0)):
+        for f in reversed(chain):
+            if failure.ByteSize() <= budget:
+                return
+            if f is not failure and len(f.message) > cause_keep:
+                f.message = f.message[:cause_keep] + TRIMMED
+            if len(f.stack_trace) > stack_keep:
+                f.stack_trace = "…" + f.stack_trace[-stack_keep:] if stack_keep else ""
+    while failure.ByteSize() > budget and len(chain) > 1:
+        chain.pop()
+        chain[-1].ClearField("cause")
+    if trim_message and (over := failure.ByteSize() - budget) > 0:
+        failure.message = failure.message[:max(100, len(failure.message) - over - 4 * len(TRIMMED))] + TRIMMED
+
+
+class BoundedFailureConverter(DefaultFailureConverter):
+    """The SDK's failure converter, with each failure kept within :data:`FAILURE_BUDGET` (see
+    :func:`bound_failure`), so that `westworld stuck` and the UI show a retrying activity's real cause. A workflow's
+    own failure keeps its whole message (no such limit applies to it; an ``InvalidInput`` lists every problem)."""
+
+    def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:
+        super().to_failure(exception, payload_converter, failure)
+        bound_failure(failure, trim_message=activity.in_activity())
+
+
 def build_data_converter(keyring: KeyRing, key_file: Path | None = None) -> DataConverter:
-    """The project's data converter: pydantic JSON payloads, encrypted by :class:`EncryptionCodec`.
+    """The project's data converter: pydantic JSON payloads, encrypted by :class:`EncryptionCodec`; failures kept
+    within the server's size limit by :class:`BoundedFailureConverter`.
 
     An undecryptable payload fails what carries it with a ``PayloadUndecryptable`` error (see the module
     docstring), never a workflow task retried forever.
@@ -336,5 +384,6 @@ def build_data_converter(keyring: KeyRing, key_file: Path | None = None) -> Data
     return dataclasses.replace(
         pydantic_data_converter,
         payload_converter_class=WestworldPayloadConverter,
+        failure_converter_class=BoundedFailureConverter,
         payload_codec=EncryptionCodec(keyring, key_file, mark_undecryptable=True),
     )

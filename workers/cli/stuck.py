@@ -13,6 +13,8 @@ from workers.client import connect
 from workers.settings import Settings
 from workflows.steps import STEP, STEP_SINCE
 
+SERVER_DROPPED = "Failure exceeds size limit"
+"""What the server shows instead of a pending activity's last failure over its size limit."""
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -79,5 +81,7 @@ def render(rows: list[StuckWorkflow], older_than: str) -> str:
             out.append("    waiting on a timer, a signal or human input (no pending activity)")
         for p in r.pending:
             failure = f"; last failure: {p.last_failure}" if p.last_failure else ""
+            if p.last_failure and p.last_failure.startswith(SERVER_DROPPED):  # from a worker without a bound
+                failure += " (the server dropped a failure over its 4 KiB limit: the worker's log has the cause)"
             out.append(f"    activity {p.activity}: attempt {p.attempt}{failure}")
     return "\n".join(out)
