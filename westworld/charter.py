@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from westworld.documents import parse_document
 from westworld.errors import InvalidInput, WestworldError
-from westworld.experiment import _line_of, format_path
+from westworld.experiment import _line_of
 
 # Error types (to be folded into westworld/errors.py).
 CHARTER_INVALID = "CharterInvalid"
@@ -184,10 +184,26 @@ def parse_charter(data: Any, root: yaml.Node | None = None) -> Charter:
                 continue
             seen.add((path, msg))
             line = _line_of(path, root)
-            lines.append(f"  {format_path(path)}{f' (line {line})' if line else ''}: {msg}")
+            lines.append(f"  {_path(path)}{f' (line {line})' if line else ''}: {msg}")
         raise CharterInvalid(f"{len(lines)} problem(s) in the charter:\n" + "\n".join(lines))
     assert charter is not None
     return charter
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _path(path: tuple[str | int, ...]) -> str:
+    """``spec.metrics[2].name``; a key that is not plain is quoted (``spec['\\r']``): one problem, one line."""
+    out = ""
+    for p in path:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif _PLAIN_KEY.fullmatch(p):
+            out += f".{p}" if out else p
+        else:
+            out += f"[{p!r}]"
+    return out or "(top)"
 
 
 class _Parts:
