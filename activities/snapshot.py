@@ -21,10 +21,14 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from temporalio import activity
 
-from westworld.errors import INVALID_INPUT, VOTE_BAD_SIGNATURE, PermanentError
-from westworld.snapshot import (
+from westworld.errors import (
+    INVALID_INPUT,
     SNAPSHOT_REJECTED,
     SNAPSHOT_UNKNOWN_PROPOSAL,
+    VOTE_BAD_SIGNATURE,
+    PermanentError,
+)
+from westworld.snapshot import (
     SnapshotProposalInput,
     SnapshotProposalRef,
     SnapshotScores,

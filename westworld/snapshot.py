@@ -25,9 +25,6 @@ from eth_account.messages import encode_typed_data
 from eth_utils.crypto import keccak
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SNAPSHOT_REJECTED = "SnapshotRejected"
-SNAPSHOT_UNKNOWN_PROPOSAL = "SnapshotUnknownProposal"
-
 SNAPSHOT_DOMAIN: dict[str, Any] = {"name": "snapshot", "version": "0.1.4"}
 PROPOSAL_TYPE = "single-choice"  # matches the uint32 choice of the Vote that westworld.ballot builds
 APP = "westworld"

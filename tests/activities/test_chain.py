@@ -10,9 +10,9 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities.chain import ChainActivities, ChainClient
+from tests.fixtures.activity_env import InterceptedEnvironment
 from westworld.chain import (
     EMERGENCY_GOVERNOR,
     GOVERNOR,
@@ -125,7 +125,7 @@ async def test_relayed_ballot_counts_once_and_forgeries_are_rejected(
     forged = sign_ballot(forger, g, FOR, 0, voter=voters[1].address)
     acts = ChainActivities(chain_isolated)
     with pytest.raises(ApplicationError) as info:
-        await ActivityEnvironment().run(acts.relay_vote, RelayVoteInput(
+        await InterceptedEnvironment().run(acts.relay_vote, RelayVoteInput(
             governor=g.governor, onchain_id=g.onchain_id, support=FOR, voter=voters[1].address, signature=forged))
     assert info.value.type == CHAIN_REJECTED and info.value.non_retryable
     assert "GovernorInvalidSignature" in info.value.message and voters[1].address in info.value.message
@@ -167,5 +167,5 @@ async def test_defeated_proposal_cannot_be_queued(chain_isolated: ChainClient, v
     with pytest.raises(ChainRejected, match="cannot be queued: it is Defeated"):
         await chain_isolated.queue(g)
     with pytest.raises(ApplicationError) as info:
-        await ActivityEnvironment().run(ChainActivities(chain_isolated).governor_queue, g)
+        await InterceptedEnvironment().run(ChainActivities(chain_isolated).governor_queue, g)
     assert info.value.type == CHAIN_REJECTED and info.value.non_retryable

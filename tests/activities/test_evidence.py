@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities.evidence import EvidenceActivities
+from tests.fixtures.activity_env import InterceptedEnvironment
 from westworld.evidence import ChaosEvent, EvidenceBundle, EvidenceInput, bundle_hash
 from westworld.experiment import load_spec
 from westworld.judge import MetricSamples, judge
@@ -41,7 +41,7 @@ def bundle() -> EvidenceBundle:
 def test_bundle_and_plots_stored_under_their_hash_once(tmp_path: Path) -> None:
     acts = EvidenceActivities(tmp_path / "evidence")
     b = bundle()
-    ref = ActivityEnvironment().run(acts.store_evidence, EvidenceInput(bundle=b))
+    ref = InterceptedEnvironment().run(acts.store_evidence, EvidenceInput(bundle=b))
     assert ref.hash == bundle_hash(b) and Path(ref.path) == tmp_path / "evidence" / b.experiment / ref.hash
     assert ref.files == ["bundle.json", "delivery_ratio.png", "p95_latency_seconds.png",
                          "relay_errors_per_second.png"]
@@ -51,7 +51,7 @@ def test_bundle_and_plots_stored_under_their_hash_once(tmp_path: Path) -> None:
     stored = json.loads(Path(ref.path, "bundle.json").read_text())
     assert EvidenceBundle.model_validate(stored).digest() == ref.hash
     mtime = Path(ref.path, "bundle.json").stat().st_mtime_ns
-    again = ActivityEnvironment().run(acts.store_evidence, EvidenceInput(bundle=b))
+    again = InterceptedEnvironment().run(acts.store_evidence, EvidenceInput(bundle=b))
     assert again == ref and Path(ref.path, "bundle.json").stat().st_mtime_ns == mtime
     assert [p.name for p in (tmp_path / "evidence" / b.experiment).iterdir()] == [ref.hash]  # no partial folder
 
@@ -60,13 +60,13 @@ def test_a_different_bundle_gets_another_folder(tmp_path: Path) -> None:
     acts = EvidenceActivities(tmp_path)
     b = bundle()
     other = b.model_copy(update={"ended_at": b.ended_at + timedelta(seconds=1)})
-    assert ActivityEnvironment().run(acts.store_evidence, EvidenceInput(bundle=b)).hash != \
-        ActivityEnvironment().run(acts.store_evidence, EvidenceInput(bundle=other)).hash
+    assert InterceptedEnvironment().run(acts.store_evidence, EvidenceInput(bundle=b)).hash != \
+        InterceptedEnvironment().run(acts.store_evidence, EvidenceInput(bundle=other)).hash
 
 
 def test_a_name_that_is_not_a_dns_label_is_refused(tmp_path: Path) -> None:
     b = bundle().model_copy(update={"experiment": "../escape"})
     with pytest.raises(ApplicationError, match="not a DNS label") as exc:
-        ActivityEnvironment().run(EvidenceActivities(tmp_path).store_evidence, EvidenceInput(bundle=b))
+        InterceptedEnvironment().run(EvidenceActivities(tmp_path).store_evidence, EvidenceInput(bundle=b))
     assert exc.value.type == "InvalidInput" and exc.value.non_retryable
     assert not any(tmp_path.iterdir())

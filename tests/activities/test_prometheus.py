@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities.prometheus import PrometheusActivities
 from activities.sandbox.local import LocalSandbox
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.errors import INVALID_INPUT, METRICS_UNAVAILABLE
 from westworld.sandbox import Arm, Backend, ProvisionInput, SandboxRef, Workload
@@ -79,7 +79,7 @@ def test_selectors_escape_label_values() -> None:
 
 
 async def test_instant_query_per_series_key(scraped: SandboxRef, acts: PrometheusActivities) -> None:
-    result = await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(
+    result = await InterceptedEnvironment().run(acts.query_metrics, InstantQueryInput(
         queries=[UP, SENT], selectors=selectors(scraped)))
     assert result.values["nodes_up"] == {"baseline": 2.0, "treatment": 2.0}
     rates = result.values["sent_rate"]
@@ -87,7 +87,7 @@ async def test_instant_query_per_series_key(scraped: SandboxRef, acts: Prometheu
 
 
 async def test_collect_heartbeats_every_interval(scraped: SandboxRef, acts: PrometheusActivities) -> None:
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     beats: list[Any] = []
     env.on_heartbeat = lambda *details: beats.append(details[0])
     inp = CollectInput(collection_id="c1", queries=[UP, SENT], selectors=selectors(scraped),
@@ -112,7 +112,7 @@ async def test_collect_resumes_from_heartbeat_details(scraped: SandboxRef, acts:
     started = datetime.now(UTC) - timedelta(seconds=3)
     kept = [Series(query="nodes_up", key=key, points=[Point(at=started, value=-1.0)])
             for key in ("baseline", "treatment")]
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     env.info = dataclasses.replace(env.info, heartbeat_details=[{"started": started.isoformat(),
                                                      "series": [s.model_dump(mode="json") for s in kept]}])
     inp = CollectInput(collection_id="c2", queries=[UP], selectors=selectors(scraped),
@@ -129,14 +129,14 @@ async def test_collect_resumes_from_heartbeat_details(scraped: SandboxRef, acts:
 async def test_bad_promql_is_permanent_and_named(scraped: SandboxRef, acts: PrometheusActivities) -> None:
     bad = MetricQuery(name="p95_latency", promql="histogram_quantile(0.95, sum by (le) (rate(x{selector}[5s]))")
     with pytest.raises(ApplicationError) as err:
-        await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[bad],
+        await InterceptedEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[bad],
                                                                               selectors=selectors(scraped)))
     assert err.value.type == INVALID_INPUT and err.value.non_retryable
     assert "'p95_latency'" in err.value.message and "refused by Prometheus" in err.value.message
 
     several = MetricQuery(name="per_node", promql="up{selector}")
     with pytest.raises(ApplicationError) as err:
-        await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[several],
+        await InterceptedEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[several],
                                                                               selectors=selectors(scraped)))
     assert err.value.type == INVALID_INPUT and "returns 2 series" in err.value.message
 
@@ -146,14 +146,14 @@ async def test_unreachable_prometheus_is_retryable() -> None:
     async with httpx.AsyncClient(timeout=2.0) as http:
         acts = PrometheusActivities(http, url)
         with pytest.raises(ApplicationError) as err:
-            await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(
+            await InterceptedEnvironment().run(acts.query_metrics, InstantQueryInput(
                 queries=[UP], selectors={"a": {"sandbox": "x"}}))
     assert err.value.type == METRICS_UNAVAILABLE and not err.value.non_retryable
     assert url in err.value.message and "unreachable" in err.value.message
 
 
 async def test_collect_input_errors_are_permanent_and_say_what(acts: PrometheusActivities) -> None:
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     too_long = CollectInput(collection_id="c3", queries=[UP, SENT], selectors={"a": {}, "b": {}},
                             duration=timedelta(hours=2), interval=timedelta(seconds=1))
     with pytest.raises(ApplicationError) as err:
@@ -168,7 +168,7 @@ async def test_collect_input_errors_are_permanent_and_say_what(acts: PrometheusA
 async def test_hostile_label_values_stay_inside_their_matcher(acts: PrometheusActivities) -> None:
     """Prometheus itself parses the rendered selector: a value with quotes, braces and a newline matches nothing."""
     hostile = {"sandbox": 'x"} or vector(1) # \\ \n'}
-    result = await ActivityEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[UP],
+    result = await InterceptedEnvironment().run(acts.query_metrics, InstantQueryInput(queries=[UP],
                                                                                    selectors={"h": hostile}))
     assert result.values == {"nodes_up": {"h": None}}
 
@@ -182,7 +182,7 @@ async def test_await_scraped_returns_once_every_node_has_a_rate(prometheus: Prom
                                                      arm=Arm.TREATMENT, workload=Workload(version="1.4.0", nodes=2)),
                                       lambda _m: None)
         try:
-            env = ActivityEnvironment()
+            env = InterceptedEnvironment()
             beats: list[Any] = []
             env.on_heartbeat = lambda *d: beats.append(d[0])
             ready = await env.run(acts.await_scraped, ScrapeReadyInput(selectors={"t": ref.labels}, targets={"t": 2}))
@@ -195,7 +195,7 @@ async def test_await_scraped_returns_once_every_node_has_a_rate(prometheus: Prom
 
 
 async def test_await_scraped_names_what_was_never_scraped(scraped: SandboxRef, acts: PrometheusActivities) -> None:
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     inp = ScrapeReadyInput(selectors={**selectors(scraped), "ghost": {"sandbox": "no-such-sandbox"}},
                            targets={"baseline": 2, "ghost": 1}, timeout=timedelta(seconds=1.5))
     with pytest.raises(ApplicationError) as err:

@@ -25,12 +25,14 @@ from temporalio.testing import ActivityEnvironment
 from activities.sandbox.backend import SandboxActivities
 from activities.sandbox.kube_api import KubeApi, client_from_kubeconfig
 from activities.sandbox.kubernetes import KubernetesSandbox
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.fixtures.kube import WORKER_USER, KubeCluster
 from westworld import kube_objects as ko
 from westworld.errors import (
     CHAOS_UNAVAILABLE,
     CONFIG_ERROR,
     INVALID_INPUT,
+    KUBE_UNREACHABLE,
     KubeUnreachable,
     SandboxTerminating,
     WestworldError,
@@ -173,7 +175,7 @@ async def test_faults_without_chaos_mesh_are_a_clear_permanent_error(
     assert raised.value.type == CHAOS_UNAVAILABLE
     activities = SandboxActivities({Backend.KUBERNETES: backend})
     with pytest.raises(ApplicationError) as app_error:
-        await ActivityEnvironment().run(activities.apply_fault, fault)
+        await InterceptedEnvironment().run(activities.apply_fault, fault)
     assert app_error.value.type == CHAOS_UNAVAILABLE and app_error.value.non_retryable
     cleared = await backend.clear_fault(fault)
     assert "nothing to clear" in cleared.note
@@ -420,7 +422,7 @@ async def test_teardown_removes_everything_and_is_repeatable(backend: Kubernetes
 
 async def test_bad_input_is_refused_naming_what_is_wrong(backend: KubernetesSandbox, kube: KubeApi) -> None:
     activities = SandboxActivities({Backend.KUBERNETES: backend})
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     bad_id = provision_input(sandbox_id="Bad_Id")
     with pytest.raises(ApplicationError, match="sandbox_id 'Bad_Id' cannot name a Kubernetes namespace") as err:
         await env.run(activities.provision_sandbox, bad_id)
@@ -459,9 +461,10 @@ async def test_unreachable_apiserver_is_retryable_and_says_where(kube_cluster: K
     backend = KubernetesSandbox(client_from_kubeconfig(config))
     with pytest.raises(KubeUnreachable, match=f"kube-apiserver at https://127.0.0.1:{port} is unreachable"):
         await backend.provision(provision_input(), lambda _: None)
-    with pytest.raises(KubeUnreachable):  # through the activity: left to retry, not an ApplicationError
-        await ActivityEnvironment().run(SandboxActivities({Backend.KUBERNETES: backend}).provision_sandbox,
-                                        provision_input())
+    with pytest.raises(ApplicationError) as err:  # through the activity: typed, and left to retry
+        await InterceptedEnvironment().run(SandboxActivities({Backend.KUBERNETES: backend}).provision_sandbox,
+                                           provision_input())
+    assert err.value.type == KUBE_UNREACHABLE and not err.value.non_retryable
 
 
 async def granted(call: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:

@@ -25,12 +25,12 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities.sandbox import netns
 from activities.sandbox.backend import SandboxActivities
 from activities.sandbox.local import LocalSandbox
 from activities.sandbox.nodes import alive
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.fixtures.polling import eventually
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.errors import BACKEND_UNAVAILABLE, INVALID_INPUT, WestworldError
@@ -220,7 +220,7 @@ async def test_concurrent_netns_sandboxes_get_distinct_subnets(http: httpx.Async
 
 
 async def test_activities_dispatch_and_type_errors(mesh_nodes: SandboxRef, local_sandbox: LocalSandbox) -> None:
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     acts = SandboxActivities({Backend.LOCAL: local_sandbox})
     with pytest.raises(ApplicationError) as refused:
         await env.run(acts.provision_sandbox, ProvisionInput(

@@ -23,15 +23,13 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities.snapshot import SCORES_QUERY, SnapshotActivities, SnapshotClient
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.fixtures.snapshot_hub import RecordingHub
 from westworld import ballot
-from westworld.errors import VOTE_BAD_SIGNATURE, WestworldError
+from westworld.errors import SNAPSHOT_REJECTED, SNAPSHOT_UNKNOWN_PROPOSAL, VOTE_BAD_SIGNATURE, WestworldError
 from westworld.snapshot import (
-    SNAPSHOT_REJECTED,
-    SNAPSHOT_UNKNOWN_PROPOSAL,
     SnapshotProposalInput,
     SnapshotProposalRef,
     SnapshotVoteInput,
@@ -157,7 +155,7 @@ async def test_hub_refusal_is_permanent_and_names_the_reason(hub: RecordingHub, 
     hub.answer("/", 400, {"error": "client_error", "error_description": "validation failed"})
 
     with pytest.raises(ApplicationError, match="validation failed") as err:
-        await ActivityEnvironment().run(SnapshotActivities(client).create_proposal, proposal())
+        await InterceptedEnvironment().run(SnapshotActivities(client).create_proposal, proposal())
 
     assert err.value.type == SNAPSHOT_REJECTED
     assert err.value.non_retryable
@@ -169,7 +167,7 @@ async def test_vote_refusal_is_permanent(hub: RecordingHub, client: SnapshotClie
     hub.answer("/", 400, {"error": "client_error", "error_description": "no voting power"})
 
     with pytest.raises(ApplicationError, match="no voting power") as err:
-        await ActivityEnvironment().run(
+        await InterceptedEnvironment().run(
             SnapshotActivities(client).submit_vote,
             SnapshotVoteInput(typed_data=data, voter=VOTER.address, signature=signature),
         )
@@ -189,7 +187,7 @@ async def test_duplicate_means_already_published(hub: RecordingHub, client: Snap
 async def test_retries_sign_the_same_message(hub: RecordingHub, client: SnapshotClient) -> None:
     hub.answer("/", 503, "<html>maintenance</html>")
     hub.answer("/", 200, {"id": HUB_ID, "ipfs": IPFS})
-    env, acts = ActivityEnvironment(), SnapshotActivities(client)
+    env, acts = InterceptedEnvironment(), SnapshotActivities(client)
     scheduled = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
     env.info = dataclasses.replace(env.info, scheduled_time=scheduled)
 
@@ -208,19 +206,19 @@ async def test_busy_or_failing_hub_is_retried(hub: RecordingHub, client: Snapsho
     hub.answer("/", status, {"error": "server_error", "error_description": "busy"})
 
     with pytest.raises(httpx.HTTPStatusError):
-        await ActivityEnvironment().run(SnapshotActivities(client).create_proposal, proposal())
+        await InterceptedEnvironment().run(SnapshotActivities(client).create_proposal, proposal())
 
 
 async def test_unreachable_hub_is_retried() -> None:
     async with httpx.AsyncClient(timeout=5) as http:
         client = SnapshotClient(http, "http://127.0.0.1:9", "http://127.0.0.1:9", SPACE, AUTHOR.key.hex())
         with pytest.raises(httpx.ConnectError):
-            await ActivityEnvironment().run(SnapshotActivities(client).scores, HUB_ID)
+            await InterceptedEnvironment().run(SnapshotActivities(client).scores, HUB_ID)
 
 
 async def test_proposal_for_another_space_is_refused(hub: RecordingHub, client: SnapshotClient) -> None:
     with pytest.raises(ApplicationError, match=r"other\.eth") as err:
-        await ActivityEnvironment().run(SnapshotActivities(client).create_proposal, proposal(space="other.eth"))
+        await InterceptedEnvironment().run(SnapshotActivities(client).create_proposal, proposal(space="other.eth"))
 
     assert err.value.non_retryable
     assert hub.requests == []
@@ -268,7 +266,7 @@ async def test_unknown_proposal(hub: RecordingHub, client: SnapshotClient) -> No
     hub.answer("/graphql", 200, {"data": {"proposal": None}})
 
     with pytest.raises(ApplicationError, match="unknown Snapshot proposal") as err:
-        await ActivityEnvironment().run(SnapshotActivities(client).scores, HUB_ID)
+        await InterceptedEnvironment().run(SnapshotActivities(client).scores, HUB_ID)
 
     assert (err.value.type, err.value.non_retryable) == (SNAPSHOT_UNKNOWN_PROPOSAL, True)
 
