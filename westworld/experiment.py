@@ -462,7 +462,7 @@ def _rollout_checks(rollout: dict[str, Any], metric_names: set[str]) -> list[tup
                             "the last step must reach every node ('100%'"
                             + (f" or {total})" if total is not None else ")")))
     bake, interval = _dur(rollout.get("bake_time", "10m")), _dur(rollout.get("analysis_interval", "1m"))
-    if bake is not None and interval is not None and interval > bake:
+    if bake is not None and interval is not None and bake > timedelta(0) and interval > bake:  # 0s: no bake
         out.append((("spec", "rollout", "analysis_interval"), "must not exceed bake_time"))
     if interval is not None and interval <= timedelta(0):
         out.append((("spec", "rollout", "analysis_interval"), "must be positive"))

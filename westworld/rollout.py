@@ -8,7 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from westworld.canary import Measurement, PlannedStep
-from westworld.experiment import DEFAULT_STEPS, NAME_PATTERN, MetricSpec, RolloutStep
+from westworld.experiment import DEFAULT_STEPS, NAME_PATTERN, Duration, MetricSpec, RolloutStep
 from westworld.sandbox import MeshTarget, NodeRef
 
 
@@ -24,7 +24,9 @@ class RolloutPhase(StrEnum):
 
 
 class CanaryInput(BaseModel):
-    """Input of ``CanaryRolloutWorkflow`` (id ``canary:<name>``)."""
+    """Input of ``CanaryRolloutWorkflow`` (id ``canary:<name>``). Durations read as in an experiment spec (``30s``,
+    ``10m``, ``1h30m``, ISO 8601 or seconds); a zero only where it means something (``bake_time: 0s``: one analysis
+    right away, no bake)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -37,8 +39,9 @@ class CanaryInput(BaseModel):
     mesh_version: str = Field("1.3.0", description="Version a provisioned mesh starts at.")
     keep_mesh: bool = Field(False, description="Leave a provisioned mesh running after the rollout.")
     steps: list[RolloutStep] = Field(default_factory=lambda: list[int | str](DEFAULT_STEPS), min_length=1)
-    bake_time: timedelta = Field(timedelta(minutes=10), description="Analysis time at each step before the next.")
-    analysis_interval: timedelta = Field(timedelta(minutes=1), gt=timedelta(0))
+    bake_time: Duration = Field(timedelta(minutes=10), description="Analysis time at each step before the next "
+                                "(0s: one analysis right away).")
+    analysis_interval: Duration = Field(timedelta(minutes=1), gt=timedelta(0))
     metrics: list[MetricSpec] = Field(default_factory=list, description="Measured on canary vs stable nodes.")
     selector_labels: dict[str, str] = Field(default_factory=dict, description="Label matchers of the target's "
                                             "series (a provisioned mesh fills them in).")
@@ -56,14 +59,15 @@ class CanaryInput(BaseModel):
                                          "--workflow CanaryRolloutWorkflow`); never a token in clear.")
     peers_required: int | None = Field(None, ge=1, le=64, description="With a token, stricter only: more peer "
                                        "signatures for a wide step than the policy's peers.peers_required.")
-    peer_wait: timedelta = Field(timedelta(hours=1), description="With a token: how long a wide step waits for "
-                                 "its peer signatures before it is denied (at most the policy's peers.wait_max).")
+    peer_wait: Duration = Field(timedelta(hours=1), gt=timedelta(0), description="With a token: how long a wide "
+                                "step waits for its peer signatures before it is denied (at most the policy's "
+                                "peers.wait_max).")
     peer_threshold_nodes: int | None = Field(None, ge=0, description="With a token, stricter only: a step moving "
                                              "more nodes is wide (at most the policy's peers.threshold_nodes).")
     peer_threshold_pct: float | None = Field(None, ge=0, le=100, description="With a token, stricter only: a step "
                                              "moving more than this % of live nodes is wide (at most the policy's).")
-    action_timeout: timedelta = Field(timedelta(minutes=2))
-    provision_timeout: timedelta = Field(timedelta(minutes=5))
+    action_timeout: Duration = Field(timedelta(minutes=2), gt=timedelta(0))
+    provision_timeout: Duration = Field(timedelta(minutes=5), gt=timedelta(0))
 
     @model_validator(mode="after")
     def _one_target(self) -> CanaryInput:

@@ -52,7 +52,8 @@ def load_model(path: Path, model: type[M]) -> M:
     try:
         value = model.model_validate(data)
     except ValidationError as err:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}{_ALLOWED.get(e['type'], '')}"
+        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg'].removeprefix('Value error, ')}"
+                 f"{_ALLOWED.get(e['type'], '')}"
                  for e in err.errors()]
         raise InvalidInput(f"{path}: {len(lines)} problem(s):\n" + "\n".join(lines)) from err
     if problems := out_of_range(value):
