@@ -35,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
         SignerRegistry,
         UsageSettle,
     )
-    from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.capability import CheckResult, halted, identity_of
     from westworld.errors import (
         AGENT_ACTION_FAILED,
@@ -48,6 +47,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld.peer_rule import PeerRule, is_wide, legacy_rule, peer_rule
     from westworld.policy import NetworkPolicy
     from westworld.sandbox import MeshActionInput, MeshActionResult
+    from workflows.audit import append_audit
     from workflows.steps import AGENT_ID, set_step
 
 PEER_SIGNATURES = "peer-signatures"
@@ -223,10 +223,7 @@ class AgentActionWorkflow:
                                                     "node_count": len(set(self._input.node_ids)),
                                                     "digest": self._digest.hex(),
                                                     "signatures": dict(sorted(self._signed.items()))}
-        receipt = await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind=kind, subject=workflow.info().workflow_id, payload=payload),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)))
+        receipt = await append_audit(kind, workflow.info().workflow_id, payload)
         self._set("done")
         return result.model_copy(update={"audit_seq": receipt.seq})
 

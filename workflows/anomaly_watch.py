@@ -38,14 +38,13 @@ with workflow.unsafe.imports_passed_through():
         WatchSettings,
         WatchStopRequest,
     )
-    from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.errors import INJECTED_STATE, INVALID_INPUT, UNAUTHORISED, Unauthorised
     from westworld.policy import NetworkPolicy
+    from workflows.audit import append_audit
     from workflows.network_halt import NetworkHaltWorkflow
     from workflows.steps import set_step
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30))
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Runs from before this patch sleep out their poll; newer ones wake early when reconfigured.
 WAKE_ON_RECONFIGURE = "watch-wake-on-reconfigure"
 # Runs from before this patch took any reconfigure and no policy; newer ones check signatures against the policy.
@@ -187,10 +186,7 @@ class AnomalyWatchWorkflow:
         if workflow.patched(AUTHORISED_ADMIN):
             payload.update(self._accepted(request, "watch.reconfigure"))
             self._carry.admin_seq += 1
-        await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind="watch.reconfigure", subject=workflow.info().workflow_id,
-                                            payload=payload),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+        await append_audit("watch.reconfigure", workflow.info().workflow_id, payload)
         self._input = self._input.model_copy(update={
             "config": new.config, "poll_interval": new.poll_interval, "guardians_required": new.guardians_required})
         self._reconfigured = True
@@ -245,9 +241,7 @@ class AnomalyWatchWorkflow:
         """End the watch (k guardians sign); returns the polls this watch made over all its runs."""
         payload = {"reason": request.reason, **self._accepted(request, "watch.stop")}
         self._carry.admin_seq += 1
-        await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind="watch.stop", subject=workflow.info().workflow_id, payload=payload),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+        await append_audit("watch.stop", workflow.info().workflow_id, payload)
         self._stopped = self._reconfigured = True
         return self._carry.polls
 

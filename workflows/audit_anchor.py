@@ -14,8 +14,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.audit_anchor import AnchorResult, LogHead
+    from westworld.errors import AUDIT_TAMPERED
+    from workflows.audit import append_audit
     from workflows.steps import set_step
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1),
@@ -33,7 +34,7 @@ class AuditAnchorWorkflow:
             "verify_audit_log", result_type=LogHead, start_to_close_timeout=timedelta(minutes=10), retry_policy=RETRY
         )
         if not head.ok:
-            raise ApplicationError(f"audit log failed verification: {head.problems}", type="AuditTampered",
+            raise ApplicationError(f"audit log failed verification: {head.problems}", type=AUDIT_TAMPERED,
                                    non_retryable=True)
         if head.tree_size == 0:
             set_step("done")
@@ -43,11 +44,7 @@ class AuditAnchorWorkflow:
             "anchor_root", head, result_type=str, start_to_close_timeout=timedelta(minutes=2), retry_policy=RETRY
         )
         set_step("recording anchor")
-        receipt = await workflow.execute_activity(
-            "append_audit",
-            AuditEntryInput(kind="audit.anchor", subject=str(head.tree_size),
-                            payload={"tree_size": head.tree_size, "root": head.root, "tx": tx_hash}),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY,
-        )
+        receipt = await append_audit("audit.anchor", str(head.tree_size),
+                                     {"tree_size": head.tree_size, "root": head.root, "tx": tx_hash})
         set_step("done")
         return AnchorResult(tree_size=head.tree_size, root=head.root, tx_hash=tx_hash, audit_seq=receipt.seq)

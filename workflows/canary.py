@@ -26,7 +26,6 @@ with workflow.unsafe.imports_passed_through():
     from westworld import keys
     from westworld import sealed as sl
     from westworld.agents import AgentActionInput, AgentActionResult, RegisterNodesInput, ResealInput
-    from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.canary import Decision, Measurement, PlannedStep, analyse_step, group_query, measure, plan_steps
     from westworld.errors import INVALID_INPUT, StepDenied, WestworldError
     from westworld.rollout import (
@@ -58,12 +57,12 @@ with workflow.unsafe.imports_passed_through():
         expand,
     )
     from workflows.agent_action import TRUST_PATCH, claim_token, load_rule, not_sealed
+    from workflows.audit import append_audit
     from workflows.steps import EXPERIMENT_NAME, set_step
 
 ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                            maximum_attempts=10)
 QUERY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
 @workflow.defn
@@ -337,9 +336,7 @@ class CanaryRolloutWorkflow:
                     start_to_close_timeout=timedelta(seconds=30), retry_policy=ACTION_RETRY)
 
     async def _audit(self, kind: str, payload: dict[str, Any]) -> None:
-        await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind=kind, subject=self._in.name, payload=payload),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+        await append_audit(kind, self._in.name, payload)
 
     def _to(self, phase: RolloutPhase, step: str) -> None:
         self._phase = phase

@@ -30,14 +30,14 @@ with workflow.unsafe.imports_passed_through():
         CapabilityRegistries,
         NetworkHaltInput,
     )
-    from westworld.audit import AuditEntryInput, AuditReceipt
+    from westworld.audit import AuditReceipt
     from westworld.errors import UNAUTHORISED, Unauthorised
     from westworld.policy import NetworkPolicy
+    from workflows.audit import append_audit
     from workflows.network_halt import NetworkHaltWorkflow
     from workflows.steps import set_step
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 ID_PREFIX = keys.ADMIN_ID_PREFIX
 
 
@@ -82,12 +82,10 @@ class CapabilityAdminWorkflow:
                     epoch=outcome.halt_epoch, reason=c.reason or "halted by operator",
                     guardians_required=authority.guardians_k(policy, c.guardians_required)),
                 id=keys.halt_id(outcome.halt_epoch), parent_close_policy=ParentClosePolicy.ABANDON)
-        receipt: AuditReceipt = await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind="capability.admin", subject=wid, payload={
+        receipt: AuditReceipt = await append_audit("capability.admin", wid, {
                 "action": c.action.value, "change": c.model_dump(mode="json", exclude_defaults=True),
                 "signed_by": signed_by, "authority": required.describe(), "detail": outcome.detail,
-                "expires_at": inp.signed.expires_at.isoformat()}),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+                "expires_at": inp.signed.expires_at.isoformat()})
         set_step("done")
         return AdminResult(action=c.action, detail=outcome.detail, sealed_token=outcome.sealed_token,
                            halt_epoch=outcome.halt_epoch, signed_by=signed_by, audit_seq=receipt.seq)

@@ -28,7 +28,6 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from westworld import ballot, tally
-    from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.chain import (
         ChainSnapshot,
         ExecuteResult,
@@ -73,6 +72,7 @@ with workflow.unsafe.imports_passed_through():
         VoteState,
         rules_in_force,
     )
+    from workflows.audit import append_audit
     from workflows.steps import PROPOSAL_ID, VOTE_STATE, set_step
 
 CHAIN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -292,13 +292,7 @@ class DaoVoteWorkflow:
             result = result.model_copy(update={"snapshot_proposal": self._snapshot_proposal,
                                                "snapshot_scores": scores.scores})
         self._step_to("recording result", self._state)
-        receipt = await workflow.execute_activity(
-            "append_audit",
-            AuditEntryInput(kind="vote.result", subject=input.proposal.id, payload=result.model_dump(mode="json")),
-            result_type=AuditReceipt,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1)),
-        )
+        receipt = await append_audit("vote.result", input.proposal.id, result.model_dump(mode="json"))
         self._step_to("done", VoteState.DONE)
         return result.model_copy(update={"audit_seq": receipt.seq})
 

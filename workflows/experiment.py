@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld import keys
     from westworld import sealed as sl
     from westworld.agents import ResealInput
-    from westworld.audit import AuditEntryInput, AuditReceipt
+    from westworld.audit import AuditReceipt
     from westworld.errors import INVALID_INPUT, InvalidInput, WestworldError
     from westworld.evidence import (
         ChaosEvent,
@@ -60,13 +60,14 @@ with workflow.unsafe.imports_passed_through():
     )
     from westworld.vote import DaoVoteInput, DaoVoteResult, Proposal
     from workflows.agent_action import TRUST_PATCH, claim_token, load_rule, not_sealed
+    from workflows.audit import append_audit
     from workflows.steps import EXPERIMENT_NAME, set_step
 
 SANDBOX_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                             maximum_attempts=5)
 TEARDOWN_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 COLLECT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
+TOKEN_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 ARMS = (Arm.BASELINE, Arm.TREATMENT)
 
 
@@ -370,7 +371,7 @@ class ExperimentWorkflow:
                     token=token, input_digest=sl.input_digest(self._in, "rollout_capability_token"),
                     child=sl.Binding(workflow_type="CanaryRolloutWorkflow", workflow_id=self._rollout_id,
                                      input_digest=sl.input_digest(canary, "capability_token"))),
-                result_type=str, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+                result_type=str, start_to_close_timeout=timedelta(seconds=30), retry_policy=TOKEN_RETRY)
         child = await workflow.start_child_workflow(
             "CanaryRolloutWorkflow", canary, id=self._rollout_id, result_type=CanaryResult)
         await workflow.wait_condition(lambda: child.done() or self._abort)
@@ -410,9 +411,7 @@ class ExperimentWorkflow:
         self._sealed = True
 
     async def _audit(self, kind: str, payload: dict[str, Any]) -> AuditReceipt:
-        receipt: AuditReceipt = await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind=kind, subject=self._name, payload=payload),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+        receipt: AuditReceipt = await append_audit(kind, self._name, payload)
         return receipt
 
     def _to(self, phase: Phase) -> None:

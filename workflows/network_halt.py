@@ -30,13 +30,13 @@ with workflow.unsafe.imports_passed_through():
         NetworkHaltStatus,
         SignerRegistry,
     )
-    from westworld.audit import AuditEntryInput, AuditReceipt
+    from westworld.audit import AuditReceipt
     from westworld.errors import SIGNATURES_CLOSED, UNAUTHORISED, SignatureRejected
     from westworld.policy import NetworkPolicy
+    from workflows.audit import append_audit
     from workflows.steps import set_step
 
 QUICK = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_interval=timedelta(seconds=10))
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 # Runs from before this patch accepted any starter and the input's k.
 AUTHORISED_HALT = "halt-authorised-starter"
 
@@ -105,9 +105,7 @@ class NetworkHaltWorkflow:
         self._registry = registry.signers
 
     async def _audit(self, kind: str, payload: dict[str, object]) -> int:
-        receipt: AuditReceipt = await workflow.execute_activity(
-            "append_audit", AuditEntryInput(kind=kind, subject=workflow.info().workflow_id, payload=payload),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY)
+        receipt: AuditReceipt = await append_audit(kind, workflow.info().workflow_id, payload)
         return receipt.seq
 
     @workflow.update

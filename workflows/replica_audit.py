@@ -14,7 +14,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.shelter import (
         RepairInput,
         ReplicaAuditInput,
@@ -23,11 +22,11 @@ with workflow.unsafe.imports_passed_through():
         ReplicaRef,
         ReplicaState,
     )
+    from workflows.audit import append_audit
     from workflows.steps import set_step
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                     maximum_attempts=5)
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 REPAIRABLE = (ReplicaState.MISSING, ReplicaState.CORRUPTED)
 
 
@@ -83,10 +82,6 @@ class ReplicaAuditWorkflow:
 
     async def _audit(self) -> None:
         set_step("auditing findings")
-        await workflow.execute_activity(
-            "append_audit",
-            AuditEntryInput(kind="shelter.replica_audit", subject=workflow.info().workflow_id, payload={
+        await append_audit("shelter.replica_audit", workflow.info().workflow_id, {
                 "documents": self._result.documents, "replicas_checked": self._result.replicas_checked,
-                "findings": [f.model_dump(mode="json") for f in self._result.findings]}),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY,
-        )
+                "findings": [f.model_dump(mode="json") for f in self._result.findings]})

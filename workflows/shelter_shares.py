@@ -15,14 +15,14 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld.audit import AuditEntryInput, AuditReceipt
+    from westworld.audit import AuditReceipt
     from westworld.errors import INVALID_INPUT, SHARE_WINDOW_CLOSED, ShareRejected
     from westworld.notify import GuardianNotice
     from westworld.shelter import DocumentRecord, KeyEpoch
     from westworld.shelter_access import ShareSubmission, ShareTask, check_submission
+    from workflows.audit import append_audit
 
 STORE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1),
                            maximum_attempts=5)
 
@@ -137,8 +137,5 @@ async def notify(notice: GuardianNotice) -> bool:
 
 
 async def audit(kind: str, subject: str, payload: dict[str, Any]) -> int:
-    receipt: AuditReceipt = await workflow.execute_activity(
-        "append_audit", AuditEntryInput(kind=kind, subject=subject, payload=payload), result_type=AuditReceipt,
-        start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY,
-    )
+    receipt: AuditReceipt = await append_audit(kind, subject, payload)
     return receipt.seq

@@ -18,7 +18,6 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from westworld.audit import AuditEntryInput, AuditReceipt
     from westworld.shelter import (
         EncryptDocumentInput,
         EncryptedDocument,
@@ -30,12 +29,12 @@ with workflow.unsafe.imports_passed_through():
         StoreDocumentState,
         StoreStep,
     )
+    from workflows.audit import append_audit
     from workflows.steps import DOCUMENT_ID, set_step
 
 REPLICATION_FAILED = "ReplicationFailed"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                     maximum_attempts=8)
-AUDIT_RETRY = RetryPolicy(maximum_interval=timedelta(minutes=1))
 
 
 def failure_text(err: BaseException) -> str:
@@ -99,16 +98,11 @@ class StoreDocumentWorkflow:
 
         self._step(StoreStep.INDEXING)
         stored = len(good) >= inp.min_good_replicas
-        await workflow.execute_activity(
-            "append_audit",
-            AuditEntryInput(kind="shelter.document.stored" if stored else "shelter.document.store_failed",
-                            subject=doc.document_id, payload={
+        await append_audit("shelter.document.stored" if stored else "shelter.document.store_failed", doc.document_id, {
                                 "key_epoch": doc.key_epoch, "ciphertext_sha256": doc.ciphertext_sha256,
                                 "size": doc.size,
                                 "replicas": [{"network": r.network.value, "locator": r.locator,
-                                              "state": r.state.value} for r in replicas]}),
-            result_type=AuditReceipt, start_to_close_timeout=timedelta(seconds=30), retry_policy=AUDIT_RETRY,
-        )
+                                              "state": r.state.value} for r in replicas]})
         if not stored:
             self._state.error = (f"{len(good)} verified replica(s) of {doc.document_id}, "
                                  f"{inp.min_good_replicas} required: "
