@@ -45,15 +45,19 @@ def _heartbeat(message: str) -> None:
 class SandboxActivities:
     """The sandbox activities, built with the backends this worker can reach."""
 
-    def __init__(self, backends: Mapping[Backend, SandboxBackend]) -> None:
+    def __init__(self, backends: Mapping[Backend, SandboxBackend],
+                 how_to_configure: Mapping[Backend, str] | None = None) -> None:
+        """``how_to_configure``: per backend, what configures it on this worker (said when it is not configured)."""
         self._backends = dict(backends)
+        self._how_to_configure = dict(how_to_configure or {})
 
     def _backend(self, backend: Backend) -> SandboxBackend:
         found = self._backends.get(backend)
         if found is None:
             configured = ", ".join(sorted(b.value for b in self._backends)) or "none"
+            hint = f"; {how}" if (how := self._how_to_configure.get(backend)) else ""
             raise PermanentError(
-                f"sandbox backend {backend.value!r} is not configured on this worker (configured: {configured})",
+                f"sandbox backend {backend.value!r} is not configured on this worker (configured: {configured}){hint}",
                 type=BACKEND_UNAVAILABLE,
             )
         return found

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -30,11 +31,17 @@ _API_VERSIONS = {"Namespace": "v1", "NetworkPolicy": "networking.k8s.io/v1", "Re
                  "Deployment": "apps/v1", "DaemonSet": "apps/v1", "NetworkChaos": ko.CHAOS_API,
                  "PodChaos": ko.CHAOS_API}
 
-def client_from_kubeconfig(path: Path | str) -> k8s.ApiClient:
-    """An ApiClient for the current context of a kubeconfig file (TLS as the file says)."""
+def client_from_kubeconfig(path: Path | str, setting: str = "kube_config") -> k8s.ApiClient:
+    """An ApiClient for the current context of a kubeconfig file (TLS as the file says); ``setting`` is what the
+    file was configured by, named in the error when it is missing or not a kubeconfig."""
     if not Path(path).is_file():
-        raise WestworldError(f"kube_config {str(path)!r} is not a readable kubeconfig file", type=CONFIG_ERROR)
-    api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+        raise WestworldError(f"{setting}={path}: no such file; set {setting} to the cluster's kubeconfig file",
+                             type=CONFIG_ERROR)
+    try:
+        api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
+    except (k8s_config.ConfigException, yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError,
+            OSError) as err:
+        raise WestworldError(f"{setting}={path} is not a usable kubeconfig file: {err}", type=CONFIG_ERROR) from err
     return api
 
 
@@ -48,9 +55,12 @@ def path_of(kind: str, name: str | None = None, namespace: str | None = None) ->
 class KubeApi:
     """The few REST calls the backend makes, with the project's error mapping (synchronous)."""
 
-    def __init__(self, api: k8s.ApiClient) -> None:
+    def __init__(self, api: k8s.ApiClient, source: str = "") -> None:
+        """``source``: where the cluster was configured (e.g. ``WESTWORLD_KUBE_CONFIG=<file>``), named in errors."""
         self.api = api
         self.host = str(api.configuration.host)
+        if source:
+            self.host += f" ({source})"
 
     def request(self, method: str, path: str, what: str, *, body: Obj | None = None,
                 query: list[tuple[str, str]] | None = None, content_type: str = "application/json",

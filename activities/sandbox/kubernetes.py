@@ -60,8 +60,8 @@ CHAOS_HINT = ("Chaos Mesh is not installed on this cluster (no chaos-mesh.org/v1
 class KubernetesSandbox:
     """Sandboxes as namespaces on one cluster (the ``SandboxBackend`` of ``activities/sandbox/backend.py``)."""
 
-    def __init__(self, api: k8s.ApiClient, limits: ko.KubeLimits | None = None) -> None:
-        self.kube = KubeApi(api)
+    def __init__(self, api: k8s.ApiClient, limits: ko.KubeLimits | None = None, source: str = "") -> None:
+        self.kube = KubeApi(api, source)
         self.limits = limits or ko.KubeLimits()
 
     async def provision(self, inp: ProvisionInput, progress: Callable[[str], None]) -> SandboxRef:

@@ -25,6 +25,8 @@ from workflows.canary import CanaryRolloutWorkflow
 from workflows.experiment import ExperimentWorkflow
 
 WORKFLOWS: tuple[type, ...] = (ExperimentWorkflow, CanaryRolloutWorkflow)
+KUBE_CONFIG_SETTING = "WESTWORLD_KUBE_CONFIG"
+"""The environment setting of :attr:`Settings.kube_config`, named in every error that it fixes."""
 
 
 def sandbox_backends(settings: Settings, http: httpx.AsyncClient) -> dict[Backend, SandboxBackend]:
@@ -34,15 +36,23 @@ def sandbox_backends(settings: Settings, http: httpx.AsyncClient) -> dict[Backen
                                     namespaces=settings.sandbox_namespaces),
     }
     if settings.kube_config:
-        backends[Backend.KUBERNETES] = KubernetesSandbox(client_from_kubeconfig(settings.kube_config))
+        backends[Backend.KUBERNETES] = KubernetesSandbox(
+            client_from_kubeconfig(settings.kube_config, KUBE_CONFIG_SETTING),
+            source=f"{KUBE_CONFIG_SETTING}={settings.kube_config}")
     return backends
+
+
+def sandbox_activities(settings: Settings, http: httpx.AsyncClient) -> SandboxActivities:
+    """The sandbox activities over :func:`sandbox_backends`; a backend not configured says which setting does it."""
+    return SandboxActivities(sandbox_backends(settings, http), how_to_configure={
+        Backend.KUBERNETES: f"set {KUBE_CONFIG_SETTING} to the cluster's kubeconfig file and restart the worker"})
 
 
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
     del database, audit
     async with httpx.AsyncClient(timeout=10.0) as http:
-        sandbox = SandboxActivities(sandbox_backends(settings, http))
+        sandbox = sandbox_activities(settings, http)
         prometheus = PrometheusActivities(http, settings.resolved_prometheus_url)
         evidence = EvidenceActivities(settings.data_dir / "evidence")
         yield [*sandbox.activities(), prometheus.collect_metrics, prometheus.query_metrics, prometheus.await_scraped,
