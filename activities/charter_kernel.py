@@ -1,7 +1,7 @@
 """Load the charter's eBPF filter (``bpf/charter_egress.c``) with bcc and attach it at a device's TC egress.
 
 What it needs, and what it says when it is missing (every refusal is a
-:class:`~westworld.charter.KernelEnforcementUnavailable` whose ``reason`` is one of the ``REASON_*`` constants, so
+:class:`~westworld.errors.KernelEnforcementUnavailable` whose ``reason`` is one of the ``REASON_*`` constants, so
 the caller falls back to the userspace gate and says so):
 
 - root (``not_root``);
@@ -30,7 +30,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from westworld.charter import KernelEnforcementUnavailable, name_hash
+from westworld.charter import name_hash
+from westworld.errors import KernelEnforcementUnavailable
 
 SOURCE = Path(__file__).resolve().parent.parent / "bpf" / "charter_egress.c"
 BCC_PATH = Path("/usr/lib/python3/dist-packages/bcc")

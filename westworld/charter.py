@@ -30,36 +30,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from westworld.documents import parse_document
-from westworld.errors import InvalidInput, WestworldError
+from westworld.errors import CharterInvalid, InvalidInput
 from westworld.experiment import _line_of
-
-# Error types (to be folded into westworld/errors.py).
-CHARTER_INVALID = "CharterInvalid"
-CONSENT_REJECTED = "ConsentRejected"
-KERNEL_UNAVAILABLE = "KernelEnforcementUnavailable"
-
-
-class CharterInvalid(InvalidInput):
-    """A charter file that does not parse or breaks a rule; the message lists every problem with its path."""
-
-    type = CHARTER_INVALID
-
-
-class ConsentRejected(WestworldError):
-    """A consent grant or withdrawal that cannot be accepted (bad signature, expired, unknown metric)."""
-
-    type = CONSENT_REJECTED
-
-
-class KernelEnforcementUnavailable(WestworldError):
-    """The kernel cannot run the charter's eBPF filter here; ``reason`` says why (callers fall back to the gate)."""
-
-    type = KERNEL_UNAVAILABLE
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
 
 METRIC_NAME = re.compile(r"[a-z_:][a-z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-z_][a-z0-9_]*")

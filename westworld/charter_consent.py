@@ -16,7 +16,8 @@ from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils.crypto import keccak
 from pydantic import BaseModel, ConfigDict, Field
 
-from westworld.charter import ADDRESS, Charter, ConsentRejected
+from westworld.charter import ADDRESS, Charter
+from westworld.errors import ConsentRejected
 
 UINT64_MAX = 2**64 - 1
 

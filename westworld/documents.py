@@ -39,7 +39,7 @@ from yaml.reader import Reader, ReaderError
 from yaml.resolver import Resolver
 from yaml.scanner import Scanner
 
-from westworld.errors import InvalidInput
+from westworld.errors import DocumentRefused, InvalidInput
 
 
 class _PyParser(Reader, Scanner, Parser):
@@ -113,8 +113,8 @@ def parse_document(content: bytes | str, source: str = "<input>", limits: Limits
             return Document(None, None)
         _check_expansion(root, source, limits)
         return Document(loader.construct_document(root), root)
-    except _Refused as err:
-        raise InvalidInput(f"{_at(source, err.problem_mark)}{err.problem}") from err
+    except DocumentRefused as err:
+        raise InvalidInput(f"{_at(source, err.mark)}{err.message}") from err
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = (err.problem or err.context or "malformed").removeprefix("but ")
@@ -148,13 +148,6 @@ def _at(source: str, mark: yaml.Mark | None) -> str:
     return f"{source or 'line '}{':' if source else ''}{mark.line + 1}:{mark.column + 1}: "
 
 
-class _Refused(yaml.MarkedYAMLError):
-    """A limit was hit while composing; reported like any other YAML error, with its place."""
-
-    def __init__(self, problem: str, mark: Any) -> None:
-        super().__init__(problem=problem, problem_mark=mark)
-
-
 class _Checks(Composer, SafeConstructor, Resolver):
     """The composer with the limits and the duplicate-key check, and a constructor whose errors have a place."""
 
@@ -176,12 +169,12 @@ class _Checks(Composer, SafeConstructor, Resolver):
         if self.check_event(AliasEvent):
             self._aliases += 1
             if self._aliases > self._limits.max_aliases:
-                raise _Refused(f"more than {self._limits.max_aliases} aliases (*name): refused as a possible "
-                               "alias bomb", self._mark())
+                raise DocumentRefused(f"more than {self._limits.max_aliases} aliases (*name): refused as a possible "
+                                      "alias bomb", self._mark())
             return super().compose_node(parent, index)
         self._depth += 1
         if self._depth > self._limits.max_depth:
-            raise _Refused(f"nested deeper than {self._limits.max_depth} levels", self._mark())
+            raise DocumentRefused(f"nested deeper than {self._limits.max_depth} levels", self._mark())
         try:
             node = super().compose_node(parent, index)
         finally:
@@ -222,8 +215,8 @@ def _check_duplicate_keys(node: MappingNode) -> None:
             continue
         key = _key(key_node)
         if key in seen:
-            raise _Refused(f"duplicate key {_short(key_node.value)} (first at line {seen[key].line + 1}); a key may "
-                           "appear once in a mapping", key_node.start_mark)
+            raise DocumentRefused(f"duplicate key {_short(key_node.value)} (first at line {seen[key].line + 1}); a key "
+                                  "may appear once in a mapping", key_node.start_mark)
         seen[key] = key_node.start_mark
 
 
@@ -253,15 +246,15 @@ def _check_expansion(root: Node, source: str, limits: Limits) -> None:
         if key in done:
             size, height = done[key]
             if depth + height - 1 > limits.max_depth:
-                raise _Refused(f"nested deeper than {limits.max_depth} levels once aliases are expanded",
-                               node.start_mark)
+                raise DocumentRefused(f"nested deeper than {limits.max_depth} levels once aliases are expanded",
+                                      node.start_mark)
             return size, height
         if key in open_:
-            raise _Refused("an alias refers to the collection that contains it (a recursive document)",
-                           node.start_mark)
+            raise DocumentRefused("an alias refers to the collection that contains it (a recursive document)",
+                                  node.start_mark)
         if depth > limits.max_depth:
-            raise _Refused(f"nested deeper than {limits.max_depth} levels once aliases are expanded",
-                           node.start_mark)
+            raise DocumentRefused(f"nested deeper than {limits.max_depth} levels once aliases are expanded",
+                                  node.start_mark)
         open_.add(key)
         children: list[Node] = []
         if isinstance(node, SequenceNode):
@@ -273,8 +266,8 @@ def _check_expansion(root: Node, source: str, limits: Limits) -> None:
             s, h = visit(child, depth + 1)
             size, height = size + s, max(height, h + 1)
             if size > limits.max_nodes:
-                raise _Refused(f"expands to more than {limits.max_nodes} values (aliases included): refused as "
-                               "a possible alias bomb", node.start_mark)
+                raise DocumentRefused(f"expands to more than {limits.max_nodes} values (aliases included): refused as "
+                                      "a possible alias bomb", node.start_mark)
         open_.discard(key)
         done[key] = (size, height)
         return size, height

@@ -12,6 +12,8 @@ themselves. ``WestworldError`` itself is the root and is not raised.
     +-- PermanentError                     never retried; type InvalidInput unless the class or raiser says
     |   +-- InvalidInput        INVALID_INPUT       malformed model, YAML, file, argument
     |   |   +-- SettingsError   CONFIG_ERROR        a setting or config file that cannot be used
+    |   |   +-- CharterInvalid  CHARTER_INVALID     a charter file that does not parse or breaks a rule
+    |   |   +-- DocumentRefused                     a YAML/JSON reading limit hit, with its place (.mark)
     |   |   +-- ProofError                          a Merkle proof request or proof that is malformed (a ValueError)
     |   |   +-- DuplicateKeyError                   a JSON object naming a key twice (a ValueError)
     |   +-- VoteRejected        VOTE_REJECTED       (type: one of the VOTE_* reasons)
@@ -25,6 +27,8 @@ themselves. ``WestworldError`` itself is the root and is not raised.
     |   +-- SealRefused         TOKEN_NOT_SEALED    a sealed token that does not open or does not fit
     |   +-- Denial              CAPABILITY_DENIED   a capability token refused (.caveat names the caveat)
     |   +-- StepDenied          CAPABILITY_DENIED   a canary step's agent action refused
+    |   +-- ConsentRejected     CONSENT_REJECTED    a consent grant or withdrawal refused
+    |   +-- KernelEnforcementUnavailable            the kernel cannot run the charter's filter (.reason)
     |   +-- StorageRejected     INVALID_INPUT       a storage network refused a request
     |   |   +-- IpfsError, ArweaveError, SiaError
     |   +-- OtterscanUnavailable                    the chain node has no Otterscan API (a fallback is used)
@@ -42,6 +46,7 @@ themselves. ``WestworldError`` itself is the root and is not raised.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 INVALID_INPUT = "InvalidInput"
 VOTE_REJECTED = "VoteRejected"
@@ -94,6 +99,11 @@ TOKEN_NOT_SEALED = "TokenNotSealed"  # noqa: S105 (an error type) a capability t
 LOOSER_THAN_POLICY = "LooserThanPolicy"  # a request asks for less than the policy's floor (quorum, window, ...)
 PROPOSAL_ALREADY_OPENED = "ProposalAlreadyOpened"  # a new start for a proposal another vote execution opened
 PAYLOAD_UNDECRYPTABLE = "PayloadUndecryptable"  # a payload with an unknown key id, tampered or relabelled
+
+# Charter (user data rights).
+CHARTER_INVALID = "CharterInvalid"  # a charter file that does not parse or breaks a rule
+CONSENT_REJECTED = "ConsentRejected"  # a consent grant or withdrawal that cannot be accepted
+KERNEL_UNAVAILABLE = "KernelEnforcementUnavailable"  # the kernel cannot run the charter's eBPF filter here
 
 # Outside systems: a Snapshot hub, the replicas of a sheltered document.
 SNAPSHOT_UNAVAILABLE = "SnapshotUnavailable"  # this worker has no Snapshot hub configured
@@ -153,6 +163,20 @@ class SettingsError(InvalidInput):
     """Settings that cannot be used: a value of the wrong type, or a config file that is missing or unreadable."""
 
     type = CONFIG_ERROR
+
+
+class CharterInvalid(InvalidInput):
+    """A charter file that does not parse or breaks a rule; the message lists every problem with its path."""
+
+    type = CHARTER_INVALID
+
+
+class DocumentRefused(InvalidInput):
+    """A reading limit (size, depth, aliases, a duplicate key) hit inside the YAML reader; ``mark`` is the place."""
+
+    def __init__(self, message: str, mark: Any) -> None:
+        super().__init__(message)
+        self.mark = mark
 
 
 class ProofError(InvalidInput, ValueError):
@@ -238,6 +262,22 @@ class StepDenied(PermanentError):
     """A canary step's agent action was refused by the capability check (caveat named in the message)."""
 
     type = CAPABILITY_DENIED
+
+
+class ConsentRejected(PermanentError):
+    """A consent grant or withdrawal that cannot be accepted (bad signature, expired, unknown metric)."""
+
+    type = CONSENT_REJECTED
+
+
+class KernelEnforcementUnavailable(PermanentError):
+    """The kernel cannot run the charter's eBPF filter here; ``reason`` says why (callers fall back to the gate)."""
+
+    type = KERNEL_UNAVAILABLE
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class StorageRejected(PermanentError):

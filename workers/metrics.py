@@ -132,10 +132,10 @@ class MetricsInterceptor(Interceptor):
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Wrap activity execution."""
-        return _ActivityErrorCounter(next, self.metrics)
+        return _FailedAttemptCounter(next, self.metrics)
 
 
-class _ActivityErrorCounter(ActivityInboundInterceptor):
+class _FailedAttemptCounter(ActivityInboundInterceptor):
     def __init__(self, next: ActivityInboundInterceptor, metrics: Metrics) -> None:
         super().__init__(next)
         self._metrics = metrics

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from activities.charter_kernel import KernelFilter
-from westworld.charter import KernelEnforcementUnavailable, name_hash
+from westworld.charter import name_hash
+from westworld.errors import KernelEnforcementUnavailable
 
 PORT = 8125
 ALLOWED = ("mesh_link_quality", "mesh_node_uptime_seconds", "mesh:recorded_rate")

@@ -16,8 +16,6 @@ from hypothesis import strategies as st
 
 from westworld import charter_consent as consent
 from westworld.charter import (
-    CharterInvalid,
-    ConsentRejected,
     Reason,
     Verdict,
     charter_hash,
@@ -27,6 +25,7 @@ from westworld.charter import (
     parse_charter,
     pseudonym,
 )
+from westworld.errors import CharterInvalid, ConsentRejected
 
 RAW = (Path(__file__).resolve().parents[2] / "deploy" / "charter.yaml").read_bytes()
 CHARTER = load_charter(RAW)
