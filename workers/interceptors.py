@@ -25,15 +25,15 @@ def application_error(err: WestworldError) -> ApplicationError:
     return ApplicationError(err.message, type=err.type, non_retryable=True)
 
 
-class ErrorInterceptor(Interceptor):
+class TypedFailureInterceptor(Interceptor):
     """Worker interceptor turning the activities' ``WestworldError`` into typed ``ApplicationError``."""
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         """Wrap activity execution."""
-        return _TypedErrors(next)
+        return _TypedFailures(next)
 
 
-class _TypedErrors(ActivityInboundInterceptor):
+class _TypedFailures(ActivityInboundInterceptor):
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         try:
             return await super().execute_activity(input)

@@ -19,10 +19,11 @@ from activities.snapshot import SnapshotClient
 from activities.store import AuditLog, Database
 from activities.vote_store import VoteStore
 from workers.client import connect
-from workers.interceptors import ErrorInterceptor
+from workers.interceptors import TypedFailureInterceptor
 from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
 from workers.settings import Settings, load_settings
 from workers.wiring import capabilities as capabilities_wiring
+from workers.wiring import charter as charter_wiring
 from workers.wiring import experiments as experiments_wiring
 from workers.wiring import governance as governance_wiring
 from workers.wiring import shelter as shelter_wiring
@@ -31,7 +32,7 @@ from workflows.runner_sandbox import workflow_runner
 log = logging.getLogger("westworld.worker")
 
 # Each part wires its own workflows and activities in workers/wiring/<part>.py.
-PARTS = (experiments_wiring, capabilities_wiring, shelter_wiring)
+PARTS = (experiments_wiring, capabilities_wiring, shelter_wiring, charter_wiring)
 WORKFLOWS: Sequence[type] = (*governance_wiring.WORKFLOWS, *(w for part in PARTS for w in part.WORKFLOWS))
 
 
@@ -73,7 +74,7 @@ def build_worker(client: Client, res: Resources, task_queue: str, metrics: Metri
     return Worker(
         client,
         task_queue=task_queue,
-        interceptors=[MetricsInterceptor(metrics), ErrorInterceptor()] if metrics else [ErrorInterceptor()],
+        interceptors=[*([MetricsInterceptor(metrics)] if metrics else []), TypedFailureInterceptor()],
         workflow_runner=workflow_runner(),
         workflows=list(WORKFLOWS),
         activities=activities_of(res, metrics),

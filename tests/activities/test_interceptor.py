@@ -14,10 +14,10 @@ from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
-from temporalio.worker import Worker
+from temporalio.worker import Interceptor, Worker
 
 from westworld.errors import CHAIN_NOT_READY, VOTE_NO_POWER, ChainNotReady, InvalidInput, VoteRejected
-from workers.interceptors import ErrorInterceptor
+from workers.interceptors import TypedFailureInterceptor
 from workers.metrics import Metrics, MetricsInterceptor
 from workflows.runner_sandbox import workflow_runner
 
@@ -53,7 +53,7 @@ class CallOnceWorkflow:
             retry_policy=RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_attempts=5)))
 
 
-async def _run(client: Client, worker_interceptors: list[ErrorInterceptor | MetricsInterceptor], name: str) -> str:
+async def _run(client: Client, worker_interceptors: list[Interceptor], name: str) -> str:
     key = f"{name}-{uuid.uuid4().hex[:8]}"
     queue = f"interceptor-{uuid.uuid4()}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
@@ -82,7 +82,7 @@ def _cause(err: pytest.ExceptionInfo[WorkflowFailureError]) -> ApplicationError:
 async def test_a_permanent_error_fails_the_activity_once_with_its_type(temporal_client: Client, name: str,
                                                                        type_: str, words: str) -> None:
     with pytest.raises(WorkflowFailureError) as err:
-        await _run(temporal_client, [ErrorInterceptor()], name)
+        await _run(temporal_client, [TypedFailureInterceptor()], name)
     cause = _cause(err)
     assert (cause.type, cause.non_retryable) == (type_, True)
     assert words in cause.message
@@ -91,7 +91,7 @@ async def test_a_permanent_error_fails_the_activity_once_with_its_type(temporal_
 
 async def test_a_transient_error_is_retried_with_its_type(temporal_client: Client) -> None:
     metrics = Metrics()
-    got = await _run(temporal_client, [MetricsInterceptor(metrics), ErrorInterceptor()], "not_ready_twice")
+    got = await _run(temporal_client, [MetricsInterceptor(metrics), TypedFailureInterceptor()], "not_ready_twice")
     assert got == "ready after 3 attempts"
     failed = metrics.registry.get_sample_value(
         "westworld_activity_errors_total", {"activity": "not_ready_twice", "type": CHAIN_NOT_READY})

@@ -40,6 +40,7 @@ from westworld.keys import SEARCH_ATTRIBUTES
 from westworld.sandbox import MeshAction
 from workers.cli.agent_common import seal_action
 from workers.codec import build_data_converter, create_keyring, load_keyring
+from workers.interceptors import TypedFailureInterceptor
 from workers.stack import processes
 from workflows.agent_action import AgentActionWorkflow
 from workflows.runner_sandbox import workflow_runner
@@ -160,7 +161,8 @@ async def latency_figures(work: Path, store: CapabilityStore, db: Database, toke
         sealing = CapabilityDirectory(sealing_key=SealingKey(key_id=key_id, public_key=public))
         async with Worker(client, task_queue=tq, workflows=[BareActivityWorkflow, CheckOnlyWorkflow,
                                                             AgentActionWorkflow],
-                          activities=acts, workflow_runner=workflow_runner()):
+                          activities=acts, workflow_runner=workflow_runner(),
+                          interceptors=[TypedFailureInterceptor()]):
             async def bare(i: int) -> object:
                 return await client.execute_workflow(BareActivityWorkflow.run, str(i), id=f"bare-{uuid.uuid4()}",
                                                      task_queue=tq)

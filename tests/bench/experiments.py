@@ -38,6 +38,7 @@ from westworld.keys import SEARCH_ATTRIBUTES, canary_id
 from westworld.rollout import CanaryInput, CanaryResult, RolloutPhase
 from westworld.sandbox import Arm, Backend, MeshAction, MeshActionInput, MeshTarget, ProvisionInput, Workload
 from workers.codec import build_data_converter, create_keyring, load_keyring
+from workers.interceptors import TypedFailureInterceptor
 from workers.settings import Settings
 from workers.stack import processes
 from workers.stack.prometheus_server import start_prometheus
@@ -155,7 +156,8 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
                 worker = Worker(client, task_queue=tq, workflow_runner=workflow_runner(),
                                 workflows=[CanaryRolloutWorkflow, ActivityFloorWorkflow],
                                 activities=[*acts, AuditActivities(AuditLog(db)).append_audit, bench_noop],
-                                activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=4))
+                                activity_executor=concurrent.futures.ThreadPoolExecutor(max_workers=4),
+                                interceptors=[TypedFailureInterceptor()])
                 async with worker:
                     sandbox = LocalSandbox(http, settings.data_dir, settings.prometheus_targets_dir, namespaces=False)
                     await step_overhead(client, tq, sandbox, args.steps)
