@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.chain import ChainClient
 from westworld import ballot
-from westworld.errors import InvalidInput, NotConfigured
+from westworld.errors import VOTE_BAD_CHOICE, VOTE_CLOSED, InvalidInput, NotConfigured
 from westworld.keys import vote_id
 from westworld.vote import DaoVoteInput, DaoVoteResult, VoteBackend, VoteReceipt, VoteRequest, VoteState
 from workers.cli.inputs import load_model
@@ -110,7 +110,7 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
         await asyncio.sleep(0.2)
         ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     if ctx is None:
-        raise ApplicationError(f"voting on {proposal_id} has not opened yet", type="VotingClosed")
+        raise ApplicationError(f"voting on {proposal_id} has not opened yet", type=VOTE_CLOSED)
     voter = Account.from_key(key).address
     nonce = 0
     if ctx.backend is VoteBackend.GOVERNOR and ctx.governor:
@@ -118,7 +118,7 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
     unsigned = VoteRequest(proposal_id=proposal_id, voter=voter, choice=choice, reason=reason,
                            signature="0x", nonce=nonce, timestamp=int(time.time()))
     if choice not in ctx.choices:
-        raise ApplicationError(f"choice {choice!r} is not one of {ctx.choices}", type="InvalidChoice")
+        raise ApplicationError(f"choice {choice!r} is not one of {ctx.choices}", type=VOTE_BAD_CHOICE)
     signed = unsigned.model_copy(update={"signature": ballot.sign(unsigned, ctx, key)})
     return await cast_with_retry(handle, signed)
 
