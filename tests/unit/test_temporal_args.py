@@ -1,4 +1,4 @@
-"""The dev server's command line: the queue readers' poll limit is raised (the cause of the 50 ms-per-activity steps)."""
+"""The dev server's command line: the queue readers' poll limit is raised (the 50 ms-per-activity steps)."""
 
 from __future__ import annotations
 
