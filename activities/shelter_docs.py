@@ -207,7 +207,10 @@ class ShelterDocumentActivities:
 
     @activity.defn(name="verify_replicas")
     async def verify_replicas(self, document_id: str) -> list[ReplicaRef]:
-        """Read every replica of a document back, hash it, and record what was found."""
+        """Read every replica of a document back, hash it, and record what was found. Only the networks the
+        document was stored to are checked (the store records one row per network asked for, reached or not): a
+        network the worker has but the owner did not choose is never reported missing, so never "repaired" onto
+        (a document kept off Arweave's permanent storage stays off it)."""
         record = await self.store.get(document_id)
         if record is None:
             raise _fail(f"document {document_id} is not in the shelter index")
@@ -221,13 +224,6 @@ class ShelterDocumentActivities:
                 "detail": f"never stored on {ref.network.value} ({ref.detail or ref.state.value} before)"})
             await self.store.upsert_replica(document_id, new)
             checked.append(new)
-        have = {ref.network for ref in record.replicas}
-        for network in self.replicators:  # a configured network the store never reached (or added since)
-            if network not in have:
-                absent = ReplicaRef(network=network, locator="", sha256="", verified_at=utcnow(), ok=False,
-                                    state=ReplicaState.MISSING, detail=f"never stored on {network.value}")
-                await self.store.upsert_replica(document_id, absent)
-                checked.append(absent)
         return checked
 
     @activity.defn(name="repair_replica")
@@ -236,6 +232,10 @@ class ShelterDocumentActivities:
         record = await self.store.get(inp.document_id)
         if record is None:
             raise _fail(f"document {inp.document_id} is not in the shelter index")
+        if inp.network not in {r.network for r in record.replicas}:
+            raise _fail(f"document {inp.document_id} was not stored to {inp.network.value} "
+                        f"(its networks: {', '.join(r.network.value for r in record.replicas) or 'none'}): "
+                        "not copied there")
         if inp.network not in self.replicators:
             raise _fail(f"cannot repair the {inp.network.value} replica of {inp.document_id}: "
                         f"no {inp.network.value} endpoint configured")
