@@ -39,6 +39,11 @@ BPFFS = Path("/run/westworld/bpffs")  # not under /sys: `ip netns exec` remounts
 HEADERS_CACHE = Path("/var/cache/westworld/kernel-headers")
 FILTER_PREF = 4913  # the tc filter's preference: ours to add and delete, nobody else's filters are touched
 
+
+def pref_for(port: int) -> int:
+    """A tc preference per telemetry port, so gates on different ports share a device (``lo``) side by side."""
+    return 20_000 + port % 40_000
+
 REASON_NOT_ROOT = "not_root"
 REASON_NO_BCC = "no_bcc"
 REASON_NO_HEADERS = "no_headers"
@@ -122,15 +127,17 @@ def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
 class KernelFilter:
     """The filter attached at ``device``'s egress (inside network namespace ``netns`` if given)."""
 
-    def __init__(self, bpf: Any, device: str, netns: str | None, created_qdisc: bool, program: str) -> None:
+    def __init__(self, bpf: Any, device: str, netns: str | None, created_qdisc: bool, program: str,
+                 pref: int = FILTER_PREF) -> None:
         self._bpf = bpf
-        self.device, self.netns, self.program = device, netns, program
+        self.device, self.netns, self.program, self.pref = device, netns, program, pref
         self._created_qdisc = created_qdisc
         self._closed = False
 
     @classmethod
     def attach(cls, names: Iterable[str], *, device: str, port: int, netns: str | None = None,
-               program: str = "charter_egress", headers_cache: Path = HEADERS_CACHE) -> KernelFilter:
+               program: str = "charter_egress", headers_cache: Path = HEADERS_CACHE,
+               pref: int = FILTER_PREF) -> KernelFilter:
         """Compile, load and attach; the map holds exactly ``names``. Raises KernelEnforcementUnavailable."""
         if os.geteuid() != 0:
             raise _unavailable(REASON_NOT_ROOT, "loading eBPF needs root")
@@ -150,16 +157,16 @@ class KernelFilter:
             raise _unavailable(REASON_VERIFIER_REFUSED, f"the kernel refused {program}: {err}") from err
         pinned = BPFFS / f"westworld_charter_{os.getpid()}_{id(bpf):x}"
         try:
-            created = cls._attach_pinned(bcc, fn.fd, pinned, device, netns)
+            created = cls._attach_pinned(bcc, fn.fd, pinned, device, netns, pref)
         except KernelEnforcementUnavailable:
             bpf.cleanup()
             raise
-        kf = cls(bpf, device, netns, created, program)
+        kf = cls(bpf, device, netns, created, program, pref)
         kf.set_names(names)
         return kf
 
     @staticmethod
-    def _attach_pinned(bcc: Any, fd: int, pinned: Path, device: str, netns: str | None) -> bool:
+    def _attach_pinned(bcc: Any, fd: int, pinned: Path, device: str, netns: str | None, pref: int) -> bool:
         BPFFS.mkdir(parents=True, exist_ok=True)
         if _run(["stat", "-f", "-c", "%T", str(BPFFS)]).stdout.strip() != "bpf_fs":
             mounted = _run(["mount", "-t", "bpf", "bpf", str(BPFFS)])
@@ -174,7 +181,7 @@ class KernelFilter:
                 add = _run([*prefix, "tc", "qdisc", "add", "dev", device, "clsact"])
                 if add.returncode != 0:
                     raise _unavailable(REASON_ATTACH_FAILED, f"tc qdisc add clsact on {device}: {add.stderr.strip()}")
-            attached = _run([*prefix, "tc", "filter", "replace", "dev", device, "egress", "pref", str(FILTER_PREF),
+            attached = _run([*prefix, "tc", "filter", "replace", "dev", device, "egress", "pref", str(pref),
                              "handle", "1", "bpf", "direct-action", "object-pinned", str(pinned)])
             if attached.returncode != 0:
                 raise _unavailable(REASON_ATTACH_FAILED, f"tc filter on {device} egress: {attached.stderr.strip()}")
@@ -207,8 +214,9 @@ class KernelFilter:
             return
         self._closed = True
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        _run([*prefix, "tc", "filter", "del", "dev", self.device, "egress", "pref", str(FILTER_PREF)])
-        if self._created_qdisc:
+        _run([*prefix, "tc", "filter", "del", "dev", self.device, "egress", "pref", str(self.pref)])
+        others = _run([*prefix, "tc", "filter", "show", "dev", self.device, "egress"]).stdout.strip()
+        if self._created_qdisc and not others:  # another gate's filter may share the qdisc we added
             _run([*prefix, "tc", "qdisc", "del", "dev", self.device, "clsact"])
         self._bpf.cleanup()
 

@@ -37,6 +37,10 @@
 #define FNV_OFFSET 0xcbf29ce484222325ULL
 #define FNV_PRIME 0x100000001b3ULL
 
+// What the filter returns for a packet it lets through: no verdict, so the next filter on the same hook (another
+// gate's, on another port) still sees it, and with none left the packet goes on.
+#define PASS TC_ACT_UNSPEC
+
 #define STAT_PASSED 0
 #define STAT_NOT_ALLOWED 1
 #define STAT_MALFORMED 2
@@ -74,28 +78,28 @@ int charter_egress(struct __sk_buff *skb) {
     if (skb->protocol == htons(ETH_P_IP)) {
         struct iphdr ip;
         if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
-            return TC_ACT_OK;
+            return PASS;
         if (ip.protocol != IPPROTO_UDP)
-            return TC_ACT_OK;
+            return PASS;
         if (ip.frag_off & htons(0x1fff))
-            return TC_ACT_OK; // a later fragment: no UDP header; its first fragment is judged below
+            return PASS; // a later fragment: no UDP header; its first fragment is judged below
         first_fragment = (ip.frag_off & htons(0x2000)) != 0;
         l4 = ETH_HLEN + ip.ihl * 4;
     } else if (skb->protocol == htons(ETH_P_IPV6)) {
         struct ipv6hdr ip6;
         if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)) < 0)
-            return TC_ACT_OK;
+            return PASS;
         if (ip6.nexthdr != IPPROTO_UDP)
-            return TC_ACT_OK;
+            return PASS;
         l4 = ETH_HLEN + sizeof(struct ipv6hdr);
     } else {
-        return TC_ACT_OK;
+        return PASS;
     }
     struct udphdr udp;
     if (bpf_skb_load_bytes(skb, l4, &udp, sizeof(udp)) < 0)
-        return TC_ACT_OK;
+        return PASS;
     if (udp.dest != htons(TELEMETRY_PORT))
-        return TC_ACT_OK;
+        return PASS;
     if (first_fragment)
         return shot(STAT_FRAGMENT);
 
@@ -165,7 +169,7 @@ int charter_egress(struct __sk_buff *skb) {
     u64 lines = sc->lines + (sc->in_head ? 0 : 1);
     stats.increment(STAT_PASSED);
     stats.increment(STAT_LINES, lines);
-    return TC_ACT_OK;
+    return PASS;
 }
 
 // The same attachment with no filtering: the floor the benchmark compares the filter against.

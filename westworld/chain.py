@@ -22,6 +22,7 @@ GOVERNOR = "WestworldGovernor"
 EMERGENCY_GOVERNOR = "WestworldEmergencyGovernor"
 MESH_CONFIG = "MeshConfig"
 AIRDROP = "VotingPowerAirdrop"
+CHARTER = "Charter"  # the Anti-Delos charter in force (contracts/src/Charter.sol), owned by the timelock
 
 
 class OnChainCall(BaseModel):

@@ -198,3 +198,7 @@ def document_id(name: str) -> str:
 AUDIT_ANCHOR_SCHEDULE = "audit-anchor"
 GUARDIAN_ROTATION_SCHEDULE = "guardian-rotation"
 REPLICA_AUDIT_SCHEDULE = "replica-audit"
+
+
+# --- charter -----------------------------------------------------------------------------------------------------
+CHARTER_SYNC_ID = "charter-sync"  # CharterSyncWorkflow, the standing one `westworld up` starts

@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from workers.cli.agent import agent_app, halt_app
+from workers.cli.charter import charter_app
 from workers.cli.common import DataDir, WestworldGroup, fail, settings_for
 from workers.cli.experiment import experiment_app
 from workers.cli.policy import policy_app
@@ -33,6 +34,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(halt_app, name="halt")
 app.add_typer(shelter_app, name="shelter")
 app.add_typer(policy_app, name="policy")
+app.add_typer(charter_app, name="charter")
 _settings = settings_for
 
 
@@ -76,6 +78,14 @@ def codec_server() -> None:
     logging.basicConfig(level=logging.INFO)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(load_settings()))
+
+
+@app.command("charter-gate")
+def charter_gate() -> None:
+    """Run the charter gate in the foreground (what `up` starts): node telemetry in, the charter enforced."""
+    from workers.charter_gate import main
+
+    main()
 
 
 DEMO_PARTS = ("vote", "experiments", "capabilities", "shelter")

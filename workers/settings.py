@@ -19,6 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from activities.charter_chain import DEFAULT_CHARTER_FILE
 from activities.policy import DEFAULT_POLICY_FILE
 from westworld.documents import decode_utf8
 from westworld.errors import SettingsError
@@ -78,6 +79,18 @@ class Settings(BaseSettings):
                               "MeshConfig's `policy.sha256` on chain); see docs/security.md.")
     anomaly_watch: bool = Field(
         True, description="`westworld up` starts the network's anomaly watch (workflow anomaly-watch, default "
+    charter_file: Path = Field(DEFAULT_CHARTER_FILE, description="The Anti-Delos charter (its SHA-256 must be the "
+                               "Charter contract's policyHash on chain, else it is refused); see docs/charter.md.")
+    charter_gate_port: int = Field(9470, description="HTTP port of the charter gate: /metrics (what Prometheus "
+                                   "scrapes), /status, and the worker's authenticated PUT /charter.")
+    charter_gate_udp_port: int = Field(8125, description="UDP port the charter gate receives node telemetry on.")
+    charter_gate_host: str = Field("127.0.0.1", description="Address the charter gate listens on (UDP and HTTP).")
+    charter_kernel: bool = Field(True, description="The gate loads the eBPF filter at the telemetry's egress where "
+                                 "the kernel allows (root, bcc, headers); false: the userspace gate only.")
+    charter_kernel_device: str = Field("", description="Interface the telemetry leaves by; empty: the route to "
+                                       "charter_gate_host (lo for a gate on 127.0.0.1).")
+    prometheus_config_file: Path | None = Field(None, description="The Prometheus config the charter sync rewrites "
+                                                "(metric_relabel_configs); default: the embedded one's.")
         "thresholds) unless it runs; false leaves starting it to `westworld agent watch`."
     )
 
@@ -122,6 +135,14 @@ class Settings(BaseSettings):
         """file_sd target files (one per sandbox) the embedded Prometheus watches."""
         return self.data_dir / "prometheus" / "targets"
 
+
+    @property
+    def resolved_prometheus_config(self) -> Path:
+        return self.prometheus_config_file or self.data_dir / "prometheus" / "prometheus.json"
+
+    @property
+    def charter_gate_url(self) -> str:
+        return f"http://{self.charter_gate_host}:{self.charter_gate_port}"
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (and the optional TOML file), with explicit overrides on top.

@@ -25,14 +25,19 @@ contract Charter is Ownable {
     string[] private _metricNames;
     mapping(bytes32 => bool) private _known;
     Checkpoint[] private _checkpoints;
+    /// @notice Who may append audit checkpoints besides the owner (the worker's relayer: the hourly anchor
+    ///         cannot wait for a DAO vote). It can only append a log head that does not shrink; it changes no rule.
+    address public anchorer;
 
     event CharterAmended(uint64 indexed version, bytes32 policyHash);
     event MetricSet(string name, bool allowed, bool consentRequired, uint32 retentionDays);
     event CheckpointAnchored(uint256 indexed index, uint64 size, bytes32 root);
+    event AnchorerSet(address anchorer);
 
     error VersionNotIncreasing(uint64 current, uint64 proposed);
     error CheckpointShrinks(uint64 previousSize, uint64 size);
     error RetentionOutOfRange(uint32 retentionDays);
+    error NotAnchorer(address caller);
 
     constructor(address timelock, uint64 initialVersion, bytes32 initialHash) Ownable(timelock) {
         version = initialVersion;
@@ -70,8 +75,14 @@ contract Charter is Ownable {
         return _metricNames;
     }
 
+    function setAnchorer(address newAnchorer) external onlyOwner {
+        anchorer = newAnchorer;
+        emit AnchorerSet(newAnchorer);
+    }
+
     /// @notice The audit log's head (RFC 6962 tree size and root); a log only grows.
-    function anchorCheckpoint(uint64 size, bytes32 root) external onlyOwner {
+    function anchorCheckpoint(uint64 size, bytes32 root) external {
+        if (msg.sender != owner() && msg.sender != anchorer) revert NotAnchorer(msg.sender);
         uint256 n = _checkpoints.length;
         if (n > 0 && size < _checkpoints[n - 1].size) revert CheckpointShrinks(_checkpoints[n - 1].size, size);
         _checkpoints.push(Checkpoint(size, root, uint64(block.timestamp)));

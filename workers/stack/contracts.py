@@ -23,9 +23,11 @@ from eth_utils.address import to_checksum_address
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.chain_tx import Signer, is_dev_chain, latest_timestamp, load_deployment, save_deployment
+from activities.charter_chain import DEFAULT_CHARTER_FILE, charter_constructor_args, charter_metric_calls
 from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
 from westworld.chain import (
     AIRDROP,
+    CHARTER,
     EMERGENCY_GOVERNOR,
     GOVERNOR,
     MESH_CONFIG,
@@ -65,12 +67,13 @@ async def deploy_contracts(
     rpc_url: str, deployer_key: str, build_json_path: Path = BUILD_FILE, *, timelock_delay: int = 3600,
     voting_delay: int = 1, normal_period: int = 72 * 3600, emergency_period: int = 2 * 3600,
     quorum_percent: int = 4, initial_supply: int = INITIAL_SUPPLY,
-    initial_parameters: dict[str, str] | None = None,
+    initial_parameters: dict[str, str] | None = None, charter_file: Path = DEFAULT_CHARTER_FILE,
 ) -> Deployment:
     """Deploy every contract, wire the timelock roles, renounce the deployer's admin; return the record.
 
     ``initial_parameters`` are MeshConfig's values from the start; by default the hash of the shipped network
-    policy (``deploy/policy.yaml``), which the worker then enforces. Later changes go through the DAO."""
+    policy (``deploy/policy.yaml``), which the worker then enforces. The Charter starts at ``charter_file``'s
+    version and hash with its per-metric flags. Later changes go through the DAO."""
     params = initial_parameters if initial_parameters is not None else default_parameters()
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
     acct: LocalAccount = Account.from_key(deployer_key)
@@ -93,8 +96,10 @@ async def deploy_contracts(
     addr[MESH_CONFIG] = await _deploy(tx, arts["MeshConfig"], MESH_CONFIG, addr[TIMELOCK],
                                       list(params), list(params.values()))
     addr[AIRDROP] = await _deploy(tx, arts["VotingPowerAirdrop"], AIRDROP)
+    addr[CHARTER] = await deploy_charter(tx, arts, addr[TIMELOCK], charter_file)
     artifact_of = {TOKEN: "WestworldToken", TIMELOCK: "WestworldTimelock", GOVERNOR: "WestworldGovernor",
-                   EMERGENCY_GOVERNOR: "WestworldGovernor", MESH_CONFIG: "MeshConfig", AIRDROP: "VotingPowerAirdrop"}
+                   EMERGENCY_GOVERNOR: "WestworldGovernor", MESH_CONFIG: "MeshConfig", AIRDROP: "VotingPowerAirdrop",
+                   CHARTER: "Charter"}
     timelock = w3.eth.contract(address=to_checksum_address(addr[TIMELOCK]), abi=arts["WestworldTimelock"]["abi"])
     for gov in (GOVERNOR, EMERGENCY_GOVERNOR):
         for role in ("PROPOSER_ROLE", "CANCELLER_ROLE"):
@@ -110,13 +115,30 @@ async def deploy_contracts(
     )
 
 
+async def deploy_charter(tx: Signer, arts: dict[str, Any], timelock: str, charter_file: Path) -> str:
+    """The Charter at ``charter_file``'s version and hash, its per-metric flags set, then owned by ``timelock``.
+
+    The deployer owns it only while it sets the initial flags (one transaction per metric), then hands it to the
+    timelock: from there on, only a DAO vote executed through the timelock changes it."""
+    version, digest = charter_constructor_args(charter_file)
+    address = await _deploy(tx, arts["Charter"], CHARTER, tx.account.address, version, digest)
+    charter = tx.w3.eth.contract(address=to_checksum_address(address), abi=arts["Charter"]["abi"])
+    for name, consent, retention in charter_metric_calls(charter_file):
+        await tx.send(charter.functions.setMetric(name, True, consent, retention), f"charter metric {name}")
+    # the worker's relayer anchors the audit log's checkpoints hourly (it can append a head, change no rule)
+    await tx.send(charter.functions.setAnchorer(tx.account.address), "let the relayer anchor audit checkpoints")
+    await tx.send(charter.functions.transferOwnership(to_checksum_address(timelock)), "hand it to the timelock")
+    return address
+
+
 def default_parameters(policy_file: Path = DEFAULT_POLICY_FILE) -> dict[str, str]:
     """MeshConfig's parameters at deployment: the hash of the network policy in ``policy_file``."""
     return {POLICY_HASH_KEY: policy_hash(read_policy_file(policy_file))}
 
 
 async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path, *, timelock_delay: int = 20,
-                           policy_file: Path = DEFAULT_POLICY_FILE) -> bool:
+                           policy_file: Path = DEFAULT_POLICY_FILE,
+                           charter_file: Path = DEFAULT_CHARTER_FILE) -> bool:
     """Deploy unless ``contracts_file`` names contracts that exist on this chain. True if it deployed.
 
     The local stack uses a short timelock delay (20 s) so the demo runs through in a minute.
@@ -128,12 +150,25 @@ async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path
             if dep.chain_id == int(await w3.eth.chain_id):
                 codes = [await w3.eth.get_code(to_checksum_address(a)) for a in dep.addresses.values()]
                 if all(len(c) > 0 for c in codes):
-                    return False
+                    if CHARTER in dep.addresses:
+                        return False
+                    save_deployment(contracts_file, await add_charter(w3, dep, deployer_key, charter_file))
+                    return True
         finally:
             await w3.provider.disconnect()
     save_deployment(contracts_file, await deploy_contracts(
-        rpc_url, deployer_key, timelock_delay=timelock_delay, initial_parameters=default_parameters(policy_file)))
+        rpc_url, deployer_key, timelock_delay=timelock_delay, initial_parameters=default_parameters(policy_file),
+        charter_file=charter_file))
     return True
+
+
+async def add_charter(w3: AsyncWeb3[Any], dep: Deployment, deployer_key: str, charter_file: Path) -> Deployment:
+    """A deployment recorded before the Charter existed: deploy it beside the others (same timelock)."""
+    arts = load_artifacts()
+    tx = Signer(w3, Account.from_key(deployer_key), dep.chain_id, [a["abi"] for a in arts.values()])
+    address = await deploy_charter(tx, arts, dep.address(TIMELOCK), charter_file)
+    return dep.model_copy(update={"addresses": {**dep.addresses, CHARTER: address},
+                                  "abis": {**dep.abis, CHARTER: arts["Charter"]["abi"]}})
 
 
 def delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce: int, expiry: int) -> Any:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from westworld.charter_sync import CHARTER_JOB, fail_closed_relabel
 from westworld.errors import StartError
 from workers.stack import processes
 
@@ -38,7 +39,10 @@ def render_config(targets_dir: Path, scrape_interval: float, static_targets: dic
         "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "1s"}],
     }]
     for name, target in (static_targets or {}).items():
-        jobs.append({"job_name": name, "static_configs": [{"targets": [target]}]})
+        job: dict[str, object] = {"job_name": name, "static_configs": [{"targets": [target]}]}
+        if name == CHARTER_JOB:  # closed until the charter sync writes the charter's rules (and reloads)
+            job["metric_relabel_configs"] = fail_closed_relabel()
+        jobs.append(job)
     config = {
         "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
         "scrape_configs": jobs,
@@ -54,7 +58,8 @@ def prometheus_args(port: int, home: Path, scrape_interval: float, static_target
     config = home / CONFIG_NAME
     config.write_text(render_config(targets, scrape_interval, static_targets))
     return [prometheus_binary(), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.tsdb.path={home / 'tsdb'}", "--storage.tsdb.retention.time=2d", "--log.level=warn"]
+            f"--storage.tsdb.path={home / 'tsdb'}", "--storage.tsdb.retention.time=2d", "--log.level=warn",
+            "--web.enable-lifecycle"]  # POST /-/reload: the charter sync reloads the scrape rules it rewrote
 
 
 def start_prometheus(port: int, home: Path, scrape_interval: float,

@@ -1,5 +1,5 @@
 """What `westworld up` ensures besides processes: the genesis operator key and the standing workflows (the anomaly
-watch). The CLI's `agent` commands use the same functions."""
+watch, the charter sync). The CLI's `agent` commands use the same functions."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from westworld import peers
 from westworld.agents import AnomalyWatchInput
+from westworld.charter_sync import CharterSyncInput
 from westworld.errors import InvalidInput
-from westworld.keys import WATCH_ID
+from westworld.keys import CHARTER_SYNC_ID, WATCH_ID
 from workers.settings import Settings
 from workers.wiring.capabilities import operator_key_file, operator_public_file
 from workflows.anomaly_watch import AnomalyWatchWorkflow
+from workflows.charter_sync import CharterSyncWorkflow
 
 Echo = Callable[[str], None]
 
@@ -81,3 +83,28 @@ async def sync_watch(client: Client, s: Settings, echo: Echo) -> None:
     what = (f" (default thresholds, polls every {default.poll_interval.total_seconds():g} s)"
             if outcome == "started" else "")
     echo(f"{'anomaly-watch':13} {outcome:16} workflow {WATCH_ID}{what}")
+
+
+async def charter_sync_running(client: Client) -> bool:
+    """Whether the charter sync runs (asks the server only)."""
+    try:
+        desc = await client.get_workflow_handle(CHARTER_SYNC_ID).describe()
+    except RPCError as err:
+        if err.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return desc.status is WorkflowExecutionStatus.RUNNING
+
+
+async def sync_charter(client: Client, s: Settings, echo: Echo) -> None:
+    """What `westworld up` does for the charter: start CharterSyncWorkflow unless it runs (a closed one afresh)."""
+    outcome = "already running"
+    if not await charter_sync_running(client):
+        try:
+            await client.start_workflow(CharterSyncWorkflow.run, CharterSyncInput(), id=CHARTER_SYNC_ID,
+                                        task_queue=s.task_queue, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE)
+            outcome = "started"
+        except WorkflowAlreadyStartedError:
+            pass
+    echo(f"{'charter-sync':13} {outcome:16} workflow {CHARTER_SYNC_ID} (puts the on-chain charter "
+         f"{s.charter_file.name} in force at the gate, kernel and scrape)")

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from westworld.errors import StartError
+from westworld.charter_sync import CHARTER_JOB
 from westworld.keys import SEARCH_ATTRIBUTES
 from workers.codec import create_keyring
 from workers.codec_server import ensure_token, token_path, ui_endpoint
@@ -83,9 +84,13 @@ def components(s: Settings) -> list[Component]:
         ),
         Component("codec-server", s.codec_server_port, codec_url, lambda s: _cli("codec-server")),
         Component(
+        # the charter gate before Prometheus: node telemetry reaches Prometheus only through it
+        Component("charter-gate", s.charter_gate_port, f"telemetry udp {s.charter_gate_host}:{s.charter_gate_udp_port}"
+                  f", {s.charter_gate_url}/metrics", lambda s: _cli("charter-gate")),
             "prometheus", s.prometheus_port, f"http://127.0.0.1:{s.prometheus_port}",
             lambda s: prometheus_args(s.prometheus_port, s.data_dir / "prometheus", s.prometheus_scrape_interval,
-                                      {"westworld-worker": f"127.0.0.1:{s.worker_metrics_port}"},
+                                      {"westworld-worker": f"127.0.0.1:{s.worker_metrics_port}",
+                                       CHARTER_JOB: f"{s.charter_gate_host}:{s.charter_gate_port}"},
                                       targets_dir=s.prometheus_targets_dir),
         ),
         *([Component("ipfs", _url_port(s.ipfs_api_url, 5001), f"RPC {s.ipfs_api_url}/api/v0 (js-ipfs, offline)",
@@ -176,7 +181,7 @@ async def _sync_workflows(s: Settings, echo: Callable[[str], None]) -> None:
     """The schedules and the long-running workflows `up` keeps, against the running worker."""
     from workers.client import connect
     from workers.stack.schedules import sync_schedules
-    from workers.stack.standing import sync_watch
+    from workers.stack.standing import sync_charter, sync_watch
 
     client = await connect(s)
     await sync_schedules(client, s.task_queue, echo)
@@ -186,6 +191,7 @@ async def _sync_workflows(s: Settings, echo: Callable[[str], None]) -> None:
 def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
     """Deploy the contracts unless the recorded deployment is live on this chain."""
     from workers.stack.contracts import deploy_if_needed
+    await sync_charter(client, s, echo)
 
     deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file,
                                              policy_file=s.policy_file))
@@ -231,7 +237,24 @@ def _watch_health(s: Settings) -> str:
         return await watch_running(await connect(s))
 
     try:
+    rows.append(("charter", *charter_health(s)))
         running = asyncio.run(asyncio.wait_for(ask(), timeout=10))
     except Exception as err:
         return f"unknown ({type(err).__name__})"
+def charter_health(s: Settings) -> tuple[str, str]:
+    """(health, what enforces) of the charter, from the gate's /status: plainly whether the kernel filter runs."""
+    import httpx
+
+    try:
+        status = httpx.get(f"{s.charter_gate_url}/status", timeout=3).json()
+    except (httpx.HTTPError, ValueError):
+        return "DOWN", f"charter gate not answering at {s.charter_gate_url}: node telemetry is not collected"
+    version = status["charter"]["version"]
+    health = f"v{version} in force" if version else "CLOSED (no charter pushed yet; every datagram is dropped)"
+    kernel = status["kernel"]
+    if kernel["loaded"]:
+        return health, f"kernel filter loaded (tc egress of {kernel['device']}) and the userspace gate enforce"
+    return health, f"kernel filter not loaded ({kernel['reason']}); the userspace gate enforces"
+
+
     return "running" if running else "NOT RUNNING"

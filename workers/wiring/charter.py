@@ -1,0 +1,43 @@
+"""Wiring of the charter part (Anti-Delos: the charter on chain and its enforcement points) into the worker.
+
+``WORKFLOWS`` are registered on the worker; ``open_activities`` builds the Charter contract reader and the
+enforcement client (the gate's address and token, the Prometheus config it rewrites) and yields the bound methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from eth_account import Account
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from activities.chain import ChainClient, load_deployment
+from activities.charter_chain import CharterChain, CharterChainActivities
+from activities.charter_enforce import CharterEnforcement, CharterEnforcementActivities
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
+from workers.charter_gate import token_file
+from workers.settings import Settings
+from workflows.charter_sync import CharterSyncWorkflow
+
+WORKFLOWS: tuple[type, ...] = (CharterSyncWorkflow,)
+
+
+@contextlib.asynccontextmanager
+async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
+    del database, audit
+    w3 = AsyncWeb3(AsyncHTTPProvider(settings.chain_rpc_url))
+    chain = ChainClient(w3, load_deployment(settings.contracts_file), Account.from_key(settings.chain_deployer_key),
+                        settings.chain_dev_time_travel)
+    try:
+        async with httpx.AsyncClient(timeout=15.0) as http:
+            reader = CharterChainActivities(CharterChain(chain))
+            enforce = CharterEnforcementActivities(CharterEnforcement(
+                http, settings.charter_file, settings.charter_gate_url, token_file(settings),
+                settings.resolved_prometheus_config, settings.resolved_prometheus_url))
+            yield [reader.charter_on_chain, reader.charter_anchor_checkpoint, enforce.charter_enforce]
+    finally:
+        await w3.provider.disconnect()
