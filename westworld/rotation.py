@@ -15,7 +15,7 @@ import hmac
 from datetime import timedelta
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from westworld.audit import canonical_json
 from westworld.errors import (
@@ -25,6 +25,7 @@ from westworld.errors import (
     SHARE_DUPLICATE,
     SHARE_NOT_GUARDIAN,
     UNAUTHORISED,
+    InvalidInput,
     ShareRejected,
     WestworldError,
 )
@@ -54,6 +55,15 @@ class GuardianRotationInput(BaseModel):
                                    "never fewer than the new k.")
     reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered (at "
                                       "least the policy's shelter.reminder_every_min).")
+    remove_guardians: list[str] = Field(default_factory=list, description="The new set is the current one less "
+                                        "these guardians (`westworld shelter guardians remove`): a guardian leaves "
+                                        "only through a rotation, and the DAO votes on the smaller set first.")
+
+    @model_validator(mode="after")
+    def _one_new_set(self) -> GuardianRotationInput:
+        if self.remove_guardians and self.new_guardians is not None:
+            raise ValueError("give new_guardians or remove_guardians, not both")
+        return self
 
 
 class BeginRotationInput(BaseModel):
@@ -200,6 +210,19 @@ def rotation_threshold(policy: NetworkPolicy, where: str, inp: GuardianRotationI
         refuse_looser(where, "ack_quorum", inp.ack_quorum, "the new epoch's k: fewer could activate an epoch "
                       "nobody can open", k)
     return k
+
+
+def without_guardians(where: str, current: KeyEpoch, removed: list[str]) -> list[Guardian]:
+    """The current epoch's guardians less ``removed``; every removed id must be one of them.
+
+    Raises:
+        InvalidInput: naming the ids that are not guardians of the epoch, and who are.
+    """
+    ids = [g.id for g in current.guardians]
+    if unknown := sorted(set(removed) - set(ids)):
+        raise InvalidInput(f"{where}: remove_guardians: {', '.join(unknown)} not a guardian of key epoch "
+                           f"{current.epoch} (its guardians: {', '.join(ids)})")
+    return [g for g in current.guardians if g.id not in set(removed)]
 
 
 def changes_guardians(plan: RotationPlan) -> bool:

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         check_ack,
         guardian_vote_input,
         rotation_threshold,
+        without_guardians,
     )
     from westworld.shelter import KeyEpoch
     from westworld.shelter_access import ShareSubmission, ShareTask
@@ -142,6 +143,12 @@ class GuardianRotationWorkflow:
         """Check the input against the policy and the current epoch before anything is done, then plan with the
         k in force (the current k, or the policy's floor if higher). Refusals fail the run, non-retryable."""
         current = await load_epoch()
+        if input.remove_guardians:  # `shelter guardians remove`: the current set less these
+            try:
+                input = input.model_copy(update={
+                    "new_guardians": without_guardians(self._id, current, input.remove_guardians)})
+            except WestworldError as err:
+                raise ApplicationError(err.message, type=INVALID_INPUT, non_retryable=True) from err
         try:
             k = rotation_threshold(policy, self._id, input, current)
         except WestworldError as err:

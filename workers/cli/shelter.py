@@ -265,6 +265,41 @@ def open_document(
     typer.echo(f"opened {wf_id}: {size} bytes written to {out} (ciphertext from {where}, key reconstructed here)")
 
 
+async def _start_rotation(s: Settings, inp: GuardianRotationInput) -> str:
+    """Start the rotation of the current key epoch (the worker reads the epoch: the CLI opens no database)."""
+    import uuid
+
+    from temporalio.client import WorkflowFailureError
+
+    from workflows.shelter_read import CurrentKeyEpochWorkflow
+
+    client: Client = await connect(s)
+    try:
+        current = await client.execute_workflow(CurrentKeyEpochWorkflow.run, id=key_epoch_read_id(str(uuid.uuid4())),
+                                                task_queue=s.task_queue)
+    except WorkflowFailureError as err:
+        raise Refused("no key epoch yet: run `westworld shelter guardians init` first") from err
+    return await ops.start_rotation(client, s, inp, current)
+
+
+@guardians_app.command("remove")
+def guardians_remove(
+    guardian_ids: Annotated[list[str], typer.Argument(help="The guardian id(s) that leave.")],
+    share_window_days: Annotated[float, typer.Option(help="Days for current guardians to hand in shares.")] = 14,
+    data_dir: DataDir = None,
+) -> None:
+    """Take guardians out of the shelter key: a guardian leaves only through a rotation, so this starts one to the
+    current set less them (k unchanged). The DAO votes on the smaller set first; then k current guardians hand in
+    shares and the remaining ones acknowledge theirs. Until the new epoch is active the leaver's share still counts."""
+    s = settings_for(data_dir)
+    inp = GuardianRotationInput(remove_guardians=guardian_ids, share_window=timedelta(days=share_window_days))
+    wf_id = _run(s, _start_rotation(s, inp))
+    typer.echo(f"started {wf_id}: the key moves to the current guardians less {', '.join(guardian_ids)}; the DAO "
+               f"votes on that set first (`westworld shelter status {wf_id}` names the vote); then current guardians "
+               f"hand in shares with `westworld shelter submit-share {wf_id} --key ...` and the remaining ones "
+               f"`westworld shelter acknowledge {wf_id} --key ...`")
+
+
 @shelter_app.command()
 def rotate(
     guardian: Annotated[list[Path] | None, typer.Option(help="A new guardian's .pub file; repeat. "
@@ -294,24 +329,7 @@ def rotate(
         return
     inp = GuardianRotationInput(new_guardians=gs or None, rotate_master_key=rotate_master_key,
                                 share_window=timedelta(days=share_window_days))
-
-    async def work() -> str:
-        import uuid
-
-        from temporalio.client import WorkflowFailureError
-
-        from workflows.shelter_read import CurrentKeyEpochWorkflow
-
-        client: Client = await connect(s)  # the worker reads the current epoch: the CLI opens no database
-        try:
-            current = await client.execute_workflow(CurrentKeyEpochWorkflow.run,
-                                                    id=key_epoch_read_id(str(uuid.uuid4())),
-                                                    task_queue=s.task_queue)
-        except WorkflowFailureError as err:
-            raise Refused("no key epoch yet: run `westworld shelter guardians init` first") from err
-        return await ops.start_rotation(client, s, inp, current)
-
-    wf_id = _run(s, work())
+    wf_id = _run(s, _start_rotation(s, inp))
     vote = (f"the DAO votes on the new set first (`westworld shelter status {wf_id}` names the vote); then "
             if gs else "")
     typer.echo(f"started {wf_id}: {vote}current guardians hand in shares with `westworld shelter submit-share "
