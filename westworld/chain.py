@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from westworld.amounts import Amount
+
 # Governor.ProposalState, in enum order.
 PROPOSAL_STATES = ("Pending", "Active", "Canceled", "Defeated", "Succeeded", "Queued", "Expired", "Executed")
 DEV_CHAIN_ID = 31337  # anvil's default; time travel is only ever done on this chain
@@ -23,6 +25,7 @@ EMERGENCY_GOVERNOR = "WestworldEmergencyGovernor"
 MESH_CONFIG = "MeshConfig"
 AIRDROP = "VotingPowerAirdrop"
 CHARTER = "Charter"  # the Anti-Delos charter in force (contracts/src/Charter.sol), owned by the timelock
+TOKEN_SYMBOL = "WEST"  # noqa: S105 (a ticker) the WestworldToken's ERC-20 symbol (contracts/src/WestworldToken.sol), 18 decimals
 
 
 class OnChainCall(BaseModel):
@@ -31,7 +34,7 @@ class OnChainCall(BaseModel):
     target: str = Field(description='Deployment contract name (e.g. "MeshConfig") or a 0x address.')
     signature: str = Field(description='Function signature, e.g. "setParameter(string,string)".')
     args: list[Any] = Field(default_factory=list, description="Arguments, ABI-encoded by the signature's types.")
-    value: int = Field(0, ge=0, description="Wei sent with the call.")
+    value: Amount = Field(0, ge=0, description="Wei sent with the call.")
 
 
 class ChainSnapshot(BaseModel):
@@ -39,7 +42,7 @@ class ChainSnapshot(BaseModel):
 
     chain_id: int
     timepoint: int
-    total_supply: int
+    total_supply: Amount
     token: str
     block: int = Field(0, description="Block number at the snapshot (what Snapshot spaces measure power at).")
 
@@ -62,11 +65,11 @@ class GovernorProposal(BaseModel):
     onchain_id: str = Field(description="Proposal id (uint256) as a decimal string.")
     snapshot: int = Field(description="Timepoint (timestamp) at which voting power is read.")
     deadline: int = Field(description="Last timepoint (timestamp) at which votes are accepted.")
-    total_supply: int = Field(description="Token supply at the snapshot (wei).")
-    quorum: int = Field(description="Votes (wei) the proposal needs, for + abstain.")
+    total_supply: Amount = Field(description="Token supply at the snapshot (wei).")
+    quorum: Amount = Field(description="Votes (wei) the proposal needs, for + abstain.")
     description_hash: str = Field(description="0x keccak256 of the description.")
     targets: list[str] = Field(default_factory=list, description="Resolved call targets (addresses).")
-    values: list[int] = Field(default_factory=list, description="Wei sent with each call.")
+    values: list[Amount] = Field(default_factory=list, description="Wei sent with each call.")
     calldatas: list[str] = Field(default_factory=list, description="0x ABI-encoded calls.")
     proposed_block: int = Field(0, description="Block of the propose transaction (bounds log searches).")
 
@@ -85,9 +88,9 @@ class GovernorStateResult(BaseModel):
     """A proposal's state (a ``PROPOSAL_STATES`` name) and its on-chain tally in wei."""
 
     state: str
-    for_votes: int
-    against_votes: int
-    abstain_votes: int
+    for_votes: Amount
+    against_votes: Amount
+    abstain_votes: Amount
 
 
 class QueueResult(BaseModel):
@@ -118,6 +121,8 @@ class Deployment(BaseModel):
     abis: dict[str, list[dict[str, Any]]]
     timelock_delay: int
     governors: dict[str, GovernorParams] = Field(description="By deployment name (GOVERNOR, EMERGENCY_GOVERNOR).")
+    token_symbol: str = Field(TOKEN_SYMBOL, description="The voting token's ERC-20 symbol (what the CLI prints).")
+    token_decimals: int = Field(18, ge=0, le=77, description="The voting token's ERC-20 decimals.")
 
     def address(self, name: str) -> str:
         """The address of ``name``; ``InvalidInput`` naming the known contracts if there is none."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from westworld.amounts import Amount
 from westworld.chain import ChainSnapshot, GovernorProposal, OnChainCall
 from westworld.policy import VotePolicy, as_fraction, vote_terms_in_force
 
@@ -66,7 +67,7 @@ class VoteCarry(BaseModel):
     governor: GovernorProposal | None = None
     snapshot_proposal: str | None = None
     deadline: datetime
-    tally: dict[str, int]
+    tally: dict[str, Amount]
     votes: int
     rejected: int
     run: int
@@ -142,7 +143,7 @@ class VoteReceipt(BaseModel):
     vote_hash: str
     voter: str
     choice: str
-    weight: int
+    weight: Amount
     replaced_choice: str | None = None
 
 
@@ -165,10 +166,10 @@ class RecordVoteResult(BaseModel):
 
     A ballot sent again (the same vote hash) answers as it did the first time (``repeat``) and changes nothing."""
 
-    weight: int
+    weight: Amount
     choice: str | None = None
     previous_choice: str | None = None
-    previous_weight: int | None = None
+    previous_weight: Amount | None = None
     repeat: bool = False
     error_type: str | None = None
     error: str | None = None
@@ -177,7 +178,7 @@ class RecordVoteResult(BaseModel):
 class VoteCount(BaseModel):
     """A proposal's tally as the vote store holds it (always equal to a recount of the stored ballots)."""
 
-    tally: dict[str, int]
+    tally: dict[str, Amount]
     votes: int = Field(description="Voters with a ballot counted.")
     rejected: int = 0
 
@@ -237,6 +238,21 @@ class VoteOpening(BaseModel):
     snapshot_proposal: str | None = None
     deadline: datetime
     rules: VoteRules
+    intake: bool = Field(False, description="Opened by a run that takes votes from the vote intake (HTTP) too; "
+                         "the fields below are what the intake rebuilds the ballot context from.")
+    backend: VoteBackend | None = None
+    choices: list[str] | None = None
+    snapshot_space: str | None = None
+    allow_vote_change: bool = False
+
+
+class IntakeProposal(BaseModel):
+    """What the vote intake reads of a proposal from the store: its owner, its opening, and whether the vote
+    closed it (no ballot is recorded after that)."""
+
+    workflow_id: str
+    opening: VoteOpening
+    closed: bool
 
 
 class ClaimProposalInput(BaseModel):
@@ -275,18 +291,18 @@ class DaoVoteStatus(BaseModel):
     state: VoteState
     step: str
     deadline: datetime | None
-    tally: dict[str, int]
+    tally: dict[str, Amount] = Field(description="Weight (wei) per choice.")
     votes: int
     rejected: int
-    total_supply: int
-    quorum_weight: int
+    total_supply: Amount
+    quorum_weight: Amount
     decided: str | None = None
 
 
 class DaoVoteResult(BaseModel):
     proposal_id: str
     decision: str = Field(description="'approved', 'rejected' or 'no-quorum'.")
-    tally: dict[str, int]
+    tally: dict[str, Amount] = Field(description="Weight (wei) per choice.")
     votes: int
     turnout: float
     quorum_met: bool

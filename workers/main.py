@@ -16,6 +16,7 @@ from workers.cli.agent import agent_app, halt_app
 from workers.cli.charter import charter_app
 from workers.cli.common import DataDir, WestworldGroup, fail, settings_for
 from workers.cli.experiment import experiment_app
+from workers.cli.output import Json, emit_json
 from workers.cli.policy import policy_app
 from workers.cli.shelter import shelter_app
 from workers.settings import load_settings
@@ -56,9 +57,13 @@ def down(data_dir: DataDir = None) -> None:
 
 
 @app.command()
-def status(data_dir: DataDir = None) -> None:
+def status(as_json: Json = False, data_dir: DataDir = None) -> None:
     """Health and address of each component."""
-    for name, health, address in stack.status(_settings(data_dir)):
+    rows = stack.status(_settings(data_dir))
+    if as_json:
+        emit_json([{"component": name, "health": health, "address": address} for name, health, address in rows])
+        return
+    for name, health, address in rows:
         typer.echo(f"{name:13} {health:28} {address}")
 
 
@@ -84,6 +89,14 @@ def codec_server() -> None:
 def charter_gate() -> None:
     """Run the charter gate in the foreground (what `up` starts): node telemetry in, the charter enforced."""
     from workers.charter_gate import main
+
+    main()
+
+
+@app.command()
+def web() -> None:
+    """Run the web process in the foreground: the vote intake, POST /v1/votes (what `up` starts)."""
+    from workers.web.app import main
 
     main()
 
@@ -120,6 +133,7 @@ def demo(
 @app.command()
 def stuck(
     older_than: Annotated[str, typer.Option(help="Only steps older than this, e.g. 30m, 2h, 1d.")] = "1h",
+    as_json: Json = False,
     data_dir: DataDir = None,
 ) -> None:
     """Running workflows whose current step has lasted too long, and why."""
@@ -130,6 +144,9 @@ def stuck(
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="'--older-than'") from err
     rows = asyncio.run(find_stuck(_settings(data_dir), age))
+    if as_json:
+        emit_json(rows)
+        return
     typer.echo(render(rows, older_than))
 
 
@@ -159,11 +176,11 @@ def vote_cast(
 
 
 @vote_app.command("status")
-def vote_status(proposal_id: str, data_dir: DataDir = None) -> None:
-    """Live tally, or the result once decided."""
+def vote_status(proposal_id: str, as_json: Json = False, data_dir: DataDir = None) -> None:
+    """Live tally, or the result once decided (amounts in tokens; with --json, in wei as decimal strings)."""
     from workers.cli.vote import show_status
 
-    asyncio.run(show_status(_settings(data_dir), proposal_id, typer.echo))
+    asyncio.run(show_status(_settings(data_dir), proposal_id, typer.echo, as_json))
 
 
 @vote_app.command("keygen")
@@ -228,17 +245,18 @@ def audit_verify(
     public_key: Annotated[str | None, typer.Option(help="Offline: the log's hex Ed25519 public key (default: "
                                                    "audit-head.pub beside --log-file).")] = None,
     chain: Annotated[bool, typer.Option(help="Check against the latest audit anchor on chain.")] = True,
+    as_json: Json = False,
     data_dir: DataDir = None,
 ) -> None:
     """Verify the audit log against its signed heads and the chain anchor; name every changed, removed,
-    rewritten or unreadable entry (exit 2). Runs in the worker; with --log-file, offline on a copy."""
+    rewritten or unreadable entry (exit 4). Runs in the worker; with --log-file, offline on a copy."""
     from westworld.errors import Refused
     from workers.cli.audit import verify, verify_file
 
     s = _settings(data_dir, create=True)  # a missing data dir is named by the command ("no audit log at ...")
     try:
-        code = asyncio.run(verify_file(s, log_file, heads_file, public_key, chain, typer.echo) if log_file
-                           else verify(s, typer.echo, chain))
+        code = asyncio.run(verify_file(s, log_file, heads_file, public_key, chain, typer.echo, as_json) if log_file
+                           else verify(s, typer.echo, chain, as_json))
     except Refused as err:
         raise fail(str(err)) from err
     raise typer.Exit(code=code)
@@ -248,6 +266,7 @@ def audit_verify(
 def audit_show(
     last: Annotated[int, typer.Option(min=1, max=1000, help="How many of the latest entries.")] = 10,
     log_file: LogFile = None,
+    as_json: Json = False,
     data_dir: DataDir = None,
 ) -> None:
     """The latest entries with the current root (through the worker; with --log-file, from a copy)."""
@@ -255,7 +274,7 @@ def audit_show(
     from workers.cli.audit import show
 
     try:
-        code = asyncio.run(show(_settings(data_dir, create=True), last, typer.echo, log_file))
+        code = asyncio.run(show(_settings(data_dir, create=True), last, typer.echo, log_file, as_json))
     except Refused as err:
         raise fail(str(err)) from err
     raise typer.Exit(code=code)

@@ -28,13 +28,16 @@ from typer.testing import CliRunner, Result
 
 from activities.anchor import find_latest_anchor
 from activities.audit_heads import HEADS_FILE, PUBLIC_KEY_FILE, HeadSigner
-from activities.store import AuditLog, Database, metadata
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
+from tests.fixtures.postgres import fresh_database
 from tests.workflows.conftest import Harness
 from westworld import merkle
 from westworld.audit import StoredEntry, canonical_json, entry_leaf, parse_time
 from westworld.audit_anchor import anchor_payload, parse_anchor
 from westworld.audit_trust import MAX_PROBLEMS, verify_log
 from workers.cli import audit as audit_cli
+from workers.cli.common import EXIT_NO
 from workers.main import app
 from workers.settings import Settings
 from workflows.audit_anchor import AuditAnchorWorkflow
@@ -96,10 +99,7 @@ async def anchor(h: Harness) -> None:
 @pytest.fixture(params=["sqlite", "postgres"])
 async def signed_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AuditLog]:
     """An empty log with signed heads in ``tmp_path``, on each database kind."""
-    db = Database(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url"))
-    async with db.engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-    await db.init()
+    db = await fresh_database(request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url"))
     yield AuditLog(db, HeadSigner.in_dir(tmp_path))
     await db.close()
 
@@ -107,7 +107,7 @@ async def signed_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 @pytest.fixture
 async def sqlite_log(tmp_path: Path) -> AsyncIterator[AuditLog]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'westworld.db'}")
-    await db.init()
+    await db.migrate()
     yield AuditLog(db, HeadSigner.in_dir(tmp_path))
     await db.close()
 
@@ -170,7 +170,7 @@ class TestTruncationIsNamed:
         for name in (HEADS_FILE, PUBLIC_KEY_FILE):
             shutil.copy(tmp_path / name, copy / name)
         out = await cli("audit", "verify", "--log-file", str(copy / "westworld.db"), "--no-chain")
-        assert out.exit_code == 2, out.output
+        assert out.exit_code == EXIT_NO, out.output
         assert "truncated" in out.output and "says 5 > 3" in out.output
 
 
@@ -301,10 +301,10 @@ class TestUnreadableEntriesAreNamed:
         await sql(db_of(sqlite_log), "UPDATE audit_entries SET payload = 'x' WHERE seq = 0")
         await sql(db_of(sqlite_log), "UPDATE audit_entries SET created_at = 'never' WHERE seq = 2")
         out = await cli("audit", "verify", "--log-file", str(tmp_path / "westworld.db"), "--no-chain")
-        assert out.exit_code == 2, out.output
+        assert out.exit_code == EXIT_NO, out.output
         assert "entry 0: not_json" in out.output and "entry 2: bad_timestamp" in out.output
         shown = await cli("audit", "show", "--last", "3", "--log-file", str(tmp_path / "westworld.db"))
-        assert shown.exit_code == 2 and "#0 UNREADABLE" in shown.output and "#2 UNREADABLE" in shown.output
+        assert shown.exit_code == EXIT_NO and "#0 UNREADABLE" in shown.output and "#2 UNREADABLE" in shown.output
 
 
 class TestBadRequestsAreRefused:

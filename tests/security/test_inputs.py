@@ -30,6 +30,7 @@ from westworld.errors import INVALID_INPUT, POLICY_INVALID, InvalidInput
 from westworld.experiment_run import ExperimentInput
 from westworld.rollout import CanaryInput
 from westworld.vote import DaoVoteInput
+from workers.cli.common import EXIT_UNREACHABLE
 from workers.cli.experiment import read_spec
 from workers.cli.inputs import load_model
 from workers.codec import create_keyring
@@ -276,22 +277,22 @@ class TestStackDown:
     ], ids=" ".join)
     def test_every_command_says_the_stack_is_down(self, data_dir: Path, command: list[str]) -> None:
         address = f"127.0.0.1:{free_port()}"
-        out = refused(cli(command, data_dir, WESTWORLD_TEMPORAL_ADDRESS=address))
+        out = refused(cli(command, data_dir, WESTWORLD_TEMPORAL_ADDRESS=address), EXIT_UNREACHABLE)
         assert f"error: cannot reach Temporal at {address}: is the stack up? run `westworld up`" in out
 
     def test_a_valid_proposal_meets_the_same_message(self, tmp_path: Path, data_dir: Path) -> None:
         address = f"127.0.0.1:{free_port()}"
         out = refused(cli(["vote", "propose", str(write(tmp_path, PROPOSAL))], data_dir,
-                          WESTWORLD_TEMPORAL_ADDRESS=address))
+                          WESTWORLD_TEMPORAL_ADDRESS=address), EXIT_UNREACHABLE)
         assert f"cannot reach Temporal at {address}: is the stack up? run `westworld up`" in out
 
-    def test_the_installed_command_exits_1_without_a_traceback(self, data_dir: Path) -> None:
+    def test_the_installed_command_exits_3_without_a_traceback(self, data_dir: Path) -> None:
         address = f"127.0.0.1:{free_port()}"
         proc = subprocess.run(
             [str(Path(sys.executable).parent / "westworld"), "stuck", "--data-dir", str(data_dir)],
             capture_output=True, text=True, timeout=120, check=False,
             env={**os.environ, "WESTWORLD_TEMPORAL_ADDRESS": address})
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == EXIT_UNREACHABLE, proc.stderr
         assert proc.stderr.strip() == f"error: cannot reach Temporal at {address}: is the stack up? run `westworld up`"
 
     def test_the_chain_down_is_named(self, data_dir: Path) -> None:
@@ -314,7 +315,7 @@ class TestStackDown:
             pass
 
         result = CliRunner().invoke(probe, ["nonce"], env={"WESTWORLD_CHAIN_RPC_URL": rpc})
-        out = refused(result)
+        out = refused(result, EXIT_UNREACHABLE)
         assert f"error: cannot reach the chain at {rpc.removeprefix('http://')}: is the stack up? run " \
                "`westworld up`" in out
 

@@ -26,6 +26,7 @@ from workers.cli import agent_ops as ops
 from workers.cli.agent_common import client, emit, run
 from workers.cli.common import DataDir, fail, settings_for
 from workers.cli.halt import NewKey, PublicKey, SignKeys, halt_app, public_key_for, signing_keys
+from workers.cli.output import Json, emit_json
 from workers.stack import standing
 from workflows.anomaly_watch import AnomalyWatchWorkflow
 
@@ -137,7 +138,7 @@ def peers_remove(node_id: str, key: SignKeys = None, data_dir: DataDir = None) -
 
 
 @peers_app.command("list")
-def peers_list(data_dir: DataDir = None) -> None:
+def peers_list(as_json: Json = False, data_dir: DataDir = None) -> None:
     """Registered nodes, their regions, and which of them sign (read by the worker)."""
     s = settings_for(data_dir)
 
@@ -146,6 +147,9 @@ def peers_list(data_dir: DataDir = None) -> None:
 
     found = run(go())
     regions, signers = found.nodes, found.peers
+    if as_json:
+        emit_json({"nodes": regions, "peers": signers})
+        return
     for node, region in sorted(regions.items()):
         typer.echo(f"{node:24} {region or '-':12} {'peer ' + signers[node][:16] + '…' if node in signers else ''}")
     typer.echo(f"{len(regions)} nodes, {len(signers)} peers")

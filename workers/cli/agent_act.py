@@ -3,9 +3,9 @@
 A token is a credential: these commands take it inline or from a file (a value that is not an existing file is
 the token itself), never print it in an error, and never put it in a workflow input in clear — `act` seals it to
 the workers for the one action it starts (westworld/sealed.py), `seal` does the same for a start input pasted into
-the Temporal UI. Exit codes of `act`: 0 allowed (or started with --no-wait), 1 refused or failed (bad input, a
-looser peer request than the network policy, a token not sealed, the stack down), 2 usage, 3 denied by the
-capability check or for want of peer signatures (the caveat named).
+the Temporal UI. Exit codes of `act` (workers/cli/common.py): 0 allowed (or started with --no-wait), 1 refused or
+failed (bad input, a looser peer request than the network policy, a token not sealed), 2 usage, 3 the stack does
+not answer, 4 denied by the capability check or for want of peer signatures (the caveat named).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from workers.cli.agent_common import (
     token_arg,
 )
 from workers.cli.common import DataDir, fail, settings_for
+from workers.cli.output import Json, emit_json
 
 TokenArg = Annotated[str, typer.Argument(help="The token, or a file holding it.")]
 Out = Annotated[Path | None, typer.Option("--out", help="Write the token to this file (mode 0600).")]
@@ -78,9 +79,12 @@ def attenuate(token: TokenArg,
     emit(run(attenuate_token(s, tok, caveat or [], peer or [])), out)
 
 
-def inspect(token: TokenArg) -> None:
+def inspect(token: TokenArg, as_json: Json = False) -> None:
     """Show a token's agent, ids and caveats (without verifying it; never the token itself)."""
     try:
+        if as_json:
+            emit_json(ops.token_summary(token_arg(token)))
+            return
         lines = ops.inspect(token_arg(token))
     except WestworldError as err:
         raise fail(err.message) from err
@@ -120,7 +124,7 @@ def act(token: Annotated[str, typer.Option("--token", help="Token or file.")],
         wait: Annotated[bool, typer.Option(help="Wait for the decision.")] = True,
         data_dir: DataDir = None) -> None:
     """Ask to run ACTION on NODES with the token (sealed to the workers for this action only); prints allowed, or
-    denied with the caveat named (exit 3)."""
+    denied with the caveat named (exit 4)."""
     s = settings_for(data_dir)
     tok = token_arg(token, "--token")
     more: dict[str, object] = {"discharges": [token_arg(d, "--discharge") for d in discharge or []],

@@ -32,7 +32,7 @@ from westworld.experiment import load_spec, parse_spec
 from westworld.experiment_run import ExperimentInput
 from westworld.keys import canary_id, capability_directory_id, experiment_id
 from westworld.rollout import CanaryInput
-from workers.cli.common import fail
+from workers.cli.common import EXIT_NO, fail, fail_for
 from workers.client import connect
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
@@ -40,7 +40,7 @@ from workflows.capability_directory import CapabilityDirectoryWorkflow
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
-EXIT_DENIED = 3  # `agent act`: the capability check (or the peers) denied the action
+EXIT_DENIED = EXIT_NO  # `agent act`: the capability check (or the peers) denied the action
 MAX_TOKEN_FILE = 1 << 20
 
 
@@ -48,8 +48,8 @@ def run(work: Awaitable[T]) -> T:
     """Run ``work``; a user-caused or connection failure exits with one red line saying what is wrong."""
     try:
         return asyncio.run(guarded(work))
-    except WestworldError as err:  # a refusal, the stack not set up here, a bad input
-        raise fail(err.message) from err
+    except WestworldError as err:  # a refusal, the stack not set up here or down, a bad input
+        raise fail_for(err) from err
     except WorkflowAlreadyStartedError as err:
         raise fail(f"{err.workflow_id} already exists: pick another action id") from err
     except ValidationError as err:

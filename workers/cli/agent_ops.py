@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
@@ -77,16 +78,23 @@ def read_token(value: str) -> str:
     return value.strip()
 
 
-def inspect(token: str) -> list[str]:
+def token_summary(token: str) -> dict[str, Any]:
+    """What `agent inspect --json` prints of a token (never the token itself)."""
     try:
         parsed = cap.parse_token(token)
     except Denial as d:
         raise InvalidInput(f"token: {d.reason}") from None
     i = parsed.identity
-    lines = [f"agent:    {i.agent_id}", f"token id: {i.token_id}", f"root key: {i.key_id}",
-             f"epoch:    {i.epoch}", "caveats:"]
-    lines += [f"  - {c.text}" for c in parsed.caveats]
-    lines += [f"  - third-party: a discharge from peer {p}" for p in parsed.peers]
+    return {"agent_id": i.agent_id, "token_id": i.token_id, "key_id": i.key_id, "epoch": i.epoch,
+            "caveats": [c.text for c in parsed.caveats], "discharges_from": list(parsed.peers)}
+
+
+def inspect(token: str) -> list[str]:
+    t = token_summary(token)
+    lines = [f"agent:    {t['agent_id']}", f"token id: {t['token_id']}", f"root key: {t['key_id']}",
+             f"epoch:    {t['epoch']}", "caveats:"]
+    lines += [f"  - {c}" for c in t["caveats"]]
+    lines += [f"  - third-party: a discharge from peer {p}" for p in t["discharges_from"]]
     return lines
 
 

@@ -7,7 +7,8 @@ chain: the worker must have used that anchor, and the report's consistency proof
 reported head. Offline (``--log-file``) an independent verifier holding a copy of the log (and of its heads file
 and public key) checks it without the worker.
 
-Exit codes: 0 verified, 2 the log failed verification, 1 the request was refused (no such log, no stack, ...).
+Exit codes (workers/cli/common.py): 0 verified, 4 the log failed verification, 1 the request was refused (no such
+log, ...), 3 the stack does not answer.
 """
 
 from __future__ import annotations
@@ -17,35 +18,36 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from activities.store import readable_entry
-
 from activities.anchor import read_latest_anchor
 from activities.audit_file import read_log_file
 from activities.audit_heads import HEADS_FILE, PUBLIC_KEY_FILE, read_heads
 from activities.chain import load_deployment
+from activities.sql.audit_log import readable_entry
 from westworld.audit import AuditEntry, VerifyReport
 from westworld.audit_anchor import AnchoredHead
 from westworld.audit_trust import AuditVerifyInput, AuditVerifyResult, verify_log
 from westworld.errors import InvalidInput, Refused, WestworldError
 from westworld.keys import audit_verify_id
+from workers.cli.common import EXIT_NO, EXIT_OK
+from workers.cli.output import emit_json
 from workers.client import connect
 from workers.settings import Settings
 from workflows.audit_verify import AuditVerifyWorkflow
 
 Echo = Callable[[str], None]
-VERIFIED, FAILED = 0, 2
+VERIFIED, FAILED = EXIT_OK, EXIT_NO
 
 
 async def _through_worker(s: Settings, last: int) -> AuditVerifyResult:
     if not s.data_dir.is_dir():
         raise Refused(f"no audit log at {s.data_dir}: no such data directory (a copy of a log: --log-file)")
+    client = await connect(s)  # not configured or unreachable: the CLI's typed exits (1, 3)
     try:
-        client = await connect(s)
         return await client.execute_workflow(
             AuditVerifyWorkflow.run, AuditVerifyInput(last=last), id=audit_verify_id(str(uuid.uuid4())),
             task_queue=s.task_queue, execution_timeout=timedelta(minutes=15),
         )
-    except Exception as err:  # not configured, unreachable, or the workflow failed: name it, no traceback
+    except Exception as err:  # the workflow failed or the server stopped answering: name it, no traceback
         raise Refused(f"the worker could not verify the audit log: {type(err).__name__}: {err}") from err
 
 
@@ -81,8 +83,11 @@ def check_against_chain(report: VerifyReport, chain: AnchoredHead | None) -> lis
     return []
 
 
-def render(report: VerifyReport, extra: list[str], notes: list[str], echo: Echo) -> int:
-    """Print the report; the exit code."""
+def render(report: VerifyReport, extra: list[str], notes: list[str], echo: Echo, as_json: bool = False) -> int:
+    """Print the report (one JSON document with ``as_json``); the exit code."""
+    if as_json:
+        emit_json({"ok": report.ok and not extra, "report": report, "chain_problems": extra, "checked_here": notes})
+        return VERIFIED if report.ok and not extra else FAILED
     if report.log_key:
         echo(f"  log key: {report.log_key}")
     for line in [*report.checked, *notes]:
@@ -103,7 +108,7 @@ def render(report: VerifyReport, extra: list[str], notes: list[str], echo: Echo)
     return FAILED
 
 
-async def verify(s: Settings, echo: Echo, use_chain: bool = True) -> int:
+async def verify(s: Settings, echo: Echo, use_chain: bool = True, as_json: bool = False) -> int:
     """Verify through the worker, then check its report against the chain anchor read here."""
     report = (await _through_worker(s, 0)).report
     extra: list[str] = []
@@ -113,7 +118,7 @@ async def verify(s: Settings, echo: Echo, use_chain: bool = True) -> int:
         extra = check_against_chain(report, chain)
         notes.append(f"by this CLI: {where}: " + (f"tx {chain.tx_hash}, size {chain.tree_size}" if chain
                                                  else "none yet"))
-    return render(report, extra, notes, echo)
+    return render(report, extra, notes, echo, as_json)
 
 
 def _offline_key(log_file: Path, public_key: str | None) -> str:
@@ -124,7 +129,8 @@ def _offline_key(log_file: Path, public_key: str | None) -> str:
 
 
 async def verify_file(
-    s: Settings, log_file: Path, heads_file: Path | None, public_key: str | None, use_chain: bool, echo: Echo
+    s: Settings, log_file: Path, heads_file: Path | None, public_key: str | None, use_chain: bool, echo: Echo,
+    as_json: bool = False,
 ) -> int:
     """Verify a copy of the log without the worker (its heads file and public key beside it, or as given)."""
     try:
@@ -142,7 +148,7 @@ async def verify_file(
         anchor, where = await _chain_anchor(s, key)
         notes.append(f"{where}: " + (f"tx {anchor.tx_hash}, size {anchor.tree_size}" if anchor else "none yet"))
     report = verify_log(entries, heads=read_heads(heads_path) if key else None, public_key=key, anchor=anchor)
-    return render(report, [], notes, echo)
+    return render(report, [], notes, echo, as_json)
 
 
 def _print_entries(entries: list[AuditEntry], echo: Echo) -> None:
@@ -152,7 +158,7 @@ def _print_entries(entries: list[AuditEntry], echo: Echo) -> None:
         echo(f"#{e.seq} {when} {e.kind:18} {e.subject}  leaf {e.leaf_hash[:16]}…{tail}")
 
 
-async def show(s: Settings, last: int, echo: Echo, log_file: Path | None = None) -> int:
+async def show(s: Settings, last: int, echo: Echo, log_file: Path | None = None, as_json: bool = False) -> int:
     """The latest entries with the current root (through the worker, or from a copy of the log)."""
     if last < 1:
         raise Refused(f"--last must be a positive number of entries, not {last}")
@@ -161,12 +167,16 @@ async def show(s: Settings, last: int, echo: Echo, log_file: Path | None = None)
             entries = read_log_file(log_file)
         except InvalidInput as err:
             raise Refused(err.message) from err
-        _print_entries([readable_entry(e) for e in entries[-last:]], echo)
+        shown = [readable_entry(e) for e in entries[-last:]]
         report = verify_log(entries)
     else:
         result = await _through_worker(s, last)
-        _print_entries(result.entries, echo)
-        report = result.report
+        shown, report = result.entries, result.report
+    if as_json:
+        emit_json({"entries": shown, "root": report.root, "tree_size": report.tree_size, "ok": report.ok,
+                   "problems": report.problems})
+        return VERIFIED if report.ok else FAILED
+    _print_entries(shown, echo)
     state = "verified" if report.ok else f"FAILED verification ({len(report.problems)} problem(s)): " \
                                          f"run `westworld audit verify`"
     echo(f"root {report.root} ({report.tree_size} entries, {state})")

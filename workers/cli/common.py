@@ -1,8 +1,18 @@
 """What every `westworld` sub-command shares: the data-dir option, settings, and the error exit.
 
-Exit codes (README, "CLI"): 0 done; 1 refused or failed (bad file, refused vote, stack down, no data dir), with
-``error: ...`` on stderr; 2 a usage error (unknown option, missing argument: typer's own), or a check that found
-something wrong (`westworld audit verify`).
+Exit codes (README, "Exit codes"), the same for every command:
+
+- 0 ``EXIT_OK``: done; for a check, nothing wrong found.
+- 1 ``EXIT_FAILED``: refused or failed: a refused vote or request, a bad input file, a workflow that failed, no
+  data dir (``error: ...`` on stderr).
+- 2 ``EXIT_USAGE``: the command line itself is wrong: unknown option, missing argument, a value of the wrong form
+  (typer's own code).
+- 3 ``EXIT_UNREACHABLE``: the stack or a service it needs does not answer (Temporal, the chain): run `westworld up`.
+- 4 ``EXIT_NO``: a check answered no: `agent act` denied by the capability check or for want of peer signatures;
+  `audit verify` / `audit show` found the log changed.
+
+With ``--json`` a read command prints one JSON document on stdout (amounts in wei as decimal strings); errors
+still go to stderr with the same codes.
 """
 
 from __future__ import annotations
@@ -16,11 +26,17 @@ import typer
 from temporalio.service import RPCError, RPCStatusCode
 from typer.core import TyperGroup
 
-from westworld.errors import NotConfigured, SettingsError, WestworldError
+from westworld.errors import NotConfigured, SettingsError, StackDown, WestworldError
 from workers.client import stack_down
 from workers.settings import Settings, load_settings
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Override WESTWORLD_DATA_DIR.")]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_NO = 4
 
 
 def settings_for(data_dir: Path | None = None, *, create: bool = False) -> Settings:
@@ -41,20 +57,28 @@ def require_data_dir(s: Settings) -> Settings:
     return s
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` in red on stderr; raise the returned exit (code 1)."""
+def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+    """Print ``error: message`` in red on stderr; raise the returned exit (``EXIT_FAILED`` unless told)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
+
+
+def fail_for(err: WestworldError) -> typer.Exit:
+    """The error exit of a typed refusal: ``EXIT_UNREACHABLE`` for a stack that does not answer, else
+    ``EXIT_FAILED``."""
+    return fail(err.message, EXIT_UNREACHABLE if isinstance(err, StackDown) else EXIT_FAILED)
 
 
 class WestworldGroup(TyperGroup):
-    """The root command. A stack that does not answer is, from any sub-command, one clear error and exit 1 (never
+    """The root command. A stack that does not answer is, from any sub-command, one clear error and exit 3 (never
     a traceback): "cannot reach Temporal at ADDR: is the stack up? run `westworld up`" (or the chain, ...); so is
     any typed refusal (bad settings, a bad input file) that a command did not report itself."""
 
     def invoke(self, ctx: Any) -> Any:  # typer.Context (typer vendors its own click)
         try:
             return super().invoke(ctx)
+        except StackDown as err:
+            raise fail(str(err), EXIT_UNREACHABLE) from err
         except NotConfigured as err:
             raise fail(str(err)) from err
         except WestworldError as err:  # typed refusals a command did not catch itself (bad settings, bad input)
@@ -62,12 +86,12 @@ class WestworldGroup(TyperGroup):
         except RPCError as err:
             if err.status != RPCStatusCode.UNAVAILABLE:
                 raise
-            raise fail(str(stack_down("Temporal", _configured("temporal_address")))) from err
+            raise fail(str(stack_down("Temporal", _configured("temporal_address"))), EXIT_UNREACHABLE) from err
         except aiohttp.ClientConnectorError as err:
             address = f"{err.host}:{err.port}"
             chain = urlsplit(_configured("chain_rpc_url"))
             name = "the chain" if address == f"{chain.hostname}:{chain.port}" else "a component of the stack"
-            raise fail(str(stack_down(name, address))) from err
+            raise fail(str(stack_down(name, address)), EXIT_UNREACHABLE) from err
 
 
 def _configured(field: str) -> str:

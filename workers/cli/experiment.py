@@ -22,8 +22,9 @@ from westworld.keys import canary_id, experiment_id
 from westworld.rollout import CanaryInput, CanaryStatus, PromoteRequest
 from westworld.sealed import is_sealed
 from workers.cli.agent_common import directory, seal_input, token_arg
-from workers.cli.common import DataDir, fail, settings_for
+from workers.cli.common import DataDir, fail, fail_for, settings_for
 from workers.cli.inputs import load_model, read_input
+from workers.cli.output import Json, emit_json
 from workers.client import connect
 from workers.settings import Settings
 from workflows.canary import CanaryRolloutWorkflow
@@ -128,10 +129,11 @@ async def _client(s: Settings) -> Client:
     try:
         return await connect(s)
     except NotConfigured as err:
-        raise fail(str(err)) from err
+        raise fail_for(err) from err
 
 
-async def _show(s: Settings, workflow_id: str, query: Any, render: Any, watch: bool, echo: Echo) -> None:
+async def _show(s: Settings, workflow_id: str, query: Any, render: Any, watch: bool, echo: Echo,
+                as_json: bool = False) -> None:
     client = await _client(s)
     handle = client.get_workflow_handle(workflow_id)
     while True:
@@ -142,6 +144,9 @@ async def _show(s: Settings, workflow_id: str, query: Any, render: Any, watch: b
             raise fail(f"{workflow_id}: {err.message}") from err
         running = desc.status == WorkflowExecutionStatus.RUNNING
         closed = None if running else (desc.status.name.lower() if desc.status else "closed")
+        if as_json:  # one document: the state now (--watch is for people)
+            emit_json({"workflow_id": workflow_id, "running": running, "closed": closed, "status": st})
+            return
         echo("\n".join(render(st, s, closed)))
         if not watch or not running:
             return
@@ -193,10 +198,10 @@ def start(file: Path, token: Token = None, data_dir: DataDir = None) -> None:
 
 
 @experiment_app.command("status")
-def status(name: str, watch: Watch = False, data_dir: DataDir = None) -> None:
+def status(name: str, watch: Watch = False, as_json: Json = False, data_dir: DataDir = None) -> None:
     """Phase, progress bar, live metrics, chaos, verdict, evidence, vote and rollout of an experiment."""
     asyncio.run(_show(settings_for(data_dir), experiment_id(name), ExperimentWorkflow.status, render_status, watch,
-                      typer.echo))
+                      typer.echo, as_json))
 
 
 @experiment_app.command("abort")
@@ -246,10 +251,10 @@ def rollout_start(file: Path, data_dir: DataDir = None) -> None:
 
 
 @rollout_app.command("status")
-def rollout_status(name: str, watch: Watch = False, data_dir: DataDir = None) -> None:
+def rollout_status(name: str, watch: Watch = False, as_json: Json = False, data_dir: DataDir = None) -> None:
     """Step, nodes on the new version, last analysis, history of a canary rollout."""
     asyncio.run(_show(settings_for(data_dir), canary_id(name), CanaryRolloutWorkflow.status, render_rollout, watch,
-                      typer.echo))
+                      typer.echo, as_json))
 
 
 @rollout_app.command("pause")

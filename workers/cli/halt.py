@@ -4,8 +4,9 @@ checked by the worker; reads go through the worker (CapabilityReadWorkflow)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from temporalio.service import RPCError
@@ -16,6 +17,7 @@ from westworld.keys import halt_id
 from workers.cli import agent_ops as ops
 from workers.cli.agent_common import client, run
 from workers.cli.common import DataDir, fail, settings_for
+from workers.cli.output import Json, emit_json
 from workers.stack import standing
 from workflows.network_halt import NetworkHaltWorkflow
 
@@ -76,9 +78,22 @@ def guardians_remove(guardian_id: str, key: SignKeys = None, data_dir: DataDir =
 
 
 @halt_app.command("status")
-def halt_status(data_dir: DataDir = None) -> None:
+def halt_status(as_json: Json = False, data_dir: DataDir = None) -> None:
     """Whether the network is halted, why, and which guardians have signed the resume."""
     s = settings_for(data_dir)
+
+    async def as_document() -> dict[str, Any]:
+        temporal = await client(s)
+        state = (await ops.registries(temporal, s)).halt
+        resume = None
+        if state.halted:
+            with contextlib.suppress(RPCError):
+                resume = await temporal.get_workflow_handle(halt_id(state.epoch)).query(NetworkHaltWorkflow.status)
+        return {"halt": state, "resume": resume}
+
+    if as_json:
+        emit_json(run(as_document()))
+        return
 
     async def go() -> list[str]:
         temporal = await client(s)

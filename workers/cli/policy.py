@@ -24,6 +24,7 @@ from westworld.errors import WestworldError
 from westworld.policy import POLICY_HASH_KEY, NetworkPolicy, policy_hash
 from westworld.vote import GOVERNOR_CHOICES, DaoVoteInput, Proposal, VoteBackend
 from workers.cli.common import DataDir, fail, settings_for
+from workers.cli.output import Json, emit_json
 from workers.settings import Settings
 
 policy_app = typer.Typer(help="The network policy the DAO set: what is in force, and amending it by a DAO vote.",
@@ -92,6 +93,7 @@ def _in_force(s: Settings) -> NetworkPolicy | None:
 def show(
     file: Annotated[Path | None, typer.Option(help="The policy file (default: the worker's, settings.policy_file).")]
     = None,
+    as_json: Json = False,
     data_dir: DataDir = None,
 ) -> None:
     """The policy in force: the file the worker loads, its hash, and the hash the DAO put on chain."""
@@ -100,12 +102,18 @@ def show(
     policy = _read(path)
     mine = policy_hash(policy)
     on_chain, address = _on_chain(s)
-    typer.echo(f"policy file   {path}\nfile hash     {mine}\non chain      {on_chain or 'unset'}   "
-               f"(MeshConfig {address}, parameter {POLICY_HASH_KEY!r})")
+    if as_json:  # a mismatch also exits 1, with the error on stderr
+        emit_json({"file": str(path), "file_hash": mine, "on_chain_hash": on_chain, "mesh_config": address,
+                   "in_force": on_chain == mine, "policy": policy})
+    else:
+        typer.echo(f"policy file   {path}\nfile hash     {mine}\non chain      {on_chain or 'unset'}   "
+                   f"(MeshConfig {address}, parameter {POLICY_HASH_KEY!r})")
     if on_chain != mine:
         raise fail(f"MISMATCH: {path} is not the policy the DAO set; the worker refuses it (every workflow that "
                    f"loads the policy fails with PolicyNotOnChain). Put back the file whose hash is "
                    f"{on_chain or '(unset)'}, or put this one to a DAO vote: `westworld policy propose {path}`")
+    if as_json:
+        return
     typer.echo("in force      yes: the worker enforces this file")
     for line in changes(None, policy):
         typer.echo(f"  {line}")

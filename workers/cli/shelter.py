@@ -10,7 +10,7 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -24,7 +24,8 @@ from westworld.rotation import GuardianRotationInput
 from westworld.shelter import Network, StoreDocumentState
 from westworld.shelter_access import AccessRequest, VoteTerms
 from workers.cli import shelter_ops as ops
-from workers.cli.common import DataDir, fail, settings_for
+from workers.cli.common import DataDir, fail, fail_for, settings_for
+from workers.cli.output import Json, emit_json
 from workers.cli.shelter_keys import PartyKeys, load_guardian, load_keys, make_keys, save_keys
 from workers.client import connect
 from workers.settings import Settings
@@ -44,8 +45,8 @@ Answer = Callable[[Client, str, PartyKeys], Awaitable[tuple[str, int]]]  # ops.s
 def _run(s: Settings, work: Awaitable[T]) -> T:
     try:
         return asyncio.run(_awaited(work))
-    except WestworldError as err:  # a refusal, the stack not set up here, a bad input
-        raise fail(err.message) from err
+    except WestworldError as err:  # a refusal, the stack not set up here or down, a bad input
+        raise fail_for(err) from err
     except WorkflowAlreadyStartedError as err:
         raise fail(f"{err.workflow_id} already exists (a document, request or running rotation with that id)") from err
     except (RPCError, ValidationError) as err:
@@ -187,7 +188,7 @@ def emergency(
 
 
 @shelter_app.command()
-def pending(key: KeyFile, data_dir: DataDir = None) -> None:
+def pending(key: KeyFile, as_json: Json = False, data_dir: DataDir = None) -> None:
     """Requests and rotations waiting for your share or acknowledgement."""
     s = settings_for(data_dir)
     keys = _load_keys(key)
@@ -196,6 +197,10 @@ def pending(key: KeyFile, data_dir: DataDir = None) -> None:
         return await ops.pending_for(await connect(s), keys)
 
     items = _run(s, work())
+    if as_json:
+        emit_json({"guardian": keys.id, "pending": [it for it in items if it.what != "unreachable"],
+                   "unreachable": [it for it in items if it.what == "unreachable"]})
+        return
     for it in items:
         if it.what == "unreachable":  # its worker is down: say so, and go on with the rest
             typer.echo(f"{it.workflow_id:40} {it.kind:26} {it.detail}", err=True)
@@ -337,9 +342,15 @@ def rotate(
 
 
 @shelter_app.command()
-def status(request_ref: str, data_dir: DataDir = None) -> None:
+def status(request_ref: str, as_json: Json = False, data_dir: DataDir = None) -> None:
     """Where a request or rotation stands."""
     s = settings_for(data_dir)
+    if as_json:
+        async def document() -> dict[str, Any]:
+            return await ops.describe_document(await connect(s), request_ref)
+
+        emit_json(_run(s, document()))
+        return
 
     async def work() -> str:
         return await ops.describe(await connect(s), request_ref)

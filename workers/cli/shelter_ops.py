@@ -371,3 +371,20 @@ async def describe(client: Client, ref: str) -> str:
     a = await handle.query("status", result_type=AccessState)
     return (f"{handle.id}: {a.step}; vote {a.vote_decision or 'open'}; shares from {a.submitted or 'nobody'}; "
             f"deadline {a.deadline.isoformat() if a.deadline else '-'}")
+
+
+async def describe_document(client: Client, ref: str) -> dict[str, Any]:
+    """What `shelter status --json` prints: the request's or rotation's live state, or its result once done."""
+    handle = await resolve(client, ref)
+    desc = await handle.describe()
+    status = desc.status.name.lower() if desc.status else "unknown"
+    doc: dict[str, Any] = {"workflow_id": handle.id, "workflow_type": desc.workflow_type, "status": status}
+    rotation = desc.workflow_type == "GuardianRotationWorkflow"
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        doc["state"] = await handle.query("status", result_type=RotationState if rotation else AccessState)
+    elif desc.status == WorkflowExecutionStatus.COMPLETED:
+        doc["result"] = await client.get_workflow_handle(
+            handle.id, result_type=RotationResult if rotation else AccessResult).result()
+    else:
+        doc["reason"] = (await ended_without_result(handle, desc.status)).split(": ", 2)[-1]
+    return doc

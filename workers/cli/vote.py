@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import typer
 from eth_account import Account
+from pydantic import BaseModel
 from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
@@ -24,8 +24,18 @@ from activities.chain import ChainClient
 from westworld import ballot
 from westworld.errors import VOTE_BAD_CHOICE, VOTE_CLOSED, InvalidInput, NotConfigured
 from westworld.keys import vote_id
-from westworld.vote import DaoVoteInput, DaoVoteResult, VoteBackend, VoteReceipt, VoteRequest, VoteState
+from westworld.vote import (
+    DaoVoteInput,
+    DaoVoteResult,
+    DaoVoteStatus,
+    VoteBackend,
+    VoteReceipt,
+    VoteRequest,
+    VoteState,
+)
+from workers.cli.common import fail, fail_for
 from workers.cli.inputs import load_model
+from workers.cli.output import TokenUnits, emit_json, token_units
 from workers.client import connect
 from workers.settings import Settings
 from workflows.dao_vote import DaoVoteWorkflow
@@ -34,16 +44,11 @@ Echo = Callable[[str], None]
 CONTEXT_POLLS = 25  # 5 s
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
-
-
 async def _client(s: Settings) -> Client:
     try:
         return await connect(s)
     except NotConfigured as err:
-        raise _fail(str(err)) from err
+        raise fail_for(err) from err
 
 
 async def start_vote(client: Client, s: Settings, inp: DaoVoteInput) -> str:
@@ -58,17 +63,17 @@ async def propose(s: Settings, file: Path, echo: Echo) -> None:
     try:
         inp = load_model(file, DaoVoteInput)
     except InvalidInput as err:
-        raise _fail(str(err)) from err
+        raise fail(str(err)) from err
     if inp.carry is not None:
-        raise _fail(f"{file}: carry: internal state of a running vote, never part of a proposal (InjectedState)")
+        raise fail(f"{file}: carry: internal state of a running vote, never part of a proposal (InjectedState)")
     client = await _client(s)
     try:
         wf_id = await start_vote(client, s, inp)
     except WorkflowAlreadyStartedError as err:
         wf_id = vote_id(inp.proposal.id)
-        raise _fail(f"a vote on proposal {inp.proposal.id!r} already exists ({wf_id})") from err
+        raise fail(f"a vote on proposal {inp.proposal.id!r} already exists ({wf_id})") from err
     if refusal := await _refused_at_open(client, wf_id):
-        raise _fail(f"{wf_id} did not open: {refusal}")
+        raise fail(f"{wf_id} did not open: {refusal}")
     echo(f"started {wf_id}: {inp.kind.value} vote, window {inp.window}, backend {inp.backend.value}")
 
 
@@ -93,9 +98,9 @@ def read_key(path: Path) -> str:
         key = path.read_text().strip()
         Account.from_key(key)
     except OSError as err:
-        raise _fail(f"{path}: cannot read key: {err.strerror}") from err
+        raise fail(f"{path}: cannot read key: {err.strerror}") from err
     except (ValueError, TypeError) as err:
-        raise _fail(f"{path}: not a hex private key ({err})") from err
+        raise fail(f"{path}: not a hex private key ({err})") from err
     return key
 
 
@@ -154,29 +159,62 @@ async def cast(s: Settings, proposal_id: str, choice: str, key_file: Path, reaso
     try:
         receipt = await submit_vote(client, s, proposal_id, choice, key, reason)
     except (WorkflowUpdateFailedError, ApplicationError, RPCError) as err:
-        raise _fail(explain_refusal(err)) from err
-    echo(f"accepted: {receipt.voter} voted {receipt.choice!r} with weight {receipt.weight} "
+        raise fail(explain_refusal(err)) from err
+    echo(f"accepted: {receipt.voter} voted {receipt.choice!r} with weight {token_units(s)(receipt.weight)} "
          f"(vote hash {receipt.vote_hash})")
 
 
-async def show_status(s: Settings, proposal_id: str, echo: Echo) -> None:
+class VoteView(BaseModel):
+    """What `vote status --json` prints: the live status while the vote runs, its result once decided."""
+
+    proposal_id: str
+    workflow_id: str
+    running: bool
+    status: DaoVoteStatus | None = None
+    result: DaoVoteResult | None = None
+
+
+def format_tally(tally: dict[str, int], units: TokenUnits) -> str:
+    """``for 40,000, against 0, abstain 0 WEST``."""
+    return ", ".join(f"{choice} {units.plain(weight)}" for choice, weight in tally.items()) + f" {units.symbol}"
+
+
+async def vote_view(s: Settings, proposal_id: str) -> VoteView:
     client = await _client(s)
     handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_id(proposal_id))
     try:
         desc = await handle.describe()
     except RPCError as err:
-        raise _fail(f"unknown proposal {proposal_id!r}: {err.message}") from err
+        raise fail(f"unknown proposal {proposal_id!r}: {err.message}") from err
+    view = VoteView(proposal_id=proposal_id, workflow_id=handle.id, running=False)
     if desc.status == WorkflowExecutionStatus.COMPLETED:
-        result: DaoVoteResult = await handle.result()
-        echo(f"{proposal_id}: {result.decision.upper()}  turnout {result.turnout:.1%}  "
-             f"quorum {'met' if result.quorum_met else 'NOT met'}  approve {result.approve_share:.1%}")
-        echo(f"  votes {result.votes}  tally {result.tally}  audit #{result.audit_seq}  root {result.votes_root[:16]}…")
-        if result.executed_tx:
-            echo(f"  executed on chain in tx {result.executed_tx}")
-        return
+        view.result = await handle.result()
+        return view
     if desc.status != WorkflowExecutionStatus.RUNNING:
-        raise _fail(f"vote workflow {handle.id} ended as {desc.status.name if desc.status else '?'}")
-    st = await handle.query(DaoVoteWorkflow.status)
-    echo(f"{proposal_id}: {st.state.value} ({st.step}); deadline {st.deadline}; votes {st.votes}; "
-         f"tally {st.tally}; quorum weight {st.quorum_weight} of {st.total_supply}"
-         + (f"; outcome settled: {st.decided}" if st.decided else ""))
+        raise fail(f"vote workflow {handle.id} ended as {desc.status.name if desc.status else '?'}")
+    view.running, view.status = True, await handle.query(DaoVoteWorkflow.status)
+    return view
+
+
+def render_vote(view: VoteView, units: TokenUnits) -> list[str]:
+    """The lines `vote status` prints: amounts in whole tokens."""
+    if (result := view.result) is not None:
+        lines = [f"{view.proposal_id}: {result.decision.upper()}  turnout {result.turnout:.1%}  "
+                 f"quorum {'met' if result.quorum_met else 'NOT met'}  approve {result.approve_share:.1%}",
+                 f"  votes {result.votes}  tally {format_tally(result.tally, units)}  audit #{result.audit_seq}  "
+                 f"root {result.votes_root[:16]}…"]
+        return lines + ([f"  executed on chain in tx {result.executed_tx}"] if result.executed_tx else [])
+    st = view.status
+    assert st is not None
+    return [f"{view.proposal_id}: {st.state.value} ({st.step}); deadline {st.deadline}; votes {st.votes}; "
+            f"tally {format_tally(st.tally, units)}; quorum {units.plain(st.quorum_weight)} of "
+            f"{units(st.total_supply)}" + (f"; outcome settled: {st.decided}" if st.decided else "")]
+
+
+async def show_status(s: Settings, proposal_id: str, echo: Echo, as_json: bool = False) -> None:
+    view = await vote_view(s, proposal_id)
+    if as_json:
+        emit_json(view)
+        return
+    for line in render_vote(view, token_units(s)):
+        echo(line)
