@@ -29,6 +29,7 @@ from temporalio.service import RPCError
 from westworld import capability as cap
 from westworld import peers
 from westworld.agents import AdminAction, AdminChange
+from westworld.amounts import format_tokens
 from westworld.errors import InvalidInput
 from westworld.experiment import ExperimentSpec, format_duration, load_spec
 from westworld.experiment_run import ExperimentResult, ExperimentStatus, Phase
@@ -165,7 +166,7 @@ async def _vote(client: Client, s: Settings, st: ExperimentStatus, echo: Echo) -
         for attempt in range(25):
             try:
                 r = await submit_vote(client, s, pid, choice, voters[name].key.hex(), reason="demo: cradle evidence")
-                echo(f"      {name} {choice:8} weight {r.weight / 10**18:>12,.0f}  accepted")
+                echo(f"      {name} {choice:8} weight {format_tokens(r.weight):>12}  accepted")
                 break
             except WorkflowUpdateFailedError as err:
                 echo(f"      {name} {choice:8} {explain_refusal(err)}")

@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 
 from activities.chain import load_deployment
 from westworld import ballot
+from westworld.amounts import format_tokens
 from westworld.chain import OnChainCall
 from westworld.keys import audit_verify_id
 from westworld.vote import (
@@ -35,7 +36,6 @@ from workers.stack.contracts import distribute_voting_power
 from workflows.dao_vote import DaoVoteWorkflow
 
 Echo = Callable[[str], None]
-TOKEN = 10**18
 # Shares of the token supply given to the five demo voters (the deployer keeps the rest, undelegated).
 SHARES = (0.30, 0.25, 0.10, 0.05, 0.05)
 BALLOTS = (("voter-3", "against"), ("voter-4", "abstain"), ("voter-1", "for"), ("voter-2", "for"),
@@ -52,7 +52,7 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
         s.chain_deployer_key, as_share_of_supply=True,
     )
     echo(f"1. voters: {', '.join(f'{n} {sh:.0%}' for n, sh in zip(voters, SHARES, strict=True))} "
-         f"of {supply / TOKEN:,.0f} WEST (keys in {s.data_dir / 'demo-keys'})")
+         f"of {format_tokens(supply, 'WEST')} (keys in {s.data_dir / 'demo-keys'})")
     pid = f"demo-mtu-{int(time.time())}"
     inp = DaoVoteInput(
         proposal=Proposal(
@@ -75,7 +75,7 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
     for name, choice in BALLOTS:
         try:
             r = await submit_vote(client, s, pid, choice, voters[name].key.hex(), reason="demo")
-            echo(f"   {name} {choice:8} weight {r.weight / TOKEN:>12,.0f}  accepted")
+            echo(f"   {name} {choice:8} weight {format_tokens(r.weight):>12}  accepted")
         except WorkflowUpdateFailedError as err:
             echo(f"   {name} {choice:8} refused: {explain_refusal(err)}")
     echo("5. outcome settled; on chain: finalize -> queue in timelock -> durable timer -> execute")

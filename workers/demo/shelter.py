@@ -17,6 +17,7 @@ from pathlib import Path
 from temporalio.client import Client
 
 from activities.chain import load_deployment
+from westworld.amounts import format_tokens
 from westworld.keys import access_proposal_id, vote_id
 from westworld.rotation import GuardianRotationInput, RotationPhase, RotationResult
 from westworld.shelter_access import AccessDecision, AccessRequest, VoteTerms, open_document
@@ -48,7 +49,7 @@ async def approve(client: Client, s: Settings, proposal_id: str, echo: Echo) -> 
     for name in ("voter-1", "voter-2"):
         await ops.wait_vote_open(client, vote_id(proposal_id))
         receipt = await submit_vote(client, s, proposal_id, "for", voters[name].key.hex())
-        echo(f"   {name} votes for ({receipt.weight / 10**18:,.0f} WEST)")
+        echo(f"   {name} votes for ({format_tokens(receipt.weight, 'WEST')})")
 
 
 async def answer_and_open(client: Client, s: Settings, wf_id: str, guardians: list[PartyKeys],
