@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from temporalio import activity
 
-from activities.store import AuditLog
+from activities.sql.audit_log import AuditLog
 from westworld.audit import AuditEntryInput, AuditReceipt, VerifyReport
 from westworld.audit_anchor import AnchoredHead, LogHead
 from westworld.audit_trust import AuditVerifyInput, AuditVerifyResult

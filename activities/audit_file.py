@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from activities.store import stored_entry
+from activities.sql.audit_log import stored_entry
 from westworld.audit import StoredEntry
 from westworld.errors import InvalidInput
 

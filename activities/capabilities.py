@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from temporalio import activity
 
-from activities.capability_store import CapabilityStore
+from activities.sql.capability_store import CapabilityStore
 from westworld import capability as cap
 from westworld import sealed as sl
 from westworld.agents import (

@@ -14,25 +14,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import sqlalchemy as sa
 from nacl.public import PublicKey, SealedBox
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import capability_store as cs
-from activities.capability_store import CapabilityStore
-from activities.store import Database
+from activities.sql.admin_store import AdminStore
+from activities.sql.capability_store import CapabilityStore
 from westworld.agents import AdminAction, AdminApply, AdminChange, AdminOutcome, CapabilityRegistries
 from westworld.authority import AdminSigners
 from westworld.errors import UNAUTHORISED, InvalidInput, WestworldError
 
-md = sa.MetaData()
-operators = sa.Table("cap_operators", md, sa.Column("operator_id", sa.String(128), primary_key=True),
-                     sa.Column("public_key", sa.String(64), nullable=False),
-                     sa.Column("added_at", sa.DateTime(timezone=True), nullable=False))
-nonces = sa.Table("cap_admin_nonces", md, sa.Column("nonce", sa.String(300), primary_key=True),
-                  sa.Column("run_id", sa.String(64), nullable=False), sa.Column("outcome", sa.Text),
-                  sa.Column("at", sa.DateTime(timezone=True), nullable=False))
 GENESIS_OPERATOR = "operator"
 
 
@@ -51,17 +42,12 @@ def read_public_key(path: Path) -> str | None:
 
 
 class CapabilityAdminActivities:
-    def __init__(self, store: CapabilityStore, db: Database, genesis_operator_file: Path,
+    def __init__(self, store: CapabilityStore, admin: AdminStore, genesis_operator_file: Path,
                  clock: Callable[[], datetime] = _utcnow) -> None:
-        self._store, self._db, self._genesis, self._clock = store, db, genesis_operator_file, clock
-
-    async def init(self) -> None:
-        async with self._db.engine.begin() as conn:
-            await conn.run_sync(md.create_all)
+        self._store, self._admin, self._genesis, self._clock = store, admin, genesis_operator_file, clock
 
     async def operators(self) -> dict[str, str]:
-        async with self._db.engine.connect() as conn:
-            found = {r.operator_id: r.public_key for r in await conn.execute(sa.select(operators))}
+        found = await self._admin.operators()
         if (genesis := read_public_key(self._genesis)) is not None:
             found.setdefault(GENESIS_OPERATOR, genesis)
         return found
@@ -72,35 +58,27 @@ class CapabilityAdminActivities:
 
     @activity.defn(name="capability_registries")
     async def registries(self) -> CapabilityRegistries:
-        async with self._db.engine.connect() as conn:
-            active = await conn.scalar(sa.select(cs.root_keys.c.key_id).where(cs.root_keys.c.active)) or ""
-            epoch = int(await conn.scalar(sa.select(cs.counters.c.value).where(
-                cs.counters.c.name == cs.REVOCATION_EPOCH)) or 0)
         return CapabilityRegistries(nodes=await self._store.node_regions(), peers=await self._store.peers(),
                                     guardians=await self._store.guardians(), operators=await self.operators(),
-                                    halt=await self._store.halt_state(), active_key=active, revocation_epoch=epoch)
+                                    halt=await self._store.halt_state(), active_key=await self._store.active_key_id(),
+                                    revocation_epoch=await self._store.revocation_epoch())
 
     @activity.defn(name="apply_admin_change")
     async def apply(self, inp: AdminApply) -> AdminOutcome:
         """Apply a change the workflow authorised, once per nonce (a retry of the same run gets the outcome)."""
         run_id = activity.info().workflow_run_id
-        async with self._db.engine.begin() as conn:
-            row = (await conn.execute(sa.select(nonces).where(nonces.c.nonce == inp.nonce))).first()
-            if row is None:
-                await conn.execute(sa.insert(nonces).values(nonce=inp.nonce, run_id=run_id, at=self._clock()))
-            elif row.run_id != run_id:
-                raise ApplicationError(f"{inp.nonce}: this signed change was already applied (at "
-                                       f"{row.at}); a signature counts once", type=UNAUTHORISED, non_retryable=True)
-            elif row.outcome and inp.change.action is not AdminAction.MINT:  # a mint is re-made (same token id)
-                return AdminOutcome.model_validate_json(row.outcome)
+        row = await self._admin.use_nonce(inp.nonce, run_id, self._clock())
+        if row is not None and row.run_id != run_id:
+            raise ApplicationError(f"{inp.nonce}: this signed change was already applied (at "
+                                   f"{row.at}); a signature counts once", type=UNAUTHORISED, non_retryable=True)
+        if row is not None and row.outcome and inp.change.action is not AdminAction.MINT:  # a mint is re-made
+            return AdminOutcome.model_validate_json(row.outcome)
         try:
             outcome = await self._apply(inp.change, inp.nonce)
         except WestworldError as err:
             raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
         stored = outcome.model_copy(update={"sealed_token": ""})  # re-minted on a retry, never stored
-        async with self._db.engine.begin() as conn:
-            await conn.execute(sa.update(nonces).where(nonces.c.nonce == inp.nonce).values(
-                outcome=stored.model_dump_json()))
+        await self._admin.save_outcome(inp.nonce, stored.model_dump_json())
         return outcome
 
     async def _apply(self, c: AdminChange, nonce: str) -> AdminOutcome:
@@ -120,17 +98,12 @@ class CapabilityAdminActivities:
             return AdminOutcome(detail=f"registered guardian {c.subject}")
         if a is AdminAction.ADD_OPERATOR:
             key = _needs_key(c)
-            async with self._db.engine.begin() as conn:
-                await conn.execute(sa.delete(operators).where(operators.c.operator_id == c.subject))
-                await conn.execute(sa.insert(operators).values(operator_id=c.subject, public_key=key, added_at=now))
+            await self._admin.add_operator(c.subject, key, now)
             return AdminOutcome(detail=f"registered operator {c.subject}")
         if a in {AdminAction.REMOVE_NODE, AdminAction.REMOVE_GUARDIAN, AdminAction.REMOVE_OPERATOR}:
-            table, column = {AdminAction.REMOVE_NODE: (cs.nodes, cs.nodes.c.node_id),
-                             AdminAction.REMOVE_GUARDIAN: (cs.guardians, cs.guardians.c.guardian_id),
-                             AdminAction.REMOVE_OPERATOR: (operators, operators.c.operator_id)}[a]
-            async with self._db.engine.begin() as conn:
-                gone = (await conn.execute(sa.delete(table).where(column == c.subject))).rowcount
-            if not gone:
+            remove = {AdminAction.REMOVE_NODE: store.remove_node, AdminAction.REMOVE_GUARDIAN: store.remove_guardian,
+                      AdminAction.REMOVE_OPERATOR: self._admin.remove_operator}[a]
+            if not await remove(c.subject):
                 raise InvalidInput(f"{a.value}: {c.subject!r} is not registered")
             return AdminOutcome(detail=f"removed {c.subject}")
         if a is AdminAction.MINT:

@@ -1,5 +1,5 @@
 """Document activities: encrypt a staged document, replicate its ciphertext to IPFS / Arweave / Sia with a read-back
-check, verify and repair replicas. The index lives in :mod:`activities.shelter_index`, the storage networks behind
+check, verify and repair replicas. The index lives in :mod:`activities.sql.document_store`, the storage networks behind
 :mod:`activities.storage.replicators` (both re-exported here).
 
 Plaintext never enters workflow history: the CLI stages it at ``<data dir>/shelter/staging/<document_id>``
@@ -16,12 +16,12 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy.exc import IntegrityError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.shelter_index import DocumentStore, documents, metadata, replicas, rewrap_all, utcnow
-from activities.shelter_keys import KeyEpochStore
+from activities.sql.database import Database
+from activities.sql.document_store import DocumentStore, rewrap_all, utcnow
+from activities.sql.key_epoch_store import KeyEpochStore
 from activities.storage.replicators import (
     TRANSIENT,
     ArweaveReplicator,
@@ -29,7 +29,6 @@ from activities.storage.replicators import (
     Replicator,
     SiaReplicator,
 )
-from activities.store import Database
 from westworld import envelope
 from westworld.errors import INVALID_INPUT, WestworldError
 from westworld.shelter import (
@@ -47,8 +46,7 @@ from westworld.shelter import (
 
 __all__ = [
     "NO_GOOD_COPY", "TRANSIENT", "ArweaveReplicator", "DocumentStore", "IpfsReplicator", "Replicator",
-    "ShelterDocumentActivities", "SiaReplicator", "documents", "metadata", "replicas", "rewrap_all",
-    "stage_document", "staging_path",
+    "ShelterDocumentActivities", "SiaReplicator", "rewrap_all", "stage_document", "staging_path",
 ]
 
 NO_GOOD_COPY = "NoGoodCopy"
@@ -130,10 +128,8 @@ class ShelterDocumentActivities:
                                 plaintext_size=len(plaintext))
         del plaintext
         self._cache_write(blob, digest)
-        try:
-            await self.store.insert(doc, me)
-        except IntegrityError as err:  # a concurrent store of the same id won the race
-            raise _fail(f"document {inp.document_id} is already stored; choose another document id") from err
+        if not await self.store.insert(doc, me):  # a concurrent store of the same id won the race
+            raise _fail(f"document {inp.document_id} is already stored; choose another document id")
         staged.unlink(missing_ok=True)
         return doc
 

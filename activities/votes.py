@@ -12,7 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.chain import ChainClient
 from activities.snapshot import SnapshotClient
-from activities.vote_store import Ballot, VoteStore
+from activities.sql.vote_store import Ballot, VoteStore
 from westworld import merkle
 from westworld.chain import RelayVoteInput
 from westworld.errors import VOTE_NO_POWER, WestworldError

@@ -16,8 +16,9 @@ from temporalio.worker import Worker
 from activities.audit_heads import HeadSigner
 from activities.chain import ChainClient
 from activities.snapshot import SnapshotClient
-from activities.store import AuditLog, Database
-from activities.vote_store import VoteStore
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
+from activities.sql.vote_store import VoteStore
 from workers.client import connect
 from workers.interceptors import TypedFailureInterceptor
 from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own_metrics
@@ -52,7 +53,7 @@ class Resources:
 @contextlib.asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     database = Database(settings.resolved_database_url)
-    await database.init()
+    await database.migrate()  # `westworld up` migrated before starting us; a worker started alone must too
     try:
         async with contextlib.AsyncExitStack() as stack:
             audit = AuditLog(database, HeadSigner.in_dir(settings.data_dir))  # signed heads apart from the log

@@ -17,8 +17,11 @@ from pymacaroons import Macaroon
 from temporalio.testing import ActivityEnvironment
 
 from activities.capabilities import CapabilityActivities
-from activities.capability_store import CapabilityStore, load_or_create_kek, md, root_keys
-from activities.store import Database
+from activities.sql.admin_store import AdminStore
+from activities.sql.capability_store import CapabilityStore, load_or_create_kek
+from activities.sql.database import Database
+from activities.sql.schema import cap_root_keys as root_keys
+from tests.fixtures.postgres import fresh_database
 from westworld import capability as cap
 from westworld.agents import CapabilityCheckInput, HaltRequest, HaltSet
 from westworld.errors import InvalidInput
@@ -30,9 +33,7 @@ B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 @pytest.fixture(params=["sqlite", "postgres"])
 async def db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    database = Database(url)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(md.drop_all)
+    database = await fresh_database(url)
     yield database
     await database.close()
 
@@ -40,8 +41,6 @@ async def db(request: pytest.FixtureRequest) -> AsyncIterator[Database]:
 @pytest.fixture
 async def store(db: Database, tmp_path: Path) -> CapabilityStore:
     s = CapabilityStore(db, load_or_create_kek(tmp_path / "kek.key"))
-    await s.init()
-    await s.init()  # idempotent
     await s.rotate_key(NOW)
     for i in range(100):
         await s.add_node(f"n{i:03d}", "eu" if i < 50 else "us", None, NOW)
@@ -201,11 +200,8 @@ async def test_an_admin_change_is_applied_once_per_nonce_and_a_mint_travels_seal
     from westworld.agents import AdminAction, AdminApply, AdminChange
     from westworld.errors import UNAUTHORISED
 
-    async with db.engine.begin() as conn:
-        await conn.run_sync(ca.md.drop_all)
     (tmp_path / "operator.pub").write_text("ab" * 32 + "\n")
-    admin = ca.CapabilityAdminActivities(store, db, tmp_path / "operator.pub", clock=lambda: NOW)
-    await admin.init()
+    admin = ca.CapabilityAdminActivities(store, AdminStore(db), tmp_path / "operator.pub", clock=lambda: NOW)
     first = ActivityEnvironment()
     first.info = dataclasses.replace(first.info, workflow_run_id="run-1")
     nodes = AdminApply(nonce="capability-admin:n1", change=AdminChange(

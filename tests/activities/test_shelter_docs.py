@@ -19,14 +19,14 @@ from activities.shelter_docs import (
     ArweaveReplicator,
     IpfsReplicator,
     ShelterDocumentActivities,
-    rewrap_all,
     stage_document,
     staging_path,
 )
 from activities.shelter_keys import ShelterKeyActivities
+from activities.sql.database import Database
+from activities.sql.document_store import rewrap_all
 from activities.storage.arweave import ArweaveClient
 from activities.storage.ipfs import IpfsClient
-from activities.store import Database
 from tests.activities.test_shelter_keys import make_guardians, open_share
 from westworld import envelope, shamir
 from westworld.errors import DecryptFailed
@@ -66,7 +66,7 @@ class Shelter:
 async def shelter(tmp_path: Path, ipfs_client: IpfsClient, arweave_client: ArweaveClient) -> AsyncIterator[Shelter]:
     db_file = tmp_path / "westworld.db"
     database = Database(f"sqlite+aiosqlite:///{db_file}")
-    await database.init()
+    await database.migrate()
     guardians, privates = make_guardians(5)
     env = ActivityEnvironment()
     epoch = await env.run(ShelterKeyActivities(database).create_key_epoch, CreateEpochInput(guardians=guardians))

@@ -12,10 +12,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.shelter_docs import metadata as docs_metadata
-from activities.shelter_keys import ShelterKeyActivities
-from activities.shelter_keys import metadata as keys_metadata
-from activities.store import Database
+from activities.shelter_keys import ShelterKeyActivities, create_epoch
+from activities.sql.database import Database
+from tests.fixtures.postgres import fresh_database
 from westworld import envelope, shamir
 from westworld.errors import DecryptFailed
 from westworld.shelter import CreateEpochInput, Guardian, KeyEpoch, share_aad
@@ -42,20 +41,16 @@ def open_share(epoch: KeyEpoch, gid: str, priv: bytes) -> shamir.Share:
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'westworld.db'}")
-    await database.init()
+    await database.migrate()
     yield database
     await database.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    """An empty database of each kind (the PostgreSQL server is shared by the session; shelter tables reset)."""
+    """An empty database of each kind (the PostgreSQL server is shared by the session; its tables reset)."""
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    database = Database(url)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(docs_metadata.drop_all)
-        await conn.run_sync(keys_metadata.drop_all)
-    await database.init()
+    database = await fresh_database(url)
     yield database
     await database.close()
 
@@ -124,6 +119,7 @@ def test_bad_epoch_inputs_are_named() -> None:
 async def test_concurrent_epoch_creations_get_distinct_numbers(any_db: Database) -> None:
     guardians, _ = make_guardians(3)
     store = ShelterKeyActivities(any_db).store
-    made = await asyncio.gather(*(store.create(CreateEpochInput(guardians=guardians, threshold=2)) for _ in range(4)))
+    made = await asyncio.gather(*(create_epoch(store, CreateEpochInput(guardians=guardians, threshold=2))
+                                  for _ in range(4)))
     assert sorted(e.epoch for e in made) == [1, 2, 3, 4]
     assert len({e.master_public_key for e in made}) == 4

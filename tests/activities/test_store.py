@@ -13,9 +13,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.audit import AuditActivities
-from activities.store import AuditLog, Database, metadata
-from activities.vote_store import Ballot, VoteStore
-from activities.vote_store import metadata as vote_metadata
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
+from activities.sql.vote_store import Ballot, VoteStore
+from tests.fixtures.postgres import fresh_database
 from westworld.audit import AuditEntryInput, TreeHead
 from westworld.chain import ChainSnapshot
 from westworld.errors import (
@@ -40,12 +41,8 @@ CAROL = "0x" + "c3" * 20
 async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
     """An empty database of each kind (the PostgreSQL server is shared by the session; tables are reset)."""
     url = request.getfixturevalue("sqlite_url" if request.param == "sqlite" else "postgres_url")
-    database = Database(url)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(metadata.drop_all)
-        await conn.run_sync(vote_metadata.drop_all)
-    await database.init()
-    await database.init()  # idempotent
+    database = await fresh_database(url)
+    assert await database.migrate() == await database.migrate()  # idempotent
     yield database
     await database.close()
 
@@ -277,7 +274,7 @@ async def unwritable(kind: str, tmp_path: Path) -> tuple[str, str]:
     if kind == "sqlite":
         path = tmp_path / "audit.db"
         writable = Database(f"sqlite+aiosqlite:///{path}")
-        await writable.init()
+        await writable.migrate()
         await AuditLog(writable).append("k", "s", {})
         await writable.close()
         return f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true", "readonly database"

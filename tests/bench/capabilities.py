@@ -29,8 +29,9 @@ from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
 from activities.capabilities import CapabilityActivities
-from activities.capability_store import CapabilityStore, load_or_create_kek
-from activities.store import AuditLog, Database
+from activities.sql.audit_log import AuditLog
+from activities.sql.capability_store import CapabilityStore, load_or_create_kek
+from activities.sql.database import Database
 from tests.bench.capabilities_floor import BareActivityWorkflow, CheckOnlyWorkflow, bench_noop, bench_policy
 from westworld import capability as cap
 from westworld import caveats as cv
@@ -99,9 +100,8 @@ def _full(tok: str, ds: list[str], state: cap.CheckState, facts: cv.Facts) -> Ca
 
 async def store_figure(work: Path, seconds: float) -> tuple[CapabilityStore, Database, str, list[str]]:
     db = Database(f"sqlite+aiosqlite:///{work / 'bench.db'}")
-    await db.init()
+    await db.migrate()
     store = CapabilityStore(db, load_or_create_kek(work / "kek.key"))
-    await store.init()
     await store.rotate_key(NOW)
     nodes = [f"n{i:04d}" for i in range(1000)]
     for i, node in enumerate(nodes):

@@ -30,7 +30,8 @@ from temporalio.worker import Worker
 
 from activities.audit import AuditActivities
 from activities.sandbox.local import LocalSandbox
-from activities.store import AuditLog, Database
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
 from tests.bench.activity_floor import ActivityFloorWorkflow, FloorInput, FloorResult, bench_noop
 from westworld.canary import group_query, measure
 from westworld.experiment import MetricSpec, Threshold
@@ -148,7 +149,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
         client = await Client.connect(settings.temporal_address,
                                       data_converter=build_data_converter(load_keyring(settings.resolved_codec_key_file)))
         db = Database(settings.resolved_database_url)
-        await db.init()
+        await db.migrate()
         tq = str(uuid.uuid4())
         try:
             async with experiments_wiring.open_activities(settings, db, AuditLog(db)) as acts, \

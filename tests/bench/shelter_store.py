@@ -22,8 +22,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.shelter_docs import IpfsReplicator, ShelterDocumentActivities, stage_document
 from activities.shelter_keys import ShelterKeyActivities
+from activities.sql.database import Database
 from activities.storage.ipfs import IpfsClient
-from activities.store import Database
 from westworld import envelope
 from westworld.shelter import CreateEpochInput, EncryptDocumentInput, Guardian, Network, ReplicateInput
 from workers.stack import ipfs_daemon as ipfs
@@ -39,7 +39,7 @@ def guardians(n: int) -> list[Guardian]:
 
 async def bench(base: Path, api_url: str, quick: bool) -> None:
     database = Database(f"sqlite+aiosqlite:///{base / 'bench.db'}")
-    await database.init()
+    await database.migrate()
     env = ActivityEnvironment()
     await env.run(ShelterKeyActivities(database).create_key_epoch, CreateEpochInput(guardians=guardians(10)))
     client = IpfsClient(api_url)

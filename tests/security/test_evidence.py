@@ -24,7 +24,7 @@ from pathlib import Path
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Worker
 
-from activities.capability_store import CapabilityStore
+from activities.sql.capability_store import CapabilityStore
 from tests.workflows import capabilities_support
 from tests.workflows.conftest import Harness, eventually, record_histories
 from tests.workflows.experiments_support import DELIVERY, RELAY_ERRORS, node_versions, settings_overrides, spec, unique

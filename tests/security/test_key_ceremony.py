@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
-from activities.shelter_keys import KeyEpochStore
+from activities.shelter_keys import create_ceremony_epoch
+from activities.sql.key_epoch_store import KeyEpochStore
 from tests.workflows.conftest import Harness
 from westworld.errors import UNAUTHORISED, WestworldError
 from westworld.shelter import CeremonyApproval, CreateEpochInput, KeyEpoch, ceremony_digest, check_ceremony
@@ -98,13 +99,13 @@ class TestOnlyTheGenesisCeremonyOrTheCurrentGuardiansMakeAnEpoch:
 
     async def test_the_store_refuses_what_the_workflow_would(self, harness: Harness) -> None:
         store = KeyEpochStore(harness.resources.database)
-        raced = await asyncio.gather(*(store.create_ceremony(ceremony(p, k=2)) for p in (GUARDIANS, ATTACKERS)),
+        raced = await asyncio.gather(*(create_ceremony_epoch(store, ceremony(p, k=2)) for p in (GUARDIANS, ATTACKERS)),
                                      return_exceptions=True)  # both read "no epoch yet"; the primary key decides
         assert sorted(type(r).__name__ for r in raced) == ["KeyEpoch", "WestworldError"], raced
         assert all(r.type == UNAUTHORISED for r in raced if isinstance(r, WestworldError))
         eve = [make_keys("eve1"), make_keys("eve2")]
         with pytest.raises(WestworldError) as exc:
-            await store.create_ceremony(ceremony(eve, eve, k=2))
+            await create_ceremony_epoch(store, ceremony(eve, eve, k=2))
         assert exc.value.type == UNAUTHORISED and (await store.status()).latest == 1
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

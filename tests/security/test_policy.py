@@ -35,7 +35,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.chain import ChainClient
 from activities.policy import DEFAULT_POLICY_FILE, PolicyActivities, read_policy_file
-from activities.shelter_keys import KeyEpochStore
+from activities.sql.key_epoch_store import KeyEpochStore
 from tests.workflows.conftest import TOKEN, Harness, eventually
 from tests.workflows.shelter_helpers import Guardians, answer, make_guardians, refused, seed_document
 from tests.workflows.test_dao_vote import start as start_vote

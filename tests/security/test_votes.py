@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 import typer
-from activities.store import Database
-from activities.vote_store import Ballot, VoteStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -31,6 +29,8 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
 from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
+from activities.sql.database import Database
+from activities.sql.vote_store import Ballot, VoteStore
 from tests.workflows.conftest import TOKEN, Harness, eventually
 from tests.workflows.test_dao_vote import VoteHandle, proposal, refused, sign, start, vote
 from westworld.chain import ChainSnapshot
@@ -151,6 +151,7 @@ class TestResentBallotCountsOnce:
         continue-as-new points (a new store object, as a new run on another worker): every answer is the
         model's, a resend returns its first receipt, and the tally equals a recount after every batch."""
         db = Database(f"sqlite+aiosqlite:///{tmp_path / 'votes.db'}")
+        await db.migrate()
         pid, run_id = f"p-{uuid.uuid4().hex[:8]}", "first-run"
         voters = [f"0x{i + 1:040x}" for i in range(4)]
         weight = [(i + 1) * 10**24 + i for i in range(4)]

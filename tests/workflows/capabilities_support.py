@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from temporalio.client import WorkflowHandle
 
-from activities.capability_store import CapabilityStore
+from activities.sql.capability_store import CapabilityStore
 from tests.workflows.conftest import Harness
 from westworld import peers
 from westworld import sealed as sl

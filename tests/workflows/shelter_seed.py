@@ -8,8 +8,8 @@ import secrets
 import uuid
 from dataclasses import dataclass
 
-from activities.shelter_docs import DocumentStore
-from activities.store import Database
+from activities.sql.database import Database
+from activities.sql.document_store import DocumentStore
 from westworld import envelope
 from westworld.shelter import DocumentRecord, EncryptedDocument, KeyEpoch, content_aad, data_key_aad
 

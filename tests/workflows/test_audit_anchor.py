@@ -11,7 +11,7 @@ from eth_typing import HexStr
 from temporalio.client import WorkflowFailureError
 
 from activities.anchor import find_latest_anchor
-from activities.store import audit_entries
+from activities.sql.schema import audit_entries
 from tests.workflows.conftest import Harness
 from westworld.audit_anchor import parse_anchor
 from westworld.audit_trust import AuditVerifyInput

@@ -10,8 +10,8 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
-from activities.shelter_docs import DocumentStore
-from activities.shelter_keys import KeyEpochStore
+from activities.sql.document_store import DocumentStore
+from activities.sql.key_epoch_store import KeyEpochStore
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.shelter_helpers import Guardians, answer, make_guardians, open_own_share, refused, seed_document
 from westworld import envelope

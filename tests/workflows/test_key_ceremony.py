@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from activities.shelter_keys import KeyEpochStore
+from activities.sql.key_epoch_store import KeyEpochStore
 from tests.workflows.conftest import Harness
 from tests.workflows.shelter_helpers import open_own_share
 from tests.workflows.test_shelter_cli import cli

@@ -100,7 +100,7 @@ async def test_no_key_material_in_histories_logs_or_database(
     assert rotated.phase is RotationPhase.COMPLETED
 
     master = g.master_key()
-    from activities.shelter_keys import KeyEpochStore
+    from activities.sql.key_epoch_store import KeyEpochStore
 
     new_epoch = await KeyEpochStore(harness.resources.database).current()
     assert new_epoch is not None

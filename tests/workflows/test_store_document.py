@@ -18,8 +18,9 @@ from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from activities.shelter_docs import DocumentStore, stage_document, staging_path
-from activities.shelter_keys import ShelterKeyActivities
+from activities.shelter_docs import stage_document, staging_path
+from activities.shelter_keys import ShelterKeyActivities, create_epoch
+from activities.sql.document_store import DocumentStore
 from activities.storage.arweave import Wallet
 from activities.storage.ipfs import IpfsClient
 from tests.activities.test_shelter_keys import make_guardians, open_share
@@ -57,8 +58,8 @@ def settings_overrides(ipfs_api_url: str, arlocal_url: str, arweave_wallet: Wall
 
 async def keygen(h: Harness) -> tuple[KeyEpoch, dict[str, bytes]]:
     guardians, privates = make_guardians(4)
-    epoch = await ShelterKeyActivities(h.resources.database).store.create(
-        CreateEpochInput(guardians=guardians, threshold=3))
+    epoch = await create_epoch(ShelterKeyActivities(h.resources.database).store,
+                               CreateEpochInput(guardians=guardians, threshold=3))
     return epoch, privates
 
 

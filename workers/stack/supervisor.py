@@ -3,7 +3,8 @@
 Components (each only started if not already answering on its port): the Temporal dev server (SQLite file in
 the data dir, UI on, search attributes registered), anvil with the project's contracts deployed (addresses
 in ``contracts.json``), the codec server (its token created in ``<data dir>/codec-token``, mode 0600, and the
-capability URL for the UI's browser Codec Server setting printed), the worker. What ``up`` started is recorded
+capability URL for the UI's browser Codec Server setting printed), the project database migrated to the newest
+schema (``activities/sql/migrations``), the worker. What ``up`` started is recorded
 in ``stack.json`` so that ``down`` stops exactly that and nothing else. Logs go to ``<data dir>/logs``.
 
 Once the worker runs, ``up`` syncs the Temporal Schedules and starts the network's anomaly watch (workflow
@@ -153,6 +154,7 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
     for comp in components(s):
         if comp.name == "worker":
             _ensure_contracts(s, echo)
+            _migrate_database(s, echo)
         if processes.port_open(comp.port):
             echo(f"{comp.name:13} already running  {comp.address}")
             continue
@@ -197,6 +199,15 @@ def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
                                              policy_file=s.policy_file))
     if deployed:
         echo(f"{'contracts':13} deployed         addresses in {s.contracts_file}")
+
+
+def _migrate_database(s: Settings, echo: Callable[[str], None]) -> None:
+    """Bring the project database's schema to the newest migration before the worker starts (idempotent)."""
+    from activities.sql.database import Database
+    from activities.sql.migrate import migrate
+
+    url = s.resolved_database_url
+    echo(f"{'database':13} migrated         {Database(url).safe_url} at revision {asyncio.run(migrate(url))}")
 
 
 def down(s: Settings, echo: Callable[[str], None]) -> None:

@@ -18,8 +18,10 @@ from typing import Any
 
 from activities.capabilities import CapabilityActivities
 from activities.capability_admin import CapabilityAdminActivities
-from activities.capability_store import CapabilityStore, load_or_create_kek
-from activities.store import AuditLog, Database
+from activities.sql.admin_store import AdminStore
+from activities.sql.audit_log import AuditLog
+from activities.sql.capability_store import CapabilityStore, load_or_create_kek
+from activities.sql.database import Database
 from workers.settings import Settings
 from workflows.agent_action import AgentActionWorkflow
 from workflows.anomaly_watch import AnomalyWatchWorkflow
@@ -45,16 +47,13 @@ def operator_public_file(settings: Settings) -> Path:
 
 
 async def open_store(settings: Settings, database: Database) -> CapabilityStore:
-    """The capability store over the project database, its tables created if missing."""
-    store = CapabilityStore(database, load_or_create_kek(kek_file(settings)))
-    await store.init()
-    return store
+    """The capability store over the project database (migrated by the worker at start)."""
+    return CapabilityStore(database, load_or_create_kek(kek_file(settings)))
 
 
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
     del audit
     store = await open_store(settings, database)
-    admin = CapabilityAdminActivities(store, database, operator_public_file(settings))
-    await admin.init()
+    admin = CapabilityAdminActivities(store, AdminStore(database), operator_public_file(settings))
     yield [*CapabilityActivities(store).all(), *admin.all()]

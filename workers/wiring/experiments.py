@@ -18,7 +18,8 @@ from activities.sandbox.backend import SandboxActivities, SandboxBackend
 from activities.sandbox.kube_api import client_from_kubeconfig
 from activities.sandbox.kubernetes import KubernetesSandbox
 from activities.sandbox.local import LocalSandbox
-from activities.store import AuditLog, Database
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
 from westworld.sandbox import Backend
 from workers.settings import Settings
 from workflows.canary import CanaryRolloutWorkflow

@@ -22,8 +22,9 @@ from activities.audit import AuditActivities
 from activities.chain import ChainActivities, ChainClient, load_deployment
 from activities.policy import PolicyActivities
 from activities.snapshot import SnapshotActivities, SnapshotClient
-from activities.store import AuditLog, Database
-from activities.vote_store import VoteStore
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
+from activities.sql.vote_store import VoteStore
 from activities.votes import VoteActivities
 from workers.metrics import Metrics
 from workers.settings import Settings
@@ -54,7 +55,6 @@ async def open_clients(settings: Settings, database: Database) -> AsyncIterator[
             snapshot = SnapshotClient(http, settings.snapshot_hub_url, settings.snapshot_sequencer_url,
                                       settings.snapshot_space, settings.chain_deployer_key)
             votes = VoteStore(database)
-            await votes.init()
             yield GovernanceClients(chain, votes, snapshot, settings.policy_file)
     finally:
         await w3.provider.disconnect()

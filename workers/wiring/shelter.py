@@ -14,7 +14,8 @@ import httpx
 
 from activities.notify import NotifyActivities
 from activities.shelter_rotation import RotationActivities
-from activities.store import AuditLog, Database
+from activities.sql.audit_log import AuditLog
+from activities.sql.database import Database
 from workers.settings import Settings
 from workers.wiring.shelter_storage import open_storage_activities
 from workflows.document_access import DocumentAccessWorkflow

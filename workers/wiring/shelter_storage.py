@@ -18,10 +18,10 @@ from activities.shelter_docs import (
     SiaReplicator,
 )
 from activities.shelter_keys import ShelterKeyActivities
+from activities.sql.database import Database
 from activities.storage.arweave import ArweaveClient
 from activities.storage.ipfs import IpfsClient
 from activities.storage.sia import SiaClient
-from activities.store import Database
 from westworld.shelter import Network
 from workers.settings import Settings
 

@@ -1,9 +1,5 @@
-"""The project's one SQL layer (SQLAlchemy 2 async Core): the database, and the audit log (the vote store is
-activities/vote_store.py).
-
-One schema serves both backends: SQLite through aiosqlite (the embedded default, WAL journal) and PostgreSQL
-through asyncpg (at scale). On SQLite every transaction starts with ``BEGIN IMMEDIATE`` so a read followed by
-a write in one transaction can never fail to upgrade its lock when another connection wrote in between.
+"""The audit log: the append-only, RFC 6962 Merkle-tree log over table ``audit_entries`` (its one writer), and how
+its rows read back for verification and display.
 """
 
 from __future__ import annotations
@@ -11,15 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from activities.audit_heads import HeadSigner, read_heads
+from activities.sql.database import Database
+from activities.sql.schema import audit_entries
 from westworld import merkle
 from westworld.audit import (
     AuditEntry,
@@ -41,20 +37,6 @@ from westworld.audit_anchor import AnchoredHead
 from westworld.audit_trust import verify_log
 from westworld.errors import AuditTampered, AuditUnavailable, InvalidInput
 
-metadata = sa.MetaData()
-SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-audit_entries = sa.Table(
-    "audit_entries", metadata,
-    sa.Column("seq", SEQ, primary_key=True, autoincrement=False),
-    sa.Column("kind", sa.String(64), nullable=False),
-    sa.Column("subject", sa.String(256), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("leaf_hash", sa.String(64), nullable=False),
-    sa.Column("root_after", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
 AUDIT_LOCK_KEY = 0x5745_5354_4155_4454  # "WESTAUDT": the PostgreSQL advisory lock serialising appends
 APPEND_ATTEMPTS = 5
 log = logging.getLogger("westworld.audit")
@@ -62,43 +44,6 @@ log = logging.getLogger("westworld.audit")
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _sqlite_begin_immediate(engine: AsyncEngine) -> None:
-    @sa.event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # the driver must not emit its own deferred BEGIN
-        cur = dbapi_conn.cursor()
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON"):
-            cur.execute(f"PRAGMA {pragma}")
-        cur.close()
-
-    @sa.event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-class Database:
-    """An engine for ``sqlite+aiosqlite:///path`` or ``postgresql+asyncpg://user:pw@host/db``."""
-
-    def __init__(self, url: str) -> None:
-        self.url = make_url(url)
-        self.safe_url = self.url.render_as_string(hide_password=True)
-        self.dialect = self.url.get_backend_name()
-        connect_args = {"timeout": 10} if self.dialect == "postgresql" else {}
-        self.engine = create_async_engine(self.url, pool_pre_ping=True, connect_args=connect_args)
-        if self.dialect == "sqlite":
-            _sqlite_begin_immediate(self.engine)
-
-    async def init(self) -> None:
-        """Create the tables that do not exist yet (idempotent)."""
-        if self.dialect == "sqlite" and (path := self.url.database) and not path.startswith(("file:", ":memory:")):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        async with self.engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-
-    async def close(self) -> None:
-        await self.engine.dispose()
 
 
 class AuditLog:

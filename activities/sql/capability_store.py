@@ -5,6 +5,8 @@ Root keys are stored AES-GCM encrypted under a key-encryption key kept in a file
 associated data); they are decrypted only inside this process. :meth:`CapabilityStore.check` reads the state,
 decides, records the decision and reserves the nodes it touches in ONE transaction (``BEGIN IMMEDIATE`` on
 SQLite, a per-agent advisory lock on PostgreSQL), so concurrent small actions cannot race past a budget.
+
+The one writer of the ``cap_*`` tables except ``cap_operators`` and ``cap_admin_nonces`` (:mod:`.admin_store`).
 """
 
 from __future__ import annotations
@@ -21,60 +23,23 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.public import PrivateKey
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from activities.store import Database
+from activities.sql.database import Database
+from activities.sql.schema import cap_counters as counters
+from activities.sql.schema import cap_decisions as decisions
+from activities.sql.schema import cap_events as events
+from activities.sql.schema import cap_guardians as guardians
+from activities.sql.schema import cap_halts as halts
+from activities.sql.schema import cap_nodes as nodes
+from activities.sql.schema import cap_revoked as revoked
+from activities.sql.schema import cap_root_keys as root_keys
+from activities.sql.schema import cap_seal_keys as seal_keys
+from activities.sql.schema import cap_sealed_claims as sealed_claims
+from activities.sql.schema import cap_usage as usage
 from westworld import capability as cap
 from westworld import caveats as cv
 from westworld.agents import CapabilityCheckInput, CapabilityCheckOutcome, HaltState
 from westworld.anomaly import AgentEvent
 from westworld.errors import InvalidInput
-
-md = sa.MetaData()
-TS = sa.DateTime(timezone=True)
-SEQ = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-root_keys = sa.Table("cap_root_keys", md, sa.Column("key_id", sa.String(64), primary_key=True),
-                     sa.Column("sealed", sa.Text, nullable=False), sa.Column("active", sa.Boolean, nullable=False),
-                     sa.Column("created_at", TS, nullable=False))
-revoked = sa.Table("cap_revoked", md, sa.Column("token_id", sa.String(128), primary_key=True),
-                   sa.Column("reason", sa.Text, nullable=False), sa.Column("at", TS, nullable=False))
-counters = sa.Table("cap_counters", md, sa.Column("name", sa.String(64), primary_key=True),
-                    sa.Column("value", sa.BigInteger, nullable=False))
-nodes = sa.Table("cap_nodes", md, sa.Column("node_id", sa.String(128), primary_key=True),
-                 sa.Column("region", sa.String(64), nullable=False), sa.Column("public_key", sa.String(64)),
-                 sa.Column("added_at", TS, nullable=False))
-guardians = sa.Table("cap_guardians", md, sa.Column("guardian_id", sa.String(128), primary_key=True),
-                     sa.Column("public_key", sa.String(64), nullable=False), sa.Column("added_at", TS, nullable=False))
-usage = sa.Table("cap_usage", md, sa.Column("id", SEQ, primary_key=True, autoincrement=True),
-                 sa.Column("agent_id", sa.String(128), nullable=False),
-                 sa.Column("node_id", sa.String(128), nullable=False),
-                 sa.Column("action_id", sa.String(300), nullable=False), sa.Column("at", TS, nullable=False),
-                 sa.Column("state", sa.String(16), nullable=False),
-                 sa.Index("cap_usage_agent_at", "agent_id", "at"), sa.Index("cap_usage_action", "action_id"))
-decisions = sa.Table("cap_decisions", md, sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
-                     sa.Column("action_id", sa.String(300), nullable=False, unique=True),
-                     sa.Column("agent_id", sa.String(128), nullable=False), sa.Column("action", sa.String(64)),
-                     sa.Column("at", TS, nullable=False), sa.Column("live_nodes", sa.Integer, nullable=False),
-                     sa.Column("node_ids", sa.Text, nullable=False), sa.Column("result", sa.Text, nullable=False))
-# The anomaly watch's feed: a denial when it is decided, an allowed action once it has happened (settled), with
-# the peers that endorsed it. A wide action still waiting for peers is not (yet) a touch of the network.
-events = sa.Table("cap_events", md, sa.Column("seq", SEQ, primary_key=True, autoincrement=True),
-                  sa.Column("action_id", sa.String(300), nullable=False, unique=True),
-                  sa.Column("agent_id", sa.String(128), nullable=False), sa.Column("at", TS, nullable=False),
-                  sa.Column("allowed", sa.Boolean, nullable=False), sa.Column("caveat", sa.Text, nullable=False),
-                  sa.Column("node_ids", sa.Text, nullable=False), sa.Column("endorsed_by", sa.Text, nullable=False))
-halts = sa.Table("cap_halts", md, sa.Column("epoch", SEQ, primary_key=True, autoincrement=False),
-                 sa.Column("request_key", sa.String(300), nullable=False, unique=True),
-                 sa.Column("reason", sa.Text, nullable=False), sa.Column("started_at", TS),
-                 sa.Column("resumed_at", TS), sa.Column("resumed_by", sa.Text, nullable=False, server_default="[]"))
-
-# The workers' X25519 key that capability tokens are sealed to (westworld/sealed.py), sealed under the KEK like
-# root keys; and which run claimed each sealed token (a sealed token authorises one workflow execution).
-seal_keys = sa.Table("cap_seal_keys", md, sa.Column("key_id", sa.String(64), primary_key=True),
-                     sa.Column("sealed", sa.Text, nullable=False),
-                     sa.Column("public_key", sa.String(64), nullable=False),
-                     sa.Column("created_at", TS, nullable=False))
-sealed_claims = sa.Table("cap_sealed_claims", md, sa.Column("box_id", sa.String(64), primary_key=True),
-                         sa.Column("workflow_id", sa.String(1000), nullable=False),
-                         sa.Column("run_id", sa.String(64), nullable=False), sa.Column("at", TS, nullable=False))
 
 REVOCATION_EPOCH = "revocation_epoch"
 SEAL_KEY_ID = "seal-1"
@@ -105,10 +70,6 @@ class CapabilityStore:
         self._aead = AESGCM(kek)
         self._keys: dict[str, bytes] = {}
 
-    async def init(self) -> None:
-        async with self._db.engine.begin() as conn:
-            await conn.run_sync(md.create_all)
-
     # --- root keys -----------------------------------------------------------------------------------------
     async def rotate_key(self, now: datetime) -> str:
         """A new random root key becomes the active one (older keys still verify their tokens)."""
@@ -126,6 +87,11 @@ class CapabilityStore:
             gone = (await conn.execute(sa.delete(root_keys).where(root_keys.c.key_id == key_id))).rowcount
         self._keys.pop(key_id, None)
         return bool(gone)
+
+    async def active_key_id(self) -> str:
+        """The active root key's id ("" before the first rotation)."""
+        async with self._db.engine.connect() as conn:
+            return str(await conn.scalar(sa.select(root_keys.c.key_id).where(root_keys.c.active)) or "")
 
     async def active_key(self, conn: AsyncConnection | None = None) -> tuple[str, bytes]:
         async with self._db.engine.connect() as c:
@@ -200,6 +166,11 @@ class CapabilityStore:
             if not await conn.scalar(sa.select(revoked.c.token_id).where(revoked.c.token_id == token_id)):
                 await conn.execute(sa.insert(revoked).values(token_id=token_id, reason=reason, at=now))
 
+    async def revocation_epoch(self) -> int:
+        async with self._db.engine.connect() as conn:
+            return int(await conn.scalar(sa.select(counters.c.value).where(counters.c.name == REVOCATION_EPOCH))
+                       or 0)
+
     async def bump_revocation_epoch(self) -> int:
         """Revoke every token minted so far; new tokens are minted in the returned epoch."""
         async with self._db.engine.begin() as conn:
@@ -246,6 +217,11 @@ class CapabilityStore:
                 await conn.execute(sa.delete(nodes).where(nodes.c.node_id.in_(chunk), nodes.c.public_key.is_(None)))
         return gone
 
+    async def remove_node(self, node_id: str) -> bool:
+        """Remove a node or peer from the registry; whether it was registered."""
+        async with self._db.engine.begin() as conn:
+            return bool((await conn.execute(sa.delete(nodes).where(nodes.c.node_id == node_id))).rowcount)
+
     async def peers(self) -> dict[str, str]:
         async with self._db.engine.connect() as conn:
             rows = await conn.execute(sa.select(nodes.c.node_id, nodes.c.public_key)
@@ -263,6 +239,12 @@ class CapabilityStore:
             await conn.execute(sa.delete(guardians).where(guardians.c.guardian_id == guardian_id))
             await conn.execute(sa.insert(guardians).values(guardian_id=guardian_id, public_key=public_key,
                                                            added_at=now))
+
+    async def remove_guardian(self, guardian_id: str) -> bool:
+        """Remove a guardian from the registry; whether it was registered."""
+        async with self._db.engine.begin() as conn:
+            return bool((await conn.execute(sa.delete(guardians).where(guardians.c.guardian_id == guardian_id)))
+                        .rowcount)
 
     async def guardians(self) -> dict[str, str]:
         async with self._db.engine.connect() as conn:

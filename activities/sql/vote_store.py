@@ -1,4 +1,5 @@
-"""The vote store: accepted ballots, one counted per (proposal, voter), and each proposal's tally and opening.
+"""The vote store: accepted ballots, one counted per (proposal, voter), and each proposal's tally and opening
+(the one writer of tables ``votes``, ``vote_ballots`` and ``vote_proposals``).
 
 Counting happens here, not in the workflow: a batch of ballots and the proposal's tally are written in ONE
 transaction, and the tally after the batch is what the workflow shows and decides on. So a ballot sent twice
@@ -13,7 +14,6 @@ here rather than from their input, which any caller could forge.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from datetime import UTC, datetime
@@ -23,7 +23,10 @@ import sqlalchemy as sa
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from activities.store import Database
+from activities.sql.database import Database
+from activities.sql.schema import vote_ballots as ballots
+from activities.sql.schema import vote_proposals as proposals
+from activities.sql.schema import votes
 from westworld.audit import canonical_json
 from westworld.errors import (
     INJECTED_STATE,
@@ -35,46 +38,7 @@ from westworld.errors import (
 from westworld.tally import empty_tally, recount
 from westworld.vote import ClaimProposalInput, LoadedVote, LoadOpeningInput, RecordVoteResult, VoteCount, VoteOpening
 
-metadata = sa.MetaData()
-TS = sa.DateTime(timezone=True)
-WEIGHT = sa.String(80)  # decimal string: voting power exceeds 2**63
 ADDRESS = re.compile(r"0x[0-9a-f]{40}")
-
-votes = sa.Table(  # the voter's current ballot
-    "votes", metadata,
-    sa.Column("proposal_id", sa.String(128), primary_key=True),
-    sa.Column("voter", sa.String(42), primary_key=True),
-    sa.Column("choice", sa.String(64), nullable=False),
-    sa.Column("weight", WEIGHT, nullable=False),
-    sa.Column("vote_hash", sa.String(66), nullable=False),
-    sa.Column("signature", sa.Text, nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),
-    sa.Column("previous_choice", sa.String(64)),
-    sa.Column("previous_weight", WEIGHT),
-    sa.Column("created_at", TS, nullable=False),
-)
-ballots = sa.Table(  # every ballot ever accepted, with the receipt it got: a resend answers with it
-    "vote_ballots", metadata,
-    sa.Column("proposal_id", sa.String(128), primary_key=True),
-    sa.Column("vote_hash", sa.String(66), primary_key=True),
-    sa.Column("voter", sa.String(42), nullable=False),
-    sa.Column("choice", sa.String(64), nullable=False),
-    sa.Column("weight", WEIGHT, nullable=False),
-    sa.Column("previous_choice", sa.String(64)),
-    sa.Column("previous_weight", WEIGHT),
-    sa.Column("created_at", TS, nullable=False),
-)
-proposals = sa.Table(  # who opened the proposal, what it opened with (written once), and the live tally
-    "vote_proposals", metadata,
-    sa.Column("proposal_id", sa.String(128), primary_key=True),
-    sa.Column("first_run_id", sa.String(64), nullable=False),
-    sa.Column("workflow_id", sa.String(300), nullable=False),
-    sa.Column("opening", sa.Text),
-    sa.Column("tally", sa.Text, nullable=False),
-    sa.Column("votes", sa.Integer, nullable=False),
-    sa.Column("rejected", sa.Integer, nullable=False),
-    sa.Column("created_at", TS, nullable=False),
-)
 
 
 def _utcnow() -> datetime:
@@ -124,18 +88,6 @@ class VoteStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._ready = False
-        self._lock = asyncio.Lock()
-
-    async def init(self) -> None:
-        """Create the vote tables that do not exist yet (idempotent; done on first use too)."""
-        if self._ready:
-            return
-        async with self._lock:
-            if not self._ready:
-                async with self._db.engine.begin() as conn:
-                    await conn.run_sync(metadata.create_all)
-                self._ready = True
 
     async def _owned(self, conn: AsyncConnection, proposal_id: str, first_run_id: str) -> Any:
         row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == proposal_id)
@@ -155,7 +107,6 @@ class VoteStore:
         Raises:
             WestworldError: (``PROPOSAL_ALREADY_OPENED``) another execution opened it, or ballots exist for it.
         """
-        await self.init()
         async with self._db.engine.begin() as conn:
             row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == inp.proposal_id)
                                       .with_for_update())).first()
@@ -175,7 +126,6 @@ class VoteStore:
 
     async def save_opening(self, opening: VoteOpening) -> VoteOpening:
         """Store the opening once; a second save (a retry) returns what was stored first."""
-        await self.init()
         async with self._db.engine.begin() as conn:
             row = await self._owned(conn, opening.proposal_id, opening.first_run_id)
             if row.opening is not None:
@@ -191,7 +141,6 @@ class VoteStore:
             WestworldError: (``INJECTED_STATE``) nothing was opened for this chain; (``PROPOSAL_ALREADY_OPENED``)
                 another chain owns the proposal.
         """
-        await self.init()
         async with self._db.engine.begin() as conn:
             row = await self._owned(conn, inp.proposal_id, inp.first_run_id)
         if row.opening is None:
@@ -212,7 +161,6 @@ class VoteStore:
             InvalidInput: a voter that is not an address, a negative weight, a choice the proposal does not have.
             WestworldError: (``PROPOSAL_ALREADY_OPENED``/``INJECTED_STATE``) the caller does not own the proposal.
         """
-        await self.init()
         for b in batch:
             if not ADDRESS.fullmatch(b.voter.lower()) or b.weight < 0:
                 raise InvalidInput(f"vote on {proposal_id}: voter {b.voter!r} must be a 0x address and weight >= 0")
@@ -235,7 +183,6 @@ class VoteStore:
 
     async def known_hashes(self, proposal_id: str, hashes: list[str]) -> set[str]:
         """Which of ``hashes`` were accepted for the proposal before (a resend needs no weighing again)."""
-        await self.init()
         query = sa.select(ballots.c.vote_hash).where(
             (ballots.c.proposal_id == proposal_id) & ballots.c.vote_hash.in_(hashes))
         async with self._db.engine.connect() as conn:
@@ -281,35 +228,30 @@ class VoteStore:
 
     async def tally(self, proposal_id: str) -> VoteCount | None:
         """The stored tally (None if the proposal was never claimed)."""
-        await self.init()
         async with self._db.engine.connect() as conn:
             row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == proposal_id))).first()
         return None if row is None else _count(row)
 
     async def recount(self, proposal_id: str, choices: list[str]) -> dict[str, int]:
         """The tally recomputed from the voters' current ballots."""
-        await self.init()
         query = sa.select(votes.c.choice, votes.c.weight).where(votes.c.proposal_id == proposal_id)
         async with self._db.engine.connect() as conn:
             rows = list(await conn.execute(query))
         return recount(choices, ((r.choice, int(r.weight)) for r in rows))
 
     async def count(self, proposal_id: str) -> int:
-        await self.init()
         async with self._db.engine.connect() as conn:
             n = await conn.scalar(sa.select(sa.func.count()).where(votes.c.proposal_id == proposal_id))
         return int(n or 0)
 
     async def vote_hashes(self, proposal_id: str) -> list[str]:
         """The current ballots' hashes, ordered by voter address."""
-        await self.init()
         query = sa.select(votes.c.vote_hash).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
         async with self._db.engine.connect() as conn:
             return list((await conn.execute(query)).scalars())
 
     async def list_votes(self, proposal_id: str, limit: int = 100, offset: int = 0) -> list[StoredVote]:
         """A page of the proposal's current ballots, ordered by voter address."""
-        await self.init()
         query = (sa.select(votes).where(votes.c.proposal_id == proposal_id).order_by(votes.c.voter)
                  .limit(limit).offset(offset))
         async with self._db.engine.connect() as conn:

@@ -1,5 +1,5 @@
-"""The shelter's document index: tables ``shelter_documents`` and ``shelter_replicas`` (public data only), and the
-re-wrapping of data keys when the master key rotates (documents stay where they are).
+"""The shelter's document index (the one writer of ``shelter_documents`` and ``shelter_replicas``; public data
+only), and the re-wrapping of data keys when the master key rotates (documents stay where they are).
 """
 
 from __future__ import annotations
@@ -8,38 +8,14 @@ import secrets
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from activities.shelter_keys import KeyEpochStore, TablesOnce
-from activities.store import Database
+from activities.sql.database import Database
+from activities.sql.schema import shelter_documents as documents
+from activities.sql.schema import shelter_replicas as replicas
 from westworld import envelope
 from westworld.shelter import DocumentRecord, EncryptedDocument, Network, ReplicaRef, ReplicaState, data_key_aad
-
-metadata = sa.MetaData()
-
-documents = sa.Table(
-    "shelter_documents", metadata,
-    sa.Column("document_id", sa.String(64), primary_key=True),
-    sa.Column("title", sa.String(256), nullable=False),
-    sa.Column("key_epoch", sa.Integer, nullable=False),
-    sa.Column("wrapped_key", sa.Text, nullable=False),  # JSON Sealed: the data key sealed to the master public key
-    sa.Column("ciphertext_sha256", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("plaintext_size", sa.BigInteger, nullable=False),
-    sa.Column("created_by", sa.String(256), nullable=False),  # workflow id + run: a retried encrypt is recognised
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-)
-
-replicas = sa.Table(
-    "shelter_replicas", metadata,
-    sa.Column("document_id", sa.String(64), sa.ForeignKey("shelter_documents.document_id"), primary_key=True),
-    sa.Column("network", sa.String(16), primary_key=True),
-    sa.Column("locator", sa.String(256), nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("verified_at", sa.DateTime(timezone=True)),
-    sa.Column("ok", sa.Boolean, nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("detail", sa.Text, nullable=False, default=""),
-)
 
 
 def utcnow() -> datetime:
@@ -55,28 +31,26 @@ class DocumentStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
-        self._tables = TablesOnce(database, metadata, first=KeyEpochStore(database).init)  # documents name epochs
 
-    async def init(self) -> None:
-        await self._tables()
-
-    async def insert(self, doc: EncryptedDocument, created_by: str) -> None:
-        await self.init()
-        async with self._db.engine.begin() as conn:
-            await conn.execute(documents.insert().values(
-                document_id=doc.document_id, title=doc.title, key_epoch=doc.key_epoch,
-                wrapped_key=doc.wrapped_key.model_dump_json(), ciphertext_sha256=doc.ciphertext_sha256,
-                size=doc.size, plaintext_size=doc.plaintext_size, created_by=created_by, created_at=utcnow(),
-            ))
+    async def insert(self, doc: EncryptedDocument, created_by: str) -> bool:
+        """Index a new document; False if a document with this id is stored already (a concurrent store won)."""
+        try:
+            async with self._db.engine.begin() as conn:
+                await conn.execute(documents.insert().values(
+                    document_id=doc.document_id, title=doc.title, key_epoch=doc.key_epoch,
+                    wrapped_key=doc.wrapped_key.model_dump_json(), ciphertext_sha256=doc.ciphertext_sha256,
+                    size=doc.size, plaintext_size=doc.plaintext_size, created_by=created_by, created_at=utcnow(),
+                ))
+        except IntegrityError:
+            return False
+        return True
 
     async def created_by(self, document_id: str) -> str | None:
-        await self.init()
         async with self._db.engine.connect() as conn:
             return (await conn.execute(sa.select(documents.c.created_by)
                                        .where(documents.c.document_id == document_id))).scalar()
 
     async def get(self, document_id: str) -> DocumentRecord | None:
-        await self.init()
         async with self._db.engine.connect() as conn:
             row = (await conn.execute(sa.select(documents).where(documents.c.document_id == document_id))).first()
             if row is None:
@@ -95,19 +69,16 @@ class DocumentStore:
         )
 
     async def ids(self) -> list[str]:
-        await self.init()
         async with self._db.engine.connect() as conn:
             return list((await conn.execute(sa.select(documents.c.document_id)
                                             .order_by(documents.c.document_id))).scalars())
 
     async def ids_in_epoch(self, epoch: int) -> list[str]:
-        await self.init()
         async with self._db.engine.connect() as conn:
             return list((await conn.execute(sa.select(documents.c.document_id)
                                             .where(documents.c.key_epoch == epoch))).scalars())
 
     async def upsert_replica(self, document_id: str, ref: ReplicaRef) -> None:
-        await self.init()
         values = {"locator": ref.locator, "sha256": ref.sha256, "verified_at": ref.verified_at, "ok": ref.ok,
                   "state": ref.state.value, "detail": ref.detail}
         async with self._db.engine.begin() as conn:
@@ -120,10 +91,20 @@ class DocumentStore:
     async def rewrap(self, document_id: str, old_epoch: int, new_epoch: int, sealed: envelope.Sealed) -> bool:
         """Swap one wrapped key, only if it is still under ``old_epoch`` (so a repeat changes nothing)."""
         async with self._db.engine.begin() as conn:
-            res = await conn.execute(documents.update().where(
-                (documents.c.document_id == document_id) & (documents.c.key_epoch == old_epoch))
-                .values(key_epoch=new_epoch, wrapped_key=sealed.model_dump_json()))
+            return await self.rewrap_in(conn, document_id, old_epoch, new_epoch, sealed.model_dump_json())
+
+    async def rewrap_in(self, conn: AsyncConnection, document_id: str, old_epoch: int, new_epoch: int,
+                        wrapped_key_json: str) -> bool:
+        """:meth:`rewrap` in the caller's transaction, the wrapped key given as stored (JSON ``Sealed``)."""
+        res = await conn.execute(documents.update().where(
+            (documents.c.document_id == document_id) & (documents.c.key_epoch == old_epoch))
+            .values(key_epoch=new_epoch, wrapped_key=wrapped_key_json))
         return bool(res.rowcount)
+
+    async def ids_in_epochs_in(self, conn: AsyncConnection, epochs: list[int]) -> set[str]:
+        """The documents under any of ``epochs``, read in the caller's transaction."""
+        query = sa.select(documents.c.document_id).where(documents.c.key_epoch.in_(epochs))
+        return set((await conn.execute(query)).scalars())
 
 
 async def rewrap_all(database: Database, old_epoch: int, old_private: bytes, new_epoch: int,
