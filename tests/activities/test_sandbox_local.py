@@ -293,24 +293,71 @@ asyncio.run(main())
 """
 
 
+# The top-level packages NOT_ROOT_SCRIPT and the mesh nodes it starts import, found by importing them (below);
+# httpx opens its transport (httpcore, anyio, ...) only with a client: their distributions' requirements count too.
+_IMPORTS_PROBE = """
+import json, sys
+import httpx, activities.sandbox.local, activities.sandbox.nodes, meshnode.node, westworld.sandbox
+print(json.dumps(sorted({n.split(".")[0] for n, m in list(sys.modules.items()) if getattr(m, "__file__", None)})))
+"""
+
+
+def _readable_copy(dest: Path) -> Path:
+    """What the unprivileged run needs (the project's packages it imports and their installed distributions),
+    copied under ``dest`` where any user can read it, so the test passes wherever the clone and its venv live (a
+    clone under ``mktemp -d`` is a 0700 folder: nobody cannot read its venv or its code). Returns the import root."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+
+    repo = Path(__file__).resolve().parents[2]
+    probe = subprocess.run([sys.executable, "-c", _IMPORTS_PROBE], capture_output=True, text=True, check=True,
+                           cwd=repo)
+    tops = set(json.loads(probe.stdout))
+    root = dest / "lib"
+    root.mkdir(parents=True)
+    for top in sorted(t for t in tops if (repo / t / "__init__.py").exists()):
+        shutil.copytree(repo / top, root / top, ignore=shutil.ignore_patterns("__pycache__"))
+    by_top = md.packages_distributions()
+    todo = {d for t in tops for d in by_top.get(t, []) if not (repo / t).exists()}
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        dist = md.distribution(name)
+        seen.add(name)
+        for req in dist.requires or []:
+            r = Requirement(req)
+            if (r.marker is None or r.marker.evaluate({"extra": ""})) and r.name not in seen:
+                todo.add(r.name)
+        for f in dist.files or []:
+            src = Path(str(dist.locate_file(f)))
+            if ".." not in f.parts and src.is_file():
+                (root / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, root / f)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return root
+
+
 async def test_not_root_runs_in_userspace_mode_and_says_why() -> None:
     """The same backend run by an unprivileged user (setpriv to nobody) picks the degraded mode by itself."""
-    # The venv's interpreter may live under /root (unreadable for nobody): run the system python3.11 on the
-    # venv's packages instead.
+    # The venv's interpreter may live under /root (unreadable for nobody): run the system python3.11 on a readable
+    # copy of what the run imports (see _readable_copy).
     python = shutil.which(f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/bin:/usr/local/bin")
     if os.geteuid() != 0 or shutil.which("setpriv") is None or python is None:
         pytest.skip("needs root, setpriv and a system python3.11 to run the backend as an unprivileged user")
-    repo = Path(__file__).resolve().parents[2]
-    site_packages = next(p for p in sys.path if p.endswith("site-packages") and p.startswith(sys.prefix))
-    data = Path(tempfile.mkdtemp(prefix="ww-nonroot-"))
-    data.chmod(0o777)
+    work = Path(tempfile.mkdtemp(prefix="ww-nonroot-"))
+    data = work / "data"
     try:
+        lib = await asyncio.to_thread(_readable_copy, work)
+        data.mkdir()
+        data.chmod(0o777)
         done = await asyncio.to_thread(
             subprocess.run, ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", python, "-c",
                              NOT_ROOT_SCRIPT, str(data)], capture_output=True, text=True, check=False,
-            cwd=repo, timeout=60, env={**os.environ, "PYTHONPATH": f"{repo}:{site_packages}"})
+            cwd=lib, timeout=60, env={**os.environ, "PYTHONPATH": str(lib)})
     finally:
-        shutil.rmtree(data, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["mode"].startswith("userspace: not running as root")
