@@ -13,6 +13,11 @@ drops, counted in ``mesh_relay_errors_total``), ``probe_interval_ms``, ``probe_t
 ``1.5.0-rc1`` is the faulty build: 40 ms relay delay and 8 % of relayed messages dropped, so it is measurably
 worse than ``1.4.0``.
 
+With ``--telemetry HOST:PORT`` the node also pushes its charter telemetry every ``--telemetry-interval-ms`` as one
+UDP datagram (the charter gate's wire format, ``bpf/charter_egress.c``: ``name:value|g|#label:value,...`` per line):
+``mesh_node_uptime_seconds`` (node, version), ``mesh_packet_loss_ratio`` and ``mesh_latency_p99_seconds`` (node).
+The /metrics pull path stays as it is.
+
 Admin HTTP API (JSON) on ``--admin-host``/``--admin-port``:
     GET /status                          id, version, config, behaviour, faults, uptime_s, peers
     POST /version {"version": "1.5.0-rc1"}   switch behaviour live (like a restart into that build); returns previous
@@ -31,6 +36,7 @@ import random
 import signal
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -91,6 +97,8 @@ class MeshNode(asyncio.DatagramProtocol):
         self.metrics = Metrics(node_id)
         self.metrics.set_version(version)
         self.pending: dict[str, float] = {}
+        self.latencies: deque[float] = deque(maxlen=512)  # the last round trips, for the pushed p99
+        self.counts = {"sent": 0, "lost": 0}
         self.started = time.monotonic()
         self.transport: asyncio.DatagramTransport | None = None
         self._rng = random.Random()
@@ -140,6 +148,7 @@ class MeshNode(asyncio.DatagramProtocol):
             if sent_at is not None:
                 self.metrics.delivered.inc()
                 self.metrics.latency.observe(time.perf_counter() - sent_at)
+                self.latencies.append(time.perf_counter() - sent_at)
 
     async def _relay(self, msg: dict[str, Any]) -> None:
         if self._rng.random() < self.knobs["drop_rate"]:
@@ -164,6 +173,7 @@ class MeshNode(asyncio.DatagramProtocol):
         msg_id = uuid.uuid4().hex
         self.pending[msg_id] = time.perf_counter()
         self.metrics.sent.inc()
+        self.counts["sent"] += 1
         self.send({"t": "relay", "id": msg_id, "origin": self.listen, "dst": target}, relay)
 
     def expire(self) -> None:
@@ -171,12 +181,38 @@ class MeshNode(asyncio.DatagramProtocol):
         for msg_id in [m for m, at in self.pending.items() if at < deadline]:
             del self.pending[msg_id]
             self.metrics.lost.inc()
+            self.counts["lost"] += 1
 
     async def run_probes(self) -> None:
         while True:
             self.probe()
             self.expire()
             await asyncio.sleep(self.knobs["probe_interval_ms"] / 1000.0)
+
+    # -- charter telemetry ------------------------------------------------------------------------
+    def telemetry(self) -> bytes:
+        """One datagram of the node's charter telemetry (only names and labels the shipped charter allows)."""
+        node = f"node:{self.id}"
+        lines = [f"mesh_node_uptime_seconds:{time.monotonic() - self.started:.3f}|g|#{node},version:{self.version}"]
+        if self.counts["sent"]:
+            lines.append(f"mesh_packet_loss_ratio:{self.counts['lost'] / self.counts['sent']:.6f}|g|#{node}")
+        if self.latencies:
+            ordered = sorted(self.latencies)
+            p99 = ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+            lines.append(f"mesh_latency_p99_seconds:{p99:.6f}|g|#{node}")
+        return ("\n".join(lines) + "\n").encode("ascii")
+
+    async def push_telemetry(self, target: str, interval_ms: float) -> None:
+        """Send :meth:`telemetry` to the charter gate at ``target`` every ``interval_ms`` (fire and forget)."""
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=_addr(target))
+        try:
+            while True:
+                with contextlib.suppress(OSError):  # a gate not up yet: the next datagram tries again
+                    transport.sendto(self.telemetry())
+                await asyncio.sleep(interval_ms / 1000.0)
+        finally:
+            transport.close()
 
     # -- admin -----------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -255,8 +291,12 @@ async def serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     probes = loop.create_task(node.run_probes())
+    pushes = loop.create_task(node.push_telemetry(args.telemetry, args.telemetry_interval_ms)) \
+        if args.telemetry else None
     await stop.wait()
     probes.cancel()
+    if pushes is not None:
+        pushes.cancel()
     server.close()
     transport.close()
 
@@ -272,6 +312,8 @@ def main() -> None:
     parser.add_argument("--admin-host", default="", help="default: the --listen host")
     parser.add_argument("--version", default=DEFAULT_VERSION)
     parser.add_argument("--config", action="append", default=[], help="knob=value (repeatable)")
+    parser.add_argument("--telemetry", default="", help="host:port of the charter gate to push telemetry to")
+    parser.add_argument("--telemetry-interval-ms", type=float, default=1000.0)
     args = parser.parse_args()
     try:
         behaviour(args.version, dict(kv.split("=", 1) for kv in args.config))

@@ -135,7 +135,7 @@ async def test_a_charter_whose_hash_is_not_on_chain_is_refused(
 async def impersonated_timelock(chain_isolated: ChainClient, deployment: Deployment) -> AsyncIterator[Any]:
     """The Charter as its owner (the timelock) would call it: anvil impersonation, reverted after the test. What
     a DAO vote's executed calls do, without a 72 h vote (the governor path is DaoVoteWorkflow's own test)."""
-    w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(chain_isolated.w3.provider.endpoint_uri))  # type: ignore[attr-defined]
+    w3: AsyncWeb3[Any] = AsyncWeb3(AsyncHTTPProvider(chain_isolated.w3.provider.endpoint_uri))
     timelock = to_checksum_address(deployment.address(TIMELOCK))
     await w3.provider.make_request(RPCEndpoint("anvil_impersonateAccount"), [timelock])
     await w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [timelock, hex(10**18)])
