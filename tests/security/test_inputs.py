@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 from typer.testing import CliRunner, Result
 
 from activities.chain import ChainClient
 from activities.policy import DEFAULT_POLICY_FILE, PolicyActivities, read_policy_file
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.workflows.conftest import Harness
 from westworld.errors import INVALID_INPUT, POLICY_INVALID, InvalidInput
 from westworld.experiment_run import ExperimentInput
@@ -105,7 +105,7 @@ class TestNotUtf8:
         with pytest.raises(ValueError, match=rf"^{bad}: not UTF-8 at byte {len(shipped) + 5}"):
             read_policy_file(bad)
         with pytest.raises(ApplicationError) as err:
-            await ActivityEnvironment().run(PolicyActivities(chain_client, bad).load_policy)
+            await InterceptedEnvironment().run(PolicyActivities(chain_client, bad).load_policy)
         assert err.value.type == POLICY_INVALID and err.value.non_retryable
         assert f"{bad}: not UTF-8 at byte {len(shipped) + 5}" in str(err.value)
 

@@ -31,11 +31,11 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.testing import ActivityEnvironment
 
 from activities.chain import ChainClient
 from activities.policy import DEFAULT_POLICY_FILE, PolicyActivities, read_policy_file
 from activities.sql.key_epoch_store import KeyEpochStore
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.workflows.conftest import TOKEN, Harness, eventually
 from tests.workflows.shelter_helpers import Guardians, answer, make_guardians, refused, seed_document
 from tests.workflows.test_dao_vote import start as start_vote
@@ -293,7 +293,7 @@ class TestPolicyChangesOnlyByADaoVote:
         new_file.write_text(DEFAULT_POLICY_FILE.read_text().replace('quorum_min: "0.04"', 'quorum_min: "0.05"'))
         new = read_policy_file(new_file)
         with pytest.raises(ApplicationError) as before:
-            await ActivityEnvironment().run(PolicyActivities(chain_isolated, new_file).load_policy)
+            await InterceptedEnvironment().run(PolicyActivities(chain_isolated, new_file).load_policy)
         assert before.value.type == POLICY_MISMATCH
         assert (await cli(harness, "policy", "hash", str(new_file))).strip() == policy_hash(new)
         vote_file = tmp_path / "amend.json"
@@ -310,11 +310,11 @@ class TestPolicyChangesOnlyByADaoVote:
         result = await handle.result()
         assert result.onchain_state == "Executed", result
         assert await chain_isolated.read_parameter(POLICY_HASH_KEY) == policy_hash(new)
-        loaded: NetworkPolicy = await ActivityEnvironment().run(
+        loaded: NetworkPolicy = await InterceptedEnvironment().run(
             PolicyActivities(chain_isolated, new_file).load_policy)
         assert loaded.votes.quorum_min == Decimal("0.05")
         with pytest.raises(ApplicationError) as old:
-            await ActivityEnvironment().run(PolicyActivities(chain_isolated, DEFAULT_POLICY_FILE).load_policy)
+            await InterceptedEnvironment().run(PolicyActivities(chain_isolated, DEFAULT_POLICY_FILE).load_policy)
         assert old.value.type == POLICY_MISMATCH and policy_hash(new) in str(old.value)
         shown = await cli(harness, "policy", "show", "--file", str(DEFAULT_POLICY_FILE), ok=False)
         assert "MISMATCH" in shown and f"on chain      {policy_hash(new)}" in shown
