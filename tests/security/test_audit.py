@@ -136,7 +136,7 @@ class TestTruncationIsNamed:
         await sql(harness.resources.database, "DELETE FROM audit_entries WHERE seq >= 2")
         assert (await log.verify()).tree_size == 2  # the rows alone still chain
         code, out = await verify_online(harness)
-        assert code == 2
+        assert code == EXIT_NO
         assert "truncated" in out and "the log has 2 entries but the signed head" in out and "says 6 > 2" in out
         assert "the anchor on chain" in out and "says 3 > 2: entries 2..2 were removed" in out
 
@@ -186,7 +186,7 @@ class TestRewriteAndRehashIsNamed:
         await rehash(harness.resources.database)
         assert not kinds(await AuditLog(harness.resources.database).verify())  # the log agrees with itself
         code, out = await verify_online(harness)
-        assert code == 2
+        assert code == EXIT_NO
         assert "rewritten: entry 1 differs from what the signed head of size 2" in out
         assert "the first 5 entries do not hash to the root" in out
 
@@ -290,7 +290,7 @@ class TestUnreadableEntriesAreNamed:
         report = verify_log(rows)
         assert (len(report.problems), report.omitted_problems) == (MAX_PROBLEMS, 51)  # + the broken root chain
         lines: list[str] = []
-        assert audit_cli.render(report, [], [], lines.append) == 2
+        assert audit_cli.render(report, [], [], lines.append) == EXIT_NO
         assert f"FAILED verification: {MAX_PROBLEMS + 51} problem(s)" in lines[-MAX_PROBLEMS - 2]
         assert lines[-1] == f"  ... and 51 more (the report lists the first {MAX_PROBLEMS})"
 
@@ -361,7 +361,7 @@ class TestTheCliIsAClient:
         assert [x.split()[0] for x in lines[:2]] == ["#1", "#2"] and "(3 entries, verified)" in lines[-1]
         await sql(harness.resources.database, "UPDATE audit_entries SET payload = 'gone' WHERE seq = 2")
         lines.clear()
-        assert await audit_cli.show(client_settings(harness), 2, lines.append) == 2
+        assert await audit_cli.show(client_settings(harness), 2, lines.append) == EXIT_NO
         assert lines[1].startswith("#2 UNREADABLE") and "payload unreadable" in lines[1]
         assert "FAILED verification (1 problem(s))" in lines[-1]
 
@@ -376,7 +376,7 @@ class TestTheCliIsAClient:
         assert "does not verify" in audit_cli.check_against_chain(lied, chain)[0]
         stale = result.report.model_copy(update={"anchor": None})
         assert "but the worker used no anchor" in audit_cli.check_against_chain(stale, chain)[0]
-        assert audit_cli.render(lied, audit_cli.check_against_chain(lied, chain), [], lines.append) == 2
+        assert audit_cli.render(lied, audit_cli.check_against_chain(lied, chain), [], lines.append) == EXIT_NO
 
 
 class TestOnlyTheRelayersAnchorsCount:
