@@ -103,6 +103,11 @@ async def create_previous_schema(url: str, only: set[str] | None = None) -> None
     await execute_script(url, script)
 
 
+def previous_tables(url: str) -> set[str]:
+    script = (FIXTURES / f"previous_schema.{dialect_of(url)}.sql").read_text()
+    return {m.group(1) for m in TABLE_OF.finditer(script)}
+
+
 async def assert_at_head_and_equal_to_metadata(url: str) -> None:
     assert await run_sync(url, _revision) == HEAD
     assert await run_sync(url, _tables) == OURS | {"alembic_version"}
@@ -118,7 +123,7 @@ async def test_an_empty_database_migrates_to_the_schema(url: str) -> None:
 
 async def test_the_previous_schema_is_recognised_stamped_and_its_rows_kept(url: str) -> None:
     await create_previous_schema(url)
-    assert await run_sync(url, _tables) == OURS  # what the previous code made: every table, no alembic_version
+    assert await run_sync(url, _tables) == previous_tables(url)  # every table of that code, no alembic_version
     now = datetime(2026, 12, 1, 12, tzinfo=UTC)
     db = Database(url)
     try:
