@@ -16,13 +16,12 @@ from pathlib import Path
 
 from nacl.public import PublicKey, SealedBox
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.sql.admin_store import AdminStore
 from activities.sql.capability_store import CapabilityStore
 from westworld.agents import AdminAction, AdminApply, AdminChange, AdminOutcome, CapabilityRegistries
 from westworld.authority import AdminSigners
-from westworld.errors import UNAUTHORISED, InvalidInput, WestworldError
+from westworld.errors import UNAUTHORISED, InvalidInput, PermanentError
 
 GENESIS_OPERATOR = "operator"
 
@@ -69,14 +68,11 @@ class CapabilityAdminActivities:
         run_id = activity.info().workflow_run_id
         row = await self._admin.use_nonce(inp.nonce, run_id, self._clock())
         if row is not None and row.run_id != run_id:
-            raise ApplicationError(f"{inp.nonce}: this signed change was already applied (at "
-                                   f"{row.at}); a signature counts once", type=UNAUTHORISED, non_retryable=True)
+            raise PermanentError(f"{inp.nonce}: this signed change was already applied (at "
+                                 f"{row.at}); a signature counts once", type=UNAUTHORISED)
         if row is not None and row.outcome and inp.change.action is not AdminAction.MINT:  # a mint is re-made
             return AdminOutcome.model_validate_json(row.outcome)
-        try:
-            outcome = await self._apply(inp.change, inp.nonce)
-        except WestworldError as err:
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+        outcome = await self._apply(inp.change, inp.nonce)
         stored = outcome.model_copy(update={"sealed_token": ""})  # re-minted on a retry, never stored
         await self._admin.save_outcome(inp.nonce, stored.model_dump_json())
         return outcome

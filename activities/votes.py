@@ -8,14 +8,19 @@ import asyncio
 from collections.abc import Callable
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.chain import ChainClient
 from activities.snapshot import SnapshotClient
 from activities.sql.vote_store import Ballot, VoteStore
 from westworld import merkle
 from westworld.chain import RelayVoteInput
-from westworld.errors import VOTE_NO_POWER, WestworldError
+from westworld.errors import (
+    SNAPSHOT_UNAVAILABLE,
+    VOTE_NO_POWER,
+    PermanentError,
+    TransientError,
+    VoteRejected,
+)
 from westworld.vote import (
     ClaimProposalInput,
     LoadedVote,
@@ -26,10 +31,6 @@ from westworld.vote import (
     RecordVotesResult,
     VoteOpening,
 )
-
-
-def _permanent(err: WestworldError) -> ApplicationError:
-    return ApplicationError(err.message, type=err.type, non_retryable=True)
 
 
 class VoteActivities:
@@ -48,17 +49,17 @@ class VoteActivities:
         vote = inp.request
         weight = await self._chain.voting_power(vote.voter, inp.timepoint)
         if weight == 0:
-            raise ApplicationError(
+            raise VoteRejected(
                 f"{vote.voter} had no voting power at the snapshot (timepoint {inp.timepoint}) of {vote.proposal_id}",
-                type=VOTE_NO_POWER, non_retryable=True,
+                type=VOTE_NO_POWER,
             )
         if inp.snapshot_typed_data is not None:  # a vote the hub refuses is not kept here either
             if self._snapshot is None:
-                raise ApplicationError("this worker has no Snapshot hub configured", type="SnapshotUnavailable")
+                raise TransientError("this worker has no Snapshot hub configured", type=SNAPSHOT_UNAVAILABLE)
             try:
                 await self._snapshot.submit_vote(inp.snapshot_typed_data, vote.voter, vote.signature)
-            except WestworldError as err:
-                raise _permanent(err) from err
+            except PermanentError as err:  # the hub's refusal: this vote's outcome, not a failed batch
+                raise VoteRejected(err.message, type=err.type) from err
         return Ballot(voter=vote.voter, choice=vote.choice, weight=weight, vote_hash=inp.vote_hash,
                       signature=vote.signature, payload=vote.model_dump(mode="json"), allow_change=inp.allow_change)
 
@@ -82,18 +83,15 @@ class VoteActivities:
                                     signature=v.request.signature, payload={}, allow_change=v.allow_change))
                 continue
             res = next(pending)
-            if isinstance(res, ApplicationError) and res.non_retryable:
+            if isinstance(res, VoteRejected):
                 slots.append(RecordVoteResult(weight=0, error_type=res.type, error=res.message))
             elif isinstance(res, BaseException):
                 raise res
             else:
                 slots.append(res)
         to_store = [s for s in slots if isinstance(s, Ballot)]
-        try:
-            stored, count = await self._store.record_ballots(
-                proposal_id, inp.first_run_id, to_store, refused=len(slots) - len(to_store))
-        except WestworldError as err:
-            raise _permanent(err) from err
+        stored, count = await self._store.record_ballots(
+            proposal_id, inp.first_run_id, to_store, refused=len(slots) - len(to_store))
         answers = iter(stored)
         outcomes = [next(answers) if isinstance(s, Ballot) else s for s in slots]
         for v, outcome in zip(inp.votes, outcomes, strict=True):
@@ -109,26 +107,17 @@ class VoteActivities:
     @activity.defn(name="vote_claim_proposal")
     async def vote_claim_proposal(self, inp: ClaimProposalInput) -> None:
         """The first run of a vote takes its proposal id; refused if another vote execution opened it."""
-        try:
-            await self._store.claim(inp)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        await self._store.claim(inp)
 
     @activity.defn(name="vote_save_opening")
     async def vote_save_opening(self, opening: VoteOpening) -> VoteOpening:
         """Store what the first run opened the vote with (once; a retry returns the first save)."""
-        try:
-            return await self._store.save_opening(opening)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._store.save_opening(opening)
 
     @activity.defn(name="vote_load_opening")
     async def vote_load_opening(self, inp: LoadOpeningInput) -> LoadedVote:
         """A continued run's state: the stored opening and tally of its own execution chain."""
-        try:
-            return await self._store.load(inp)
-        except WestworldError as err:
-            raise _permanent(err) from err
+        return await self._store.load(inp)
 
     @activity.defn(name="vote_set_root")
     async def vote_set_root(self, proposal_id: str) -> str:

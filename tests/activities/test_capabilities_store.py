@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy as sa
 from cryptography.exceptions import InvalidTag
 from pymacaroons import Macaroon
-from temporalio.testing import ActivityEnvironment
 
 from activities.capabilities import CapabilityActivities
 from activities.sql.admin_store import AdminStore
 from activities.sql.capability_store import CapabilityStore, load_or_create_kek
 from activities.sql.database import Database
 from activities.sql.schema import cap_root_keys as root_keys
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.fixtures.postgres import fresh_database
 from westworld import capability as cap
 from westworld.agents import CapabilityCheckInput, HaltRequest, HaltSet
@@ -128,7 +128,7 @@ async def test_revocation_by_token_id_and_by_epoch(store: CapabilityStore) -> No
 async def test_a_halt_denies_every_check_until_it_ends(store: CapabilityStore) -> None:
     token = await store.mint("d", ["set_config"])
     acts = CapabilityActivities(store, clock=lambda: NOW)
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     epoch = await env.run(acts.allocate_halt_epoch, HaltRequest(request_key="watch:7", reason="drill"))
     assert epoch == await env.run(acts.allocate_halt_epoch, HaltRequest(request_key="watch:7", reason="drill"))
     assert not (await env.run(acts.halt_state)).halted  # allocated, not yet set
@@ -202,14 +202,14 @@ async def test_an_admin_change_is_applied_once_per_nonce_and_a_mint_travels_seal
 
     (tmp_path / "operator.pub").write_text("ab" * 32 + "\n")
     admin = ca.CapabilityAdminActivities(store, AdminStore(db), tmp_path / "operator.pub", clock=lambda: NOW)
-    first = ActivityEnvironment()
+    first = InterceptedEnvironment()
     first.info = dataclasses.replace(first.info, workflow_run_id="run-1")
     nodes = AdminApply(nonce="capability-admin:n1", change=AdminChange(
         action=AdminAction.ADD_NODES, node_ids=["x1", "n000"], region="lab"))
     done = await first.run(admin.apply, nodes)
     assert done.detail == "registered 1 nodes (1 known)"
     assert (await first.run(admin.apply, nodes)) == done  # a retry of the same run: the first answer
-    replay = ActivityEnvironment()
+    replay = InterceptedEnvironment()
     replay.info = dataclasses.replace(replay.info, workflow_run_id="run-2")
     with pytest.raises(ApplicationError) as err:  # the same signed change in another run: refused
         await replay.run(admin.apply, nodes)

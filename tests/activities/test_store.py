@@ -16,6 +16,7 @@ from activities.audit import AuditActivities
 from activities.sql.audit_log import AuditLog
 from activities.sql.database import Database
 from activities.sql.vote_store import Ballot, VoteStore
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.fixtures.postgres import fresh_database
 from westworld.audit import AuditEntryInput, TreeHead
 from westworld.chain import ChainSnapshot
@@ -294,8 +295,8 @@ async def test_an_unwritable_database_refuses_the_append(kind: str, tmp_path: Pa
         assert named in message and "cannot be written" in message and "refused" in message
         assert "hunter2" not in message
         with pytest.raises(ApplicationError) as app_err:  # what a workflow sees: typed, and left retryable
-            await ActivityEnvironment().run(AuditActivities(log).append_audit,
-                                            AuditEntryInput(kind="vote.result", subject="p1", payload={}))
+            await InterceptedEnvironment().run(AuditActivities(log).append_audit,
+                                               AuditEntryInput(kind="vote.result", subject="p1", payload={}))
         assert app_err.value.type == AUDIT_UNAVAILABLE and not app_err.value.non_retryable
     finally:
         await database.close()
