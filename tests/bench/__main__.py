@@ -15,8 +15,9 @@ Arguments after `--` go to every chosen part.
 
 from __future__ import annotations
 
-import subprocess
 import sys
+
+from tests.bench.lifecycle import run_child
 
 PARTS = {
     "votes": ("tests.bench.votes", ["--big", "0"]),
@@ -46,7 +47,7 @@ def main(argv: list[str]) -> int:
         module, defaults = PARTS[part]
         print(f"\n=== bench: {part} ===", flush=True)
         args = extra if extra or argv else defaults
-        if subprocess.call([sys.executable, "-m", module, *args]) != 0:
+        if run_child([sys.executable, "-m", module, *args]) != 0:
             failed.append(part)
     if failed:
         print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)

@@ -33,6 +33,7 @@ from activities.sql.audit_log import AuditLog
 from activities.sql.capability_store import CapabilityStore, load_or_create_kek
 from activities.sql.database import Database
 from tests.bench.capabilities_floor import BareActivityWorkflow, CheckOnlyWorkflow, bench_noop, bench_policy
+from tests.bench.lifecycle import stop_on_signals
 from westworld import capability as cap
 from westworld import caveats as cv
 from westworld import discharge as dc
@@ -204,6 +205,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
 
 
 def main() -> None:
+    stop_on_signals()
     parser = argparse.ArgumentParser(prog="python -m tests.bench.capabilities", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="duration of each throughput figure")

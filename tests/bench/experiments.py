@@ -33,6 +33,7 @@ from activities.sandbox.local import LocalSandbox
 from activities.sql.audit_log import AuditLog
 from activities.sql.database import Database
 from tests.bench.activity_floor import ActivityFloorWorkflow, FloorInput, FloorResult, bench_noop
+from tests.bench.lifecycle import stop_on_signals
 from westworld.canary import group_query, measure
 from westworld.experiment import MetricSpec, Threshold
 from westworld.keys import SEARCH_ATTRIBUTES, canary_id
@@ -171,6 +172,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
 
 
 def main() -> None:
+    stop_on_signals()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="Faulty rollouts for the breach figure.")
     parser.add_argument("--steps", type=int, default=10, help="Canary steps for the overhead figure.")

@@ -22,6 +22,7 @@ import yaml
 from kubernetes import client as k8s
 
 from activities.sandbox.kubernetes import KubernetesSandbox
+from tests.bench.lifecycle import stop_on_signals
 from tests.fixtures.kube import DEPLOY_DIR, local_cluster, missing_reason
 from westworld.sandbox import (
     Arm,
@@ -110,6 +111,7 @@ async def run(runs: int) -> None:
 
 
 def main() -> int:
+    stop_on_signals()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()

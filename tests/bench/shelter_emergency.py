@@ -26,6 +26,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.shelter_keys import ShelterKeyActivities
+from tests.bench.lifecycle import stop_on_signals
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.workflows.shelter_seed import seed_document
 from westworld import ballot
@@ -153,6 +154,7 @@ async def bench(runs: int, work: Path) -> None:
 
 
 def main() -> None:
+    stop_on_signals()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()

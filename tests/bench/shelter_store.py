@@ -24,6 +24,7 @@ from activities.shelter_docs import IpfsReplicator, ShelterDocumentActivities, s
 from activities.shelter_keys import ShelterKeyActivities
 from activities.sql.database import Database
 from activities.storage.ipfs import IpfsClient
+from tests.bench.lifecycle import stop_on_signals
 from westworld import envelope
 from westworld.shelter import CreateEpochInput, EncryptDocumentInput, Guardian, Network, ReplicateInput
 from workers.stack import ipfs_daemon as ipfs
@@ -76,6 +77,7 @@ async def bench(base: Path, api_url: str, quick: bool) -> None:
 
 
 def main() -> None:
+    stop_on_signals()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="a third of the documents per size")
     args = parser.parse_args()
