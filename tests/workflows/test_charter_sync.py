@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,19 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.types import RPCEndpoint
 
 from activities.chain import ChainClient
-from activities.charter_chain import DEFAULT_CHARTER_FILE
+from activities.charter_chain import DEFAULT_CHARTER_FILE, CharterChain
 from tests.charter_support import audited, charter_settings, gate_job, job_rules
 from tests.fixtures.harness import Harness, eventually
 from tests.fixtures.prometheus import PrometheusServer
+from tests.workflows.test_dao_vote import start as start_vote
+from tests.workflows.test_dao_vote import vote
 from westworld.chain import CHARTER, TIMELOCK, Deployment
 from westworld.charter import charter_hash, load_charter
 from westworld.charter_sync import CharterSyncInput, CharterSyncState, metric_relabel_configs
 from workers import charter_gate
+from workers.cli.charter import amendment_vote
 from workflows.charter_sync import CharterSyncWorkflow
+from workflows.dao_vote import DaoVoteWorkflow
 
 POLL = 1.0
 
@@ -169,5 +174,37 @@ async def test_an_amendment_on_chain_is_noticed_and_put_in_force(
         [applied] = await audited(harness.resources, "charter.applied")
         assert applied.payload["version"] == 2
         assert json.dumps(applied.payload).count("mesh_user_session_seconds") == 0
+    finally:
+        await handle.cancel()
+
+
+@pytest.mark.parametrize("charter_file", ["v2"], indirect=True)
+async def test_a_governor_vote_amends_the_charter_and_the_sync_follows(
+        harness: Harness, gate: charter_gate.RunningGate, chain_isolated: ChainClient) -> None:
+    """`westworld charter propose`'s vote, run by DaoVoteWorkflow on the Governor: executed through the timelock,
+    the Charter holds version 2 and its flags, and the sync puts the file in force."""
+    v2 = harness.settings.charter_file
+    content = v2.read_bytes()
+    reader = CharterChain(chain_isolated)
+    before = await reader.read()
+    inp = amendment_vote(load_charter(content), charter_hash(content), before, [], f"charter-{uuid.uuid4().hex[:6]}",
+                         v2.name)
+    inp = inp.model_copy(update={"quorum": 0.04})
+    vote_handle = await start_vote(harness, inp)
+    ctx = await vote_handle.query(DaoVoteWorkflow.ballot_context)
+    assert ctx is not None and ctx.governor is not None
+    for voter in harness.voters[20:31]:
+        await vote(vote_handle, voter, "for", nonce=await chain_isolated.ballot_nonce(ctx.governor, voter.address))
+    await harness.skipper.fast_forward(vote_handle, timedelta(hours=73))
+    result = await vote_handle.result()
+    assert result.onchain_state == "Executed", result
+    after = await reader.read()
+    assert (after.version, after.policy_hash) == (2, charter_hash(content))
+    assert {r.name: r.allowed for r in after.metrics}["mesh_user_session_seconds"] is False
+    handle = await start_sync(harness)
+    try:
+        state = await eventually(lambda: query(handle), lambda s: s.applied_version == 2, timeout=30)
+        assert state.applied_hash == charter_hash(content) and not state.refused
+        assert (await gate_status(harness))["charter"]["names"] == list(KEPT_IN_V2)
     finally:
         await handle.cancel()

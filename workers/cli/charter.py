@@ -203,6 +203,21 @@ def amendment_calls(charter: Charter, digest: str, chain: CharterOnChain | None)
     return calls
 
 
+def amendment_vote(new: Charter, digest: str, chain: CharterOnChain, listed: list[str], proposal_id: str | None,
+                   name: str) -> DaoVoteInput:
+    """The governor-backend DAO vote whose executed calls put ``new`` (sha256 ``digest``) on chain."""
+    body = (f"Amend the Anti-Delos charter to version {new.metadata.version} (sha256 {digest}), executed through the "
+            f"timelock: Charter.amend and the per-metric flags. Once it is, the charter sync puts {name} in "
+            "force at the gate, the kernel filter and the scrape.\n\nChanges:\n"
+            + ("\n".join(f"- {line}" for line in listed) or "- none"))
+    return DaoVoteInput(
+        proposal=Proposal(id=proposal_id or f"charter-v{new.metadata.version}-{digest[:8]}",
+                          title=f"Amend the charter to version {new.metadata.version} (sha256 {digest[:12]}…)",
+                          body=body, choices=list(GOVERNOR_CHOICES), calls=amendment_calls(new, digest, chain)),
+        backend=VoteBackend.GOVERNOR,
+    )
+
+
 @charter_app.command("propose")
 def propose(
     file: CharterFile,
@@ -228,16 +243,7 @@ def propose(
         listed = [str(c) for c in diff(current, new)]
     except (CharterInvalid, InvalidInput):
         listed = [f"(the charter in force, {s.charter_file}, does not read: every rule is listed as new)"]
-    body = (f"Amend the Anti-Delos charter to version {new.metadata.version} (sha256 {digest}), executed through the "
-            f"timelock: Charter.amend and the per-metric flags. Once it is, the charter sync puts {file.name} in "
-            "force at the gate, the kernel filter and the scrape.\n\nChanges:\n"
-            + ("\n".join(f"- {line}" for line in listed) or "- none"))
-    inp = DaoVoteInput(
-        proposal=Proposal(id=proposal_id or f"charter-v{new.metadata.version}-{digest[:8]}",
-                          title=f"Amend the charter to version {new.metadata.version} (sha256 {digest[:12]}…)",
-                          body=body, choices=list(GOVERNOR_CHOICES), calls=amendment_calls(new, digest, chain)),
-        backend=VoteBackend.GOVERNOR,
-    )
+    inp = amendment_vote(new, digest, chain, listed, proposal_id, file.name)
     text = inp.model_dump_json(indent=2, exclude_none=True)
     if out is None:
         typer.echo(text)

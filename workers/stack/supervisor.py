@@ -264,7 +264,7 @@ def charter_health(s: Settings) -> tuple[str, str]:
     health = f"v{version} in force" if version else "CLOSED (no charter pushed yet; every datagram is dropped)"
     kernel = status["kernel"]
     if kernel["loaded"]:
-        return health, f"kernel filter loaded (tc egress of {kernel['device']}) and the userspace gate enforce"
+        return health, f"kernel filter loaded (tc egress of {kernel['device']}); the userspace gate enforces too"
     return health, f"kernel filter not loaded ({kernel['reason']}); the userspace gate enforces"
 
 
