@@ -16,7 +16,7 @@ from eth_utils.crypto import keccak
 from pydantic import BaseModel
 
 from westworld.errors import VOTE_BAD_CHOICE, VOTE_BAD_SIGNATURE, VoteRejected
-from westworld.vote import GOVERNOR_CHOICES, VoteBackend, VoteRequest
+from westworld.vote import GOVERNOR_CHOICES, VoteBackend, VoteOpening, VoteRequest
 
 
 class BallotContext(BaseModel):
@@ -31,6 +31,19 @@ class BallotContext(BaseModel):
     onchain_id: str | None = None
     snapshot_space: str | None = None
     snapshot_proposal: str | None = None
+
+
+def context_of(opening: VoteOpening) -> BallotContext | None:
+    """The ballot context a vote opened with, rebuilt from its stored opening (None for openings saved before
+    they carried it: those votes take ballots through the workflow's update only)."""
+    if not opening.intake or opening.backend is None or opening.choices is None:
+        return None
+    g = opening.governor
+    return BallotContext(
+        backend=opening.backend, chain_id=opening.snapshot.chain_id, proposal_id=opening.proposal_id,
+        choices=opening.choices, governor=g.governor if g else None, governor_name=g.governor_name if g else None,
+        onchain_id=g.onchain_id if g else None, snapshot_space=opening.snapshot_space,
+        snapshot_proposal=opening.snapshot_proposal)
 
 
 _EIP712_DOMAIN = [

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     )
     codec_key_file: Path | None = Field(None, description="Payload encryption keys (JSON); default in data dir.")
     codec_server_port: int = Field(8234, description="Port of the codec server the Temporal UI calls.")
+    web_port: int = Field(8235, description="Port of the web process `westworld up` starts (the vote intake).")
+    web_url: str = Field("", description="Where the CLI posts votes; empty means http://127.0.0.1:<web_port>.")
     codec_cors_origin: str = Field("http://127.0.0.1:8233", description="Origin allowed to call the codec server.")
     worker_metrics_port: int = Field(9464, description="Prometheus endpoint of the worker (SDK + own counters).")
     snapshot_hub_url: str = Field("https://hub.snapshot.org", description="Snapshot hub (GraphQL at /graphql).")
@@ -125,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def resolved_web_url(self) -> str:
+        return self.web_url.rstrip("/") or f"http://127.0.0.1:{self.web_port}"
 
     @property
     def resolved_prometheus_url(self) -> str:

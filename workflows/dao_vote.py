@@ -80,6 +80,10 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum
 STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_interval=timedelta(seconds=30))
 MAX_BATCH = 200
 STORE_TALLY = "vote-store-tally"  # the patch: policy floors, tally and opening kept by the store, no carry
+INTAKE = "vote-intake"  # the patch: ballots also arrive through the HTTP intake; the tally is read from the store
+# The safety net for a hint lost with a crashed intake: after ballots arrived, the store is read again after 2 s,
+# then at doubling intervals while nothing changes, up to 10 min (no timer at all while no ballot arrives).
+POLL_MIN, POLL_MAX = timedelta(seconds=2), timedelta(minutes=10)
 ON_CHAIN_FINAL = {"Succeeded", "Defeated", "Queued", "Executed", "Canceled", "Expired"}
 
 
@@ -108,6 +112,10 @@ class DaoVoteWorkflow:
         self._queue: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]] = []
         self._store_tally = workflow.patched(STORE_TALLY)
         self._resuming = self._store_tally and workflow.info().continued_run_id is not None
+        self._intake_patch = self._store_tally and workflow.patched(INTAKE)
+        self._intake = False  # this vote takes intake ballots: set from its opening
+        self._hint = False  # the intake recorded ballots since the last read of the store's count
+        self._poll: timedelta | None = None
         if input.carry and not self._store_tally:  # a run recorded before the patch, replaying
             c = input.carry
             self._snapshot, self._governor, self._deadline = c.snapshot, c.governor, c.deadline
@@ -170,11 +178,18 @@ class DaoVoteWorkflow:
             "vote_save_opening", VoteOpening(
                 proposal_id=input.proposal.id, first_run_id=info.first_execution_run_id, snapshot=self._snapshot,
                 governor=self._governor, snapshot_proposal=self._snapshot_proposal, deadline=self._deadline,
-                rules=rules),
+                rules=rules, **self._intake_fields(input)),
             result_type=VoteOpening, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
         self._adopt(opening, VoteCount(tally=tally.empty_tally(input.proposal.choices), votes=0))
 
+    def _intake_fields(self, input: DaoVoteInput) -> dict[str, object]:
+        if not self._intake_patch:
+            return {}
+        return {"intake": True, "backend": input.backend, "choices": input.proposal.choices,
+                "snapshot_space": input.snapshot_space, "allow_vote_change": input.proposal.allow_vote_change}
+
     def _adopt(self, opening: VoteOpening, count: VoteCount) -> None:
+        self._intake = self._intake_patch and opening.intake
         self._snapshot, self._governor, self._deadline = opening.snapshot, opening.governor, opening.deadline
         self._snapshot_proposal, self._rules_in_force = opening.snapshot_proposal, opening.rules
         self._tally, self._votes, self._rejected = dict(count.tally), count.votes, count.rejected
@@ -240,11 +255,19 @@ class DaoVoteWorkflow:
                 await workflow.wait_condition(
                     lambda: (input.early_close and self._settled is not None)
                     or self._run_votes >= input.continue_after_votes
-                    or workflow.info().is_continue_as_new_suggested(),
-                    timeout=remaining,
+                    or workflow.info().is_continue_as_new_suggested()
+                    or self._hint,
+                    timeout=min(remaining, self._poll) if self._poll is not None else remaining,
                 )
             except TimeoutError:
-                return False
+                if self._poll is None or workflow.now() >= self._deadline:
+                    return False
+                self._hint = True  # the safety net: a hint lost with a crashed intake
+            if self._hint:
+                await self._read_count(input)
+                if not ((input.early_close and self._settled is not None) or self._run_votes
+                        >= input.continue_after_votes or workflow.info().is_continue_as_new_suggested()):
+                    continue
             if input.early_close and self._settled is not None:
                 return True
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -256,7 +279,13 @@ class DaoVoteWorkflow:
 
     async def _close(self, input: DaoVoteInput, closed_early: bool) -> DaoVoteResult:
         self._step_to("closing", VoteState.CLOSED)
-        if self._store_tally:  # the final count is the store's (a batch may have failed after its commit)
+        if self._intake:  # closed in the store first: the final count is then every ballot it will ever hold
+            count = await workflow.execute_activity(
+                "vote_close", LoadOpeningInput(proposal_id=input.proposal.id,
+                                               first_run_id=workflow.info().first_execution_run_id),
+                result_type=VoteCount, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
+            self._tally, self._votes, self._rejected = count.tally, count.votes, count.rejected
+        elif self._store_tally:  # the final count is the store's (a batch may have failed after its commit)
             final = await workflow.execute_activity(
                 "vote_load_opening", LoadOpeningInput(proposal_id=input.proposal.id,
                                                       first_run_id=workflow.info().first_execution_run_id),
@@ -356,6 +385,25 @@ class DaoVoteWorkflow:
                 outcomes = [failure] * len(batch)
             for (_, done), outcome in zip(batch, outcomes, strict=True):
                 done.set_result(outcome)
+
+    async def _read_count(self, input: DaoVoteInput) -> None:
+        """The store's tally (the truth; the hint only says when to look), and the early-close check on it."""
+        self._hint = False
+        count = await workflow.execute_local_activity(
+            "vote_read_count", LoadOpeningInput(proposal_id=input.proposal.id,
+                                                first_run_id=workflow.info().first_execution_run_id),
+            result_type=VoteCount, start_to_close_timeout=timedelta(seconds=30), retry_policy=STORE_RETRY)
+        changed = count.tally != self._tally or count.votes != self._votes
+        poll = POLL_MIN if changed or self._poll is None else self._poll * 2
+        self._poll = poll if poll <= POLL_MAX else None
+        self._tally, self._votes, self._rejected = dict(count.tally), count.votes, count.rejected
+        self._settled = tally.settled(self._tally, self._rules())
+
+    @workflow.signal(name="votes_recorded")
+    def votes_recorded(self) -> None:
+        """A hint from the vote intake (carries nothing; anyone may send it): read the store's tally soon."""
+        if self._intake and self._state is VoteState.OPEN:
+            self._hint = True
 
     @workflow.update
     async def cast_vote(self, vote: VoteRequest) -> VoteReceipt:

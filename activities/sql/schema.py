@@ -62,6 +62,7 @@ vote_proposals = sa.Table(  # who opened the proposal, what it opened with (writ
     sa.Column("votes", sa.Integer, nullable=False),
     sa.Column("rejected", sa.Integer, nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    sa.Column("closed_at", TS),  # set by the vote when it closes: no ballot is recorded after (revision 0002)
 )
 
 # --- owner: activities/sql/capability_store.py (CapabilityStore) -----------------------------------------------

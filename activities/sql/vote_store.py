@@ -32,11 +32,21 @@ from westworld.errors import (
     INJECTED_STATE,
     PROPOSAL_ALREADY_OPENED,
     VOTE_ALREADY_CAST,
+    VOTE_CLOSED,
     InvalidInput,
+    VoteRejected,
     WestworldError,
 )
 from westworld.tally import empty_tally, recount
-from westworld.vote import ClaimProposalInput, LoadedVote, LoadOpeningInput, RecordVoteResult, VoteCount, VoteOpening
+from westworld.vote import (
+    ClaimProposalInput,
+    IntakeProposal,
+    LoadedVote,
+    LoadOpeningInput,
+    RecordVoteResult,
+    VoteCount,
+    VoteOpening,
+)
 
 ADDRESS = re.compile(r"0x[0-9a-f]{40}")
 
@@ -83,6 +93,17 @@ def _receipt(choice: str, weight: str, previous_choice: str | None, previous_wei
                             previous_weight=None if previous_weight is None else int(previous_weight), repeat=repeat)
 
 
+def _owner_checked(row: Any, proposal_id: str, first_run_id: str) -> Any:
+    if row is None:
+        raise WestworldError(f"proposal {proposal_id} was never opened by a vote (no claim in the store)",
+                             type=INJECTED_STATE)
+    if row.first_run_id != first_run_id:
+        raise WestworldError(f"proposal {proposal_id} belongs to the vote {row.workflow_id} (first run "
+                             f"{row.first_run_id}), not to run chain {first_run_id}",
+                             type=PROPOSAL_ALREADY_OPENED)
+    return row
+
+
 class VoteStore:
     """Ballots, tallies and openings in the project database (SQLite or PostgreSQL)."""
 
@@ -92,14 +113,44 @@ class VoteStore:
     async def _owned(self, conn: AsyncConnection, proposal_id: str, first_run_id: str) -> Any:
         row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == proposal_id)
                                   .with_for_update())).first()
-        if row is None:
-            raise WestworldError(f"proposal {proposal_id} was never opened by a vote (no claim in the store)",
-                                 type=INJECTED_STATE)
-        if row.first_run_id != first_run_id:
-            raise WestworldError(f"proposal {proposal_id} belongs to the vote {row.workflow_id} (first run "
-                                 f"{row.first_run_id}), not to run chain {first_run_id}",
-                                 type=PROPOSAL_ALREADY_OPENED)
-        return row
+        return _owner_checked(row, proposal_id, first_run_id)
+
+    async def intake_proposal(self, proposal_id: str) -> IntakeProposal | None:
+        """What the vote intake serves a proposal with: its owner, its opening and whether it is closed (None
+        while nothing opened it)."""
+        query = sa.select(proposals.c.workflow_id, proposals.c.opening, proposals.c.closed_at).where(
+            proposals.c.proposal_id == proposal_id)
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None or row.opening is None:
+            return None
+        return IntakeProposal(workflow_id=row.workflow_id, opening=VoteOpening.model_validate_json(row.opening),
+                              closed=row.closed_at is not None)
+
+    async def open_workflows(self) -> list[str]:
+        """The workflow ids of the votes that are open (opened, not closed)."""
+        query = sa.select(proposals.c.workflow_id).where(proposals.c.opening.is_not(None)
+                                                         & proposals.c.closed_at.is_(None))
+        async with self._db.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def read_count(self, inp: LoadOpeningInput) -> VoteCount:
+        """The owning chain's view of its tally (a read: it waits for no ballot transaction)."""
+        async with self._db.engine.connect() as conn:
+            row = (await conn.execute(sa.select(proposals).where(
+                proposals.c.proposal_id == inp.proposal_id))).first()
+        return _count(_owner_checked(row, inp.proposal_id, inp.first_run_id))
+
+    async def close(self, inp: LoadOpeningInput) -> VoteCount:
+        """Close the proposal for ballots (idempotent) and return its final tally, in one transaction: every
+        ballot transaction either committed before (and is counted) or is refused ``VOTE_CLOSED`` after."""
+        async with self._db.engine.begin() as conn:
+            row = await self._owned(conn, inp.proposal_id, inp.first_run_id)
+            if row.closed_at is None:
+                await conn.execute(sa.update(proposals).where(proposals.c.proposal_id == inp.proposal_id)
+                                   .values(closed_at=_utcnow()))
+        return _count(row)
+
 
     async def claim(self, inp: ClaimProposalInput) -> None:
         """Take ``proposal_id`` for the execution chain ``first_run_id`` (idempotent for that chain).
@@ -168,7 +219,10 @@ class VoteStore:
         async with self._db.engine.begin() as conn:
             if first_run_id is None:
                 return [await self._record_one(conn, proposal_id, b, None) for b in batch], None
-            count = _count(await self._owned(conn, proposal_id, first_run_id))
+            owned = await self._owned(conn, proposal_id, first_run_id)
+            if owned.closed_at is not None:
+                raise VoteRejected(f"voting on {proposal_id} is closed: its final count was taken", type=VOTE_CLOSED)
+            count = _count(owned)
             tally, n = count.tally, count.votes
             for b in batch:
                 outcome = await self._record_one(conn, proposal_id, b, tally)

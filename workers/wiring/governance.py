@@ -72,6 +72,7 @@ def activities(c: GovernanceClients, audit_log: AuditLog, metrics: Metrics | Non
         chain.governor_queue, chain.governor_execute, chain.governor_state,
         votes.record_votes, votes.vote_set_root, votes.chain_time,
         votes.vote_claim_proposal, votes.vote_save_opening, votes.vote_load_opening,
+        votes.vote_read_count, votes.vote_close,
         audit.append_audit, audit.verify_audit_log, audit.audit_report, anchor.anchor_root,
         snapshot.create_proposal, snapshot.submit_vote, snapshot.scores, policy.load_policy,
     ]
