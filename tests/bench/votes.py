@@ -27,6 +27,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
 
 from tests.bench import intake
+from tests.bench.lifecycle import stop_on_signals
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.bench.voters import BenchVoters, make_voters
 from westworld.keys import SEARCH_ATTRIBUTES, vote_id
@@ -98,6 +99,7 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
     proc = processes.spawn(processes.temporal_args(
         db_file=work / "temporal.db", port=port, ui_port=None, http_port=processes.free_port(),
         metrics_port=processes.free_port(), search_attributes=SEARCH_ATTRIBUTES, time_skipping=True), log)
+    voters: BenchVoters | None = None
     try:
         processes.wait_for_port(proc, port, "Temporal", log)
         t0 = time.perf_counter()
@@ -119,7 +121,8 @@ async def bench(args: argparse.Namespace, work: Path) -> None:
                     await intake.big(client, tq, settings, voters, args.big, work, history_events)
     finally:
         processes.stop(proc)
-        voters.stop()
+        if voters is not None:
+            voters.stop()
 
 
 async def run_figures(client: Client, tq: str, voters: BenchVoters, args: argparse.Namespace) -> None:
@@ -170,6 +173,7 @@ async def run_figures(client: Client, tq: str, voters: BenchVoters, args: argpar
 
 
 def main() -> None:
+    stop_on_signals()
     parser = argparse.ArgumentParser(prog="./dev bench votes", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--votes", type=int, default=1000, help="votes (and no-op updates) for figures 1-2")
