@@ -82,7 +82,8 @@ class Settings(BaseSettings):
     anomaly_watch: bool = Field(
         True, description="`westworld up` starts the network's anomaly watch (workflow anomaly-watch, default "
     charter_file: Path = Field(DEFAULT_CHARTER_FILE, description="The Anti-Delos charter (its SHA-256 must be the "
-                               "Charter contract's policyHash on chain, else it is refused); see docs/charter-enforcement.md.")
+                               "Charter contract's policyHash on chain, else it is refused); see "
+                               "docs/charter-enforcement.md.")
     charter_gate_port: int = Field(9470, description="HTTP port of the charter gate: /metrics (what Prometheus "
                                    "scrapes), /status, and the worker's authenticated PUT /charter.")
     charter_gate_udp_port: int = Field(8125, description="UDP port the charter gate receives node telemetry on.")
