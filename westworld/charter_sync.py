@@ -136,3 +136,24 @@ def metric_relabel_configs(charter: Charter) -> list[dict[str, Any]]:
 def fail_closed_relabel() -> list[dict[str, Any]]:
     """Before any charter is in force: only the gate's own counters are kept."""
     return [{"source_labels": ["__name__"], "regex": GATE_OWN_METRICS, "action": "keep"}]
+
+
+PROMETHEUS_OWN = frozenset({"up", "scrape_duration_seconds", "scrape_samples_scraped",
+                            "scrape_samples_post_metric_relabeling", "scrape_series_added"})
+
+
+def series_problem(charter: Charter, labels: dict[str, str]) -> str | None:
+    """Why a series Prometheus holds for the gate's job (``labels`` with ``__name__``) is outside the charter, or
+    None. Prometheus's own per-target series and the gate's counters are not telemetry."""
+    name = labels.get("__name__", "")
+    allowed = {m.name: set(m.labels) for m in charter.spec.metrics}
+    base = set(TARGET_LABELS) | {"__name__"}
+    if name in PROMETHEUS_OWN:
+        return None
+    if re.fullmatch(GATE_OWN_METRICS, name):
+        extra = set(labels) - base - set(GATE_OWN_LABELS)
+    elif name in allowed:
+        extra = set(labels) - base - allowed[name]
+    else:
+        return f"name {name!r} is not in the charter"
+    return f"{name} carries labels {sorted(extra)} the charter does not allow" if extra else None

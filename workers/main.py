@@ -101,7 +101,7 @@ def web() -> None:
     main()
 
 
-DEMO_PARTS = ("vote", "experiments", "capabilities", "shelter")
+DEMO_PARTS = ("vote", "experiments", "capabilities", "shelter", "charter")
 
 
 @app.command()

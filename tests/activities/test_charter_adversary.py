@@ -29,14 +29,12 @@ from tests.charter_support import audited, charter_settings, gate_job
 from tests.fixtures.harness import Harness, eventually
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.charter import load_charter, name_hash
-from westworld.charter_sync import CHARTER_JOB, GATE_OWN_LABELS, CharterSyncInput, CharterSyncState
+from westworld.charter_sync import CHARTER_JOB, CharterSyncInput, CharterSyncState, series_problem
 from workers import charter_gate
 from workers.stack import processes
 from workflows.charter_sync import CharterSyncWorkflow
 
 CHARTER = load_charter(DEFAULT_CHARTER_FILE.read_bytes())
-ALLOWED = {m.name: set(m.labels) for m in CHARTER.spec.metrics}
-TARGET_LABELS = {"__name__", "job", "instance"}
 
 
 @pytest.fixture
@@ -71,21 +69,6 @@ async def label_values(prometheus: PrometheusServer, label: str) -> list[str]:
         answer.raise_for_status()
         values: list[str] = answer.json()["data"]
         return values
-
-
-def outside_whitelist(s: dict[str, str]) -> str | None:
-    """Why series ``s`` (from the gate's job) should not exist, or None."""
-    name = s["__name__"]
-    if name.startswith("westworld_charter_"):
-        extra = set(s) - TARGET_LABELS - set(GATE_OWN_LABELS)
-    elif name in ALLOWED:
-        extra = set(s) - TARGET_LABELS - ALLOWED[name]
-    elif name in {"up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling",
-                  "scrape_series_added"}:
-        return None  # Prometheus's own per-target series
-    else:
-        return f"name {name!r} is not in the charter"
-    return f"{name} carries labels {sorted(extra)} the charter does not allow" if extra else None
 
 
 async def test_the_adversarial_node_gets_nothing_past_the_charter(
@@ -125,7 +108,7 @@ async def test_the_adversarial_node_gets_nothing_past_the_charter(
                 "mesh_link_quality", "mesh_node_uptime_seconds"} <= {x["__name__"] for x in found}, timeout=30)
             await asyncio.sleep(4 * prometheus.scrape_interval)  # a few more scrapes of everything sent
             kept = await series(prometheus, f'{{job="{CHARTER_JOB}"}}')
-            problems = [(x, why) for x in kept if (why := outside_whitelist(x))]
+            problems = [(x, why) for x in kept if (why := series_problem(CHARTER, x))]
             assert not problems, problems
             gate_instance = f"127.0.0.1:{s.charter_gate_port}"
             for x in kept:

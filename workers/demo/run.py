@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from westworld.errors import DemoTimeout
 from workers.demo.capabilities import run_capabilities_demo
+from workers.demo.charter import run_charter_demo
 from workers.demo.experiments import run_experiments_demo
 from workers.demo.governance import run_demo
 from workers.demo.shelter import run_shelter_demo
@@ -24,7 +25,7 @@ async def run_demos(s: Settings, parts: list[str], echo: Echo, part_timeout: tim
     the step each is on, so a hang names itself instead of waiting forever.
     """
     demos = {"vote": run_demo, "experiments": run_experiments_demo, "capabilities": run_capabilities_demo,
-             "shelter": run_shelter_demo}
+             "shelter": run_shelter_demo, "charter": run_charter_demo}
     limit = part_timeout.total_seconds()
     for name in parts:
         echo(f"\n=== demo: {name} ===")
