@@ -35,6 +35,7 @@ from activities.sql.database import Database
 MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATE_LOCK_KEY = 0x5745_5354_4D49_4752  # "WESTMIGR": the PostgreSQL advisory lock serialising migrations
 log = logging.getLogger("westworld.sql")
+logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-run "Context impl" lines; ours says what changed
 
 
 def alembic_config(url: str | None = None) -> Config:
