@@ -20,7 +20,7 @@ from web3.exceptions import ContractLogicError
 from web3.types import RPCEndpoint
 
 from westworld.chain import DEV_CHAIN_ID, Deployment
-from westworld.errors import CONFIG_ERROR, ChainRejected, WestworldError
+from westworld.errors import CONFIG_ERROR, ChainRejected, PermanentError
 
 RECEIPT_TIMEOUT = 120.0
 
@@ -32,11 +32,11 @@ def save_deployment(path: Path, dep: Deployment) -> None:
 
 
 def load_deployment(path: Path, rpc_url: str = "the configured chain") -> Deployment:
-    """Read the deployment record; a clear ``WestworldError`` if there is none."""
+    """Read the deployment record; a clear ``PermanentError`` if there is none."""
     try:
         return Deployment.model_validate_json(path.read_text())
     except FileNotFoundError:
-        raise WestworldError(
+        raise PermanentError(
             f"no contracts deployed at {rpc_url} ({path} is missing); run `westworld up`", type=CONFIG_ERROR
         ) from None
 

@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.sql.database import Database
 from activities.sql.document_store import DocumentStore, rewrap_all, utcnow
@@ -30,7 +29,14 @@ from activities.storage.replicators import (
     SiaReplicator,
 )
 from westworld import envelope
-from westworld.errors import INVALID_INPUT, WestworldError
+from westworld.errors import (
+    NO_GOOD_COPY,
+    REPLICA_NOT_VERIFIED,
+    InvalidInput,
+    PermanentError,
+    TransientError,
+    WestworldError,
+)
 from westworld.shelter import (
     DocumentRecord,
     EncryptDocumentInput,
@@ -45,12 +51,9 @@ from westworld.shelter import (
 )
 
 __all__ = [
-    "NO_GOOD_COPY", "TRANSIENT", "ArweaveReplicator", "DocumentStore", "IpfsReplicator", "Replicator",
+    "TRANSIENT", "ArweaveReplicator", "DocumentStore", "IpfsReplicator", "Replicator",
     "ShelterDocumentActivities", "SiaReplicator", "rewrap_all", "stage_document", "staging_path",
 ]
-
-NO_GOOD_COPY = "NoGoodCopy"
-
 
 def staging_path(data_dir: Path, document_id: str) -> Path:
     return data_dir / "shelter" / "staging" / document_id
@@ -65,10 +68,6 @@ def stage_document(data_dir: Path, document_id: str, plaintext: bytes) -> Path:
     with os.fdopen(fd, "wb") as out:
         out.write(plaintext)
     return path
-
-
-def _fail(message: str, type_: str = INVALID_INPUT) -> ApplicationError:
-    return ApplicationError(message, type=type_, non_retryable=True)
 
 
 class ShelterDocumentActivities:
@@ -108,14 +107,14 @@ class ShelterDocumentActivities:
             if owner == me:  # this run's own earlier attempt got this far: finish it
                 staged.unlink(missing_ok=True)
                 return EncryptedDocument.model_validate(record.model_dump(exclude={"replicas", "created_at"}))
-            raise _fail(f"document {inp.document_id} is already stored (by {owner}); choose another document id. "
-                        f"The staged plaintext at {staged} was left in place.")
+            raise InvalidInput(f"document {inp.document_id} is already stored (by {owner}); choose another document "
+                               f"id. The staged plaintext at {staged} was left in place.")
         if not staged.exists():
-            raise _fail(f"no staged plaintext for document {inp.document_id} at {staged}: "
-                        "`westworld shelter store` writes it there before starting the workflow")
+            raise InvalidInput(f"no staged plaintext for document {inp.document_id} at {staged}: "
+                               "`westworld shelter store` writes it there before starting the workflow")
         epoch = await self.epochs.current()
         if epoch is None:
-            raise _fail("no active shelter key epoch: run `westworld shelter keygen` first")
+            raise InvalidInput("no active shelter key epoch: run `westworld shelter keygen` first")
         plaintext = staged.read_bytes()
         data_key = secrets.token_bytes(32)
         blob = envelope.encrypt_blob(data_key, secrets.token_bytes(12), plaintext, content_aad(inp.document_id))
@@ -129,7 +128,7 @@ class ShelterDocumentActivities:
         del plaintext
         self._cache_write(blob, digest)
         if not await self.store.insert(doc, me):  # a concurrent store of the same id won the race
-            raise _fail(f"document {inp.document_id} is already stored; choose another document id")
+            raise InvalidInput(f"document {inp.document_id} is already stored; choose another document id")
         staged.unlink(missing_ok=True)
         return doc
 
@@ -153,14 +152,14 @@ class ShelterDocumentActivities:
         replicator = self.replicators[network]
         try:
             locator = await replicator.put(data, digest, document_id)
-        except WestworldError as err:
-            raise _fail(f"{network.value} refused document {document_id}: {err.message}") from err
+        except PermanentError as err:  # a network that does not answer raises a TransientError: retried
+            raise InvalidInput(f"{network.value} refused document {document_id}: {err.message}") from err
         back = await replicator.get(locator)
         got = hashlib.sha256(back).hexdigest() if back is not None else ""
         if got != digest:  # read-back failed: retry the activity (the put is idempotent)
-            raise ApplicationError(f"{network.value} replica {locator} of {document_id} read back "
-                                   f"{'nothing' if back is None else 'SHA-256 ' + got}, expected {digest}",
-                                   type="ReplicaNotVerified")
+            raise TransientError(f"{network.value} replica {locator} of {document_id} read back "
+                                 f"{'nothing' if back is None else 'SHA-256 ' + got}, expected {digest}",
+                                 type=REPLICA_NOT_VERIFIED)
         ref = ReplicaRef(network=network, locator=locator, sha256=got, verified_at=utcnow(), ok=True)
         await self.store.upsert_replica(document_id, ref)
         return ref
@@ -176,8 +175,8 @@ class ShelterDocumentActivities:
             return ref
         source = await self._source(inp.document_id, inp.ciphertext_sha256, skip=inp.network)
         if source is None:
-            raise _fail(f"no good copy of document {inp.document_id} ({inp.ciphertext_sha256}) to replicate from",
-                        NO_GOOD_COPY)
+            raise PermanentError(f"no good copy of document {inp.document_id} ({inp.ciphertext_sha256}) to replicate "
+                                 "from", type=NO_GOOD_COPY)
         return await self._replicate(inp.document_id, inp.ciphertext_sha256, inp.network, source[0])
 
     async def _check(self, digest: str, ref: ReplicaRef) -> ReplicaRef:
@@ -209,7 +208,7 @@ class ShelterDocumentActivities:
         (a document kept off Arweave's permanent storage stays off it)."""
         record = await self.store.get(document_id)
         if record is None:
-            raise _fail(f"document {document_id} is not in the shelter index")
+            raise InvalidInput(f"document {document_id} is not in the shelter index")
         checked = []
         for ref in record.replicas:
             if ref.state == ReplicaState.NOT_CONFIGURED and ref.network not in self.replicators:
@@ -227,18 +226,18 @@ class ShelterDocumentActivities:
         """Re-create a lost or corrupted replica from a good copy (another network, else the local cache)."""
         record = await self.store.get(inp.document_id)
         if record is None:
-            raise _fail(f"document {inp.document_id} is not in the shelter index")
+            raise InvalidInput(f"document {inp.document_id} is not in the shelter index")
         if inp.network not in {r.network for r in record.replicas}:
-            raise _fail(f"document {inp.document_id} was not stored to {inp.network.value} "
-                        f"(its networks: {', '.join(r.network.value for r in record.replicas) or 'none'}): "
-                        "not copied there")
+            raise InvalidInput(f"document {inp.document_id} was not stored to {inp.network.value} "
+                               f"(its networks: {', '.join(r.network.value for r in record.replicas) or 'none'}): "
+                               "not copied there")
         if inp.network not in self.replicators:
-            raise _fail(f"cannot repair the {inp.network.value} replica of {inp.document_id}: "
-                        f"no {inp.network.value} endpoint configured")
+            raise InvalidInput(f"cannot repair the {inp.network.value} replica of {inp.document_id}: "
+                               f"no {inp.network.value} endpoint configured")
         source = await self._source(inp.document_id, record.ciphertext_sha256, skip=inp.network)
         if source is None:
-            raise _fail(f"no good copy of document {inp.document_id} is left on any network or in the cache",
-                        NO_GOOD_COPY)
+            raise PermanentError(f"no good copy of document {inp.document_id} is left on any network or in the "
+                                 "cache", type=NO_GOOD_COPY)
         current = next((r for r in record.replicas if r.network == inp.network and r.locator), None)
         if current is not None and (await self._check(record.ciphertext_sha256, current)).state \
                 == ReplicaState.CORRUPTED:
@@ -256,16 +255,16 @@ class ShelterDocumentActivities:
     async def get_document(self, document_id: str) -> DocumentRecord:
         record = await self.store.get(document_id)
         if record is None:
-            raise _fail(f"document {document_id} is not in the shelter index")
+            raise InvalidInput(f"document {document_id} is not in the shelter index")
         return record
 
     async def fetch_ciphertext(self, document_id: str) -> bytes:
         """A verified ciphertext of the document (for `westworld shelter open`); not an activity."""
         record = await self.store.get(document_id)
         if record is None:
-            raise WestworldError(f"document {document_id} is not in the shelter index")
+            raise InvalidInput(f"document {document_id} is not in the shelter index")
         source = await self._source(document_id, record.ciphertext_sha256, skip=None)
         if source is None:
-            raise WestworldError(f"no good copy of document {document_id} is left", type=NO_GOOD_COPY)
+            raise PermanentError(f"no good copy of document {document_id} is left", type=NO_GOOD_COPY)
         return source[0]
 

@@ -12,12 +12,11 @@ import secrets
 from datetime import UTC, datetime
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.sql.database import Database
 from activities.sql.key_epoch_store import KeyEpochStore
 from westworld import envelope, shamir
-from westworld.errors import INVALID_INPUT, WestworldError
+from westworld.errors import InvalidInput
 from westworld.shelter import (
     MASTER_KEY_BYTES,
     CreateEpochInput,
@@ -63,10 +62,10 @@ async def create_ceremony_epoch(store: KeyEpochStore, inp: CreateEpochInput) -> 
     ``epoch_key`` returns the stored epoch.
 
     Raises:
-        WestworldError: ``UNAUTHORISED``, from :func:`check_ceremony`.
+        PermanentError: ``UNAUTHORISED``, from :func:`check_ceremony`.
     """
     if not inp.epoch_key:
-        raise WestworldError("a key ceremony needs an epoch_key (its approvals sign it)")
+        raise InvalidInput("a key ceremony needs an epoch_key (its approvals sign it)")
     epoch_key = inp.epoch_key
 
     def build(status: KeyEpochStatus) -> KeyEpoch:
@@ -93,10 +92,7 @@ class ShelterKeyActivities:
     @activity.defn(name="create_ceremony_epoch")
     async def create_ceremony_epoch(self, inp: CreateEpochInput) -> KeyEpoch:
         """A ceremony's epoch, allowed and created atomically by :func:`create_ceremony_epoch`."""
-        try:
-            return await create_ceremony_epoch(self.store, inp)
-        except WestworldError as err:
-            raise ApplicationError(err.message, type=err.type, non_retryable=True) from err
+        return await create_ceremony_epoch(self.store, inp)
 
     @activity.defn(name="key_epoch_status")
     async def key_epoch_status(self, epoch_key: str) -> KeyEpochStatus:
@@ -108,20 +104,17 @@ class ShelterKeyActivities:
         """The latest epoch that is not retired."""
         epoch = await self.store.current()
         if epoch is None:
-            raise ApplicationError("no active shelter key epoch: run `westworld shelter keygen` first",
-                                   type=INVALID_INPUT, non_retryable=True)
+            raise InvalidInput("no active shelter key epoch: run `westworld shelter keygen` first")
         return epoch
 
     @activity.defn(name="get_key_epoch")
     async def get_key_epoch(self, epoch: int) -> KeyEpoch:
         found = await self.store.get(epoch)
         if found is None:
-            raise ApplicationError(f"shelter key epoch {epoch} does not exist", type=INVALID_INPUT,
-                                   non_retryable=True)
+            raise InvalidInput(f"shelter key epoch {epoch} does not exist")
         return found
 
     @activity.defn(name="retire_key_epoch")
     async def retire_key_epoch(self, epoch: int) -> None:
         if not await self.store.retire(epoch):
-            raise ApplicationError(f"shelter key epoch {epoch} does not exist", type=INVALID_INPUT,
-                                   non_retryable=True)
+            raise InvalidInput(f"shelter key epoch {epoch} does not exist")

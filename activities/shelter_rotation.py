@@ -18,19 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.sql.database import Database
 from activities.sql.rotation_store import RotationStore
 from westworld import envelope, shamir
-from westworld.errors import INVALID_INPUT, DecryptFailed, InvalidInput, InvalidShare
+from westworld.errors import DecryptFailed, InvalidInput, InvalidShare, PermanentError
 from westworld.rotation import BeginRotationInput, PendingEpoch, ReshareInput, RotationPlan, ack_hash, ack_proof
 from westworld.shelter import EncryptedShare, Guardian, KeyEpoch, data_key_aad, share_aad
 from westworld.shelter_access import handoff_aad
-
-
-def _permanent(message: str) -> ApplicationError:
-    return ApplicationError(message, type=INVALID_INPUT, non_retryable=True)
 
 
 class RotationActivities:
@@ -64,14 +59,14 @@ class RotationActivities:
         the threshold, and the rotation key's public half."""
         current = await self._epochs.current()
         if current is None:
-            raise _permanent("no active shelter key epoch to rotate: run `westworld shelter guardians init` first")
+            raise InvalidInput("no active shelter key epoch to rotate: run `westworld shelter guardians init` first")
         guardians = plan.new_guardians
         if not guardians and self.next_guardians_file.exists():
             guardians = [Guardian.model_validate(g) for g in json.loads(self.next_guardians_file.read_text())]
         guardians = guardians or list(current.guardians)
         threshold = plan.threshold or current.threshold
         if not 2 <= threshold <= len(guardians):
-            raise _permanent(f"threshold {threshold} is not possible with {len(guardians)} new guardians")
+            raise InvalidInput(f"threshold {threshold} is not possible with {len(guardians)} new guardians")
         return RotationPlan(rotation_id=plan.rotation_id, from_epoch=current, new_guardians=guardians,
                             threshold=threshold, rotation_public_key=self._rotation_public_key(plan.rotation_id))
 
@@ -84,7 +79,7 @@ class RotationActivities:
             return done
         key_file = self._key_file(plan.rotation_id)
         if not key_file.exists():
-            raise _permanent(f"{plan.rotation_id}: the rotation key is gone (abandoned?); start a new rotation")
+            raise InvalidInput(f"{plan.rotation_id}: the rotation key is gone (abandoned?); start a new rotation")
         rotation_private = bytes.fromhex(key_file.read_text().strip())
         old = plan.from_epoch
         try:
@@ -93,10 +88,10 @@ class RotationActivities:
             shamir.check_shares(shares, old.commitments(), bytes.fromhex(old.salt))
             master = shamir.combine(shares, old.threshold)
         except (InvalidShare, DecryptFailed) as err:
-            raise ApplicationError(f"{plan.rotation_id}: {err.message}", type=err.type, non_retryable=True) from err
+            raise PermanentError(f"{plan.rotation_id}: {err.message}", type=err.type) from err
         if envelope.public_key(master).hex() != old.master_public_key:
-            raise ApplicationError(f"{plan.rotation_id}: the shares combine to a key that is not epoch "
-                                   f"{old.epoch}'s master key", type=INVALID_INPUT, non_retryable=True)
+            raise InvalidInput(f"{plan.rotation_id}: the shares combine to a key that is not epoch "
+                               f"{old.epoch}'s master key")
         number = await self._epochs.latest_number() + 1
         rewrapped: dict[str, tuple[int, str]] = {}
         if inp.rotate_master_key:  # a new master key; every data key under the old one is re-wrapped (pending)
@@ -153,11 +148,8 @@ class RotationActivities:
             return existing
         old = await self._epochs.get(pending.from_epoch)
         if old is None:
-            raise _permanent(f"{pending.rotation_id}: epoch {pending.from_epoch} is gone")
-        try:
-            await self._store.activate(pending, old.master_public_key)
-        except InvalidInput as err:
-            raise _permanent(err.message) from err
+            raise InvalidInput(f"{pending.rotation_id}: epoch {pending.from_epoch} is gone")
+        await self._store.activate(pending, old.master_public_key)  # its InvalidInput reaches the workflow as is
         return e
 
     @activity.defn(name="abandon_rotation")

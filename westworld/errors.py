@@ -110,7 +110,9 @@ KERNEL_UNAVAILABLE = "KernelEnforcementUnavailable"  # the kernel cannot run the
 SNAPSHOT_UNAVAILABLE = "SnapshotUnavailable"  # this worker has no Snapshot hub configured
 SNAPSHOT_REJECTED = "SnapshotRejected"  # the hub refused a message or query (its reason in the message)
 SNAPSHOT_UNKNOWN_PROPOSAL = "SnapshotUnknownProposal"
-REPLICA_NOT_VERIFIED = "ReplicaNotVerified"  # a replica whose bytes do not hash to the document's digest
+REPLICA_NOT_VERIFIED = "ReplicaNotVerified"  # a replica read back whose bytes do not hash to its digest (retried)
+NO_GOOD_COPY = "NoGoodCopy"  # no verified copy of a document is left anywhere to replicate or repair from
+REPLICATION_FAILED = "ReplicationFailed"  # fewer verified replicas than the document asked for
 REFUSED = "Refused"  # a command's request that cannot be served (the CLI prints the message)
 OTTERSCAN_UNAVAILABLE = "OtterscanUnavailable"
 

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from pydantic import BaseModel, ConfigDict
 
-from westworld.errors import LOOSER_THAN_POLICY, WestworldError
+from westworld.errors import LOOSER_THAN_POLICY, PermanentError
 from westworld.policy import PeerPolicy
 
 
@@ -38,7 +38,7 @@ LEGACY = PeerRule(threshold_nodes=20, threshold_pct=Decimal("1.0"), peers_requir
 
 def refuse_looser(where: str, what: str, asked: object, rule: str, limit: object) -> NoReturn:
     """The typed refusal of an ask looser than the policy: the field, the value asked, the policy's rule and limit."""
-    raise WestworldError(f"{where}: {what} {asked} is looser than the network policy ({rule} = {limit}); ask for "
+    raise PermanentError(f"{where}: {what} {asked} is looser than the network policy ({rule} = {limit}); ask for "
                          f"{limit} or stricter, or leave it out to get the policy's", type=LOOSER_THAN_POLICY)
 
 
@@ -52,7 +52,7 @@ def peer_rule(policy: PeerPolicy, where: str, *, threshold_nodes: int | None = N
     ``wide_nodes``, ``wide_pct``, ``threshold``).
 
     Raises:
-        WestworldError: (``LooserThanPolicy``) a threshold above the policy's or a k below it.
+        PermanentError: (``LooserThanPolicy``) a threshold above the policy's or a k below it.
     """
     nodes, pct, k = policy.threshold_nodes, Decimal(policy.threshold_pct), policy.peers_required
     if threshold_nodes is not None:

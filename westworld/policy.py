@@ -26,7 +26,7 @@ from typing import NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from westworld.errors import LOOSER_THAN_POLICY, WestworldError
+from westworld.errors import LOOSER_THAN_POLICY, PermanentError
 
 POLICY_HASH_KEY = "policy.sha256"  # the MeshConfig parameter that holds the hash of the policy in force
 
@@ -157,7 +157,7 @@ class VoteTermsInForce(BaseModel):
 def refuse_looser(where: str, what: str, asked: object, rule: str, limit: object) -> NoReturn:
     """Raise the typed refusal of a request that asks for less than the policy: it names the field, the value
     asked, the policy's rule and its limit (the CLI and the workflows word it the same way)."""
-    raise WestworldError(f"{where}: {what} {asked} is looser than the network policy ({rule} = {limit}); "
+    raise PermanentError(f"{where}: {what} {asked} is looser than the network policy ({rule} = {limit}); "
                          f"ask for {limit} or stricter, or leave it out to get the policy's", type=LOOSER_THAN_POLICY)
 
 

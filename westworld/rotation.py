@@ -26,8 +26,8 @@ from westworld.errors import (
     SHARE_NOT_GUARDIAN,
     UNAUTHORISED,
     InvalidInput,
+    PermanentError,
     ShareRejected,
-    WestworldError,
 )
 from westworld.policy import NetworkPolicy, at_least, at_most, refuse_looser, vote_terms_in_force
 from westworld.shelter import EncryptedShare, Guardian, KeyEpoch
@@ -193,13 +193,13 @@ def rotation_threshold(policy: NetworkPolicy, where: str, inp: GuardianRotationI
     Also checks what else the starter sends against the policy (windows, reminders, acknowledgements needed).
 
     Raises:
-        WestworldError: type ``LooserThanPolicy`` naming the field and the limit in force (``Unauthorised`` for a
+        PermanentError: type ``LooserThanPolicy`` naming the field and the limit in force (``Unauthorised`` for a
             k above the one in force: only the DAO raises it, through the policy).
     """
     shelter = policy.shelter
     k = max(current.threshold, shelter.guardian_threshold_min)
     if inp.threshold is not None and inp.threshold != k:
-        raise WestworldError(
+        raise PermanentError(
             f"{where}: threshold {inp.threshold} is not the starter's to choose: k of the new epoch is {k} (key "
             f"epoch {current.epoch}'s k, or the network policy's shelter.guardian_threshold_min if higher); leave "
             "threshold out", type=LOOSER_THAN_POLICY if inp.threshold < k else UNAUTHORISED)

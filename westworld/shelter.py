@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from westworld.audit import canonical_json
 from westworld.envelope import HEX32, Sealed, decrypt_blob, open_sealed
-from westworld.errors import UNAUTHORISED, DecryptFailed, WestworldError
+from westworld.errors import UNAUTHORISED, DecryptFailed, PermanentError
 
 GUARDIAN_ID_PATTERN = r"^[a-z0-9][a-z0-9._@-]{0,63}$"
 DOCUMENT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -162,14 +162,14 @@ def check_ceremony(inp: CreateEpochInput, epoch_key: str, current: KeyEpoch | No
         the current guardians whose approvals counted (empty for the genesis ceremony).
 
     Raises:
-        WestworldError: type ``UNAUTHORISED``; the message says why and how new guardians come instead.
+        PermanentError: type ``UNAUTHORISED``; the message says why and how new guardians come instead.
     """
     if current is None and not any_epoch:
         return []
     how = ("new guardian sets come only through a rotation (`westworld shelter rotate`, approved by a DAO vote and "
            "k current guardians)")
     if current is None:
-        raise WestworldError(f"key epochs exist but none is current: {how}", type=UNAUTHORISED)
+        raise PermanentError(f"key epochs exist but none is current: {how}", type=UNAUTHORISED)
     digest = ceremony_digest(inp.guardians, inp.threshold, epoch_key)
     valid: set[str] = set()
     ignored: list[str] = []
@@ -184,7 +184,7 @@ def check_ceremony(inp: CreateEpochInput, epoch_key: str, current: KeyEpoch | No
     if len(valid) >= current.threshold:
         return sorted(valid)
     why = f"; ignored: {'; '.join(ignored)}" if ignored else ""
-    raise WestworldError(
+    raise PermanentError(
         f"key ceremony {epoch_key!r} refused: key epoch {current.epoch} exists, so {how}, or a ceremony signed by "
         f"{current.threshold} of its guardians ({len(valid)} valid approval(s){why})", type=UNAUTHORISED)
 

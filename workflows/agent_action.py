@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SIGNATURES_CLOSED,
         TOKEN_NOT_SEALED,
         Denial,
+        PermanentError,
         SignatureRejected,
         WestworldError,
     )
@@ -64,7 +65,7 @@ async def load_rule(where: str, *, threshold_nodes: int | None, threshold_pct: f
     spells the three fields, for the refusal).
 
     Raises:
-        WestworldError: (``LooserThanPolicy``) a looser ask, naming the policy's value.
+        PermanentError: (``LooserThanPolicy``) a looser ask, naming the policy's value.
     """
     policy = await workflow.execute_activity("load_policy", result_type=NetworkPolicy,
                                              start_to_close_timeout=timedelta(seconds=30), retry_policy=QUICK)
@@ -89,13 +90,13 @@ async def claim_token(where: str, sealed: str, input_digest: str) -> SealedClaim
     return claim
 
 
-def not_sealed(where: str, field: str, token: str) -> WestworldError:
+def not_sealed(where: str, field: str, token: str) -> PermanentError:
     """The refusal of a token given in clear (it names the token's id so it can be revoked, never the token)."""
     try:
         named = f"token {identity_of(token).token_id}"
     except Denial:
         named = "the value"
-    return WestworldError(
+    return PermanentError(
         f"{where}: {field} is not a sealed token; a token in clear sits in workflow history for anyone who reads it, "
         f"so it is refused and must be treated as leaked: revoke {named} and seal a new one for this workflow "
         f"(`westworld agent seal`, or the SDK's seal helper)", type=TOKEN_NOT_SEALED)

@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from westworld.errors import REPLICATION_FAILED
     from westworld.shelter import (
         EncryptDocumentInput,
         EncryptedDocument,
@@ -32,7 +33,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.audit import append_audit
     from workflows.steps import DOCUMENT_ID, set_step
 
-REPLICATION_FAILED = "ReplicationFailed"
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30),
                     maximum_attempts=8)
 

@@ -20,7 +20,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from westworld import kube_objects as ko
-from westworld.errors import CONFIG_ERROR, InvalidInput, KubeUnreachable, WestworldError
+from westworld.errors import CONFIG_ERROR, InvalidInput, KubeUnreachable, PermanentError
 
 Obj = dict[str, Any]
 FIELD_MANAGER = "westworld"
@@ -35,13 +35,13 @@ def client_from_kubeconfig(path: Path | str, setting: str = "kube_config") -> k8
     """An ApiClient for the current context of a kubeconfig file (TLS as the file says); ``setting`` is what the
     file was configured by, named in the error when it is missing or not a kubeconfig."""
     if not Path(path).is_file():
-        raise WestworldError(f"{setting}={path}: no such file; set {setting} to the cluster's kubeconfig file",
+        raise PermanentError(f"{setting}={path}: no such file; set {setting} to the cluster's kubeconfig file",
                              type=CONFIG_ERROR)
     try:
         api: k8s.ApiClient = k8s_config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
     except (k8s_config.ConfigException, yaml.YAMLError, ValueError, TypeError, AttributeError, KeyError,
             OSError) as err:
-        raise WestworldError(f"{setting}={path} is not a usable kubeconfig file: {err}", type=CONFIG_ERROR) from err
+        raise PermanentError(f"{setting}={path} is not a usable kubeconfig file: {err}", type=CONFIG_ERROR) from err
     return api
 
 
@@ -124,7 +124,7 @@ def _error(status: int, text: str, what: str, host: str) -> Exception:
     except ValueError:
         message = text
     if status in (401, 403):
-        return WestworldError(
+        return PermanentError(
             f"{what} refused by the kube-apiserver at {host} ({status}): {message}; the worker's credentials "
             "need the permissions in deploy/kube/worker-rbac.yaml", type=CONFIG_ERROR)
     if 400 <= status < 500 and status != 429:

@@ -37,7 +37,7 @@ from kubernetes import client as k8s
 from activities.sandbox.kube_api import KubeApi
 from activities.sandbox.kube_rollout import Rollout
 from westworld import kube_objects as ko
-from westworld.errors import CHAOS_UNAVAILABLE, SandboxTerminating, WestworldError
+from westworld.errors import CHAOS_UNAVAILABLE, PermanentError, SandboxTerminating
 from westworld.sandbox import (
     Backend,
     FaultApplied,
@@ -93,7 +93,7 @@ class KubernetesSandbox:
         obj, _ = self._chaos(inp)
         served = await asyncio.to_thread(self.kube.chaos_kinds)
         if obj["kind"] not in served:
-            raise WestworldError(f"cannot apply {inp.fault.kind.value} fault {inp.fault_id}: {CHAOS_HINT}",
+            raise PermanentError(f"cannot apply {inp.fault.kind.value} fault {inp.fault_id}: {CHAOS_HINT}",
                                  type=CHAOS_UNAVAILABLE)
         await asyncio.to_thread(self.kube.apply, obj)
         return FaultApplied(fault_id=inp.fault_id, nodes=self._fault_nodes(inp), mode="chaos-mesh",

@@ -41,7 +41,7 @@ from activities.sandbox.nodes import (
     is_node,
     kill,
 )
-from westworld.errors import SANDBOX_FAILED, InvalidInput, NetError, WestworldError
+from westworld.errors import SANDBOX_FAILED, InvalidInput, NetError, PermanentError
 from westworld.mesh import behaviour
 from westworld.sandbox import (
     FaultApplied,
@@ -192,7 +192,7 @@ class LocalSandbox:
         for n in range(1, 255):
             if n not in used:
                 return n
-        raise WestworldError("all 254 sandbox subnets 10.213.x.0/24 are in use", type=SANDBOX_FAILED)
+        raise PermanentError("all 254 sandbox subnets 10.213.x.0/24 are in use", type=SANDBOX_FAILED)
 
     # -- processes -------------------------------------------------------------------------------
     def _start(self, state: SandboxState, node: NodeState) -> None:

@@ -39,7 +39,7 @@ from westworld import capability as cap
 from westworld import caveats as cv
 from westworld.agents import CapabilityCheckInput, CapabilityCheckOutcome, HaltState
 from westworld.anomaly import AgentEvent
-from westworld.errors import InvalidInput
+from westworld.errors import Denial, InvalidInput
 
 REVOCATION_EPOCH = "revocation_epoch"
 SEAL_KEY_ID = "seal-1"
@@ -257,7 +257,7 @@ class CapabilityStore:
         try:
             parsed: cap.ParsedToken | None = cap.parse_token(inp.token, inp.discharges)
             early: cap.CheckResult | None = None
-        except cap.Denial as d:
+        except Denial as d:
             parsed, early = None, cap.CheckResult(allowed=False, caveat=d.caveat, reason=d.reason)
         targets = sorted(set(inp.node_ids))
         async with self._db.engine.begin() as conn:

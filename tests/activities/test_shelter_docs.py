@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities.shelter_docs import (
     ArweaveReplicator,
@@ -28,6 +27,7 @@ from activities.sql.document_store import rewrap_all
 from activities.storage.arweave import ArweaveClient
 from activities.storage.ipfs import IpfsClient
 from tests.activities.test_shelter_keys import make_guardians, open_share
+from tests.fixtures.activity_env import InterceptedEnvironment
 from westworld import envelope, shamir
 from westworld.errors import DecryptFailed
 from westworld.shelter import (
@@ -47,7 +47,7 @@ PLAINTEXT = b"Charter of the mesh, article 1: every node may leave. " * 2000
 @dataclasses.dataclass
 class Shelter:
     acts: ShelterDocumentActivities
-    env: ActivityEnvironment
+    env: InterceptedEnvironment
     epoch: KeyEpoch
     privates: dict[str, bytes]
     data_dir: Path
@@ -68,7 +68,7 @@ async def shelter(tmp_path: Path, ipfs_client: IpfsClient, arweave_client: Arwea
     database = Database(f"sqlite+aiosqlite:///{db_file}")
     await database.migrate()
     guardians, privates = make_guardians(5)
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     epoch = await env.run(ShelterKeyActivities(database).create_key_epoch, CreateEpochInput(guardians=guardians))
     acts = ShelterDocumentActivities(database, tmp_path / "data", {
         Network.IPFS: IpfsReplicator(ipfs_client), Network.ARWEAVE: ArweaveReplicator(arweave_client)})
@@ -154,7 +154,7 @@ async def test_bad_store_inputs_are_refused_and_lose_nothing(shelter: Shelter) -
         await s.env.run(s.acts.encrypt_document, EncryptDocumentInput(document_id="ghost"))
     await store(s, "dup", b"first")
     stage_document(s.data_dir, "dup", b"second")
-    other = ActivityEnvironment()
+    other = InterceptedEnvironment()
     other.info = dataclasses.replace(other.info, workflow_id="document:dup", workflow_run_id="another-run")
     with pytest.raises(ApplicationError, match=r"document dup is already stored .*left in place") as err:
         await other.run(s.acts.encrypt_document, EncryptDocumentInput(document_id="dup"))

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import ActivityEnvironment
 
 from activities.shelter_keys import ShelterKeyActivities, create_epoch
 from activities.sql.database import Database
+from tests.fixtures.activity_env import InterceptedEnvironment
 from tests.fixtures.postgres import fresh_database
 from westworld import envelope, shamir
 from westworld.errors import DecryptFailed
@@ -60,7 +60,7 @@ async def test_epoch_shares_reconstruct_the_master_key_and_only_their_guardian_o
 ) -> None:
     acts = ShelterKeyActivities(db)
     guardians, privates = make_guardians(10)
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     epoch = await env.run(acts.create_key_epoch, CreateEpochInput(guardians=guardians))
     assert (epoch.epoch, epoch.threshold, len(epoch.shares)) == (1, 3, 10)
     shares = [open_share(epoch, g.id, privates[g.id]) for g in guardians]
@@ -85,7 +85,7 @@ async def test_epoch_shares_reconstruct_the_master_key_and_only_their_guardian_o
 
 async def test_epochs_are_numbered_idempotent_by_key_and_retired(any_db: Database) -> None:
     acts = ShelterKeyActivities(any_db)
-    env = ActivityEnvironment()
+    env = InterceptedEnvironment()
     guardians, _ = make_guardians(5)
     first = await env.run(acts.create_key_epoch, CreateEpochInput(guardians=guardians, threshold=2,
                                                                   epoch_key="rotation:1"))
@@ -104,7 +104,7 @@ async def test_epochs_are_numbered_idempotent_by_key_and_retired(any_db: Databas
 
 async def test_no_epoch_yet_says_what_to_do(db: Database) -> None:
     with pytest.raises(ApplicationError, match="westworld shelter keygen"):
-        await ActivityEnvironment().run(ShelterKeyActivities(db).current_key_epoch)
+        await InterceptedEnvironment().run(ShelterKeyActivities(db).current_key_epoch)
 
 
 def test_bad_epoch_inputs_are_named() -> None:

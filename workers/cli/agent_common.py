@@ -27,7 +27,7 @@ from westworld import capability as cap
 from westworld import discharge as dc
 from westworld import sealed as sl
 from westworld.agents import AgentActionInput, CapabilityDirectory, DirectoryRequest
-from westworld.errors import InvalidInput, WestworldError
+from westworld.errors import InvalidInput, PermanentError, WestworldError
 from westworld.experiment import load_spec, parse_spec
 from westworld.experiment_run import ExperimentInput
 from westworld.keys import canary_id, capability_directory_id, experiment_id
@@ -197,4 +197,4 @@ async def result_or_refusal(work: Awaitable[T]) -> T:
         while isinstance(cause, (ChildWorkflowError, ActivityError)) and cause.cause is not None:
             cause = cause.cause
         why = f"{cause.type}: {cause.message}" if isinstance(cause, ApplicationError) else str(cause or err)
-        raise WestworldError(f"refused: {why}") from err
+        raise PermanentError(f"refused: {why}") from err

@@ -36,7 +36,7 @@ from westworld.chain import (
     Deployment,
     GovernorParams,
 )
-from westworld.errors import CONFIG_ERROR, WestworldError
+from westworld.errors import CONFIG_ERROR, PermanentError
 from westworld.policy import POLICY_HASH_KEY, policy_hash
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ _ZERO_ADDRESS = "0x" + "00" * 20
 def load_artifacts(path: Path = BUILD_FILE) -> dict[str, Any]:
     """{contract name: {abi, bytecode}} written by ``node contracts/build.mjs``."""
     if not path.exists():
-        raise WestworldError(f"{path} is missing: compile the contracts with `node contracts/build.mjs` "
+        raise PermanentError(f"{path} is missing: compile the contracts with `node contracts/build.mjs` "
                              "(`./dev up` does it)", type=CONFIG_ERROR)
     data: dict[str, Any] = json.loads(path.read_text())
     return data
@@ -199,7 +199,7 @@ async def distribute_voting_power(
     """
     if deployer_key is None:
         if not is_dev_chain(dep.chain_id):
-            raise WestworldError("distribute_voting_power: pass the deployer key on a non-dev chain",
+            raise PermanentError("distribute_voting_power: pass the deployer key on a non-dev chain",
                                  type=CONFIG_ERROR)
         deployer_key = ANVIL_DEV_KEY
     w3 = AsyncWeb3(AsyncHTTPProvider(rpc)) if isinstance(rpc, str) else rpc
@@ -270,7 +270,7 @@ async def send_tokens(rpc_url: str, dep: Deployment, sender_key: str, to: str, a
         token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
         held = int(await token.functions.balanceOf(sender.address).call())
         if held < amount:
-            raise WestworldError(f"the deployer account {sender.address} holds {Decimal(held) / 10**18} tokens, "
+            raise PermanentError(f"the deployer account {sender.address} holds {Decimal(held) / 10**18} tokens, "
                                  f"fewer than the {Decimal(amount) / 10**18} asked", type=CONFIG_ERROR)
         tx = Signer(w3, sender, dep.chain_id, dep.abis.values())
         recipient = to_checksum_address(to)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from westworld.errors import CONFIG_ERROR, WestworldError
+from westworld.errors import CONFIG_ERROR, PermanentError
 
 revision = "0001"
 down_revision = None
@@ -118,7 +118,7 @@ def _check_existing(inspector: sa.Inspector, table: sa.Table) -> None:
     have_ix = {str(ix["name"]) for ix in inspector.get_indexes(table.name)}
     want_ix = {str(ix.name) for ix in table.indexes}
     if have != want or not want_ix <= have_ix:
-        raise WestworldError(
+        raise PermanentError(
             f"the database has a table {table.name} that is not the one Westworld made: columns {sorted(have)}, "
             f"indexes {sorted(have_ix)}; expected columns {sorted(want)}, indexes {sorted(want_ix)}. "
             f"Point WESTWORLD_DATABASE_URL at Westworld's own database (or an empty one)", type=CONFIG_ERROR)
