@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,6 +138,28 @@ def _settings_env(s: Settings) -> dict[str, str]:
     return env
 
 
+def component(s: Settings, name: str) -> Component:
+    """The component `up` starts under ``name``, its command built from ``s``."""
+    found = next((c for c in components(s) if c.name == name), None)
+    if found is None:
+        raise KeyError(f"no component {name!r} in this stack (components: {', '.join(c.name for c in components(s))})")
+    return found
+
+
+def launch(s: Settings, comp: Component) -> subprocess.Popen[bytes]:
+    """Start one component the way `up` does (its command from the settings, its log in the logs dir, the
+    settings in its environment) and return once it listens; the test fixtures start theirs through this too."""
+    s.logs_dir.mkdir(parents=True, exist_ok=True)
+    log = s.logs_dir / f"{comp.name}.log"
+    proc = processes.spawn(comp.command(s), log, env=_settings_env(s))
+    try:
+        processes.wait_for_port(proc, comp.port, comp.name, log, comp.timeout)
+    except StartError:
+        processes.stop(proc)
+        raise
+    return proc
+
+
 def up(s: Settings, echo: Callable[[str], None]) -> None:
     s.data_dir.mkdir(parents=True, exist_ok=True)
     s.logs_dir.mkdir(parents=True, exist_ok=True)
@@ -158,16 +181,10 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
         if processes.port_open(comp.port):
             echo(f"{comp.name:13} already running  {comp.address}")
             continue
-        log = s.logs_dir / f"{comp.name}.log"
-        proc = processes.spawn(comp.command(s), log, env=_settings_env(s))
-        try:
-            processes.wait_for_port(proc, comp.port, comp.name, log, comp.timeout)
-        except StartError:
-            processes.stop(proc)
-            raise
+        proc = launch(s, comp)
         state[comp.name] = proc.pid
         _write_state(s, state)
-        echo(f"{comp.name:13} started          {comp.address}  (log {log})")
+        echo(f"{comp.name:13} started          {comp.address}  (log {s.logs_dir / f'{comp.name}.log'})")
     echo(codec_ui_hint(s, codec_token))
     asyncio.run(_sync_workflows(s, echo))
 
