@@ -19,7 +19,9 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.types import RPCEndpoint
 
 from activities.chain import ChainClient
+from activities.charter_chain import CharterChain
 from westworld.audit_anchor import AnchoredHead, LogHead, anchor_payload, parse_anchor
+from westworld.chain import CHARTER
 from westworld.errors import OtterscanUnavailable
 
 ANCHOR_LOOKBACK_BLOCKS = 50_000
@@ -123,4 +125,7 @@ class AnchorActivities:
         }
         tx_hash = await w3.eth.send_raw_transaction(relayer.sign_transaction(tx).raw_transaction)
         await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=120)
+        if CHARTER in self._chain.dep.addresses and head.tree_size > 0:
+            # the hourly anchor also goes to the Charter's checkpoints (idempotent by its latest checkpoint)
+            await CharterChain(self._chain).anchor_checkpoint(head.tree_size, head.root)
         return "0x" + bytes(tx_hash).hex()

@@ -63,12 +63,15 @@ class CharterChain:
         return CharterOnChain(address=c.address, version=version, policy_hash=digest, metrics=tuple(rules))
 
     async def anchor_checkpoint(self, size: int, root: str) -> str:
-        """Append the audit log's head (``root`` hex); "" when that head is already the latest checkpoint."""
+        """Append the audit log's head (``root`` hex); "" when that head is already the latest checkpoint, or when
+        the latest is larger (the contract refuses a log that shrinks; the audit verification reports it)."""
         c = self.chain.contract(CHARTER)
         root_bytes = bytes.fromhex(root.removeprefix("0x"))
         if int(await c.functions.checkpointCount().call()) > 0:
             last_size, last_root, _ = await c.functions.latestCheckpoint().call()
             if int(last_size) == size and bytes(last_root) == root_bytes:
+                return ""
+            if int(last_size) > size:
                 return ""
         tx, _, _ = await self.chain.tx.send(c.functions.anchorCheckpoint(size, root_bytes),
                                             f"anchor audit checkpoint {size}")
