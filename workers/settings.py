@@ -79,8 +79,6 @@ class Settings(BaseSettings):
     )
     policy_file: Path = Field(DEFAULT_POLICY_FILE, description="The network policy the DAO set (its SHA-256 must be "
                               "MeshConfig's `policy.sha256` on chain); see docs/security.md.")
-    anomaly_watch: bool = Field(
-        True, description="`westworld up` starts the network's anomaly watch (workflow anomaly-watch, default "
     charter_file: Path = Field(DEFAULT_CHARTER_FILE, description="The Anti-Delos charter (its SHA-256 must be the "
                                "Charter contract's policyHash on chain, else it is refused); see "
                                "docs/charter-enforcement.md.")
@@ -94,6 +92,8 @@ class Settings(BaseSettings):
                                        "charter_gate_host (lo for a gate on 127.0.0.1).")
     prometheus_config_file: Path | None = Field(None, description="The Prometheus config the charter sync rewrites "
                                                 "(metric_relabel_configs); default: the embedded one's.")
+    anomaly_watch: bool = Field(
+        True, description="`westworld up` starts the network's anomaly watch (workflow anomaly-watch, default "
         "thresholds) unless it runs; false leaves starting it to `westworld agent watch`."
     )
 
@@ -138,18 +138,18 @@ class Settings(BaseSettings):
         return self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}"
 
     @property
-    def prometheus_targets_dir(self) -> Path:
-        """file_sd target files (one per sandbox) the embedded Prometheus watches."""
-        return self.data_dir / "prometheus" / "targets"
-
-
-    @property
     def resolved_prometheus_config(self) -> Path:
         return self.prometheus_config_file or self.data_dir / "prometheus" / "prometheus.json"
 
     @property
     def charter_gate_url(self) -> str:
         return f"http://{self.charter_gate_host}:{self.charter_gate_port}"
+
+    @property
+    def prometheus_targets_dir(self) -> Path:
+        """file_sd target files (one per sandbox) the embedded Prometheus watches."""
+        return self.data_dir / "prometheus" / "targets"
+
 
 def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment (and the optional TOML file), with explicit overrides on top.
