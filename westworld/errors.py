@@ -93,10 +93,10 @@ SIGNATURES_CLOSED = "NotAwaitingSignatures"
 # Trust model (docs/security.md): the policy in force, and requests that try to decide what is not theirs.
 POLICY_INVALID = "PolicyInvalid"  # the policy file does not parse or goes under the hard floors
 POLICY_MISMATCH = "PolicyNotOnChain"  # the policy file's hash is not the one the DAO put on chain
+CHARTER_MISMATCH = "CharterNotOnChain"  # the charter file's hash is not the one the Charter contract holds
 INJECTED_STATE = "InjectedState"  # a start input carries internal state only the workflow itself may carry
 UNAUTHORISED = "Unauthorised"  # a change to a protection without the signatures entitled to make it
 TOKEN_NOT_SEALED = "TokenNotSealed"  # noqa: S105 (an error type) a capability token given in clear
-CHARTER_MISMATCH = "CharterNotOnChain"  # the charter file's hash is not the one the Charter contract holds
 LOOSER_THAN_POLICY = "LooserThanPolicy"  # a request asks for less than the policy's floor (quorum, window, ...)
 PROPOSAL_ALREADY_OPENED = "ProposalAlreadyOpened"  # a new start for a proposal another vote execution opened
 PAYLOAD_UNDECRYPTABLE = "PayloadUndecryptable"  # a payload with an unknown key id, tampered or relabelled

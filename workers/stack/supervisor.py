@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from westworld.errors import StartError
 from westworld.charter_sync import CHARTER_JOB
+from westworld.errors import StartError
 from westworld.keys import SEARCH_ATTRIBUTES
 from workers.codec import create_keyring
 from workers.codec_server import ensure_token, token_path, ui_endpoint
@@ -85,10 +85,10 @@ def components(s: Settings) -> list[Component]:
             lambda s: anvil_args(_chain_port(s), s.data_dir / "anvil-state.json"),
         ),
         Component("codec-server", s.codec_server_port, codec_url, lambda s: _cli("codec-server")),
-        Component(
         # the charter gate before Prometheus: node telemetry reaches Prometheus only through it
         Component("charter-gate", s.charter_gate_port, f"telemetry udp {s.charter_gate_host}:{s.charter_gate_udp_port}"
                   f", {s.charter_gate_url}/metrics", lambda s: _cli("charter-gate")),
+        Component(
             "prometheus", s.prometheus_port, f"http://127.0.0.1:{s.prometheus_port}",
             lambda s: prometheus_args(s.prometheus_port, s.data_dir / "prometheus", s.prometheus_scrape_interval,
                                       {"westworld-worker": f"127.0.0.1:{s.worker_metrics_port}",
@@ -205,12 +205,12 @@ async def _sync_workflows(s: Settings, echo: Callable[[str], None]) -> None:
     client = await connect(s)
     await sync_schedules(client, s.task_queue, echo)
     await sync_watch(client, s, echo)
+    await sync_charter(client, s, echo)
 
 
 def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
     """Deploy the contracts unless the recorded deployment is live on this chain."""
     from workers.stack.contracts import deploy_if_needed
-    await sync_charter(client, s, echo)
 
     deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file,
                                              policy_file=s.policy_file))
@@ -251,24 +251,10 @@ def status(s: Settings) -> list[tuple[str, str, str]]:
         rows.append((comp.name, f"{'up' if healthy else 'DOWN'} ({owner})", comp.address))
     rows.append(("anomaly-watch", _watch_health(s),
                  "workflow anomaly-watch" + ("" if s.anomaly_watch else " (off by setting: `up` leaves it)")))
+    rows.append(("charter", *charter_health(s)))
     return rows
 
 
-def _watch_health(s: Settings) -> str:
-    if not processes.port_open(_temporal_port(s)):
-        return "unknown (Temporal is down)"
-
-    async def ask() -> bool:
-        from workers.client import connect
-        from workers.stack.standing import watch_running
-
-        return await watch_running(await connect(s))
-
-    try:
-    rows.append(("charter", *charter_health(s)))
-        running = asyncio.run(asyncio.wait_for(ask(), timeout=10))
-    except Exception as err:
-        return f"unknown ({type(err).__name__})"
 def charter_health(s: Settings) -> tuple[str, str]:
     """(health, what enforces) of the charter, from the gate's /status: plainly whether the kernel filter runs."""
     import httpx
@@ -285,4 +271,18 @@ def charter_health(s: Settings) -> tuple[str, str]:
     return health, f"kernel filter not loaded ({kernel['reason']}); the userspace gate enforces"
 
 
+def _watch_health(s: Settings) -> str:
+    if not processes.port_open(_temporal_port(s)):
+        return "unknown (Temporal is down)"
+
+    async def ask() -> bool:
+        from workers.client import connect
+        from workers.stack.standing import watch_running
+
+        return await watch_running(await connect(s))
+
+    try:
+        running = asyncio.run(asyncio.wait_for(ask(), timeout=10))
+    except Exception as err:
+        return f"unknown ({type(err).__name__})"
     return "running" if running else "NOT RUNNING"
