@@ -114,3 +114,14 @@ async def test_exit_codes_tell_a_refusal_a_usage_error_and_a_stack_that_does_not
     assert usage.code == EXIT_USAGE and usage.out == ""
     down = await cli(harness, "stuck", "--json", WESTWORLD_TEMPORAL_ADDRESS=f"127.0.0.1:{free_port()}")
     assert down.code == EXIT_UNREACHABLE and down.out == "" and "cannot reach Temporal" in down.err
+    missing = await cli(harness, "experiment", "status", "no-such-experiment", "--json")
+    assert missing.code == EXIT_FAILED and missing.out == "" and "experiment:no-such-experiment" in missing.err
+
+
+async def test_the_registries_and_the_halt_as_json(harness: Harness) -> None:
+    halt = await cli(harness, "halt", "status", "--json")
+    assert halt.code == EXIT_OK, halt.err
+    assert halt.json()["halt"]["halted"] is False and halt.json()["resume"] is None
+    peers = await cli(harness, "agent", "peers", "list", "--json")
+    assert peers.code == EXIT_OK, peers.err
+    assert set(peers.json()) == {"nodes", "peers"} and isinstance(peers.json()["nodes"], dict)
