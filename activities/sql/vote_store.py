@@ -218,14 +218,13 @@ class VoteStore:
         outcomes: list[RecordVoteResult] = []
         async with self._db.engine.begin() as conn:
             if first_run_id is None:
-                return [await self._record_one(conn, proposal_id, b, None) for b in batch], None
+                return await _record_batch(conn, proposal_id, batch, None), None
             owned = await self._owned(conn, proposal_id, first_run_id)
             if owned.closed_at is not None:
                 raise VoteRejected(f"voting on {proposal_id} is closed: its final count was taken", type=VOTE_CLOSED)
             count = _count(owned)
             tally, n = count.tally, count.votes
-            for b in batch:
-                outcome = await self._record_one(conn, proposal_id, b, tally)
+            for outcome in await _record_batch(conn, proposal_id, batch, tally):
                 if outcome.error_type is None and not outcome.repeat and outcome.previous_choice is None:
                     n += 1
                 refused += outcome.error_type is not None
@@ -241,44 +240,6 @@ class VoteStore:
             (ballots.c.proposal_id == proposal_id) & ballots.c.vote_hash.in_(hashes))
         async with self._db.engine.connect() as conn:
             return set((await conn.execute(query)).scalars())
-
-    async def _record_one(self, conn: AsyncConnection, proposal_id: str, b: Ballot,
-                          tally: dict[str, int] | None) -> RecordVoteResult:
-        voter, now = b.voter.lower(), _utcnow()
-        seen = (await conn.execute(sa.select(ballots).where(
-            (ballots.c.proposal_id == proposal_id) & (ballots.c.vote_hash == b.vote_hash)))).first()
-        if seen is not None:
-            return _receipt(seen.choice, seen.weight, seen.previous_choice, seen.previous_weight, repeat=True)
-        key = (votes.c.proposal_id == proposal_id) & (votes.c.voter == voter)
-        current = (await conn.execute(sa.select(votes).where(key))).first()
-        if current is not None and current.vote_hash == b.vote_hash:  # recorded before the ballots table existed
-            return _receipt(current.choice, current.weight, current.previous_choice, current.previous_weight,
-                            repeat=True)
-        if tally is not None and b.choice not in tally:
-            raise InvalidInput(f"vote on {proposal_id}: choice {b.choice!r} is not one of {list(tally)}")
-        row = {"choice": b.choice, "weight": str(b.weight), "vote_hash": b.vote_hash, "signature": b.signature,
-               "payload": canonical_json(b.payload), "created_at": now}
-        previous: tuple[str, str] | None = None
-        if current is None:
-            await conn.execute(sa.insert(votes).values(proposal_id=proposal_id, voter=voter, **row))
-        elif not b.allow_change:
-            return RecordVoteResult(weight=0, error_type=VOTE_ALREADY_CAST, error=(
-                f"{voter} already voted {current.choice!r} on proposal {proposal_id}; this proposal does not "
-                f"allow changing a vote"))
-        else:
-            previous = (current.choice, current.weight)
-            await conn.execute(sa.update(votes).where(key).values(
-                **row, previous_choice=current.choice, previous_weight=current.weight))
-            if tally is not None:
-                tally[current.choice] -= int(current.weight)
-        if tally is not None:
-            tally[b.choice] += b.weight
-        await conn.execute(sa.insert(ballots).values(
-            proposal_id=proposal_id, vote_hash=b.vote_hash, voter=voter, choice=b.choice, weight=str(b.weight),
-            previous_choice=previous[0] if previous else None, previous_weight=previous[1] if previous else None,
-            created_at=now))
-        return _receipt(b.choice, str(b.weight), previous[0] if previous else None,
-                        previous[1] if previous else None, repeat=False)
 
     async def tally(self, proposal_id: str) -> VoteCount | None:
         """The stored tally (None if the proposal was never claimed)."""
@@ -316,3 +277,91 @@ class VoteStore:
                        created_at=r.created_at if r.created_at.tzinfo else r.created_at.replace(tzinfo=UTC))
             for r in rows
         ]
+
+
+IN_CHUNK = 500  # keys per IN (...) list
+
+
+async def _rows_by(conn: AsyncConnection, table: sa.Table, proposal_id: str, column: str,
+                   keys: list[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    col = table.c[column]
+    for i in range(0, len(keys), IN_CHUNK):
+        rows = await conn.execute(sa.select(table).where((table.c.proposal_id == proposal_id)
+                                                         & col.in_(keys[i:i + IN_CHUNK])))
+        found.update({r._mapping[column]: dict(r._mapping) for r in rows})
+    return found
+
+
+async def _record_batch(conn: AsyncConnection, proposal_id: str, batch: list[Ballot],
+                        tally: dict[str, int] | None) -> list[RecordVoteResult]:
+    """Each ballot's receipt, in order, as if recorded one after another; read and written in a few statements.
+
+    In order, for each ballot: its hash accepted before -> its first receipt (``repeat``); the voter's current
+    ballot has that hash (recorded before the ballots table existed) -> the same; a choice the proposal lacks ->
+    ``InvalidInput`` (nothing of the batch is written); a voter with no ballot -> recorded; a voter with one ->
+    refused ``VOTE_ALREADY_CAST`` unless ``allow_change``, then it replaces it (the tally moves its weight)."""
+    now = _utcnow()
+    seen = await _rows_by(conn, ballots, proposal_id, "vote_hash", list({b.vote_hash for b in batch}))
+    current = await _rows_by(conn, votes, proposal_id, "voter", list({b.voter.lower() for b in batch}))
+    new_votes: dict[str, dict[str, Any]] = {}  # voter -> row to insert (a voter without a ballot before)
+    changed: dict[str, dict[str, Any]] = {}  # voter -> row replacing the stored one
+    new_ballots: list[dict[str, Any]] = []
+    outcomes: list[RecordVoteResult] = []
+    for b in batch:
+        voter = b.voter.lower()
+        if (first := seen.get(b.vote_hash)) is not None:
+            outcomes.append(_receipt(first["choice"], first["weight"], first["previous_choice"],
+                                     first["previous_weight"], repeat=True))
+            continue
+        cur = current.get(voter)
+        if cur is not None and cur["vote_hash"] == b.vote_hash:  # recorded before the ballots table existed
+            outcomes.append(_receipt(cur["choice"], cur["weight"], cur["previous_choice"], cur["previous_weight"],
+                                     repeat=True))
+            continue
+        if tally is not None and b.choice not in tally:
+            raise InvalidInput(f"vote on {proposal_id}: choice {b.choice!r} is not one of {list(tally)}")
+        row: dict[str, Any] = {
+            "proposal_id": proposal_id, "voter": voter, "choice": b.choice, "weight": str(b.weight),
+            "vote_hash": b.vote_hash, "signature": b.signature, "payload": canonical_json(b.payload),
+            "previous_choice": None, "previous_weight": None, "created_at": now}
+        previous: tuple[str, str] | None = None
+        if cur is None:
+            new_votes[voter] = row
+        elif not b.allow_change:
+            outcomes.append(RecordVoteResult(weight=0, error_type=VOTE_ALREADY_CAST, error=(
+                f"{voter} already voted {cur['choice']!r} on proposal {proposal_id}; this proposal does not "
+                f"allow changing a vote")))
+            continue
+        else:
+            previous = (cur["choice"], cur["weight"])
+            row.update(previous_choice=cur["choice"], previous_weight=cur["weight"])
+            (new_votes if voter in new_votes else changed)[voter] = row
+            if tally is not None:
+                tally[cur["choice"]] -= int(cur["weight"])
+        current[voter] = row
+        if tally is not None:
+            tally[b.choice] += b.weight
+        receipt: dict[str, Any] = {
+            "proposal_id": proposal_id, "vote_hash": b.vote_hash, "voter": voter, "choice": b.choice,
+            "weight": str(b.weight), "previous_choice": previous[0] if previous else None,
+            "previous_weight": previous[1] if previous else None, "created_at": now}
+        seen[b.vote_hash] = receipt
+        new_ballots.append(receipt)
+        outcomes.append(_receipt(b.choice, str(b.weight), receipt["previous_choice"], receipt["previous_weight"],
+                                 repeat=False))
+    if new_votes:
+        await conn.execute(sa.insert(votes), list(new_votes.values()))
+    if changed:
+        key = (votes.c.proposal_id == sa.bindparam("k_proposal")) & (votes.c.voter == sa.bindparam("k_voter"))
+        await conn.execute(
+            sa.update(votes).where(key).values({c: sa.bindparam(f"v_{c}") for c in CHANGED_COLUMNS}),
+            [{"k_proposal": proposal_id, "k_voter": v, **{f"v_{c}": r[c] for c in CHANGED_COLUMNS}}
+             for v, r in changed.items()])
+    if new_ballots:
+        await conn.execute(sa.insert(ballots), new_ballots)
+    return outcomes
+
+
+CHANGED_COLUMNS = ("choice", "weight", "vote_hash", "signature", "payload", "previous_choice", "previous_weight",
+                   "created_at")

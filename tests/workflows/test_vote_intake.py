@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from temporalio.service import RPCError
 
 from activities.chain import load_deployment
 from tests.workflows.conftest import TOKEN, Harness, eventually
@@ -215,7 +216,9 @@ async def test_killing_the_intake_and_the_worker_mid_load_loses_and_doubles_noth
         assert sorted(await store.vote_hashes(inp.proposal.id)) == sorted(r.body["vote_hash"]
                                                                           for r in receipts.values())
         assert tally == {"for": LOAD_VOTERS // 2 * TOKEN, "against": 0, "abstain": LOAD_VOTERS // 2 * TOKEN}
-        await eventually(lambda: handle.query(DaoVoteWorkflow.status), lambda st: st.tally == tally, timeout=60)
+        # The restarted worker answers queries once it polls (a query before that times out: not yet).
+        await eventually(lambda: handle.query(DaoVoteWorkflow.status), lambda st: st.tally == tally, timeout=120,
+                         not_yet=(RPCError,))
         await harness.skipper.fast_forward(handle, timedelta(hours=72, minutes=1))
         result = await handle.result()
         assert (result.votes, result.tally) == (LOAD_VOTERS, tally)
