@@ -33,11 +33,12 @@ from westworld.errors import (
     VOTE_NO_POWER,
     VOTE_UNAVAILABLE,
     VOTE_UNKNOWN_PROPOSAL,
+    VoteRejected,
 )
 from westworld.vote import VoteRequest
 from workers.client import connect
 from workers.settings import Settings, load_settings
-from workers.web.intake import Hints, Refused, VoteIntake, utcnow
+from workers.web.intake import Hints, VoteIntake, utcnow
 from workers.web.verify import Verifier
 from workers.wiring import governance as governance_wiring
 
@@ -67,7 +68,7 @@ async def post_vote(request: web.Request) -> web.Response:
         return refusal(INVALID_INPUT, f"not a signed vote: {problems}")
     try:
         receipt = await request.app[INTAKE].cast(vote)
-    except Refused as err:
+    except VoteRejected as err:
         return refusal(err.type, err.message)
     return web.Response(body=receipt.model_dump_json(), content_type="application/json")
 

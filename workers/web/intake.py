@@ -60,16 +60,6 @@ CLOSED_TTL = 1.0  # seconds an open proposal's closed flag is trusted before it 
 # transaction refuses a closed proposal's ballots regardless; this only answers VotingClosed sooner)
 
 
-class Refused(Exception):
-    """A vote the intake does not accept: ``type`` is the refusal's constant (the workflow's, for the same
-    case); ``VoteNotRecorded`` means the store or the chain did not answer (try again)."""
-
-    def __init__(self, type: str, message: str) -> None:
-        super().__init__(message)
-        self.type = type
-        self.message = message
-
-
 @dataclass
 class OpenVote:
     """A proposal as the intake serves it."""
@@ -117,7 +107,7 @@ def utcnow() -> datetime:
 
 
 class VoteIntake:
-    """``await intake.cast(vote)`` -> the receipt, or raises :class:`Refused`."""
+    """``await intake.cast(vote)`` -> the receipt, or raises :class:`~westworld.errors.VoteRejected`."""
 
     def __init__(self, store: VoteStore, votes: VoteActivities, verifier: Verifier, hints: Hints, *,
                  clock: Callable[[], datetime] = utcnow, max_batch: int = MAX_BATCH) -> None:
@@ -144,14 +134,11 @@ class VoteIntake:
         p = await self._proposal(vote.proposal_id)
         opening = p.proposal.opening
         if p.closed:
-            raise Refused(VOTE_CLOSED, f"voting on {vote.proposal_id} is closed")
+            raise VoteRejected(f"voting on {vote.proposal_id} is closed", type=VOTE_CLOSED)
         if self._clock() >= opening.deadline:
-            raise Refused(VOTE_AFTER_DEADLINE, f"vote on {vote.proposal_id} arrived after its deadline "
-                                               f"{opening.deadline.isoformat()}")
-        try:
-            vote_hash = await self._verifier.verify(vote, p.ctx_json)
-        except VoteRejected as err:
-            raise Refused(err.type, err.message) from err
+            raise VoteRejected(f"vote on {vote.proposal_id} arrived after its deadline "
+                               f"{opening.deadline.isoformat()}", type=VOTE_AFTER_DEADLINE)
+        vote_hash = await self._verifier.verify(vote, p.ctx_json)  # a VoteRejected: the refusal as it is
         governor = opening.governor
         record = RecordVoteInput(
             request=vote, vote_hash=vote_hash, timepoint=opening.snapshot.timepoint,
@@ -161,11 +148,11 @@ class VoteIntake:
         try:  # weighed before the ballot waits for a transaction (the record path finds it cached)
             await self._votes.prefetch_power(vote.voter, record.timepoint)
         except Exception as err:
-            raise Refused(VOTE_UNAVAILABLE, f"the chain did not answer for {vote.voter}'s voting power, try "
-                                            f"again: {err}") from err
+            raise VoteRejected(f"the chain did not answer for {vote.voter}'s voting power, try "
+                               f"again: {err}", type=VOTE_UNAVAILABLE) from err
         outcome = await self._commit(p, record)
         if outcome.error_type is not None:
-            raise Refused(outcome.error_type, outcome.error or "vote refused")
+            raise VoteRejected(outcome.error or "vote refused", type=outcome.error_type)
         return VoteReceipt(vote_hash=vote_hash, voter=vote.voter, choice=outcome.choice or vote.choice,
                            weight=outcome.weight, replaced_choice=outcome.previous_choice)
 
@@ -177,19 +164,19 @@ class VoteIntake:
                     p.closed = bool((found := await self._store.intake_proposal(proposal_id)) and found.closed)
             return p
         if self._unknown.get(proposal_id, 0.0) > time.monotonic():
-            raise Refused(VOTE_UNKNOWN_PROPOSAL, f"unknown proposal {proposal_id!r}: no vote opened it")
+            raise VoteRejected(f"unknown proposal {proposal_id!r}: no vote opened it", type=VOTE_UNKNOWN_PROPOSAL)
         try:
             found = await self._store.intake_proposal(proposal_id)
         except Exception as err:
-            raise Refused(VOTE_UNAVAILABLE, f"the vote store did not answer, try again: {err}") from err
+            raise VoteRejected(f"the vote store did not answer, try again: {err}", type=VOTE_UNAVAILABLE) from err
         if found is None:
             self._unknown[proposal_id] = time.monotonic() + UNKNOWN_TTL
-            raise Refused(VOTE_UNKNOWN_PROPOSAL, f"unknown proposal {proposal_id!r}: no vote opened it (or it "
-                                                 f"is still opening)")
+            raise VoteRejected(f"unknown proposal {proposal_id!r}: no vote opened it (or it "
+                               f"is still opening)", type=VOTE_UNKNOWN_PROPOSAL)
         ctx = ballot.context_of(found.opening)
         if ctx is None:
-            raise Refused(VOTE_UNKNOWN_PROPOSAL, f"proposal {proposal_id!r} was opened by an older worker and "
-                                                 f"takes votes through its workflow's cast_vote update only")
+            raise VoteRejected(f"proposal {proposal_id!r} was opened by an older worker and "
+                               f"takes votes through its workflow's cast_vote update only", type=VOTE_UNKNOWN_PROPOSAL)
         p = self._open[proposal_id] = OpenVote(found, ctx, ctx.model_dump_json(), closed=found.closed,
                                                checked=time.monotonic())
         return p
@@ -219,10 +206,11 @@ class VoteIntake:
                         kind = VOTE_UNAVAILABLE
                     if kind == VOTE_CLOSED:
                         p.closed = True
-                    _fail(batch, Refused(kind, err.message))
+                    _fail(batch, VoteRejected(err.message, type=kind))
                     continue
                 except Exception as err:  # the store or the chain does not answer: nothing was committed
-                    _fail(batch, Refused(VOTE_UNAVAILABLE, f"the vote could not be recorded, try again: {err}"))
+                    _fail(batch, VoteRejected(f"the vote could not be recorded, try again: {err}",
+                                              type=VOTE_UNAVAILABLE))
                     continue
                 self.commits += 1
                 for (_, fut), outcome in zip(batch, result.outcomes, strict=True):
@@ -233,7 +221,7 @@ class VoteIntake:
             del self._committers[opening.proposal_id]
 
 
-def _fail(batch: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]], err: Refused) -> None:
+def _fail(batch: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]], err: VoteRejected) -> None:
     for _, fut in batch:
         if not fut.done():
             fut.set_exception(err)
