@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from temporalio.client import WorkflowHandle
+
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.shelter_helpers import make_guardians, seed_document
 from tests.workflows.test_dao_vote import vote
@@ -54,7 +56,8 @@ async def test_read_commands_print_one_json_document_with_amounts_as_strings(har
     access = await start(h, g, doc)
     request_id = access.id.split(":", 1)[1]
     pid = access_proposal_id(request_id)
-    ballot = h.client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_id(pid))
+    ballot: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult] = h.client.get_workflow_handle_for(
+        DaoVoteWorkflow.run, vote_id(pid))
     await eventually(lambda: access.query(DocumentAccessWorkflow.status), lambda s: s.decision is AccessDecision.VOTING)
     await eventually(lambda: ballot.query(DaoVoteWorkflow.status), lambda s: s.state is VoteState.OPEN)
     receipt = await vote(ballot, h.voters[30], "for")
