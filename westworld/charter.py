@@ -83,12 +83,22 @@ class Committee(_Strict):
     threshold: int = Field(5, ge=1, description="k: signatures needed to decide a case (k-of-n).")
 
 
+class Reports(_Strict):
+    """Anonymous violation reports: the spam brakes (GlobaLeaks-style) and the key reports are sealed to."""
+
+    pow_bits: int = Field(18, ge=8, le=28, description="Leading zero bits of a report's hashcash proof of work.")
+    per_hour: int = Field(30, ge=1, le=10_000, description="Reports the intake accepts per hour, from everyone.")
+    committee_public_key: str = Field("", pattern=r"^([0-9a-f]{64})?$",
+                                      description="The committee's X25519 public key (hex) reports are sealed to.")
+
+
 class CharterSpec(_Strict):
     metrics: tuple[AllowedMetric, ...] = Field(min_length=1)
     blocked: tuple[BlockedCategory, ...] = Field(min_length=1)
     pseudonymisation: Pseudonymisation = Field(default_factory=Pseudonymisation)
     consent: Consent = Field(default_factory=Consent)
     committee: Committee
+    reports: Reports = Field(default_factory=Reports)
 
 
 class CharterMetadata(_Strict):

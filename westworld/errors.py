@@ -29,6 +29,9 @@ themselves. ``WestworldError`` itself is the root and is not raised.
     |   +-- StepDenied          CAPABILITY_DENIED   a canary step's agent action refused
     |   +-- ConsentRejected     CONSENT_REJECTED    a consent grant or withdrawal refused
     |   +-- KernelEnforcementUnavailable            the kernel cannot run the charter's filter (.reason)
+    |   +-- ExportRefused       EXPORT_REFUSED      a data export request refused
+    |   +-- ReportRefused       REPORT_REFUSED      a violation report refused at intake
+    |   +-- CaseRefused         CASE_REFUSED        a case action refused (type: CASE_REFUSED or one of SIGNER_*)
     |   +-- StorageRejected     INVALID_INPUT       a storage network refused a request
     |   |   +-- IpfsError, ArweaveError, SiaError
     |   +-- OtterscanUnavailable                    the chain node has no Otterscan API (a fallback is used)
@@ -105,6 +108,10 @@ PAYLOAD_UNDECRYPTABLE = "PayloadUndecryptable"  # a payload with an unknown key 
 CHARTER_INVALID = "CharterInvalid"  # a charter file that does not parse or breaks a rule
 CONSENT_REJECTED = "ConsentRejected"  # a consent grant or withdrawal that cannot be accepted
 KERNEL_UNAVAILABLE = "KernelEnforcementUnavailable"  # the kernel cannot run the charter's eBPF filter here
+CONSENT_REPLAYED = "ConsentReplayed"  # a consent message whose nonce its subject already used
+EXPORT_REFUSED = "ExportRefused"  # a data export request that is not signed by its subject, expired or malformed
+REPORT_REFUSED = "ReportRefused"  # a violation report refused at intake (proof of work, rate limit, size, duplicate)
+CASE_REFUSED = "CaseRefused"  # a committee or reporter action on a case refused (who signed, what state)
 
 # Outside systems: a Snapshot hub, the replicas of a sheltered document.
 SNAPSHOT_UNAVAILABLE = "SnapshotUnavailable"  # this worker has no Snapshot hub configured
@@ -281,6 +288,24 @@ class KernelEnforcementUnavailable(PermanentError):
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class ExportRefused(PermanentError):
+    """A data export request that cannot be served (not signed by its subject, expired, a bad key)."""
+
+    type = EXPORT_REFUSED
+
+
+class ReportRefused(PermanentError):
+    """A violation report refused at intake: proof of work, rate limit, size or a receipt already used."""
+
+    type = REPORT_REFUSED
+
+
+class CaseRefused(PermanentError):
+    """A case action refused: not a committee member, a bad signature, a repeat, or the case not in that state."""
+
+    type = CASE_REFUSED
 
 
 class StorageRejected(PermanentError):

@@ -198,7 +198,33 @@ def document_id(name: str) -> str:
 AUDIT_ANCHOR_SCHEDULE = "audit-anchor"
 GUARDIAN_ROTATION_SCHEDULE = "guardian-rotation"
 REPLICA_AUDIT_SCHEDULE = "replica-audit"
+RETENTION_PURGE_SCHEDULE = "retention-purge"
 
 
 # --- charter -----------------------------------------------------------------------------------------------------
 CHARTER_SYNC_ID = "charter-sync"  # CharterSyncWorkflow, the standing one `westworld up` starts
+
+
+# --- charter: users' rights ------------------------------------------------------------------------------------
+REPORT_INTAKE_ID = "charter-reports"  # ViolationIntakeWorkflow: the one intake every anonymous report goes through
+CASE_PREFIX = "case:"
+
+
+def consent_id(subject: str) -> str:
+    """CharterConsentWorkflow: ``consent:<subject address, lower case>`` (one per data subject)."""
+    return f"consent:{subject.lower()}"
+
+
+def export_id(subject: str, nonce: int) -> str:
+    """DataExportWorkflow: ``export:<subject address, lower case>:<nonce of the signed request>``."""
+    return f"export:{subject.lower()}:{nonce}"
+
+
+def case_id(receipt_hash: str) -> str:
+    """ViolationReportWorkflow: ``case:<first 32 hex of the receipt hash>`` (the receipt code itself never)."""
+    return f"{CASE_PREFIX}{receipt_hash[:32]}"
+
+
+def case_proposal_id(case_workflow_id: str) -> str:
+    """The DAO proposal a case escalates to when its committee misses the deadline: ``case-<32 hex>``."""
+    return f"case-{case_workflow_id.removeprefix(CASE_PREFIX)}"

@@ -34,6 +34,7 @@ from aiohttp import web
 from activities.charter_gate import CharterGate
 from activities.charter_kernel import STAT_NAMES, KernelFilter, pref_for
 from westworld.charter import Whitelist, charter_hash, load_charter
+from workers.charter_consent_routes import add_consent_routes
 from westworld.errors import CharterInvalid, InvalidInput, KernelEnforcementUnavailable
 from workers.settings import Settings, load_settings
 
@@ -233,6 +234,7 @@ async def start(s: Settings, *, kernel: bool = True) -> RunningGate:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     app.router.add_put("/charter", put_charter)
+    add_consent_routes(app, lambda: state.gate, token)  # POST /consent: workers/charter_consent_routes.py
     runner = web.AppRunner(app, access_log=None)  # no access log: no scraper or node addresses are kept
     await runner.setup()
     site = web.TCPSite(runner, s.charter_gate_host, s.charter_gate_port, reuse_address=True)

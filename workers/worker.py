@@ -25,6 +25,7 @@ from workers.metrics import Metrics, MetricsInterceptor, make_runtime, start_own
 from workers.settings import Settings, load_settings
 from workers.wiring import capabilities as capabilities_wiring
 from workers.wiring import charter as charter_wiring
+from workers.wiring import charter_rights as charter_rights_wiring
 from workers.wiring import experiments as experiments_wiring
 from workers.wiring import governance as governance_wiring
 from workers.wiring import shelter as shelter_wiring
@@ -33,7 +34,7 @@ from workflows.runner_sandbox import workflow_runner
 log = logging.getLogger("westworld.worker")
 
 # Each part wires its own workflows and activities in workers/wiring/<part>.py.
-PARTS = (experiments_wiring, capabilities_wiring, shelter_wiring, charter_wiring)
+PARTS = (experiments_wiring, capabilities_wiring, shelter_wiring, charter_wiring, charter_rights_wiring)
 WORKFLOWS: Sequence[type] = (*governance_wiring.WORKFLOWS, *(w for part in PARTS for w in part.WORKFLOWS))
 
 

@@ -228,3 +228,34 @@ shelter_rewraps = sa.Table(
     sa.Column("from_epoch", sa.Integer, nullable=False),
     sa.Column("wrapped_key", sa.Text, nullable=False),  # JSON Sealed: the data key sealed to the NEW master public key
 )
+
+# --- owner: activities/sql/charter_store.py (CharterStore) -----------------------------------------------------
+charter_consents = sa.Table(  # every signed consent message accepted (a subject's nonce is used once)
+    "charter_consents", metadata,
+    sa.Column("subject", sa.String(42), primary_key=True),
+    sa.Column("nonce", sa.String(80), primary_key=True),  # decimal: a uint256
+    sa.Column("metric", sa.String(128), nullable=False),
+    sa.Column("granted", sa.Boolean, nullable=False),
+    sa.Column("consent_hash", sa.String(66), nullable=False, unique=True),
+    sa.Column("workflow_id", sa.String(300), nullable=False),
+    sa.Column("at", TS, nullable=False),
+)
+charter_exports = sa.Table(  # delivered export bundles (sealed to their subject) and where they are
+    "charter_exports", metadata,
+    sa.Column("export_id", sa.String(300), primary_key=True),
+    sa.Column("subject", sa.String(42), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("cid", sa.String(128), nullable=False),
+    sa.Column("file", sa.String(500), nullable=False),
+    sa.Column("delivered_at", TS, nullable=False),
+)
+charter_cases = sa.Table(  # decided violation cases, redacted: what is published, nothing about the reporter
+    "charter_cases", metadata,
+    sa.Column("case_id", sa.String(64), primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("decided_by", sa.Text, nullable=False),  # JSON list of member addresses (or the DAO proposal)
+    sa.Column("opened_at", TS, nullable=False),
+    sa.Column("closed_at", TS, nullable=False),
+)

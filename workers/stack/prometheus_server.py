@@ -59,7 +59,8 @@ def prometheus_args(port: int, home: Path, scrape_interval: float, static_target
     config.write_text(render_config(targets, scrape_interval, static_targets))
     return [prometheus_binary(), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
             f"--storage.tsdb.path={home / 'tsdb'}", "--storage.tsdb.retention.time=2d", "--log.level=warn",
-            "--web.enable-lifecycle"]  # POST /-/reload: the charter sync reloads the scrape rules it rewrote
+            "--web.enable-lifecycle",  # POST /-/reload: the charter sync reloads the scrape rules it rewrote
+            "--web.enable-admin-api"]  # delete_series + clean_tombstones: consent withdrawals and retention purges
 
 
 def start_prometheus(port: int, home: Path, scrape_interval: float,
