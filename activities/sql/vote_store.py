@@ -34,8 +34,8 @@ from westworld.errors import (
     VOTE_ALREADY_CAST,
     VOTE_CLOSED,
     InvalidInput,
+    PermanentError,
     VoteRejected,
-    WestworldError,
 )
 from westworld.tally import empty_tally, recount
 from westworld.vote import (
@@ -95,10 +95,10 @@ def _receipt(choice: str, weight: str, previous_choice: str | None, previous_wei
 
 def _owner_checked(row: Any, proposal_id: str, first_run_id: str) -> Any:
     if row is None:
-        raise WestworldError(f"proposal {proposal_id} was never opened by a vote (no claim in the store)",
+        raise PermanentError(f"proposal {proposal_id} was never opened by a vote (no claim in the store)",
                              type=INJECTED_STATE)
     if row.first_run_id != first_run_id:
-        raise WestworldError(f"proposal {proposal_id} belongs to the vote {row.workflow_id} (first run "
+        raise PermanentError(f"proposal {proposal_id} belongs to the vote {row.workflow_id} (first run "
                              f"{row.first_run_id}), not to run chain {first_run_id}",
                              type=PROPOSAL_ALREADY_OPENED)
     return row
@@ -156,7 +156,7 @@ class VoteStore:
         """Take ``proposal_id`` for the execution chain ``first_run_id`` (idempotent for that chain).
 
         Raises:
-            WestworldError: (``PROPOSAL_ALREADY_OPENED``) another execution opened it, or ballots exist for it.
+            PermanentError: (``PROPOSAL_ALREADY_OPENED``) another execution opened it, or ballots exist for it.
         """
         async with self._db.engine.begin() as conn:
             row = (await conn.execute(sa.select(proposals).where(proposals.c.proposal_id == inp.proposal_id)
@@ -164,14 +164,14 @@ class VoteStore:
             if row is None:
                 if (await conn.execute(sa.select(votes.c.voter).where(votes.c.proposal_id == inp.proposal_id)
                                        .limit(1))).first() is not None:
-                    raise WestworldError(f"proposal {inp.proposal_id} already has recorded votes: it was opened "
+                    raise PermanentError(f"proposal {inp.proposal_id} already has recorded votes: it was opened "
                                          f"before and cannot be opened again", type=PROPOSAL_ALREADY_OPENED)
                 await conn.execute(sa.insert(proposals).values(
                     proposal_id=inp.proposal_id, first_run_id=inp.first_run_id, workflow_id=inp.workflow_id,
                     tally=_tally_json(empty_tally(inp.choices)), votes=0, rejected=0, created_at=_utcnow()))
                 return
         if row.first_run_id != inp.first_run_id:
-            raise WestworldError(f"proposal {inp.proposal_id} was opened already by the vote {row.workflow_id} "
+            raise PermanentError(f"proposal {inp.proposal_id} was opened already by the vote {row.workflow_id} "
                                  f"(first run {row.first_run_id}); a new start cannot reopen it",
                                  type=PROPOSAL_ALREADY_OPENED)
 
@@ -189,13 +189,13 @@ class VoteStore:
         """A continued run's state: the stored opening and the tally.
 
         Raises:
-            WestworldError: (``INJECTED_STATE``) nothing was opened for this chain; (``PROPOSAL_ALREADY_OPENED``)
+            PermanentError: (``INJECTED_STATE``) nothing was opened for this chain; (``PROPOSAL_ALREADY_OPENED``)
                 another chain owns the proposal.
         """
         async with self._db.engine.begin() as conn:
             row = await self._owned(conn, inp.proposal_id, inp.first_run_id)
         if row.opening is None:
-            raise WestworldError(f"proposal {inp.proposal_id}: a continued run found no stored opening; only the "
+            raise PermanentError(f"proposal {inp.proposal_id}: a continued run found no stored opening; only the "
                                  f"first run of a vote opens it", type=INJECTED_STATE)
         return LoadedVote(opening=VoteOpening.model_validate_json(row.opening), count=_count(row))
 
@@ -210,7 +210,7 @@ class VoteStore:
 
         Raises:
             InvalidInput: a voter that is not an address, a negative weight, a choice the proposal does not have.
-            WestworldError: (``PROPOSAL_ALREADY_OPENED``/``INJECTED_STATE``) the caller does not own the proposal.
+            PermanentError: (``PROPOSAL_ALREADY_OPENED``/``INJECTED_STATE``) the caller does not own the proposal.
         """
         for b in batch:
             if not ADDRESS.fullmatch(b.voter.lower()) or b.weight < 0:
