@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import uuid
 from datetime import timedelta
 
@@ -235,3 +236,35 @@ async def test_killing_the_intake_and_the_worker_mid_load_loses_and_doubles_noth
 
 async def _n(receipts: dict[str, Posted]) -> int:
     return len(receipts)
+
+
+async def westworld(h: Harness, web_url: str, *args: str, ok: bool = True) -> str:
+    env = {**os.environ, "WESTWORLD_DATA_DIR": str(h.settings.data_dir), "WESTWORLD_TEMPORAL_ADDRESS":
+           h.settings.temporal_address, "WESTWORLD_TASK_QUEUE": h.task_queue,
+           "WESTWORLD_CHAIN_RPC_URL": h.settings.chain_rpc_url, "WESTWORLD_WEB_URL": web_url}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "workers.main", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    text = out.decode() + err.decode()
+    assert (proc.returncode == 0) == ok, f"westworld {' '.join(args)} -> {proc.returncode}:\n{text}"
+    return text
+
+
+async def test_vote_cast_posts_to_the_intake_and_says_so_when_it_is_down(harness: Harness) -> None:
+    handle = await start(harness, DaoVoteInput(proposal=proposal(), early_close=False))
+    pid = (await handle.query(DaoVoteWorkflow.status)).proposal_id
+    keys = []
+    for i in (7, 8):
+        path = harness.settings.data_dir / f"voter-{i}.key"
+        path.write_text(harness.voters[i].key.hex())
+        keys.append(str(path))
+    async with serve_intake(harness) as url:
+        out = await westworld(harness, url, "vote", "cast", pid, "--choice", "for", "--key", keys[0])
+        assert "accepted" in out and "note:" not in out
+        again = await westworld(harness, url, "vote", "cast", pid, "--choice", "against", "--key", keys[0], ok=False)
+        assert f"({VOTE_ALREADY_CAST})" in again
+    down = f"http://127.0.0.1:{processes.free_port()}"
+    out = await westworld(harness, down, "vote", "cast", pid, "--choice", "against", "--key", keys[1])
+    assert "does not answer" in out and "cast_vote update instead" in out and "accepted" in out
+    assert await harness.resources.votes.count(pid) == 2
+    await handle.terminate("test done")

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+import typer
 from eth_account import Account
 from pydantic import BaseModel
 from temporalio.client import (
@@ -22,7 +24,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.chain import ChainClient
 from westworld import ballot
-from westworld.errors import VOTE_BAD_CHOICE, VOTE_CLOSED, InvalidInput, NotConfigured
+from westworld.errors import VOTE_BAD_CHOICE, VOTE_CLOSED, VOTE_UNKNOWN_PROPOSAL, InvalidInput, NotConfigured
 from westworld.keys import vote_id
 from westworld.vote import (
     DaoVoteInput,
@@ -106,7 +108,9 @@ def read_key(path: Path) -> str:
 
 async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str, key: str,
                       reason: str = "") -> VoteReceipt:
-    """Sign locally and submit through the update; raises WorkflowUpdateFailedError on refusal."""
+    """Sign locally and post to the vote intake (the web process), or through the workflow's update when the
+    intake is down or does not serve this vote; a refusal raises ``ApplicationError`` (intake) or
+    ``WorkflowUpdateFailedError`` (update), typed alike."""
     handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_id(proposal_id))
     ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     for _ in range(CONTEXT_POLLS):  # a run that just continued as new reads its opening from the store first
@@ -125,7 +129,38 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
     if choice not in ctx.choices:
         raise ApplicationError(f"choice {choice!r} is not one of {ctx.choices}", type=VOTE_BAD_CHOICE)
     signed = unsigned.model_copy(update={"signature": ballot.sign(unsigned, ctx, key)})
-    return await cast_with_retry(handle, signed)
+    try:
+        return await post_to_intake(s, signed)
+    except IntakeDown as err:  # the same ballot through the workflow's update: the store's same rules apply
+        typer.secho(f"note: {err}; sending the vote through the workflow's cast_vote update instead",
+                    fg=typer.colors.YELLOW, err=True)
+        return await cast_with_retry(handle, signed)
+
+
+class IntakeDown(Exception):
+    """The vote intake did not take the ballot and did not refuse it: down, or this vote is not served there."""
+
+
+async def post_to_intake(s: Settings, vote: VoteRequest) -> VoteReceipt:
+    """POST the signed vote to the web process's intake; the receipt, or ``ApplicationError`` with the refusal's
+    type. Raises ``IntakeDown`` when it does not answer or does not serve this vote (an older opening)."""
+    url = f"{s.resolved_web_url}/v1/votes"
+    try:
+        async with httpx.AsyncClient(timeout=30.0) as http:
+            r = await http.post(url, content=vote.model_dump_json(), headers={"content-type": "application/json"})
+    except httpx.TransportError as err:
+        raise IntakeDown(f"the vote intake at {url} does not answer ({type(err).__name__}); is `westworld up` "
+                         f"running its web process?") from err
+    if r.status_code == 200:
+        return VoteReceipt.model_validate_json(r.content)
+    try:
+        body = r.json()
+        kind, message = str(body["type"]), str(body["message"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise IntakeDown(f"the vote intake at {url} answered {r.status_code} without a typed refusal") from err
+    if r.status_code == 404 and kind == VOTE_UNKNOWN_PROPOSAL:  # open in Temporal but not on the intake
+        raise IntakeDown(f"the vote intake does not serve {vote.proposal_id} ({message})")
+    raise ApplicationError(message, type=kind, non_retryable=r.status_code != 503)
 
 
 async def cast_with_retry(handle: WorkflowHandle[DaoVoteWorkflow, DaoVoteResult], vote: VoteRequest,
