@@ -50,7 +50,9 @@ class VoteActivities:
         weight = await self._chain.voting_power(vote.voter, inp.timepoint)
         if weight == 0:
             raise VoteRejected(
-                f"{vote.voter} had no voting power at the snapshot (timepoint {inp.timepoint}) of {vote.proposal_id}",
+                f"{vote.voter} had no voting power at the snapshot (timepoint {inp.timepoint}) of {vote.proposal_id}: "
+                "power counts once its tokens are delegated before a vote opens (`westworld vote delegate --key "
+                "FILE`; on the local chain, tokens from `westworld vote faucet ADDRESS --tokens N` first)",
                 type=VOTE_NO_POWER,
             )
         if inp.snapshot_typed_data is not None:  # a vote the hub refuses is not kept here either
