@@ -173,6 +173,8 @@ class CaseState(BaseModel):
     decided_by: list[str] = Field(default_factory=list)
     escalated_to: str = ""
     reminders: int = 0
+    reporter_box_key: str = Field("", description="Questions to the reporter are sealed to it (random, derived "
+                                  "from their receipt code).")
 
 
 class CaseResult(BaseModel):

@@ -75,7 +75,8 @@ class ViolationReportWorkflow:
         self._committee: CaseCommittee | None = None
         self._ctx: ConsentContext | None = None
         self._state = CaseState(case_id=workflow.info().workflow_id, source=input.source, step="opening",
-                                opened_at=now, deadline=now + input.decide_within, threshold=0)
+                                opened_at=now, deadline=now + input.decide_within, threshold=0,
+                                reporter_box_key=input.reporter_box_key)
         self._summaries: dict[str, str] = {}
         self._decided: tuple[str, str] | None = None
 

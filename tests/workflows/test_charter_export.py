@@ -50,7 +50,7 @@ async def test_export_delivered_sealed_to_the_user(harness: Harness, deployment:
     req = signed(deployment, user.key.hex(), user.key.hex(), bytes(user_box.public_key), nonce=1)
     result: ExportResult = await harness.client.execute_workflow(
         DataExportWorkflow.run, ExportInput(request=req), id=keys.export_id(user.address, 1),
-        task_queue=harness.task_queue, result_type=ExportResult)
+        task_queue=harness.task_queue)
     assert not result.overdue
     sealed = Path(result.delivery.file).read_bytes()
     with pytest.raises(CryptoError):

@@ -16,7 +16,7 @@ from eth_account import Account
 from nacl.public import PrivateKey
 
 from tests.fixtures.harness import Harness, eventually
-from tests.workflows.charter_rights_support import Committee, context, make_committee, write_charter
+from tests.workflows.charter_rights_support import context, make_committee, write_charter
 from westworld import keys
 from westworld.chain import Deployment
 from westworld.charter_cases import CaseSource, CaseState
@@ -42,8 +42,7 @@ def notices(h: Harness) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-async def test_export_timers_warn_escalate_and_open_a_case(harness: Harness, deployment: Deployment,
-                                                           committee: Committee = COMMITTEE) -> None:
+async def test_export_timers_warn_escalate_and_open_a_case(harness: Harness, deployment: Deployment) -> None:
     key_file(harness.settings).write_text(secrets.token_hex(32))
     user = Account.create("late-export")
     req = ExportRequest(subject=user.address, public_key=bytes(PrivateKey.generate().public_key).hex(), nonce=3,

@@ -27,6 +27,7 @@ from westworld.charter_sync import CharterOnChain, CharterSyncState
 from westworld.errors import CharterInvalid, InvalidInput, WestworldError
 from westworld.keys import CHARTER_SYNC_ID
 from westworld.vote import GOVERNOR_CHOICES, DaoVoteInput, Proposal, VoteBackend
+from workers.cli.charter_rights import cases_app, export_app, report_app
 from workers.cli.common import DataDir, fail, settings_for
 from workers.cli.output import Json, emit_json
 from workers.settings import Settings
@@ -252,3 +253,9 @@ def propose(
     typer.echo(f"wrote {out}: a governor vote amending the Charter to version {new.metadata.version} ({digest})\n"
                f"start it with `westworld vote propose {out}`; after it is executed, point the worker's "
                f"WESTWORLD_CHARTER_FILE at {file}")
+
+
+# The users' rights (workers/cli/charter_rights.py): export, anonymous reports, the committee's cases.
+charter_app.add_typer(export_app, name="export")
+charter_app.add_typer(report_app, name="report")
+charter_app.add_typer(cases_app, name="cases")
