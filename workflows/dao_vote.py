@@ -402,8 +402,8 @@ class DaoVoteWorkflow:
     @workflow.signal(name="votes_recorded")
     def votes_recorded(self) -> None:
         """A hint from the vote intake (carries nothing; anyone may send it): read the store's tally soon."""
-        if self._intake and self._state is VoteState.OPEN:
-            self._hint = True
+        if self._intake_patch and self._state in (VoteState.OPENING, VoteState.OPEN):
+            self._hint = True  # while opening too: the intake may record a ballot as soon as the opening is saved
 
     @workflow.update
     async def cast_vote(self, vote: VoteRequest) -> VoteReceipt:

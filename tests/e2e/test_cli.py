@@ -50,6 +50,7 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "WESTWORLD_TEMPORAL_METRICS_PORT": str(free_port()),
         "WESTWORLD_CHAIN_RPC_URL": f"http://127.0.0.1:{free_port()}",
         "WESTWORLD_CODEC_SERVER_PORT": str(free_port()),
+        "WESTWORLD_WEB_PORT": str(free_port()),
         "WESTWORLD_WORKER_METRICS_PORT": str(metrics),
         "WESTWORLD_PROMETHEUS_PORT": str(free_port()),
         "WESTWORLD_IPFS_API_URL": f"http://127.0.0.1:{free_port()}",
@@ -64,11 +65,11 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
 
 def test_up_twice_is_a_no_op_and_status_shows_health(stack_env: dict[str, str]) -> None:
     again = run(stack_env, "up")
-    for name in ("temporal", "chain", "codec-server", "prometheus", "ipfs", "arlocal", "worker"):
+    for name in ("temporal", "chain", "codec-server", "charter-gate", "prometheus", "ipfs", "arlocal", "worker", "web"):
         assert f"{name:13} already running" in again.stdout, again.stdout
     assert "started" not in again.stdout, again.stdout
     status = run(stack_env, "status").stdout
-    assert status.count(" up (pid ") == 7, status
+    assert status.count(" up (pid ") == 9, status  # with charter-gate and web
 
 
 def test_vote_through_the_cli(stack_env: dict[str, str], tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from westworld import capability as cap
@@ -168,9 +169,13 @@ async def _vote(client: Client, s: Settings, st: ExperimentStatus, echo: Echo) -
                 r = await submit_vote(client, s, pid, choice, voters[name].key.hex(), reason="demo: cradle evidence")
                 echo(f"      {name} {choice:8} weight {format_tokens(r.weight):>12}  accepted")
                 break
-            except WorkflowUpdateFailedError as err:
-                echo(f"      {name} {choice:8} {explain_refusal(err)}")
-                break
+            except (WorkflowUpdateFailedError, ApplicationError) as err:
+                if isinstance(err, WorkflowUpdateFailedError) or err.non_retryable:  # refused (update or intake)
+                    echo(f"      {name} {choice:8} {explain_refusal(err)}")
+                    break
+                if attempt == 24:  # the vote is still opening (no ballot context yet)
+                    echo(f"      {name} {choice:8} not sent: {err}")
+                await asyncio.sleep(0.3)
             except Exception as err:  # the vote is still opening (no ballot context yet)
                 if attempt == 24:
                     echo(f"      {name} {choice:8} not sent: {err}")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from eth_account.signers.local import LocalAccount
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 
 from activities.chain import load_deployment
 from westworld import ballot
@@ -76,7 +77,7 @@ async def run_demo(s: Settings, echo: Echo) -> DaoVoteResult:
         try:
             r = await submit_vote(client, s, pid, choice, voters[name].key.hex(), reason="demo")
             echo(f"   {name} {choice:8} weight {format_tokens(r.weight):>12}  accepted")
-        except WorkflowUpdateFailedError as err:
+        except (WorkflowUpdateFailedError, ApplicationError) as err:  # refused by the workflow or the intake
             echo(f"   {name} {choice:8} refused: {explain_refusal(err)}")
     echo("5. outcome settled; on chain: finalize -> queue in timelock -> durable timer -> execute")
     last_step = ""
