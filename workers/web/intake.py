@@ -138,7 +138,12 @@ class VoteIntake:
         if self._clock() >= opening.deadline:
             raise VoteRejected(f"vote on {vote.proposal_id} arrived after its deadline "
                                f"{opening.deadline.isoformat()}", type=VOTE_AFTER_DEADLINE)
-        vote_hash = await self._verifier.verify(vote, p.ctx_json)  # a VoteRejected: the refusal as it is
+        try:
+            vote_hash = await self._verifier.verify(vote, p.ctx_json)  # a VoteRejected: the refusal as it is
+        except VoteRejected:
+            raise
+        except Exception as err:  # a signature-check process died: nothing was recorded, the pool is renewed
+            raise VoteRejected(f"the signature check did not run, try again: {err!r}", type=VOTE_UNAVAILABLE) from err
         governor = opening.governor
         record = RecordVoteInput(
             request=vote, vote_hash=vote_hash, timepoint=opening.snapshot.timepoint,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from multiprocessing import get_context
 
@@ -80,8 +81,13 @@ class Verifier:
                 self._send(ctx_json, items[i:i + size])
 
     def _send(self, ctx_json: str, items: list[tuple[VoteRequest, asyncio.Future[Checked]]]) -> None:
-        done = asyncio.get_running_loop().run_in_executor(
-            self._pool, verify_chunk, ctx_json, [vote for vote, _ in items])
+        votes = [vote for vote, _ in items]
+        try:
+            done = asyncio.get_running_loop().run_in_executor(self._pool, verify_chunk, ctx_json, votes)
+        except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for these and later votes
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=get_context("spawn"))
+            done = asyncio.get_running_loop().run_in_executor(self._pool, verify_chunk, ctx_json, votes)
 
         def settle(f: asyncio.Future[list[Checked]]) -> None:
             err: BaseException | None = asyncio.CancelledError() if f.cancelled() else f.exception()
