@@ -43,7 +43,7 @@ themselves. ``WestworldError`` itself is the root and is not raised.
     +-- TransientError                     retried; ``delay`` (optional) is the next retry's delay
         +-- AuditUnavailable    AUDIT_UNAVAILABLE   the log cannot be written now (the decision waits for it)
         +-- ChainNotReady, KubeUnreachable, SandboxTerminating, NetError,
-        +-- IpfsUnavailable, ArweaveUnavailable, SiaUnavailable, StartError, DemoTimeout
+        +-- IpfsUnavailable, ArweaveUnavailable, SiaUnavailable, StartError, DemoTimeout, IntakeDown
 """
 
 from __future__ import annotations
@@ -133,6 +133,7 @@ ARWEAVE_UNAVAILABLE = "ArweaveUnavailable"
 SIA_UNAVAILABLE = "SiaUnavailable"
 SERVICE_NOT_STARTED = "StartError"
 DEMO_TIMEOUT = "DemoTimeout"
+INTAKE_UNAVAILABLE = "IntakeUnavailable"  # the vote intake did not take a ballot nor refuse it
 
 
 class WestworldError(Exception):
@@ -423,6 +424,12 @@ class StartError(TransientError):
     """A local service did not start; the message names it, its address and its log file."""
 
     type = SERVICE_NOT_STARTED
+
+
+class IntakeDown(TransientError):
+    """The vote intake did not take the ballot and did not refuse it: down, or this vote is not served there."""
+
+    type = INTAKE_UNAVAILABLE
 
 
 class DemoTimeout(TransientError):

@@ -24,7 +24,14 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.chain import ChainClient
 from westworld import ballot
-from westworld.errors import VOTE_BAD_CHOICE, VOTE_CLOSED, VOTE_UNKNOWN_PROPOSAL, InvalidInput, NotConfigured
+from westworld.errors import (
+    VOTE_BAD_CHOICE,
+    VOTE_CLOSED,
+    VOTE_UNKNOWN_PROPOSAL,
+    IntakeDown,
+    InvalidInput,
+    NotConfigured,
+)
 from westworld.keys import vote_id
 from westworld.vote import (
     DaoVoteInput,
@@ -135,10 +142,6 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
         typer.secho(f"note: {err}; sending the vote through the workflow's cast_vote update instead",
                     fg=typer.colors.YELLOW, err=True)
         return await cast_with_retry(handle, signed)
-
-
-class IntakeDown(Exception):
-    """The vote intake did not take the ballot and did not refuse it: down, or this vote is not served there."""
 
 
 async def post_to_intake(s: Settings, vote: VoteRequest) -> VoteReceipt:
