@@ -12,6 +12,7 @@ from temporalio import activity
 from activities.chain import ChainClient
 from activities.snapshot import SnapshotClient
 from activities.sql.vote_store import Ballot, VoteStore
+from activities.voting_power import VotingPower
 from westworld import merkle
 from westworld.chain import RelayVoteInput
 from westworld.errors import (
@@ -29,6 +30,7 @@ from westworld.vote import (
     RecordVoteResult,
     RecordVotesInput,
     RecordVotesResult,
+    VoteCount,
     VoteOpening,
 )
 
@@ -42,12 +44,13 @@ class VoteActivities:
         self._snapshot = snapshot
         self._store = store
         self._chain = chain
+        self._power = VotingPower(chain)  # past checkpoints never change: cached, looked up in batches
         self._observe = observe or (lambda _reason: None)  # None: accepted; else the refusal's type
 
     async def _weigh(self, inp: RecordVoteInput) -> Ballot:
         """The vote's weight at the snapshot (refused without power); published to the hub first on Snapshot."""
         vote = inp.request
-        weight = await self._chain.voting_power(vote.voter, inp.timepoint)
+        weight = await self._power.of(vote.voter, inp.timepoint)
         if weight == 0:
             raise VoteRejected(
                 f"{vote.voter} had no voting power at the snapshot (timepoint {inp.timepoint}) of {vote.proposal_id}: "
@@ -64,6 +67,10 @@ class VoteActivities:
                 raise VoteRejected(err.message, type=err.type) from err
         return Ballot(voter=vote.voter, choice=vote.choice, weight=weight, vote_hash=inp.vote_hash,
                       signature=vote.signature, payload=vote.model_dump(mode="json"), allow_change=inp.allow_change)
+
+    async def prefetch_power(self, voter: str, timepoint: int) -> None:
+        """Look the voter's weight up now (the vote intake does, before its ballot waits for a transaction)."""
+        await self._power.of(voter, timepoint)
 
     @activity.defn(name="record_votes")
     async def record_votes(self, inp: RecordVotesInput) -> RecordVotesResult:
@@ -120,6 +127,17 @@ class VoteActivities:
     async def vote_load_opening(self, inp: LoadOpeningInput) -> LoadedVote:
         """A continued run's state: the stored opening and tally of its own execution chain."""
         return await self._store.load(inp)
+
+    @activity.defn(name="vote_read_count")
+    async def vote_read_count(self, inp: LoadOpeningInput) -> VoteCount:
+        """The proposal's tally as the store holds it (the vote workflow reads it when the intake hints)."""
+        return await self._store.read_count(inp)
+
+    @activity.defn(name="vote_close")
+    async def vote_close(self, inp: LoadOpeningInput) -> VoteCount:
+        """Close the proposal in the store (no ballot is recorded after this; idempotent) and return the final
+        tally, read in the same transaction."""
+        return await self._store.close(inp)
 
     @activity.defn(name="vote_set_root")
     async def vote_set_root(self, proposal_id: str) -> str:

@@ -104,6 +104,9 @@ def components(s: Settings) -> list[Component]:
           if _local(s.arweave_url) else []),
         Component("worker", s.worker_metrics_port, f"metrics http://127.0.0.1:{s.worker_metrics_port}/metrics "
                   f"(own counters :{s.worker_metrics_port + 1})", lambda s: _cli("worker"), timeout=60.0),
+        # after the worker: it reads contracts.json and the migrated database the worker's turn prepared
+        Component("web", s.web_port, f"vote intake {s.resolved_web_url}/v1/votes", lambda s: _cli("web"),
+                  timeout=60.0),
     ]
 
 
