@@ -89,7 +89,7 @@ async def propose(s: Settings, file: Path, echo: Echo) -> None:
 async def _refused_at_open(client: Client, wf_id: str, polls: int = 75) -> str | None:
     """Why the vote failed while opening (its terms looser than the policy, the proposal opened before...), or
     None once it is open (or still opening after ``polls`` x 0.2 s)."""
-    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, wf_id)
+    handle = client.get_workflow_handle(wf_id, result_type=DaoVoteResult)
     for _ in range(polls):
         if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
             try:
@@ -118,7 +118,7 @@ async def submit_vote(client: Client, s: Settings, proposal_id: str, choice: str
     """Sign locally and post to the vote intake (the web process), or through the workflow's update when the
     intake is down or does not serve this vote; a refusal raises ``ApplicationError`` (intake) or
     ``WorkflowUpdateFailedError`` (update), typed alike."""
-    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_id(proposal_id))
+    handle = client.get_workflow_handle(vote_id(proposal_id), result_type=DaoVoteResult)
     ctx = await handle.query(DaoVoteWorkflow.ballot_context)
     for _ in range(CONTEXT_POLLS):  # a run that just continued as new reads its opening from the store first
         if ctx is not None:
@@ -219,7 +219,7 @@ def format_tally(tally: dict[str, int], units: TokenUnits) -> str:
 
 async def vote_view(s: Settings, proposal_id: str) -> VoteView:
     client = await _client(s)
-    handle = client.get_workflow_handle_for(DaoVoteWorkflow.run, vote_id(proposal_id))
+    handle = client.get_workflow_handle(vote_id(proposal_id), result_type=DaoVoteResult)
     try:
         desc = await handle.describe()
     except RPCError as err:
