@@ -114,7 +114,8 @@ class ShelterDocumentActivities:
                                "`westworld shelter store` writes it there before starting the workflow")
         epoch = await self.epochs.current()
         if epoch is None:
-            raise InvalidInput("no active shelter key epoch: run `westworld shelter keygen` first")
+            raise InvalidInput("no active shelter key epoch: run `westworld shelter guardians init` first "
+                               "(after each guardian made a key with `westworld shelter keygen`)")
         plaintext = staged.read_bytes()
         data_key = secrets.token_bytes(32)
         blob = envelope.encrypt_blob(data_key, secrets.token_bytes(12), plaintext, content_aad(inp.document_id))

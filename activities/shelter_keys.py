@@ -104,7 +104,8 @@ class ShelterKeyActivities:
         """The latest epoch that is not retired."""
         epoch = await self.store.current()
         if epoch is None:
-            raise InvalidInput("no active shelter key epoch: run `westworld shelter keygen` first")
+            raise InvalidInput("no active shelter key epoch: run `westworld shelter guardians init` first "
+                               "(after each guardian made a key with `westworld shelter keygen`)")
         return epoch
 
     @activity.defn(name="get_key_epoch")

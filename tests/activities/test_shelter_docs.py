@@ -260,3 +260,17 @@ async def test_a_network_the_document_was_not_stored_to_is_left_alone_by_the_aud
     with pytest.raises(ApplicationError) as refused:
         await s.env.run(s.acts.repair_replica, RepairInput(document_id="late", network=Network.ARWEAVE))
     assert "was not stored to arweave (its networks: ipfs): not copied there" in str(refused.value)
+
+
+async def test_store_before_any_key_epoch_says_to_init_the_guardians(tmp_path: Path) -> None:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'westworld.db'}")
+    await database.migrate()
+    try:
+        acts = ShelterDocumentActivities(database, tmp_path / "data", {})
+        stage_document(tmp_path / "data", "notes", b"first sheltered document")
+        with pytest.raises(ApplicationError, match="run `westworld shelter guardians init` first") as refused:
+            await InterceptedEnvironment().run(acts.encrypt_document,
+                                               EncryptDocumentInput(document_id="notes", title="notes"))
+        assert refused.value.non_retryable
+    finally:
+        await database.close()

@@ -103,8 +103,9 @@ async def test_epochs_are_numbered_idempotent_by_key_and_retired(any_db: Databas
 
 
 async def test_no_epoch_yet_says_what_to_do(db: Database) -> None:
-    with pytest.raises(ApplicationError, match="westworld shelter keygen"):
+    with pytest.raises(ApplicationError, match="run `westworld shelter guardians init` first") as refused:
         await InterceptedEnvironment().run(ShelterKeyActivities(db).current_key_epoch)
+    assert refused.value.type == "InvalidInput" and refused.value.non_retryable
 
 
 def test_bad_epoch_inputs_are_named() -> None:
