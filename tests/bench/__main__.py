@@ -9,6 +9,9 @@ Parts (each its own module, each runnable alone as `python -m tests.bench.<modul
   capabilities       full capability checks/s vs a bare pymacaroons verify; latency an agent action pays for its check
   shelter-store      encrypt + replicate throughput vs a raw IPFS add of the same bytes
   shelter-emergency  emergency access end to end with guardians answering at once vs a bare start+update round trip
+  charter            kernel filter datagrams/s vs the pass-through program at the same TC egress; userspace gate
+                     datagrams/s vs a bare UDP receive loop; data export of 10,000 records end to end and report
+                     intake p50/p99 vs Temporal floors
 With no part, all of them run with their quick defaults (the 100,000-vote figure is skipped: `votes --big N`).
 Arguments after `--` go to every chosen part.
 """
@@ -26,6 +29,7 @@ PARTS = {
     "capabilities": ("tests.bench.capabilities", []),
     "shelter-store": ("tests.bench.shelter_store", []),
     "shelter-emergency": ("tests.bench.shelter_emergency", []),
+    "charter": ("tests.bench.charter", []),
 }
 
 
