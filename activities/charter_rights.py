@@ -12,6 +12,7 @@ database is a retryable error: a withdrawal or an export waits for them, never s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -59,7 +60,8 @@ class CharterRights:
 
     def __init__(self, http: httpx.AsyncClient, store: CharterStore, *, charter_file: Path, contracts_file: Path,
                  prometheus_url: str, gate_url: str, gate_token_file: Path, pseudonym_key_file: Path,
-                 data_dir: Path, ipfs: IpfsClient | None, notify_webhook_url: str = "") -> None:
+                 data_dir: Path, ipfs: IpfsClient | None, notify_webhook_url: str = "",
+                 scrape_settle: float = 2.0) -> None:
         self.http, self.store = http, store
         self.charter_file, self.contracts_file = charter_file, contracts_file
         self.prometheus_url, self.gate_url = prometheus_url.rstrip("/"), gate_url.rstrip("/")
@@ -67,6 +69,7 @@ class CharterRights:
         self.exports_dir = data_dir / "charter" / "exports"
         self.notices_file = data_dir / "charter" / "notifications.jsonl"
         self.ipfs, self.webhook = ipfs, notify_webhook_url
+        self.scrape_settle = scrape_settle  # > one scrape interval: the staleness marker a vanished series gets
 
     def __repr__(self) -> str:
         return f"CharterRights({self.charter_file})"
@@ -161,9 +164,15 @@ class CharterRights:
             return ApplyConsentResult(gate=str(answer.get("state", "granted")))
         selector = self.subject_selector(req.subject, req.metric)
         purged = await self.delete_series(selector) if selector else 0
+        seconds = time.monotonic() - started
+        if selector and purged:
+            # The next scrape after the gate's purge writes a staleness marker under the series (and a scrape may
+            # have been in flight): delete once more after it, so not even the marker stays.
+            await asyncio.sleep(self.scrape_settle)
+            await self.delete_series(selector)
         return ApplyConsentResult(gate=str(answer.get("state", "withdrawn")),
                                   gate_series_purged=int(answer.get("purged", 0)), prometheus_series_purged=purged,
-                                  purge_seconds=round(time.monotonic() - started, 4))
+                                  purge_seconds=round(seconds, 4))
 
     # -- retention -----------------------------------------------------------------------------------
     @activity.defn(name="charter_purge_retention")

@@ -88,7 +88,9 @@ class CharterStore:
             newest: dict[str, int] = {}
             for r in rows:
                 newest[r.subject] = max(newest.get(r.subject, -1), int(r.nonce))
-            doomed = [(r.subject, r.nonce) for r in rows if r.at < before and int(r.nonce) < newest[r.subject]]
+            old = (await conn.execute(sa.select(charter_consents.c.subject, charter_consents.c.nonce).where(
+                charter_consents.c.metric == metric, charter_consents.c.at < before))).all()  # SQL compares times
+            doomed = [(r.subject, r.nonce) for r in old if int(r.nonce) < newest[r.subject]]
             for subject, nonce in doomed:
                 await conn.execute(sa.delete(charter_consents).where(
                     charter_consents.c.subject == subject, charter_consents.c.nonce == nonce))

@@ -19,10 +19,16 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
-from westworld.keys import AUDIT_ANCHOR_SCHEDULE, GUARDIAN_ROTATION_SCHEDULE, REPLICA_AUDIT_SCHEDULE
+from westworld.keys import (
+    AUDIT_ANCHOR_SCHEDULE,
+    GUARDIAN_ROTATION_SCHEDULE,
+    REPLICA_AUDIT_SCHEDULE,
+    RETENTION_PURGE_SCHEDULE,
+)
 from workflows.audit_anchor import AuditAnchorWorkflow
 from workflows.guardian_rotation import GuardianRotationWorkflow
 from workflows.replica_audit import ReplicaAuditWorkflow
+from workflows.retention_purge import RetentionPurgeWorkflow
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,8 @@ DECLARED = (
              "re-split the shelter key for the next guardian set (`shelter rotate --next`)"),
     Declared(REPLICA_AUDIT_SCHEDULE, ReplicaAuditWorkflow.__name__, timedelta(days=1),
              "read back every shelter replica, repair lost or corrupted ones from a good copy"),
+    Declared(RETENTION_PURGE_SCHEDULE, RetentionPurgeWorkflow.__name__, timedelta(days=1),
+             "delete metric series, consent messages and export bundles past the charter's retention"),
 )
 
 

@@ -39,5 +39,6 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
             http, CharterStore(database), charter_file=settings.charter_file, contracts_file=settings.contracts_file,
             prometheus_url=settings.resolved_prometheus_url, gate_url=settings.charter_gate_url,
             gate_token_file=token_file(settings), pseudonym_key_file=key_file(settings), data_dir=settings.data_dir,
-            ipfs=ipfs, notify_webhook_url=settings.notify_webhook_url)
+            ipfs=ipfs, notify_webhook_url=settings.notify_webhook_url,
+            scrape_settle=2 * settings.prometheus_scrape_interval + 0.5)
         yield rights.activities()
