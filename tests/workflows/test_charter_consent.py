@@ -143,6 +143,7 @@ async def test_consent_grant_withdraw_purges(harness: Harness, deployment: Deplo
     state = await harness.client.get_workflow_handle(keys.consent_id(alice.address)).query(
         CharterConsentWorkflow.state)
     assert state.granted == [] and state.last_nonce == 2
+    await harness.client.get_workflow_handle(keys.consent_id(alice.address)).terminate("test over")
 
 
 async def test_retention_purge_deletes_what_outlived_it(harness: Harness, deployment: Deployment) -> None:
