@@ -32,13 +32,16 @@ from westworld.errors import (
     VOTE_BAD_SIGNATURE,
     VOTE_CLOSED,
     VOTE_NO_POWER,
+    VOTE_UNAVAILABLE,
     VOTE_UNKNOWN_PROPOSAL,
+    VoteRejected,
 )
 from westworld.keys import vote_id
 from westworld.vote import DaoVoteInput, VoteReceipt, VoteRequest, VoteState
 from workers.settings import ANVIL_DEV_KEY
 from workers.stack import processes
 from workers.stack.contracts import distribute_voting_power
+from workers.web.verify import Verifier
 from workflows.dao_vote import DaoVoteWorkflow
 
 
@@ -267,4 +270,32 @@ async def test_vote_cast_posts_to_the_intake_and_says_so_when_it_is_down(harness
     out = await westworld(harness, down, "vote", "cast", pid, "--choice", "against", "--key", keys[1])
     assert "does not answer" in out and "cast_vote update instead" in out and "accepted" in out
     assert await harness.resources.votes.count(pid) == 2
+    await handle.terminate("test done")
+
+
+async def test_a_dead_signature_process_costs_a_retry_not_the_intake(harness: Harness) -> None:
+    """SIGKILL a signature-check process: the votes in its chunk are answered VoteNotRecorded (nothing recorded)
+    and the next ones are checked by a renewed pool."""
+    handle = await start(harness, DaoVoteInput(proposal=proposal(), early_close=False))
+    vote = await sign(handle, harness.voters[9], "for")
+    ctx = await handle.query(DaoVoteWorkflow.ballot_context)
+    assert ctx is not None
+    verifier = Verifier(2)
+    try:
+        await verifier.start()
+        assert await verifier.verify(vote, ctx.model_dump_json()) == ballot.vote_hash(vote, ctx)
+        for pid in list(verifier._pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        await asyncio.sleep(0.5)
+        answers: list[str] = []
+        for _ in range(3):
+            try:
+                answers.append(await verifier.verify(vote, ctx.model_dump_json()))
+            except VoteRejected as err:
+                raise AssertionError(f"a dead process is not the vote's fault: {err}") from err
+            except Exception:  # the chunk that was with the dead process
+                answers.append(VOTE_UNAVAILABLE)
+        assert answers[-1] == ballot.vote_hash(vote, ctx)
+    finally:
+        verifier.close()
     await handle.terminate("test done")
