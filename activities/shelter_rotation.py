@@ -23,7 +23,15 @@ from activities.sql.database import Database
 from activities.sql.rotation_store import RotationStore
 from westworld import envelope, shamir
 from westworld.errors import DecryptFailed, InvalidInput, InvalidShare, PermanentError
-from westworld.rotation import BeginRotationInput, PendingEpoch, ReshareInput, RotationPlan, ack_hash, ack_proof
+from westworld.rotation import (
+    BeginRotationInput,
+    PendingEpoch,
+    ReshareInput,
+    RotationPlan,
+    ack_hash,
+    ack_proof,
+    enough_guardians,
+)
 from westworld.shelter import EncryptedShare, Guardian, KeyEpoch, data_key_aad, share_aad
 from westworld.shelter_access import handoff_aad
 
@@ -65,8 +73,9 @@ class RotationActivities:
             guardians = [Guardian.model_validate(g) for g in json.loads(self.next_guardians_file.read_text())]
         guardians = guardians or list(current.guardians)
         threshold = plan.threshold or current.threshold
-        if not 2 <= threshold <= len(guardians):
-            raise InvalidInput(f"threshold {threshold} is not possible with {len(guardians)} new guardians")
+        if threshold < 2:
+            raise InvalidInput(f"threshold {threshold} is not possible: k is at least 2")
+        enough_guardians(plan.rotation_id, threshold, guardians)  # e.g. a set registered with --next
         return RotationPlan(rotation_id=plan.rotation_id, from_epoch=current, new_guardians=guardians,
                             threshold=threshold, rotation_public_key=self._rotation_public_key(plan.rotation_id))
 

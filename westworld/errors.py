@@ -16,6 +16,7 @@ themselves. ``WestworldError`` itself is the root and is not raised.
     |   |   +-- DocumentRefused                     a YAML/JSON reading limit hit, with its place (.mark)
     |   |   +-- ProofError                          a Merkle proof request or proof that is malformed (a ValueError)
     |   |   +-- DuplicateKeyError                   a JSON object naming a key twice (a ValueError)
+    |   |   +-- TooFewGuardians TOO_FEW_GUARDIANS   a guardian set smaller than the k the key is split with
     |   +-- VoteRejected        VOTE_REJECTED       (type: one of the VOTE_* reasons)
     |   +-- AuditTampered       AUDIT_TAMPERED      the audit log fails verification
     |   +-- ChainRejected       CHAIN_REJECTED      a transaction reverted for a reason that will not change
@@ -57,6 +58,7 @@ AUDIT_TAMPERED = "AuditTampered"
 AUDIT_UNAVAILABLE = "AuditUnavailable"
 CHAIN_REJECTED = "ChainRejected"
 CONFIG_ERROR = "ConfigError"
+TOO_FEW_GUARDIANS = "TooFewGuardians"  # a new guardian set smaller than k: the key cannot be split k-of-n
 INVALID_SHARE = "InvalidShare"  # a key share that is forged, wrong, duplicated or unknown
 DECRYPT_FAILED = "DecryptFailed"  # an AEAD check failed: wrong key, tampered ciphertext or associated data
 SANDBOX_FAILED = "SandboxFailed"
@@ -196,6 +198,12 @@ class ProofError(InvalidInput, ValueError):
 
 class DuplicateKeyError(InvalidInput, ValueError):
     """A JSON object names the same key twice."""
+
+
+class TooFewGuardians(InvalidInput):
+    """A guardian set with fewer guardians than the k the key would be split with (refused before anything runs)."""
+
+    type = TOO_FEW_GUARDIANS
 
 
 class VoteRejected(PermanentError):

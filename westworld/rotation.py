@@ -28,6 +28,7 @@ from westworld.errors import (
     InvalidInput,
     PermanentError,
     ShareRejected,
+    TooFewGuardians,
 )
 from westworld.policy import NetworkPolicy, at_least, at_most, refuse_looser, vote_terms_in_force
 from westworld.shelter import EncryptedShare, Guardian, KeyEpoch
@@ -210,6 +211,19 @@ def rotation_threshold(policy: NetworkPolicy, where: str, inp: GuardianRotationI
         refuse_looser(where, "ack_quorum", inp.ack_quorum, "the new epoch's k: fewer could activate an epoch "
                       "nobody can open", k)
     return k
+
+
+def enough_guardians(where: str, k: int, guardians: list[Guardian], what: str = "the new guardian set") -> None:
+    """Refuse a set the key cannot be split among k-of-n (n < k) before any vote runs or share is asked for.
+
+    Raises:
+        TooFewGuardians: naming the set's size, k, and where k comes from.
+    """
+    if len(guardians) < k:
+        raise TooFewGuardians(
+            f"{where}: {what} has {len(guardians)} guardian{'s' if len(guardians) != 1 else ''} but the key is "
+            f"split {k}-of-n (k is the current key epoch's, or the network policy's shelter.guardian_threshold_min "
+            f"if higher): list at least {k} guardians")
 
 
 def without_guardians(where: str, current: KeyEpoch, removed: list[str]) -> list[Guardian]:

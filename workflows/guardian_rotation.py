@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         RotationState,
         changes_guardians,
         check_ack,
+        enough_guardians,
         guardian_vote_input,
         rotation_threshold,
         without_guardians,
@@ -151,6 +152,8 @@ class GuardianRotationWorkflow:
                 raise ApplicationError(err.message, type=INVALID_INPUT, non_retryable=True) from err
         try:
             k = rotation_threshold(policy, self._id, input, current)
+            if input.new_guardians:  # a set given (or the current one less some): n >= k, or no vote is worth it
+                enough_guardians(self._id, k, input.new_guardians)
         except WestworldError as err:
             raise refused_by_policy(err) from err
         plan: RotationPlan = await workflow.execute_activity(

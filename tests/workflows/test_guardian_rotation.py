@@ -260,3 +260,27 @@ async def test_master_key_rotation_refuses_to_strand_a_document_stored_meanwhile
     assert current is not None and current.epoch == g.epoch.epoch
     record = await DocumentStore(harness.resources.database).get(late.record.document_id)
     assert record is not None and open_document(g.master_key(), record, late.blob) == b"stored during the rotation"
+
+
+async def test_a_set_smaller_than_k_is_refused_at_start_before_any_vote(harness: Harness) -> None:
+    """3-of-1 cannot be split: refused at planning (TooFewGuardians), not after a vote and k guardians' shares."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError
+
+    from westworld.errors import TOO_FEW_GUARDIANS
+
+    g = await make_guardians(harness)
+    handle = await harness.skipper.client.start_workflow(
+        GuardianRotationWorkflow.run, GuardianRotationInput(new_guardians=[make_keys("n1").public()]),
+        id=f"rotation:{g.epoch.epoch}-{uuid.uuid4().hex[:6]}", task_queue=harness.task_queue)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await handle.result()
+    cause = failed.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == TOO_FEW_GUARDIANS and cause.non_retryable
+    assert "the new guardian set has 1 guardian but the key is split 3-of-n" in cause.message
+    assert "list at least 3 guardians" in cause.message
+    status = await handle.query(GuardianRotationWorkflow.status)
+    assert status.phase is RotationPhase.PLANNING and status.vote_id is None
+    kinds = [e.kind for e in await harness.resources.audit.latest(5)]
+    assert "shelter.rotation.started" not in kinds
+    assert not list((harness.settings.data_dir / "shelter" / "rotation").glob("*.key")), "a rotation key was made"

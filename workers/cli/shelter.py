@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 
 from westworld.errors import Refused, WestworldError
 from westworld.keys import key_epoch_read_id
-from westworld.rotation import GuardianRotationInput
+from westworld.rotation import GuardianRotationInput, enough_guardians
 from westworld.shelter import Network, StoreDocumentState
 from westworld.shelter_access import AccessRequest, VoteTerms
 from workers.cli import shelter_ops as ops
@@ -279,12 +279,29 @@ async def _start_rotation(s: Settings, inp: GuardianRotationInput) -> str:
     from workflows.shelter_read import CurrentKeyEpochWorkflow
 
     client: Client = await connect(s)
+    read_id = key_epoch_read_id(str(uuid.uuid4()))
     try:
-        current = await client.execute_workflow(CurrentKeyEpochWorkflow.run, id=key_epoch_read_id(str(uuid.uuid4())),
-                                                task_queue=s.task_queue)
+        current = await client.execute_workflow(CurrentKeyEpochWorkflow.run, id=read_id, task_queue=s.task_queue)
     except WorkflowFailureError as err:
         raise Refused("no key epoch yet: run `westworld shelter guardians init` first") from err
+    epoch = await client.get_workflow_handle(read_id, result_type=int).query(
+        CurrentKeyEpochWorkflow.epoch)
+    if epoch is not None:  # refuse here a set the key cannot be split among (the workflow refuses it too)
+        where = f"rotation of key epoch {current}"
+        new = inp.new_guardians or [g for g in epoch.guardians if g.id not in set(inp.remove_guardians)]
+        if inp.new_guardians or inp.remove_guardians:  # (an unknown id to remove: the workflow names the guardians)
+            enough_guardians(where, max(epoch.threshold, _guardian_threshold_min(s)), new)
     return await ops.start_rotation(client, s, inp, current)
+
+
+def _guardian_threshold_min(s: Settings) -> int:
+    """The policy file's shelter.guardian_threshold_min, or 2 if it cannot be read here (the worker checks too)."""
+    from activities.policy import read_policy_file
+
+    try:
+        return read_policy_file(s.policy_file).shelter.guardian_threshold_min
+    except ValueError:
+        return 2
 
 
 @guardians_app.command("remove")
