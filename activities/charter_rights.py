@@ -92,11 +92,12 @@ class CharterRights:
     # -- Prometheus ----------------------------------------------------------------------------------
     async def _prom(self, method: str, path: str, params: list[tuple[str, str]]) -> Any:
         try:
-            resp = await self.http.request(method, f"{self.prometheus_url}{path}", params=httpx.QueryParams(tuple(params)))
+            resp = await self.http.request(method, f"{self.prometheus_url}{path}",
+                                           params=httpx.QueryParams(tuple(params)))
         except httpx.HTTPError as err:
             raise TransientError(f"Prometheus at {self.prometheus_url} does not answer: {err!r}",
                                  type=METRICS_UNAVAILABLE) from err
-        if resp.status_code >= 500 or resp.status_code == 503:
+        if resp.status_code >= 500:
             raise TransientError(f"Prometheus {path}: {resp.status_code} {resp.text[:200]}", type=METRICS_UNAVAILABLE)
         if resp.status_code == 401 or (resp.status_code == 404 and "admin" in path):
             raise NotConfigured(f"Prometheus at {self.prometheus_url} refuses {path} ({resp.status_code}): start it "
