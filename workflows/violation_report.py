@@ -123,8 +123,12 @@ class ViolationReportWorkflow:
         return await self._close()
 
     def _check_opening(self, input: CaseInput, committee: CaseCommittee) -> None:
+        parent = workflow.info().parent  # recorded by the server: no caller can claim one
+        if input.source is CaseSource.REPORTER and (parent is None or parent.workflow_id != keys.REPORT_INTAKE_ID):
+            raise ApplicationError(f"a reported case is opened only through the intake ({keys.REPORT_INTAKE_ID}: "
+                                   "`westworld charter report submit`), which holds the rate limit and the windows",
+                                   type=REPORT_REFUSED, non_retryable=True)
         if input.source is CaseSource.SYSTEM:
-            parent = workflow.info().parent
             if parent is None or not parent.workflow_id.startswith(SYSTEM_PARENTS):
                 raise ApplicationError("a system case is opened only by a workflow that found a violation (an "
                                        "export), never by a caller", type=REPORT_REFUSED, non_retryable=True)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from nacl.public import PublicKey, SealedBox
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
@@ -34,8 +34,10 @@ from westworld import keys
 from westworld.chain import Deployment
 from westworld.charter_cases import (
     CaseDecision,
+    CaseInput,
     CaseNote,
     CaseResult,
+    CaseSource,
     CaseState,
     leading_zero_bits,
     pow_digest,
@@ -178,3 +180,16 @@ async def test_undecided_case_escalates_to_a_dao_vote_at_72h(harness: Harness, d
     # the vote inherits the skipped clock; nobody votes, so no quorum: the case closes unresolved, audited as such
     result: CaseResult = await harness.client.get_workflow_handle(case_id, result_type=CaseResult).result()
     assert result.outcome == "unresolved" and result.decided_by == [state.escalated_to]
+
+
+@pytest.mark.parametrize("source", [CaseSource.REPORTER, CaseSource.SYSTEM])
+async def test_a_case_is_not_opened_around_the_intake(harness: Harness, source: CaseSource) -> None:
+    """Anyone reaching Temporal can start a workflow: a case started directly (past the rate limit, with windows of
+    its own choosing, or posing as a system finding) fails at once."""
+    report = make_report(REPORT, COMMITTEE).submission
+    inp = CaseInput(sealed_report=report.sealed_report, receipt_hash=report.receipt_hash, source=source,
+                    pow_nonce=report.pow_nonce, decide_within=timedelta(seconds=1))
+    with pytest.raises(WorkflowFailureError) as err:
+        await harness.client.execute_workflow(ViolationReportWorkflow.run, inp, id=keys.case_id(report.receipt_hash),
+                                              task_queue=harness.task_queue)
+    assert isinstance(err.value.cause, ApplicationError) and err.value.cause.type == REPORT_REFUSED
