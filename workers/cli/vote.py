@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -45,6 +46,7 @@ from westworld.vote import (
 from workers.cli.common import fail, fail_for
 from workers.cli.inputs import load_model
 from workers.cli.output import TokenUnits, emit_json, token_units
+from workers.cli.task_failure import QUERY_TIMEOUT, failing_now, failing_task_cause, unanswered
 from workers.client import connect
 from workers.settings import Settings
 from workflows.dao_vote import DaoVoteWorkflow
@@ -81,23 +83,33 @@ async def propose(s: Settings, file: Path, echo: Echo) -> None:
     except WorkflowAlreadyStartedError as err:
         wf_id = vote_id(inp.proposal.id)
         raise fail(f"a vote on proposal {inp.proposal.id!r} already exists ({wf_id})") from err
-    if refusal := await _refused_at_open(client, wf_id):
+    if refusal := await _refused_at_open(client, s, wf_id):
         raise fail(f"{wf_id} did not open: {refusal}")
     echo(f"started {wf_id}: {inp.kind.value} vote, window {inp.window}, backend {inp.backend.value}")
 
 
-async def _refused_at_open(client: Client, wf_id: str, polls: int = 75) -> str | None:
+async def _refused_at_open(client: Client, s: Settings, wf_id: str, polls: int = 75) -> str | None:
     """Why the vote failed while opening (its terms looser than the policy, the proposal opened before...), or
     None once it is open (or still opening after ``polls`` x 0.2 s)."""
     handle = client.get_workflow_handle(wf_id, result_type=DaoVoteResult)
-    for _ in range(polls):
-        if (await handle.describe()).status == WorkflowExecutionStatus.FAILED:
+    for attempt in range(polls):
+        desc = await handle.describe()
+        if (failing := await failing_now(s, handle, desc)) is not None:
+            raise failing
+        if desc.status == WorkflowExecutionStatus.FAILED:
             try:
                 await handle.result()
             except WorkflowFailureError as err:
                 return explain_refusal(err.cause).removeprefix("vote refused ")
-        elif (await handle.query(DaoVoteWorkflow.status)).state is not VoteState.OPENING:
-            return None
+        else:
+            try:  # short: a first workflow task that fails leaves the query waiting, the next poll sees why
+                state = (await handle.query(DaoVoteWorkflow.status, rpc_timeout=timedelta(seconds=2))).state
+            except RPCError as err:  # its workflow task fails (or no worker): say why, not a traceback
+                if await failing_task_cause(handle) is not None or attempt >= 2:  # or no worker answers
+                    raise await unanswered(s, handle, err) from err
+                continue
+            if state is not VoteState.OPENING:
+                return None
         await asyncio.sleep(0.2)
     return None
 
@@ -230,7 +242,12 @@ async def vote_view(s: Settings, proposal_id: str) -> VoteView:
         return view
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise fail(f"vote workflow {handle.id} ended as {desc.status.name if desc.status else '?'}")
-    view.running, view.status = True, await handle.query(DaoVoteWorkflow.status)
+    if (failing := await failing_now(s, handle, desc)) is not None:
+        raise failing
+    try:
+        view.running, view.status = True, await handle.query(DaoVoteWorkflow.status, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as err:  # its workflow task fails (or no worker): say why, not a traceback
+        raise await unanswered(s, handle, err) from err
     return view
 
 
