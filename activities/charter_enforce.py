@@ -9,11 +9,17 @@ everywhere and nothing is reloaded.
 
 A gate or Prometheus that does not answer is reported as ``unavailable`` (the sync tries again at its next poll;
 meanwhile the gate, closed until a charter is pushed, drops everything).
+
+The gate opens no database, so after it starts it holds no consents: when its answer says they are not loaded, the
+activity reads the consents in force from the store (``consents``, the worker's CharterStore) and pushes them
+(``PUT /consents``) right after the charter, so a restarted gate lets consented series through again at the same
+poll that reopens it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,19 +38,21 @@ from westworld.charter_sync import (
 from westworld.errors import CharterInvalid, InvalidInput
 
 HASH_HEADER = "X-Charter-Hash"
+ConsentSource = Callable[[], Awaitable[list[tuple[str, str]]]]
 
 
 class CharterEnforcement:
     """The enforcement points of one host: the gate at ``gate_url`` and the Prometheus configured in ``config``."""
 
     def __init__(self, http: httpx.AsyncClient, charter_file: Path, gate_url: str, gate_token_file: Path,
-                 prometheus_config: Path, prometheus_url: str) -> None:
+                 prometheus_config: Path, prometheus_url: str, consents: ConsentSource | None = None) -> None:
         self.http = http
         self.charter_file = charter_file
         self.gate_url = gate_url.rstrip("/")
         self.gate_token_file = gate_token_file
         self.prometheus_config = prometheus_config
         self.prometheus_url = prometheus_url.rstrip("/")
+        self.consents = consents
 
     async def enforce(self, inp: CharterEnforceInput) -> CharterEnforceResult:
         try:
@@ -89,7 +97,10 @@ class CharterEnforcement:
             return [LayerState(layer="gate", state="refused", detail=str(body.get("error", answer.text))),
                     LayerState(layer="kernel", state="unavailable", detail="the gate refused the charter")]
         kernel = body.get("kernel", {})
-        gate = LayerState(layer="gate", state=str(body["state"]), detail=f"{self.gate_url} version {body['version']}")
+        detail = f"{self.gate_url} version {body['version']}"
+        if self.consents is not None and not body.get("consents", {}).get("loaded", True):
+            detail += "; " + await self._load_consents(token)
+        gate = LayerState(layer="gate", state=str(body["state"]), detail=detail)
         if kernel.get("loaded"):
             kstate = LayerState(layer="kernel", state=str(body["state"]),
                                 detail=f"eBPF at tc egress of {kernel['device']}")
@@ -98,6 +109,18 @@ class CharterEnforcement:
                                 detail=f"kernel filter not loaded ({kernel.get('reason', '?')}); the userspace gate "
                                 "enforces")
         return [gate, kstate]
+
+    async def _load_consents(self, token: str) -> str:
+        assert self.consents is not None
+        in_force = await self.consents()
+        try:
+            answer = await self.http.put(f"{self.gate_url}/consents", json={"consents": in_force},
+                                         headers={"Authorization": f"Bearer {token}"})
+        except httpx.HTTPError as err:
+            return f"consents not loaded ({type(err).__name__}); tried again at the next poll"
+        if answer.status_code != 200:
+            return f"consents refused ({answer.status_code}: {answer.text.strip()[:200]})"
+        return f"{len(in_force)} consents in force loaded"
 
     async def _push_scrape(self, charter: Charter) -> LayerState:
         try:

@@ -25,7 +25,7 @@ import os
 import secrets
 import signal
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ from aiohttp import web
 from activities.charter_gate import CharterGate
 from activities.charter_kernel import STAT_NAMES, KernelFilter, pref_for
 from westworld.charter import Whitelist, charter_hash, load_charter
-from workers.charter_consent_routes import add_consent_routes
 from westworld.errors import CharterInvalid, InvalidInput, KernelEnforcementUnavailable
+from workers.charter_consent_routes import add_consent_routes
 from workers.settings import Settings, load_settings
 
 log = logging.getLogger("westworld.charter_gate")
@@ -89,6 +89,8 @@ class GateState:
     kernel: KernelFilter | None = None
     kernel_reason: str = "not requested (charter_kernel is off)"
     closed_drops: int = 0
+    consents_loaded: bool = False  # the consents in force, read from the store by the worker, were pushed
+    live_consents: dict[tuple[str, str], bool] = field(default_factory=dict)  # changes since this gate started
 
     def receive(self, datagram: bytes) -> None:
         if self.gate is None:
@@ -110,7 +112,7 @@ class GateState:
                                "force: refused")
         whitelist = Whitelist(charter)
         if self.gate is None:
-            self.gate = CharterGate(whitelist, self.key)
+            self.gate = CharterGate(whitelist, self.key, [k for k, granted in self.live_consents.items() if granted])
         else:
             self.gate.whitelist = whitelist
             self.gate.epoch = charter.spec.pseudonymisation.key_epoch
@@ -121,6 +123,30 @@ class GateState:
             self.kernel.set_names(whitelist.kernel_names())
         self.policy_hash = digest
         return {"state": "applied", "version": charter.metadata.version, "policy_hash": digest}
+
+    def consent(self, subject: str, metric: str, grant: bool) -> dict[str, Any]:
+        """One consent change (the consent workflow, after the store recorded it); remembered for a later load."""
+        self.live_consents[(subject.lower(), metric)] = grant
+        if self.gate is None:  # no charter yet: nothing collected, nothing to purge; applied with the charter
+            return {"state": "no_charter", "purged": 0}
+        if grant:
+            self.gate.grant(subject, metric)
+            return {"state": "granted", "purged": 0}
+        return {"state": "withdrawn", "purged": self.gate.withdraw(subject, metric)}
+
+    def load_consents(self, in_force: list[tuple[str, str]]) -> dict[str, Any]:
+        """The consents in force in the store (pushed by the worker after this gate started). A change this gate
+        received since it started is newer than or as new as the store's read, so it wins over the list."""
+        merged = {(s.lower(), m): True for s, m in in_force}
+        merged.update(self.live_consents)
+        self.live_consents = merged
+        if self.gate is not None:
+            self.gate.consents = {k for k, granted in merged.items() if granted}
+        self.consents_loaded = True
+        return {"state": "loaded", "consents": sum(merged.values())}
+
+    def consents_status(self) -> dict[str, Any]:
+        return {"loaded": self.consents_loaded, "in_force": sum(self.live_consents.values())}
 
     def kernel_status(self) -> dict[str, Any]:
         if self.kernel is None:
@@ -135,6 +161,7 @@ class GateState:
             "charter": {"version": gate.whitelist.charter.metadata.version if gate else 0,
                         "policy_hash": self.policy_hash, "names": list(gate.whitelist.kernel_names()) if gate else []},
             "kernel": self.kernel_status(),
+            "consents": self.consents_status(),
             "gate": {"kept": gate.counters.kept if gate else 0,
                      "dropped": {**(dict(gate.counters.dropped) if gate else {}), NO_CHARTER: self.closed_drops},
                      "stripped_labels": gate.counters.stripped_labels if gate else 0,
@@ -228,13 +255,14 @@ async def start(s: Settings, *, kernel: bool = True) -> RunningGate:
         except (CharterInvalid, InvalidInput) as err:
             return web.json_response({"error": err.message}, status=409)
         result["kernel"] = state.kernel_status()
+        result["consents"] = state.consents_status()
         return web.json_response(result)
 
     app = web.Application(client_max_size=MAX_CHARTER_BYTES + 1)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     app.router.add_put("/charter", put_charter)
-    add_consent_routes(app, lambda: state.gate, token)  # POST /consent: workers/charter_consent_routes.py
+    add_consent_routes(app, state, token)  # POST /consent, PUT /consents: workers/charter_consent_routes.py
     runner = web.AppRunner(app, access_log=None)  # no access log: no scraper or node addresses are kept
     await runner.setup()
     site = web.TCPSite(runner, s.charter_gate_host, s.charter_gate_port, reuse_address=True)

@@ -23,6 +23,7 @@ from temporalio.client import WithStartWorkflowOperation, WorkflowUpdateFailedEr
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 
+from activities.charter_enforce import CharterEnforcement
 from activities.sql.charter_store import CharterStore
 from tests.charter_support import audited, charter_settings, config_file, reload
 from tests.fixtures.harness import Harness, eventually
@@ -33,7 +34,7 @@ from westworld.chain import Deployment
 from westworld.charter import charter_hash, load_charter
 from westworld.charter_consent import ConsentRequest, sign
 from westworld.charter_data import ConsentInput, ConsentReceipt, RetentionPurgeResult
-from westworld.charter_sync import CHARTER_JOB, metric_relabel_configs
+from westworld.charter_sync import CHARTER_JOB, CharterEnforceInput, metric_relabel_configs
 from westworld.errors import CONSENT_REJECTED, CONSENT_REPLAYED
 from workers import charter_gate
 from workers.stack.schedules import DECLARED, Declared, _schedule
@@ -144,6 +145,51 @@ async def test_consent_grant_withdraw_purges(harness: Harness, deployment: Deplo
         CharterConsentWorkflow.state)
     assert state.granted == [] and state.last_nonce == 2
     await harness.client.get_workflow_handle(keys.consent_id(alice.address)).terminate("test over")
+
+
+async def test_a_restarted_gate_gets_the_consents_in_force(harness: Harness, deployment: Deployment,
+                                                           prometheus: PrometheusServer,
+                                                           gate: charter_gate.RunningGate) -> None:
+    """The gate opens no database: after a restart it knows no consent until the charter sync's enforce activity
+    pushes the store's consents in force with the charter; then the consented series passes again, the other not."""
+    dave, erin = Account.create("dave"), Account.create("erin")
+    await submit(harness, consent(deployment, dave, True, 1))
+    await submit(harness, consent(deployment, erin, True, 1))
+    await submit(harness, consent(deployment, erin, False, 2))  # erin withdrew: not in force
+    s = harness.settings
+    await gate.close()
+    restarted = await charter_gate.start(s, kernel=False)
+    try:
+        assert restarted.state.status()["consents"] == {"loaded": False, "in_force": 0}
+        content = s.charter_file.read_bytes()
+        async with httpx.AsyncClient(timeout=10) as http:
+            enforcement = CharterEnforcement(http, s.charter_file, s.charter_gate_url, charter_gate.token_file(s),
+                                             config_file(prometheus), prometheus.url,
+                                             CharterStore(harness.resources.database).consents_in_force)
+            result = await enforcement.enforce(CharterEnforceInput(
+                version=load_charter(content).metadata.version, policy_hash=charter_hash(content)))
+            gate_layer = next(x for x in result.layers if x.layer == "gate")
+            assert gate_layer.state == "applied" and "1 consents in force loaded" in gate_layer.detail, result
+            again = await enforcement.enforce(CharterEnforceInput(
+                version=load_charter(content).metadata.version, policy_hash=charter_hash(content)))
+            assert "consents" not in next(x for x in again.layers if x.layer == "gate").detail  # loaded once
+        assert restarted.state.status()["consents"] == {"loaded": True, "in_force": 1}
+
+        async def dave_now() -> list[dict[str, Any]]:
+            send(restarted.udp_port, f"{METRIC}:99|g|#node:n2,user:{dave.address}",
+                 f"{METRIC}:5|g|#node:n2,user:{erin.address}")
+            async with httpx.AsyncClient() as http:
+                data: list[dict[str, Any]] = (await http.get(f"{prometheus.url}/api/v1/query", params={
+                    "query": METRIC})).json()["data"]["result"]
+            return data
+
+        result_now = await eventually(dave_now, lambda r: any(x["value"][1] == "99" for x in r), timeout=30)
+        assert not any(x["value"][1] == "5" for x in result_now)  # erin's withdrawn consent was not revived
+        assert restarted.state.gate is not None and restarted.state.gate.counters.dropped["no_consent"] >= 1
+    finally:
+        await restarted.close()
+        for who in (dave, erin):
+            await harness.client.get_workflow_handle(keys.consent_id(who.address)).terminate("test over")
 
 
 async def test_retention_purge_deletes_what_outlived_it(harness: Harness, deployment: Deployment) -> None:

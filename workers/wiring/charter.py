@@ -18,6 +18,7 @@ from activities.chain import ChainClient, load_deployment
 from activities.charter_chain import CharterChain, CharterChainActivities
 from activities.charter_enforce import CharterEnforcement, CharterEnforcementActivities
 from activities.sql.audit_log import AuditLog
+from activities.sql.charter_store import CharterStore
 from activities.sql.database import Database
 from workers.charter_gate import token_file
 from workers.settings import Settings
@@ -28,7 +29,7 @@ WORKFLOWS: tuple[type, ...] = (CharterSyncWorkflow,)
 
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
-    del database, audit
+    del audit
     w3 = AsyncWeb3(AsyncHTTPProvider(settings.chain_rpc_url))
     chain = ChainClient(w3, load_deployment(settings.contracts_file), Account.from_key(settings.chain_deployer_key),
                         settings.chain_dev_time_travel)
@@ -37,7 +38,8 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
             reader = CharterChainActivities(CharterChain(chain))
             enforce = CharterEnforcementActivities(CharterEnforcement(
                 http, settings.charter_file, settings.charter_gate_url, token_file(settings),
-                settings.resolved_prometheus_config, settings.resolved_prometheus_url))
+                settings.resolved_prometheus_config, settings.resolved_prometheus_url,
+                CharterStore(database).consents_in_force))
             yield [reader.charter_on_chain, reader.charter_anchor_checkpoint, enforce.charter_enforce]
     finally:
         await w3.provider.disconnect()
