@@ -20,74 +20,23 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
-    TypeAdapter,
     ValidationError,
     field_validator,
     model_serializer,
 )
 
 from westworld.audit import canonical_json
-from westworld.documents import Document, duration_problem, parse_document
+from westworld.documents import Document, parse_document
+from westworld.durations import Duration, parse_duration
 from westworld.errors import InvalidInput
 from westworld.sandbox import Backend, FaultKind
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"
 AGENT_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"  # the agent a capability token names (westworld.capability.AGENT)
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?"
-                       r"(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 _STEP = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
-
-
-def parse_duration(value: Any) -> Any:
-    """``"30s"``, ``"1h30m"``, ``"250ms"``, ``"2d"``, ISO 8601 (``PT30S``) or a number of seconds.
-
-    Raises:
-        ValueError: not a duration, negative, not finite (``.inf``, ``nan``) or longer than 10 years
-            (``documents.MAX_DURATION``); the message gives the value and the allowed range (pydantic adds the
-            field's path).
-    """
-    if isinstance(value, bool):  # pydantic would read true as 1s
-        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 5m, 1h30m, 250ms)")
-    if isinstance(value, timedelta):
-        _bounded(f"{value.total_seconds():g}s", value.total_seconds())
-        return value
-    if isinstance(value, int | float):
-        _bounded(value, value)
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        m = _DURATION.match(text)
-        if text and m and any(m.groups()):
-            d, h, mi, s, ms = (float(g) if g else 0.0 for g in m.groups())
-            _bounded(value, d * 86400 + h * 3600 + mi * 60 + s + ms / 1000)
-            return timedelta(days=d, hours=h, minutes=mi, seconds=s, milliseconds=ms)
-        if text.upper().lstrip("-+").startswith("P"):
-            try:
-                iso = _ISO_8601.validate_python(text)
-            except ValidationError as err:
-                raise ValueError(f"{_shown(value)} is not a duration ({err.errors()[0]['msg']})") from err
-            _bounded(value, iso.total_seconds())
-            return iso
-        raise ValueError(f"{_shown(value)} is not a duration (use e.g. 30s, 5m, 1h30m, 250ms)")
-    return value
-
-
-def _bounded(value: Any, seconds: float) -> None:
-    if problem := duration_problem(seconds):
-        raise ValueError(f"{_shown(value)} {problem}")
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} characters)"
-
-
-_ISO_8601 = TypeAdapter(timedelta)
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 def format_duration(d: timedelta) -> str:

@@ -8,7 +8,8 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from westworld.canary import Measurement, PlannedStep
-from westworld.experiment import DEFAULT_STEPS, NAME_PATTERN, Duration, MetricSpec, RolloutStep
+from westworld.durations import Duration
+from westworld.experiment import DEFAULT_STEPS, NAME_PATTERN, MetricSpec, RolloutStep
 from westworld.sandbox import MeshTarget, NodeRef
 
 

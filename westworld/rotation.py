@@ -18,6 +18,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from westworld.audit import canonical_json
+from westworld.durations import Duration
 from westworld.errors import (
     LOOSER_THAN_POLICY,
     SHARE_BAD_PROOF,
@@ -48,14 +49,14 @@ class GuardianRotationInput(BaseModel):
                                   "current k, or the policy's shelter.guardian_threshold_min if higher; a value "
                                   "that differs is refused.")
     rotate_master_key: bool = Field(False, description="Also make a new master key and re-wrap every data key.")
-    share_window: timedelta = Field(timedelta(days=14), description="For k current guardians to hand in shares "
-                                    "(at most the policy's shelter.rotation_window_max).")
-    ack_window: timedelta = Field(timedelta(days=14), description="For the new guardians to acknowledge (at most "
-                                  "the policy's shelter.rotation_window_max).")
+    share_window: Duration = Field(timedelta(days=14), description="For k current guardians to hand in shares "
+                                   "(at most the policy's shelter.rotation_window_max).")
+    ack_window: Duration = Field(timedelta(days=14), description="For the new guardians to acknowledge (at most "
+                                 "the policy's shelter.rotation_window_max).")
     ack_quorum: int | None = Field(None, ge=1, description="Acknowledgements needed; default: every new guardian; "
                                    "never fewer than the new k.")
-    reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered (at "
-                                      "least the policy's shelter.reminder_every_min).")
+    reminder_every: Duration = Field(timedelta(days=1), description="Remind guardians who have not answered (at "
+                                     "least the policy's shelter.reminder_every_min).")
     remove_guardians: list[str] = Field(default_factory=list, description="The new set is the current one less "
                                         "these guardians (`westworld shelter guardians remove`): a guardian leaves "
                                         "only through a rotation, and the DAO votes on the smaller set first.")

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from westworld.audit import canonical_json
+from westworld.durations import Duration
 from westworld.envelope import HEX32, Sealed, decrypt_blob, open_sealed
 from westworld.errors import UNAUTHORISED, DecryptFailed, PermanentError
 
@@ -263,10 +264,10 @@ class StoreDocumentInput(BaseModel):
     networks: list[Network] = Field(default_factory=lambda: [Network.IPFS, Network.ARWEAVE, Network.SIA],
                                     min_length=1)
     min_good_replicas: int = Field(1, ge=1, description="fewer verified replicas than this fail the store")
-    replicate_timeout: timedelta = Field(timedelta(minutes=5), description="per network, per attempt")
+    replicate_timeout: Duration = Field(timedelta(minutes=5), description="per network, per attempt")
     replicate_attempts: int = Field(8, ge=1, le=100, description="attempts per network before it is recorded as "
                                     "unreachable (backoff 1 s doubling to 30 s)")
-    encrypt_timeout: timedelta = Field(timedelta(minutes=2))
+    encrypt_timeout: Duration = Field(timedelta(minutes=2))
 
 
 class StoreStep(StrEnum):
@@ -313,7 +314,7 @@ class ReplicaAuditInput(BaseModel):
 
     document_ids: list[str] | None = None
     repair: bool = True
-    activity_timeout: timedelta = Field(timedelta(minutes=5))
+    activity_timeout: Duration = Field(timedelta(minutes=5))
 
 
 class ReplicaFinding(BaseModel):

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from westworld import envelope, shamir
 from westworld.audit import canonical_json
+from westworld.durations import Duration
 from westworld.envelope import HEX32, Sealed
 from westworld.errors import (
     SHARE_BAD_COMMITMENT,
@@ -71,8 +72,8 @@ class VoteTerms(BaseModel):
     approval_threshold: Decimal | None = Field(None, ge=0, lt=1,
                                                description="None: the policy's votes.approval_threshold_min.")
     backend: VoteBackend = VoteBackend.OFFCHAIN
-    voting_window: timedelta | None = Field(None, description="Default 72 h (normal) or the emergency window, inside "
-                                            "the policy's votes.window_min..window_max.")
+    voting_window: Duration | None = Field(None, description="Default 72 h (normal) or the emergency window, inside "
+                                           "the policy's votes.window_min..window_max.")
 
 
 class DocumentAccessInput(BaseModel):
@@ -82,10 +83,10 @@ class DocumentAccessInput(BaseModel):
 
     request: AccessRequest
     vote: VoteTerms = Field(default_factory=VoteTerms)
-    share_window: timedelta = Field(timedelta(days=7), description="After approval: time for k guardians (at most "
-                                    "the policy's shelter.share_window_max).")
-    reminder_every: timedelta = Field(timedelta(days=1), description="Remind guardians who have not answered (at "
-                                      "least the policy's shelter.reminder_every_min).")
+    share_window: Duration = Field(timedelta(days=7), description="After approval: time for k guardians (at most "
+                                   "the policy's shelter.share_window_max).")
+    reminder_every: Duration = Field(timedelta(days=1), description="Remind guardians who have not answered (at "
+                                     "least the policy's shelter.reminder_every_min).")
 
 
 class EmergencyAccessInput(BaseModel):
@@ -94,11 +95,11 @@ class EmergencyAccessInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request: AccessRequest
-    window: timedelta = Field(timedelta(hours=2), description="From request to expiry (expiry means denied); at "
-                              "most the policy's shelter.emergency_window_max.")
+    window: Duration = Field(timedelta(hours=2), description="From request to expiry (expiry means denied); at "
+                             "most the policy's shelter.emergency_window_max.")
     vote: VoteTerms = Field(default_factory=VoteTerms)
-    reminder_every: timedelta = Field(timedelta(minutes=10), description="Remind guardians who have not answered (at "
-                                      "least the policy's shelter.reminder_every_min).")
+    reminder_every: Duration = Field(timedelta(minutes=10), description="Remind guardians who have not answered (at "
+                                     "least the policy's shelter.reminder_every_min).")
 
 
 def access_terms(policy: NetworkPolicy, where: str, vote: VoteTerms, kind: VoteKind, *, reminder_every: timedelta,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from westworld.amounts import Amount
 from westworld.chain import ChainSnapshot, GovernorProposal, OnChainCall
+from westworld.durations import Duration
 from westworld.policy import VotePolicy, as_fraction, vote_terms_in_force
 
 PROPOSAL_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
@@ -80,7 +81,7 @@ class DaoVoteInput(BaseModel):
 
     proposal: Proposal
     kind: VoteKind = VoteKind.NORMAL
-    voting_window: timedelta | None = Field(
+    voting_window: Duration | None = Field(
         None, description="Default 72 h (normal) or 2 h (emergency); within the policy's votes.window_min/max.")
     quorum: float | None = Field(
         None, gt=0, le=1, description="Share of total voting power at the snapshot; default and least: the "

@@ -11,8 +11,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from westworld.durations import parse_duration
 from westworld.errors import InvalidInput
-from westworld.experiment import format_duration, load_spec, parse_duration, parse_spec
+from westworld.experiment import format_duration, load_spec, parse_spec
 
 EXAMPLES = Path(__file__).parents[2] / "deploy" / "experiments"
 
