@@ -138,22 +138,20 @@ class TestBoundedDurations:
         file = write(tmp_path, SPEC.replace("duration: 30s", f"duration: {value}", 1))
         assert f"spec.duration (line 8): {problem}" in refused(cli(["experiment", "validate", str(file)]))
 
-    @pytest.mark.parametrize(("value", "problem", "canary_problem"), [
-        ("99999999999999", "Input should be a valid timedelta, durations may not exceed 999,999,999 days",
-         "99999999999999 is longer than 10 years"),
-        (".inf", "Input should be a valid timedelta, durations may not exceed 999,999,999 days",
-         "inf is not a finite duration"),
-        (".nan", "Input should be a valid timedelta, NaN values not permitted", "nan is not a finite duration"),
-        ("P4000D", "345600000s is longer than 10 years", "'P4000D' is longer than 10 years"),
+    @pytest.mark.parametrize(("value", "problem"), [
+        ("99999999999999", "99999999999999 is longer than 10 years"),
+        (".inf", "inf is not a finite duration"),
+        (".nan", "nan is not a finite duration"),
+        ("P4000D", "'P4000D' is longer than 10 years"),
     ])
     def test_proposal_and_canary_durations_name_their_path_and_range(self, tmp_path: Path, data_dir: Path,
-                                                                      value: str, problem: str,
-                                                                      canary_problem: str) -> None:
+                                                                      value: str, problem: str) -> None:
+        # a proposal and a canary read durations as a spec does (westworld/durations.py): the same words
         proposal = write(tmp_path, PROPOSAL + f"voting_window: {value}\n", "proposal.yaml")
-        assert f"voting_window: {problem}" in refused(cli(["vote", "propose", str(proposal)], data_dir))
+        assert f"voting_window: {problem} {ALLOWED}" in refused(cli(["vote", "propose", str(proposal)], data_dir))
         canary = write(tmp_path, CANARY + f"bake_time: {value}\n", "canary.yaml")
         out = refused(cli(["experiment", "rollout", "start", str(canary)], data_dir))
-        assert f"bake_time: {canary_problem} {ALLOWED}" in out  # a canary reads durations as a spec does
+        assert f"bake_time: {problem} {ALLOWED}" in out
 
     def test_a_negative_canary_duration(self, tmp_path: Path, data_dir: Path) -> None:
         canary = write(tmp_path, CANARY + "peer_wait: -60\n")
