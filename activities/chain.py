@@ -41,6 +41,14 @@ from westworld.errors import ChainNotReady, ChainRejected
 
 __all__ = ["ChainActivities", "ChainClient", "load_deployment", "save_deployment"]
 
+Web3Client = AsyncWeb3[Any]  # what callers outside activities/ name the chain connection by; they never import web3
+
+
+def connect_web3(rpc_url: str) -> Web3Client:
+    """An async web3 connection to ``rpc_url`` (the caller disconnects it: ``await w3.provider.disconnect()``)."""
+    return AsyncWeb3(AsyncHTTPProvider(rpc_url))
+
+
 LOG_LOOKBACK_BLOCKS = 50_000  # how far back to look for a proposal's own events when its block is unknown
 SNAPSHOT_WAIT_S = 90.0  # real chains: how long propose waits for the snapshot timepoint to pass
 _NONCES_ABI = [{"inputs": [{"name": "owner", "type": "address"}], "name": "nonces",

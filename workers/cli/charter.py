@@ -17,9 +17,8 @@ from typing import Annotated, Any
 import httpx
 import typer
 from eth_account import Account
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from activities.chain import ChainClient, load_deployment
+from activities.chain import ChainClient, connect_web3, load_deployment
 from activities.charter_chain import CharterChain, read_charter_file
 from westworld.chain import CHARTER, OnChainCall
 from westworld.charter import Charter, charter_hash, diff
@@ -48,7 +47,7 @@ def _read(path: Path) -> tuple[bytes, Charter]:
 async def on_chain(s: Settings) -> CharterOnChain:
     """The Charter contract's state (read with a throwaway relayer: nothing is signed or sent)."""
     deployment = load_deployment(s.contracts_file, s.chain_rpc_url)
-    w3 = AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url))
+    w3 = connect_web3(s.chain_rpc_url)
     try:
         return await CharterChain(ChainClient(w3, deployment, Account.create(), dev_time_travel=False)).read()
     finally:

@@ -15,9 +15,8 @@ from typing import Annotated, Any
 
 import typer
 from eth_account import Account
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from activities.chain import ChainClient, load_deployment
+from activities.chain import ChainClient, connect_web3, load_deployment
 from activities.policy import read_policy_file
 from westworld.chain import MESH_CONFIG, OnChainCall
 from westworld.errors import WestworldError
@@ -62,7 +61,7 @@ def changes(old: NetworkPolicy | None, new: NetworkPolicy) -> list[str]:
 async def hash_on_chain(s: Settings) -> tuple[str, str]:
     """(the policy hash MeshConfig holds, lower-case hex without 0x or "" if unset; MeshConfig's address)."""
     deployment = load_deployment(s.contracts_file, s.chain_rpc_url)
-    w3 = AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url))
+    w3 = connect_web3(s.chain_rpc_url)
     try:  # a throwaway relayer: nothing is signed or sent, MeshConfig is only read
         chain = ChainClient(w3, deployment, Account.create(), dev_time_travel=False)
         value = await chain.read_parameter(POLICY_HASH_KEY)

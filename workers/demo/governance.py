@@ -140,11 +140,10 @@ async def _show_audit(s: Settings, result: DaoVoteResult, echo: Echo) -> None:
 
 async def _read_parameter(s: Settings, key: str) -> str:
     from eth_account import Account as Acct
-    from web3 import AsyncHTTPProvider, AsyncWeb3
 
-    from activities.chain import ChainClient
+    from activities.chain import ChainClient, connect_web3
 
-    w3 = AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url))
+    w3 = connect_web3(s.chain_rpc_url)
     chain = ChainClient(w3, load_deployment(s.contracts_file), Acct.from_key(s.chain_deployer_key),
                         s.chain_dev_time_travel)
     try:

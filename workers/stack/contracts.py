@@ -20,8 +20,8 @@ from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from activities.chain import Web3Client, connect_web3
 from activities.chain_tx import Signer, is_dev_chain, latest_timestamp, load_deployment, save_deployment
 from activities.charter_chain import DEFAULT_CHARTER_FILE, charter_constructor_args, charter_metric_calls
 from activities.policy import DEFAULT_POLICY_FILE, read_policy_file
@@ -75,7 +75,7 @@ async def deploy_contracts(
     policy (``deploy/policy.yaml``), which the worker then enforces. The Charter starts at ``charter_file``'s
     version and hash with its per-metric flags. Later changes go through the DAO."""
     params = initial_parameters if initial_parameters is not None else default_parameters()
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    w3 = connect_web3(rpc_url)
     acct: LocalAccount = Account.from_key(deployer_key)
     arts = load_artifacts(build_json_path)
     chain_id = int(await w3.eth.chain_id)
@@ -145,7 +145,7 @@ async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path
     """
     if contracts_file.exists():
         dep = load_deployment(contracts_file, rpc_url)
-        w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+        w3 = connect_web3(rpc_url)
         try:
             if dep.chain_id == int(await w3.eth.chain_id):
                 codes = [await w3.eth.get_code(to_checksum_address(a)) for a in dep.addresses.values()]
@@ -162,7 +162,7 @@ async def deploy_if_needed(rpc_url: str, deployer_key: str, contracts_file: Path
     return True
 
 
-async def add_charter(w3: AsyncWeb3[Any], dep: Deployment, deployer_key: str, charter_file: Path) -> Deployment:
+async def add_charter(w3: Web3Client, dep: Deployment, deployer_key: str, charter_file: Path) -> Deployment:
     """A deployment recorded before the Charter existed: deploy it beside the others (same timelock)."""
     arts = load_artifacts()
     tx = Signer(w3, Account.from_key(deployer_key), dep.chain_id, [a["abi"] for a in arts.values()])
@@ -188,7 +188,7 @@ def delegation_signature(holder: LocalAccount, token: str, chain_id: int, nonce:
 
 
 async def distribute_voting_power(
-    rpc: str | AsyncWeb3[Any], dep: Deployment, holders: Mapping[str, float | int],
+    rpc: str | Web3Client, dep: Deployment, holders: Mapping[str, float | int],
     deployer_key: str | None = None, *, as_share_of_supply: bool = False, fresh: bool = False,
 ) -> int:
     """Top each holder (private key -> wei, or share of the supply) up to its amount and self-delegate it.
@@ -202,7 +202,7 @@ async def distribute_voting_power(
             raise PermanentError("distribute_voting_power: pass the deployer key on a non-dev chain",
                                  type=CONFIG_ERROR)
         deployer_key = ANVIL_DEV_KEY
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc)) if isinstance(rpc, str) else rpc
+    w3 = connect_web3(rpc) if isinstance(rpc, str) else rpc
     deployer: LocalAccount = Account.from_key(deployer_key)
     tx = Signer(w3, deployer, dep.chain_id, dep.abis.values())
     token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
@@ -242,7 +242,7 @@ async def relay_delegation(rpc_url: str, dep: Deployment, holder_key: str, relay
     ``delegateBySig`` and pays the gas (the pattern of :func:`distribute_voting_power`). Returns (tx hash, votes).
 
     A holder already delegated to itself sends nothing (tx hash ``""``): the call is idempotent."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    w3 = connect_web3(rpc_url)
     try:
         holder: LocalAccount = Account.from_key(holder_key)
         token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
@@ -264,7 +264,7 @@ async def send_tokens(rpc_url: str, dep: Deployment, sender_key: str, to: str, a
     """Transfer ``amount`` (wei) of the token from ``sender_key``'s account to ``to``; (tx hash, new balance).
 
     A sender without enough tokens is refused before anything is sent, naming what it holds."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    w3 = connect_web3(rpc_url)
     try:
         sender: LocalAccount = Account.from_key(sender_key)
         token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
@@ -282,7 +282,7 @@ async def send_tokens(rpc_url: str, dep: Deployment, sender_key: str, to: str, a
 
 async def voting_power_of(rpc_url: str, dep: Deployment, address: str) -> tuple[int, str, int]:
     """(token balance, the address its votes are delegated to, current votes) of ``address``, in wei."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    w3 = connect_web3(rpc_url)
     try:
         token = w3.eth.contract(address=to_checksum_address(dep.address(TOKEN)), abi=dep.abis[TOKEN])
         who = to_checksum_address(address)
@@ -294,7 +294,7 @@ async def voting_power_of(rpc_url: str, dep: Deployment, address: str) -> tuple[
 
 async def chain_id_of(rpc_url: str) -> int:
     """The chain id the node at ``rpc_url`` reports (31337: a local anvil)."""
-    w3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    w3 = connect_web3(rpc_url)
     try:
         return int(await w3.eth.chain_id)
     finally:

@@ -12,9 +12,8 @@ from typing import Any
 
 import httpx
 from eth_account import Account
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from activities.chain import ChainClient, load_deployment
+from activities.chain import ChainClient, connect_web3, load_deployment
 from activities.charter_chain import CharterChain, CharterChainActivities
 from activities.charter_enforce import CharterEnforcement, CharterEnforcementActivities
 from activities.sql.audit_log import AuditLog
@@ -30,7 +29,7 @@ WORKFLOWS: tuple[type, ...] = (CharterSyncWorkflow,)
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
     del audit
-    w3 = AsyncWeb3(AsyncHTTPProvider(settings.chain_rpc_url))
+    w3 = connect_web3(settings.chain_rpc_url)
     chain = ChainClient(w3, load_deployment(settings.contracts_file), Account.from_key(settings.chain_deployer_key),
                         settings.chain_dev_time_travel)
     try:

@@ -15,11 +15,10 @@ from typing import Any
 
 import httpx
 from eth_account import Account
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.anchor import AnchorActivities
 from activities.audit import AuditActivities
-from activities.chain import ChainActivities, ChainClient, load_deployment
+from activities.chain import ChainActivities, ChainClient, connect_web3, load_deployment
 from activities.policy import PolicyActivities
 from activities.snapshot import SnapshotActivities, SnapshotClient
 from activities.sql.audit_log import AuditLog
@@ -47,7 +46,7 @@ class GovernanceClients:
 
 @contextlib.asynccontextmanager
 async def open_clients(settings: Settings, database: Database) -> AsyncIterator[GovernanceClients]:
-    w3 = AsyncWeb3(AsyncHTTPProvider(settings.chain_rpc_url))
+    w3 = connect_web3(settings.chain_rpc_url)
     chain = ChainClient(w3, load_deployment(settings.contracts_file), Account.from_key(settings.chain_deployer_key),
                         settings.chain_dev_time_travel)
     try:
