@@ -14,12 +14,12 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
-import httpx
 import typer
 from eth_account import Account
 
 from activities.chain import ChainClient, connect_web3, load_deployment
 from activities.charter_chain import CharterChain, read_charter_file
+from activities.http import HttpError, get_json
 from westworld.chain import CHARTER, OnChainCall
 from westworld.charter import Charter, charter_hash, diff
 from westworld.charter_sync import CharterOnChain, CharterSyncState
@@ -151,8 +151,8 @@ def status(as_json: Json = False, data_dir: DataDir = None) -> None:
     s = settings_for(data_dir)
     chain, why = _on_chain(s)
     try:
-        gate: dict[str, Any] | None = httpx.get(f"{s.charter_gate_url}/status", timeout=3).json()
-    except (httpx.HTTPError, ValueError):
+        gate: dict[str, Any] | None = get_json(f"{s.charter_gate_url}/status", 3)
+    except (HttpError, ValueError):
         gate = None
     try:
         sync = asyncio.run(asyncio.wait_for(_sync_state(s), timeout=10))

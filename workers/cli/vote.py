@@ -8,7 +8,6 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import typer
 from eth_account import Account
 from pydantic import BaseModel
@@ -24,6 +23,7 @@ from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.chain import ChainClient
+from activities.http import TransportError, open_http
 from westworld import ballot
 from westworld.errors import (
     VOTE_BAD_CHOICE,
@@ -161,9 +161,9 @@ async def post_to_intake(s: Settings, vote: VoteRequest) -> VoteReceipt:
     type. Raises ``IntakeDown`` when it does not answer or does not serve this vote (an older opening)."""
     url = f"{s.resolved_web_url}/v1/votes"
     try:
-        async with httpx.AsyncClient(timeout=30.0) as http:
+        async with open_http(30.0) as http:
             r = await http.post(url, content=vote.model_dump_json(), headers={"content-type": "application/json"})
-    except httpx.TransportError as err:
+    except TransportError as err:
         raise IntakeDown(f"the vote intake at {url} does not answer ({type(err).__name__}); is `westworld up` "
                          f"running its web process?") from err
     if r.status_code == 200:

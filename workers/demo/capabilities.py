@@ -24,9 +24,9 @@ import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
-import httpx
 from temporalio.client import Client
 
+from activities.http import HttpClient, open_http
 from activities.sandbox.local import LocalSandbox
 from westworld import capability as cap
 from westworld import peers
@@ -81,7 +81,7 @@ async def run_capabilities_demo(settings: Settings, echo: Echo) -> None:
     client = await connect(s)
     tag = uuid.uuid4().hex[:6]
     signers = Signers(s, client)
-    async with httpx.AsyncClient(timeout=10.0) as http:
+    async with open_http(10.0) as http:
         if (halt := (await ops.registries(client, s)).halt).halted:
             raise RuntimeError(f"the network is halted (epoch {halt.epoch}: {halt.reason}); guardians resume it "
                                f"with `westworld halt resume` before the demo can run")
@@ -99,7 +99,7 @@ async def run_capabilities_demo(settings: Settings, echo: Echo) -> None:
             echo(f"removed sandbox capdemo-{tag} and deregistered its {len(ref.nodes)} nodes")
 
 
-async def _demo(client: Client, s: Settings, signers: Signers, ref: SandboxRef, http: httpx.AsyncClient,
+async def _demo(client: Client, s: Settings, signers: Signers, ref: SandboxRef, http: HttpClient,
                 echo: Echo, tag: str) -> None:
     peer_keys, guardian_keys = await _register(s, signers, ref)
     live = len((await ops.registries(client, s)).nodes)

@@ -10,12 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 from eth_account import Account
 
 from activities.chain import ChainClient, connect_web3, load_deployment
 from activities.charter_chain import CharterChain, CharterChainActivities
 from activities.charter_enforce import CharterEnforcement, CharterEnforcementActivities
+from activities.http import open_http
 from activities.sql.audit_log import AuditLog
 from activities.sql.charter_store import CharterStore
 from activities.sql.database import Database
@@ -33,7 +33,7 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
     chain = ChainClient(w3, load_deployment(settings.contracts_file), Account.from_key(settings.chain_deployer_key),
                         settings.chain_dev_time_travel)
     try:
-        async with httpx.AsyncClient(timeout=15.0) as http:
+        async with open_http(15.0) as http:
             reader = CharterChainActivities(CharterChain(chain))
             enforce = CharterEnforcementActivities(CharterEnforcement(
                 http, settings.charter_file, settings.charter_gate_url, token_file(settings),

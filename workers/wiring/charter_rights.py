@@ -11,9 +11,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from activities.charter_rights import CharterRights
+from activities.http import open_http
 from activities.sql.audit_log import AuditLog
 from activities.sql.charter_store import CharterStore
 from activities.sql.database import Database
@@ -33,7 +32,7 @@ WORKFLOWS: tuple[type, ...] = (CharterConsentWorkflow, RetentionPurgeWorkflow, D
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
     del audit
-    async with httpx.AsyncClient(timeout=30.0) as http:
+    async with open_http(30.0) as http:
         ipfs = IpfsClient(settings.ipfs_api_url, http, timeout=30.0)
         rights = CharterRights(
             http, CharterStore(database), charter_file=settings.charter_file, contracts_file=settings.contracts_file,

@@ -10,9 +10,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from activities.evidence import EvidenceActivities
+from activities.http import HttpClient, open_http
 from activities.prometheus import PrometheusActivities
 from activities.sandbox.backend import SandboxActivities, SandboxBackend
 from activities.sandbox.kube_api import client_from_kubeconfig
@@ -30,7 +29,7 @@ KUBE_CONFIG_SETTING = "WESTWORLD_KUBE_CONFIG"
 """The environment setting of :attr:`Settings.kube_config`, named in every error that it fixes."""
 
 
-def sandbox_backends(settings: Settings, http: httpx.AsyncClient) -> dict[Backend, SandboxBackend]:
+def sandbox_backends(settings: Settings, http: HttpClient) -> dict[Backend, SandboxBackend]:
     """The sandbox backends this worker can reach (the local one always; kubernetes when ``kube_config`` is set)."""
     backends: dict[Backend, SandboxBackend] = {
         Backend.LOCAL: LocalSandbox(http, settings.data_dir, settings.prometheus_targets_dir,
@@ -43,7 +42,7 @@ def sandbox_backends(settings: Settings, http: httpx.AsyncClient) -> dict[Backen
     return backends
 
 
-def sandbox_activities(settings: Settings, http: httpx.AsyncClient) -> SandboxActivities:
+def sandbox_activities(settings: Settings, http: HttpClient) -> SandboxActivities:
     """The sandbox activities over :func:`sandbox_backends`; a backend not configured says which setting does it."""
     return SandboxActivities(sandbox_backends(settings, http), how_to_configure={
         Backend.KUBERNETES: f"set {KUBE_CONFIG_SETTING} to the cluster's kubeconfig file and restart the worker"})
@@ -52,7 +51,7 @@ def sandbox_activities(settings: Settings, http: httpx.AsyncClient) -> SandboxAc
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
     del database, audit
-    async with httpx.AsyncClient(timeout=10.0) as http:
+    async with open_http(10.0) as http:
         sandbox = sandbox_activities(settings, http)
         prometheus = PrometheusActivities(http, settings.resolved_prometheus_url)
         evidence = EvidenceActivities(settings.data_dir / "evidence")

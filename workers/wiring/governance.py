@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 from eth_account import Account
 
 from activities.anchor import AnchorActivities
 from activities.audit import AuditActivities
 from activities.chain import ChainActivities, ChainClient, connect_web3, load_deployment
+from activities.http import open_http
 from activities.policy import PolicyActivities
 from activities.snapshot import SnapshotActivities, SnapshotClient
 from activities.sql.audit_log import AuditLog
@@ -50,7 +50,7 @@ async def open_clients(settings: Settings, database: Database) -> AsyncIterator[
     chain = ChainClient(w3, load_deployment(settings.contracts_file), Account.from_key(settings.chain_deployer_key),
                         settings.chain_dev_time_travel)
     try:
-        async with httpx.AsyncClient(timeout=15.0) as http:
+        async with open_http(15.0) as http:
             snapshot = SnapshotClient(http, settings.snapshot_hub_url, settings.snapshot_sequencer_url,
                                       settings.snapshot_space, settings.chain_deployer_key)
             votes = VoteStore(database)

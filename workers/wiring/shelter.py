@@ -10,8 +10,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
+from activities.http import open_http
 from activities.notify import NotifyActivities
 from activities.shelter_rotation import RotationActivities
 from activities.sql.audit_log import AuditLog
@@ -34,7 +33,7 @@ WORKFLOWS: tuple[type, ...] = (DocumentAccessWorkflow, EmergencyAccessWorkflow, 
 @contextlib.asynccontextmanager
 async def open_activities(settings: Settings, database: Database, audit: AuditLog) -> AsyncIterator[list[Any]]:
     del audit
-    async with httpx.AsyncClient(timeout=15.0) as http, open_storage_activities(settings, database) as storage:
+    async with open_http(15.0) as http, open_storage_activities(settings, database) as storage:
         notify = NotifyActivities(http, settings.notify_webhook_url,
                                   settings.data_dir / "shelter" / "notifications.jsonl")
         rotation = RotationActivities(database, settings.data_dir / "shelter")
