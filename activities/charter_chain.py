@@ -21,6 +21,7 @@ from westworld.errors import InvalidInput
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CHARTER_FILE = REPO / "deploy" / "charter.yaml"
+LOCAL_CHARTER_NAME = "local-charter.yaml"  # in the data dir: the shipped charter plus a local committee report key
 
 
 def read_charter_file(path: Path) -> tuple[bytes, Charter]:

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from activities.charter_chain import DEFAULT_CHARTER_FILE
+from activities.charter_chain import DEFAULT_CHARTER_FILE, LOCAL_CHARTER_NAME
 from activities.policy import DEFAULT_POLICY_FILE
 from westworld.documents import decode_utf8
 from westworld.errors import SettingsError
@@ -111,6 +111,15 @@ class Settings(BaseSettings):
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _local_charter(self) -> Settings:
+        """The data dir's charter (``local-charter.yaml``: the shipped one plus the committee's report key, made by
+        `westworld up` before it deploys the Charter; workers/stack/committee.py) when none was set."""
+        local = self.data_dir / LOCAL_CHARTER_NAME
+        if self.charter_file == DEFAULT_CHARTER_FILE and local.is_file():
+            self.charter_file = local
+        return self
 
     @property
     def resolved_database_url(self) -> str:

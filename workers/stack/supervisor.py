@@ -176,6 +176,12 @@ def up(s: Settings, echo: Callable[[str], None]) -> None:
 
     if ensure_operator_key(s):  # the genesis operator: signs mints, registrations, halts (docs/capabilities.md)
         echo(f"created the operator key at {s.data_dir / 'operator.key'} (yours: pass it with --key)")
+    from workers.stack.committee import committee_key_file, ensure_local_charter
+
+    s, made = ensure_local_charter(s)  # before the Charter is deployed and the worker and gate read it
+    if made:
+        echo(f"created the local report committee key at {committee_key_file(s)} (mode 0600) and {s.charter_file} "
+             "(deploy/charter.yaml plus its public key; the Charter is deployed at that file's hash)")
     state = _read_state(s)
     for comp in components(s):
         if comp.name == "worker":
@@ -216,7 +222,7 @@ def _ensure_contracts(s: Settings, echo: Callable[[str], None]) -> None:
     from workers.stack.contracts import deploy_if_needed
 
     deployed = asyncio.run(deploy_if_needed(s.chain_rpc_url, s.chain_deployer_key, s.contracts_file,
-                                             policy_file=s.policy_file))
+                                             policy_file=s.policy_file, charter_file=s.charter_file))
     if deployed:
         echo(f"{'contracts':13} deployed         addresses in {s.contracts_file}")
 
