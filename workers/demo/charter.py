@@ -1,8 +1,15 @@
 """The charter demo on the live stack: the charter on chain and in force, then an adversarial node whose forbidden
-telemetry never reaches Prometheus, its drops counted by the kernel filter (where it loaded) and the gate.
+telemetry never reaches Prometheus, its drops counted by the kernel filter (where it loaded) and the gate; then the
+users' rights: a consent granted and withdrawn (the subject's series purged from Prometheus), a data export
+delivered and opened with the user's key, an anonymous report decided by five committee signatures inside its 72 h
+window; and the audit entries each of them left.
 
 The adversary (``meshnode/adversary.py``) runs as its own process against the stack's gate and Prometheus; the demo
-then reads Prometheus's series for the gate's job through its API and checks each against the charter.
+then reads Prometheus's series for the gate's job through its API and checks each against the charter. The demo is
+a client: it signs as the user and as the committee members (the local chain's mnemonic accounts 0-14, whom the
+shipped charter names), opens reports with the local committee key `westworld up` made
+(``<data dir>/charter-committee.key``, workers/stack/committee.py), and reads the audit log through the worker's
+AuditVerifyWorkflow; it opens no database.
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.chain import ChainClient, load_deployment
 from activities.charter_chain import CharterChain, read_charter_file
-from westworld.charter import charter_hash
+from westworld.charter import Charter, charter_hash
 from westworld.charter_sync import CHARTER_JOB, CharterSyncState, series_problem
 from westworld.errors import DemoTimeout, PermanentError
 from westworld.keys import CHARTER_SYNC_ID
 from workers.client import connect
+from workers.demo.charter_rights import run_rights_demo
 from workers.settings import Settings
 
 Echo = Callable[[str], None]
@@ -49,6 +57,11 @@ async def _wait_in_force(s: Settings, version: int, timeout: float = 120.0) -> C
 
 
 async def run_charter_demo(s: Settings, echo: Echo) -> None:
+    charter = await _chain_and_adversary(s, echo)
+    await run_rights_demo(s, charter, echo)
+
+
+async def _chain_and_adversary(s: Settings, echo: Echo) -> Charter:
     content, charter = read_charter_file(s.charter_file)
     w3 = AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url))
     try:
@@ -96,3 +109,4 @@ async def run_charter_demo(s: Settings, echo: Echo) -> None:
     echo(f"gate drops: {({k: v for k, v in gate.items() if v})}; labels stripped "
          f"{after['gate']['stripped_labels'] - before['gate']['stripped_labels']}; the charter sync audits them "
          "(charter.drops) at its next poll")
+    return charter
