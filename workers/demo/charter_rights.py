@@ -27,13 +27,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from nacl.public import PrivateKey, SealedBox
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
+from activities.http import open_http
 from westworld import keys
 from westworld.audit_trust import MAX_SHOWN, AuditVerifyInput
 from westworld.charter import Charter, pseudonym
@@ -106,7 +106,7 @@ async def _consent(client: Client, s: Settings, charter: Charter, user: LocalAcc
     granted = await submit(True, 1)
     echo(f"consent: {user.address[:10]}… signs a grant for {metric} (consent-only) -> gate {granted.applied.gate}, "
          f"audit #{granted.audit_seq}")
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with open_http(10.0) as http:
         async def samples() -> int:
             answer = await http.get(f"{s.resolved_prometheus_url}/api/v1/query",
                                     params={"query": f"count_over_time({selector}[1h])"})
