@@ -20,12 +20,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 from eth_account import Account
-from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from activities.chain import ChainClient, load_deployment
+from activities.chain import ChainClient, connect_web3, load_deployment
 from activities.charter_chain import CharterChain, read_charter_file
+from activities.http import open_http
 from westworld.charter import Charter, charter_hash
 from westworld.charter_sync import CHARTER_JOB, CharterSyncState, series_problem
 from westworld.errors import DemoTimeout, PermanentError
@@ -63,7 +62,7 @@ async def run_charter_demo(s: Settings, echo: Echo) -> None:
 
 async def _chain_and_adversary(s: Settings, echo: Echo) -> Charter:
     content, charter = read_charter_file(s.charter_file)
-    w3 = AsyncWeb3(AsyncHTTPProvider(s.chain_rpc_url))
+    w3 = connect_web3(s.chain_rpc_url)
     try:
         chain = await CharterChain(ChainClient(w3, load_deployment(s.contracts_file), Account.create(),
                                                dev_time_travel=False)).read()
@@ -74,7 +73,7 @@ async def _chain_and_adversary(s: Settings, echo: Echo) -> Charter:
     state = await _wait_in_force(s, chain.version)
     for layer in state.layers:
         echo(f"  {layer.layer:7} {layer.state:11} {layer.detail}")
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with open_http(10) as http:
         before: dict[str, Any] = (await http.get(f"{s.charter_gate_url}/status")).json()
         kernel = before["kernel"]
         echo("kernel filter: " + (f"loaded at tc egress of {kernel['device']}" if kernel["loaded"] else
