@@ -220,10 +220,14 @@ class RunningGate:
     runner: web.AppRunner
 
     async def close(self) -> None:
+        """Stop receiving and serving, detach the kernel filter; a second call does nothing."""
+        if self.transport.is_closing() and self.state.kernel is None:
+            return
         self.transport.close()
         await self.runner.cleanup()
         if self.state.kernel is not None:
             self.state.kernel.close()
+            self.state.kernel = None
 
 
 async def start(s: Settings, *, kernel: bool = True) -> RunningGate:

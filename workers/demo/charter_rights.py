@@ -79,7 +79,11 @@ async def run_rights_demo(s: Settings, charter: Charter, echo: Echo) -> None:
     echo(f"user {user.address} (a fresh key; signs their own consents and export request)")
     first_seq = await _consent(client, s, charter, user, echo)
     export_id = await _export(client, s, user, echo)
-    case_id = await _report(client, s, charter, echo)
+    try:
+        case_id = await _report(client, s, charter, echo)
+    except NotConfigured as err:  # a data dir from before the local committee key: said, not hidden
+        echo(f"report: NOT SHOWN: {err.message}")
+        case_id = ""
     await _audit(client, s, first_seq, {user.address.lower(), case_id, export_id}, echo)
 
 
