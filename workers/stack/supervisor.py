@@ -266,11 +266,11 @@ def status(s: Settings) -> list[tuple[str, str, str]]:
 
 def charter_health(s: Settings) -> tuple[str, str]:
     """(health, what enforces) of the charter, from the gate's /status: plainly whether the kernel filter runs."""
-    import httpx
+    from activities.http import HttpError, get_json
 
     try:
-        status = httpx.get(f"{s.charter_gate_url}/status", timeout=3).json()
-    except (httpx.HTTPError, ValueError):
+        status = get_json(f"{s.charter_gate_url}/status", 3)
+    except (HttpError, ValueError):
         return "DOWN", f"charter gate not answering at {s.charter_gate_url}: node telemetry is not collected"
     version = status["charter"]["version"]
     health = f"v{version} in force" if version else "CLOSED (no charter pushed yet; every datagram is dropped)"
