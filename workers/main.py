@@ -88,7 +88,7 @@ def codec_server() -> None:
 @app.command("charter-gate")
 def charter_gate() -> None:
     """Run the charter gate in the foreground (what `up` starts): node telemetry in, the charter enforced."""
-    from workers.charter_gate import main
+    from workers.gate.server import main
 
     main()
 

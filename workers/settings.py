@@ -188,3 +188,13 @@ def _check_config_file(name: str | None) -> None:
         tomllib.loads(decode_utf8(content, name))
     except tomllib.TOMLDecodeError as err:
         raise SettingsError(f"{name}: malformed TOML: {err}") from err
+
+
+def charter_gate_token_file(s: Settings) -> Path:
+    """The token the worker presents to the charter gate's control routes (made by the gate, mode 0600)."""
+    return s.data_dir / "charter-gate-token"
+
+
+def charter_gate_key_file(s: Settings) -> Path:
+    """The charter's pseudonymisation key (HMAC), held by the gate and the worker's export (mode 0600)."""
+    return s.data_dir / "charter-pseudonym.key"

@@ -30,7 +30,7 @@ from tests.fixtures.harness import Harness, eventually
 from tests.fixtures.prometheus import PrometheusServer
 from westworld.charter import load_charter, name_hash
 from westworld.charter_sync import CHARTER_JOB, CharterSyncInput, CharterSyncState, series_problem
-from workers import charter_gate
+from workers.gate import server as charter_gate
 from workers.stack import processes
 from workflows.charter_sync import CharterSyncWorkflow
 

@@ -17,7 +17,7 @@ tc filters), the sender, Temporal and anvil go with it (tests/bench/lifecycle.py
    variants; medians and the per-round ratios are printed. The filter's own counters are checked against what was
    sent, so the figure is known to come from the program being on the path. Without root, bcc, headers or gcc, or
    when the verifier refuses the program, this part prints why and is not measured.
-2. Userspace gate (``workers.charter_gate``: the gate process's asyncio datagram endpoint and its
+2. Userspace gate (``workers.gate.server``: the gate process's asyncio datagram endpoint and its
    ``GateState.receive``, charter deploy/charter.yaml in force, one consent granted): datagrams/s ÷ a bare UDP
    receive loop (blocking ``recvfrom``), same socket options (the same forced SO_RCVBUF); also ÷ an asyncio
    endpoint whose protocol only counts (how much is the judging itself). Each receiver's socket is filled with the
@@ -81,9 +81,9 @@ from westworld.charter_data import BuildExportInput, ExportDelivery, ExportInput
 from westworld.charter_rights import ExportRequest, sign_export
 from westworld.errors import KernelEnforcementUnavailable
 from westworld.keys import SEARCH_ATTRIBUTES
-from workers.charter_gate import GateState, start
 from workers.cli.charter_rights import REPORTER_IDENTITY, submit_report
 from workers.codec import build_data_converter, create_keyring, load_keyring
+from workers.gate.server import GateState, start
 from workers.settings import Settings
 from workers.stack import processes
 from workers.worker import Resources, build_worker, open_resources
@@ -475,7 +475,7 @@ def new_state(charter: bytes) -> GateState:
 
 
 async def gate_figures(workdir: Path, charter: bytes, n: int, rounds: int) -> None:
-    print("\n-- userspace gate: workers.charter_gate's datagram endpoint, deploy/charter.yaml in force --")
+    print("\n-- userspace gate: workers.gate.server's datagram endpoint, deploy/charter.yaml in force --")
     datagrams = mix()
     n = fitting(datagrams, n)
     dry = new_state(charter)

@@ -18,8 +18,8 @@ from tests.workflows.test_cli_json import cli
 from westworld.charter import charter_hash
 from westworld.charter_sync import CharterSyncInput, CharterSyncState
 from westworld.vote import DaoVoteInput, VoteBackend
-from workers import charter_gate
 from workers.cli.common import EXIT_FAILED, EXIT_OK
+from workers.gate import server as charter_gate
 from workflows.charter_sync import CharterSyncWorkflow
 
 

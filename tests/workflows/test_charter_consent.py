@@ -36,7 +36,8 @@ from westworld.charter_consent import ConsentRequest, sign
 from westworld.charter_data import ConsentInput, ConsentReceipt, RetentionPurgeResult
 from westworld.charter_sync import CHARTER_JOB, CharterEnforceInput, metric_relabel_configs
 from westworld.errors import CONSENT_REJECTED, CONSENT_REPLAYED
-from workers import charter_gate
+from workers.gate import server as charter_gate
+from workers.settings import charter_gate_token_file
 from workers.stack.schedules import DECLARED, Declared, _schedule
 from workflows.charter_consent import CharterConsentWorkflow
 from workflows.retention_purge import RetentionPurgeWorkflow
@@ -73,7 +74,7 @@ async def gate(harness: Harness, prometheus: PrometheusServer) -> AsyncIterator[
     s = harness.settings
     running = await charter_gate.start(s, kernel=False)
     content = s.charter_file.read_bytes()
-    token = charter_gate.token_file(s).read_text().strip()
+    token = charter_gate_token_file(s).read_text().strip()
     async with httpx.AsyncClient() as http:  # the gate runs on this event loop
         (await http.put(f"{s.charter_gate_url}/charter", content=content, timeout=10, headers={
             "Authorization": f"Bearer {token}", charter_gate.HASH_HEADER: charter_hash(content)})).raise_for_status()
@@ -165,7 +166,7 @@ async def test_a_restarted_gate_gets_the_consents_in_force(harness: Harness, dep
         assert restarted.state.status()["consents"] == {"loaded": False, "in_force": 0}
         content = s.charter_file.read_bytes()
         async with httpx.AsyncClient(timeout=10) as http:
-            enforcement = CharterEnforcement(http, s.charter_file, s.charter_gate_url, charter_gate.token_file(s),
+            enforcement = CharterEnforcement(http, s.charter_file, s.charter_gate_url, charter_gate_token_file(s),
                                              config_file(prometheus), prometheus.url,
                                              CharterStore(harness.resources.database).consents_in_force)
             result = await enforcement.enforce(CharterEnforceInput(

@@ -29,8 +29,8 @@ from westworld.chain import CHARTER, TIMELOCK, Deployment
 from westworld.charter import charter_hash
 from westworld.charter_sync import CharterSyncInput
 from westworld.keys import CHARTER_SYNC_ID
-from workers import charter_gate
 from workers.demo.charter import run_charter_demo
+from workers.gate import server as charter_gate
 from workers.stack.committee import write_local_charter
 from workflows.charter_sync import CharterSyncWorkflow
 

@@ -24,7 +24,7 @@ from westworld.chain import Deployment
 from westworld.charter_data import ExportInput, ExportResult, read_bundle
 from westworld.charter_rights import ExportRequest, sign_export
 from westworld.errors import EXPORT_REFUSED
-from workers.charter_gate import key_file
+from workers.settings import charter_gate_key_file
 from workflows.data_export import DataExportWorkflow
 
 FAR = 2**40
@@ -43,7 +43,8 @@ def signed(deployment: Deployment, subject_key: str, signer_key: str, public_key
 
 
 async def test_export_delivered_sealed_to_the_user(harness: Harness, deployment: Deployment) -> None:
-    key_file(harness.settings).write_text(secrets.token_hex(32))  # the gate's pseudonym key, as `up` makes it
+    # the gate's pseudonym key, as `up` makes it
+    charter_gate_key_file(harness.settings).write_text(secrets.token_hex(32))
     user = Account.create("export-user")
     user_box = PrivateKey.generate()
     await harness.resources.audit.append("shelter.access.requested", "req-1", {"requester": user.address})

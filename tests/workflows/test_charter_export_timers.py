@@ -22,7 +22,7 @@ from westworld.chain import Deployment
 from westworld.charter_cases import CaseSource, CaseState
 from westworld.charter_data import ExportInput, ExportState
 from westworld.charter_rights import ExportRequest, sign_export
-from workers.charter_gate import key_file
+from workers.settings import charter_gate_key_file
 from workers.stack import processes
 from workflows.data_export import DataExportWorkflow
 from workflows.violation_report import ViolationReportWorkflow
@@ -43,7 +43,7 @@ def notices(h: Harness) -> list[dict[str, Any]]:
 
 
 async def test_export_timers_warn_escalate_and_open_a_case(harness: Harness, deployment: Deployment) -> None:
-    key_file(harness.settings).write_text(secrets.token_hex(32))
+    charter_gate_key_file(harness.settings).write_text(secrets.token_hex(32))
     user = Account.create("late-export")
     req = ExportRequest(subject=user.address, public_key=bytes(PrivateKey.generate().public_key).hex(), nonce=3,
                         expiry=2**40)

@@ -29,8 +29,8 @@ from tests.workflows.test_dao_vote import vote
 from westworld.chain import CHARTER, TIMELOCK, Deployment
 from westworld.charter import charter_hash, load_charter
 from westworld.charter_sync import CharterSyncInput, CharterSyncState, metric_relabel_configs
-from workers import charter_gate
 from workers.cli.charter import amendment_vote
+from workers.gate import server as charter_gate
 from workflows.charter_sync import CharterSyncWorkflow
 from workflows.dao_vote import DaoVoteWorkflow
 

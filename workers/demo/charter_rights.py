@@ -41,7 +41,6 @@ from westworld.charter_cases import CaseDecision, CaseResult, CaseState
 from westworld.charter_consent import ConsentRequest, sign
 from westworld.charter_data import ConsentInput, ConsentReceipt, ExportResult, read_bundle
 from westworld.errors import DemoTimeout, NotConfigured, PermanentError
-from workers.charter_gate import key_file
 from workers.cli.charter_rights import (
     charter_context,
     fetch_export,
@@ -52,7 +51,7 @@ from workers.cli.charter_rights import (
     submit_report,
 )
 from workers.client import connect
-from workers.settings import Settings
+from workers.settings import Settings, charter_gate_key_file
 from workers.stack.committee import committee_key, committee_key_file
 from workflows.audit_verify import AuditVerifyWorkflow
 from workflows.charter_consent import CharterConsentWorkflow
@@ -104,7 +103,8 @@ async def _consent(client: Client, s: Settings, charter: Charter, user: LocalAcc
         return receipt
 
     label = charter.spec.consent.subject_label
-    mark = pseudonym(bytes.fromhex(key_file(s).read_text().strip()), charter.spec.pseudonymisation.key_epoch, label,
+    key = bytes.fromhex(charter_gate_key_file(s).read_text().strip())
+    mark = pseudonym(key, charter.spec.pseudonymisation.key_epoch, label,
                      user.address)
     selector = f'{metric}{{{label}="{mark}"}}'
     granted = await submit(True, 1)

@@ -15,7 +15,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
 from temporalio.client import Client
@@ -75,8 +74,7 @@ async def post_vote(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     try:
-        async with request.app[DATABASE].engine.connect() as conn:
-            await conn.execute(sa.text("SELECT 1"))
+        await request.app[DATABASE].ping()
     except Exception as err:
         return web.json_response({"ok": False, "store": str(err)}, status=503)
     return web.json_response({"ok": True})

@@ -19,8 +19,7 @@ from activities.http import open_http
 from activities.sql.audit_log import AuditLog
 from activities.sql.charter_store import CharterStore
 from activities.sql.database import Database
-from workers.charter_gate import token_file
-from workers.settings import Settings
+from workers.settings import Settings, charter_gate_token_file
 from workflows.charter_sync import CharterSyncWorkflow
 
 WORKFLOWS: tuple[type, ...] = (CharterSyncWorkflow,)
@@ -36,7 +35,7 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
         async with open_http(15.0) as http:
             reader = CharterChainActivities(CharterChain(chain))
             enforce = CharterEnforcementActivities(CharterEnforcement(
-                http, settings.charter_file, settings.charter_gate_url, token_file(settings),
+                http, settings.charter_file, settings.charter_gate_url, charter_gate_token_file(settings),
                 settings.resolved_prometheus_config, settings.resolved_prometheus_url,
                 CharterStore(database).consents_in_force))
             yield [reader.charter_on_chain, reader.charter_anchor_checkpoint, enforce.charter_enforce]

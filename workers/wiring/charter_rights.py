@@ -17,8 +17,7 @@ from activities.sql.audit_log import AuditLog
 from activities.sql.charter_store import CharterStore
 from activities.sql.database import Database
 from activities.storage.ipfs import IpfsClient
-from workers.charter_gate import key_file, token_file
-from workers.settings import Settings
+from workers.settings import Settings, charter_gate_key_file, charter_gate_token_file
 from workflows.charter_consent import CharterConsentWorkflow
 from workflows.data_export import DataExportWorkflow
 from workflows.retention_purge import RetentionPurgeWorkflow
@@ -37,7 +36,8 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
         rights = CharterRights(
             http, CharterStore(database), charter_file=settings.charter_file, contracts_file=settings.contracts_file,
             prometheus_url=settings.resolved_prometheus_url, gate_url=settings.charter_gate_url,
-            gate_token_file=token_file(settings), pseudonym_key_file=key_file(settings), data_dir=settings.data_dir,
+            gate_token_file=charter_gate_token_file(settings), pseudonym_key_file=charter_gate_key_file(settings),
+            data_dir=settings.data_dir,
             ipfs=ipfs, notify_webhook_url=settings.notify_webhook_url,
             scrape_settle=2 * settings.prometheus_scrape_interval + 0.5)
         yield rights.activities()

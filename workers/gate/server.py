@@ -35,22 +35,14 @@ from activities.charter_gate import CharterGate
 from activities.charter_kernel import STAT_NAMES, KernelFilter, pref_for
 from westworld.charter import Whitelist, charter_hash, load_charter
 from westworld.errors import CharterInvalid, InvalidInput, KernelEnforcementUnavailable
-from workers.charter_consent_routes import add_consent_routes
-from workers.settings import Settings, load_settings
+from workers.gate.consent_routes import add_consent_routes
+from workers.settings import Settings, charter_gate_key_file, charter_gate_token_file, load_settings
 
 log = logging.getLogger("westworld.charter_gate")
 
 NO_CHARTER = "no_charter"
 HASH_HEADER = "X-Charter-Hash"
 MAX_CHARTER_BYTES = 1 << 20
-
-
-def token_file(s: Settings) -> Path:
-    return s.data_dir / "charter-gate-token"
-
-
-def key_file(s: Settings) -> Path:
-    return s.data_dir / "charter-pseudonym.key"
 
 
 def _secret_file(path: Path, make: str) -> str:
@@ -66,7 +58,7 @@ def _secret_file(path: Path, make: str) -> str:
 
 
 def ensure_token(s: Settings) -> str:
-    return _secret_file(token_file(s), secrets.token_urlsafe(32))
+    return _secret_file(charter_gate_token_file(s), secrets.token_urlsafe(32))
 
 
 def egress_device(host: str) -> str:
@@ -233,7 +225,7 @@ class RunningGate:
 async def start(s: Settings, *, kernel: bool = True) -> RunningGate:
     """Open the UDP receiver and the HTTP side on the settings' address and ports; attach the kernel filter."""
     token = ensure_token(s)
-    key = bytes.fromhex(_secret_file(key_file(s), secrets.token_hex(32)))
+    key = bytes.fromhex(_secret_file(charter_gate_key_file(s), secrets.token_hex(32)))
     state = GateState(key)
     if kernel:
         attach_kernel(state, s)
@@ -266,7 +258,7 @@ async def start(s: Settings, *, kernel: bool = True) -> RunningGate:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     app.router.add_put("/charter", put_charter)
-    add_consent_routes(app, state, token)  # POST /consent, PUT /consents: workers/charter_consent_routes.py
+    add_consent_routes(app, state, token)  # POST /consent, PUT /consents: workers/gate/consent_routes.py
     runner = web.AppRunner(app, access_log=None)  # no access log: no scraper or node addresses are kept
     await runner.setup()
     site = web.TCPSite(runner, s.charter_gate_host, s.charter_gate_port, reuse_address=True)
