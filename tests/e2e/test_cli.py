@@ -51,6 +51,8 @@ def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, st
         "WESTWORLD_CHAIN_RPC_URL": f"http://127.0.0.1:{free_port()}",
         "WESTWORLD_CODEC_SERVER_PORT": str(free_port()),
         "WESTWORLD_WEB_PORT": str(free_port()),
+        "WESTWORLD_CHARTER_GATE_PORT": str(free_port()),
+        "WESTWORLD_CHARTER_GATE_UDP_PORT": str(free_port()),
         "WESTWORLD_WORKER_METRICS_PORT": str(metrics),
         "WESTWORLD_PROMETHEUS_PORT": str(free_port()),
         "WESTWORLD_IPFS_API_URL": f"http://127.0.0.1:{free_port()}",
