@@ -523,6 +523,6 @@ async def test_worker_wiring_adds_the_backend_only_when_kube_config_is_set(
         configured = sandbox_backends(Settings(data_dir=tmp_path, kube_config=str(kube_cluster.kubeconfig)), http)
         ref = await ActivityEnvironment().run(SandboxActivities(configured).provision_sandbox, provision_input())
         assert ref.namespace and ref.backend is Backend.KUBERNETES
-        with pytest.raises(WestworldError, match="is not a readable kubeconfig file") as err:
+        with pytest.raises(WestworldError, match="no such file; set WESTWORLD_KUBE_CONFIG") as err:
             sandbox_backends(Settings(data_dir=tmp_path, kube_config=str(tmp_path / "missing")), http)
         assert err.value.type == CONFIG_ERROR
