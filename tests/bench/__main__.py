@@ -30,6 +30,7 @@ PARTS = {
     "shelter-store": ("tests.bench.shelter_store", []),
     "shelter-emergency": ("tests.bench.shelter_emergency", []),
     "charter": ("tests.bench.charter", []),
+    "idle": ("tests.bench.idle", ["--workflows", "2000", "--caches", "100,1000"]),
 }
 
 
