@@ -121,7 +121,8 @@ async def start_action(client: Client, s: Settings, inp: AgentActionInput) -> st
 
 
 async def await_action(client: Client, workflow_id: str) -> AgentActionResult:
-    return await client.get_workflow_handle_for(AgentActionWorkflow.run, workflow_id).result()
+    result: AgentActionResult = await client.get_workflow_handle(workflow_id, result_type=AgentActionResult).result()
+    return result
 
 
 def describe(result: AgentActionResult) -> str:
@@ -133,14 +134,14 @@ def describe(result: AgentActionResult) -> str:
 
 
 async def sign_action(client: Client, workflow_id: str, signer: str, key: bytes) -> int:
-    handle = client.get_workflow_handle_for(AgentActionWorkflow.run, workflow_id)
+    handle = client.get_workflow_handle(workflow_id, result_type=AgentActionResult)
     status = await handle.query(AgentActionWorkflow.status)
     return await _submit(handle.execute_update(AgentActionWorkflow.submit_peer_signature, peers.SignatureRequest(
         signer_id=signer, signature=peers.sign(key, bytes.fromhex(status.digest)))))
 
 
 async def sign_resume(client: Client, epoch: int, guardian: str, key: bytes) -> int:
-    handle = client.get_workflow_handle_for(NetworkHaltWorkflow.run, halt_id(epoch))
+    handle = client.get_workflow_handle(halt_id(epoch))
     status = await handle.query(NetworkHaltWorkflow.status)
     return await _submit(handle.execute_update(NetworkHaltWorkflow.submit_guardian_signature, peers.SignatureRequest(
         signer_id=guardian, signature=peers.sign(key, bytes.fromhex(status.digest)))))
@@ -229,7 +230,7 @@ async def reconfigure_watch(client: Client, settings: WatchSettings, reason: str
                             watch_id: str = WATCH_ID) -> WatchSettings:
     """Change the running watch's settings, signed with ``keys`` (one operator tightens; k guardians loosen,
     never beyond the policy); returns the settings replaced."""
-    handle = client.get_workflow_handle_for(AnomalyWatchWorkflow.run, watch_id)
+    handle = client.get_workflow_handle(watch_id)
     seq = (await handle.query(AnomalyWatchWorkflow.status)).admin_seq
     request = WatchConfigRequest(**settings.model_dump(), reason=reason, seq=seq)
     sign_watch_change(request, "watch.reconfigure", watch_id, keys)
@@ -241,7 +242,7 @@ async def reconfigure_watch(client: Client, settings: WatchSettings, reason: str
 
 async def stop_watch(client: Client, reason: str, keys: Sequence[bytes], watch_id: str = WATCH_ID) -> int:
     """Stop the network's watch (k guardians sign)."""
-    handle = client.get_workflow_handle_for(AnomalyWatchWorkflow.run, watch_id)
+    handle = client.get_workflow_handle(watch_id)
     request = WatchStopRequest(reason=reason, seq=(await handle.query(AnomalyWatchWorkflow.status)).admin_seq)
     sign_watch_change(request, "watch.stop", watch_id, keys)
     try:

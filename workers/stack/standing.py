@@ -50,7 +50,7 @@ def new_keypair(path: Path) -> str:
 async def watch_running(client: Client) -> bool:
     """Whether the network's anomaly watch runs (asks the server only: no worker needed)."""
     try:
-        desc = await client.get_workflow_handle_for(AnomalyWatchWorkflow.run, WATCH_ID).describe()
+        desc = await client.get_workflow_handle(WATCH_ID).describe()
     except RPCError as err:
         if err.status is RPCStatusCode.NOT_FOUND:
             return False
