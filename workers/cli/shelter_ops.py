@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import (
@@ -171,6 +172,9 @@ class PendingItem:
     detail: str = ""
 
 
+PENDING_QUERY_TIMEOUT = timedelta(seconds=10)  # per workflow: a worker that is gone must not hang the list
+
+
 async def pending_for(client: Client, keys: PartyKeys) -> list[PendingItem]:
     """Running requests and rotations that wait for this guardian's share or acknowledgement."""
     types = " OR ".join(f'WorkflowType = "{t}"' for t in SHARE_WORKFLOWS)
@@ -178,11 +182,9 @@ async def pending_for(client: Client, keys: PartyKeys) -> list[PendingItem]:
     async for wf in client.list_workflows(f'ExecutionStatus = "Running" AND ({types})'):
         handle = client.get_workflow_handle(wf.id)
         try:
-            task = await handle.query("share_task", keys.id, result_type=ShareTask | None)  # type: ignore[arg-type]
-        except RPCError as err:  # one workflow whose worker is down must not hide the others
-            if err.status not in (RPCStatusCode.FAILED_PRECONDITION, RPCStatusCode.NOT_FOUND,
-                                  RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.UNAVAILABLE):
-                raise
+            task = await handle.query("share_task", keys.id, result_type=ShareTask | None,  # type: ignore[arg-type]
+                                      rpc_timeout=PENDING_QUERY_TIMEOUT)
+        except RPCError as err:  # one workflow whose worker is down (or gone) must not hide the others
             items.append(PendingItem(wf.id, wf.workflow_type or "?", "unreachable", f"cannot be asked now: {err}"))
             continue
         if task is not None and not task.submitted:
