@@ -6,55 +6,24 @@ Skipped (with the reason) where the kernel path cannot run: not root, no bcc, no
 
 from __future__ import annotations
 
-import ctypes
 import os
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from activities.charter_kernel import KernelFilter
+from tests.fixtures.netns_socket import socket_in
 from westworld.charter import name_hash
 from westworld.errors import KernelEnforcementUnavailable
 
 PORT = 8125
 ALLOWED = ("mesh_link_quality", "mesh_node_uptime_seconds", "mesh:recorded_rate")
-CLONE_NEWNET = 0x40000000
 
 
 def _sh(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
-
-
-def socket_in(netns: str, port: int | None = None) -> socket.socket:
-    """A UDP socket created inside ``netns`` (by a thread that enters it; the socket stays there)."""
-    out: list[socket.socket | BaseException] = []
-
-    def enter() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
-            finally:
-                os.close(fd)
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            if port is not None:
-                s.bind(("10.77.0.2", port))
-            out.append(s)
-        except BaseException as err:
-            out.append(err)
-
-    t = threading.Thread(target=enter)
-    t.start()
-    t.join()
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
 
 
 @pytest.fixture
@@ -95,7 +64,7 @@ def kernel_filter(veth: tuple[str, str], tmp_path: Path) -> Iterator[KernelFilte
 def exchange(veth: tuple[str, str], datagrams: list[bytes], port: int = PORT) -> list[bytes]:
     """Send each datagram from the first namespace; what arrived in the second, in order."""
     a, b = veth
-    rx, tx = socket_in(b, port), socket_in(a)
+    rx, tx = socket_in(b, ("10.77.0.2", port)), socket_in(a)
     rx.settimeout(0.3)
     got: list[bytes] = []
     try:

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import secrets
@@ -45,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from asyncio.trsock import TransportSocket
@@ -71,6 +69,7 @@ from tests.bench.activity_floor import ActivityFloorWorkflow, FloorInput, bench_
 from tests.bench.lifecycle import stop_on_signals
 from tests.bench.noop import NoopUpdateWorkflow
 from tests.bench.voters import BenchVoters, make_voters
+from tests.fixtures.netns_socket import socket_in
 from tests.workflows.charter_rights_support import POW_BITS, Committee, make_committee, make_report, write_charter
 from westworld import keys
 from westworld.chain import CHARTER, Deployment
@@ -92,7 +91,6 @@ from workflows.data_export import DataExportWorkflow
 PORT = 8125
 SENDER_SOURCE = Path(__file__).resolve().parent / "charter_sender.c"
 CONSENTED = "0x" + "c0" * 20  # the subject whose consent to mesh_user_session_seconds is in force
-CLONE_NEWNET = 0x40000000
 PEER_MAC = "02:77:77:00:00:02"
 SO_RCVBUFFORCE = 33
 RCVBUF = 256 << 20  # forced (root): the gate's socket holds the whole prefill; the kernel doubles it
@@ -191,33 +189,6 @@ def veth_pair() -> Iterator[Namespaces]:
     finally:
         for name in (ns.sender, ns.receiver):
             subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
-
-
-def socket_in(netns: str, address: tuple[str, int]) -> socket.socket:
-    """A UDP socket bound to ``address`` inside ``netns`` (made by a thread that enters it; the socket stays)."""
-    out: list[socket.socket | BaseException] = []
-
-    def enter() -> None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    raise OSError(ctypes.get_errno(), f"setns into {netns}")
-            finally:
-                os.close(fd)
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(address)
-            out.append(s)
-        except BaseException as err:
-            out.append(err)
-
-    t = threading.Thread(target=enter)
-    t.start()
-    t.join()
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
 
 
 @dataclass(frozen=True)
