@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from tests.fixtures.stack_env import stack_ports_env
 from westworld.keys import vote_id
 from workers.cli.common import EXIT_NO
-from workers.stack.processes import free_port, port_open
 
 pytestmark = pytest.mark.e2e
 
@@ -38,26 +38,7 @@ def run(env: dict[str, str], *args: str, ok: bool = True, timeout: float = 180) 
 @pytest.fixture(scope="module")
 def stack_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     data = tmp_path_factory.mktemp("stack")
-    metrics = free_port()
-    while port_open(metrics + 1):
-        metrics = free_port()
-    env = {
-        **os.environ,
-        "WESTWORLD_DATA_DIR": str(data),
-        "WESTWORLD_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "WESTWORLD_TEMPORAL_UI_PORT": str(free_port()),
-        "WESTWORLD_TEMPORAL_HTTP_PORT": str(free_port()),
-        "WESTWORLD_TEMPORAL_METRICS_PORT": str(free_port()),
-        "WESTWORLD_CHAIN_RPC_URL": f"http://127.0.0.1:{free_port()}",
-        "WESTWORLD_CODEC_SERVER_PORT": str(free_port()),
-        "WESTWORLD_WEB_PORT": str(free_port()),
-        "WESTWORLD_CHARTER_GATE_PORT": str(free_port()),
-        "WESTWORLD_CHARTER_GATE_UDP_PORT": str(free_port()),
-        "WESTWORLD_WORKER_METRICS_PORT": str(metrics),
-        "WESTWORLD_PROMETHEUS_PORT": str(free_port()),
-        "WESTWORLD_IPFS_API_URL": f"http://127.0.0.1:{free_port()}",
-        "WESTWORLD_ARWEAVE_URL": f"http://127.0.0.1:{free_port()}",
-    }
+    env = {**os.environ, **stack_ports_env(data)}
     run(env, "up", timeout=300)
     try:
         yield env

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.stack.processes import free_port, port_open
+from tests.fixtures.stack_env import stack_ports_env
+from workers.stack.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -73,30 +74,14 @@ def test_the_page_is_what_the_test_reads() -> None:
 @pytest.fixture(scope="module")
 def user_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("home")
-    metrics = free_port()
-    while port_open(metrics + 1):
-        metrics = free_port()
     temporal = f"127.0.0.1:{free_port()}"
     env = {
         **os.environ,
         "HOME": str(home),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "COLUMNS": "200",
-        "WESTWORLD_DATA_DIR": str(home / ".local" / "share" / "westworld"),
-        "WESTWORLD_TEMPORAL_ADDRESS": temporal,
         "TEMPORAL_ADDRESS": temporal,
-        "WESTWORLD_TEMPORAL_UI_PORT": str(free_port()),
-        "WESTWORLD_TEMPORAL_HTTP_PORT": str(free_port()),
-        "WESTWORLD_TEMPORAL_METRICS_PORT": str(free_port()),
-        "WESTWORLD_CHAIN_RPC_URL": f"http://127.0.0.1:{free_port()}",
-        "WESTWORLD_CODEC_SERVER_PORT": str(free_port()),
-        "WESTWORLD_WEB_PORT": str(free_port()),
-        "WESTWORLD_CHARTER_GATE_PORT": str(free_port()),
-        "WESTWORLD_CHARTER_GATE_UDP_PORT": str(free_port()),
-        "WESTWORLD_WORKER_METRICS_PORT": str(metrics),
-        "WESTWORLD_PROMETHEUS_PORT": str(free_port()),
-        "WESTWORLD_IPFS_API_URL": f"http://127.0.0.1:{free_port()}",
-        "WESTWORLD_ARWEAVE_URL": f"http://127.0.0.1:{free_port()}",
+        **stack_ports_env(home / ".local" / "share" / "westworld", temporal),
     }
     env.pop("VIRTUAL_ENV", None)
     try:
