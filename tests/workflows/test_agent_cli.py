@@ -47,6 +47,7 @@ async def cli(env: dict[str, str], *args: str, ok: bool | None = True) -> str:
     return text
 
 
+@pytest.mark.usefixtures("fresh_watch")
 @pytest.mark.timeout(600)  # some thirty CLI processes on a loaded 2-core machine
 async def test_a_client_without_a_data_dir_administers_the_network_by_signatures(harness: Harness,
                                                                                  tmp_path: Path) -> None:

@@ -3,16 +3,13 @@ resume it. Real Temporal server and SQLite; the watch polls the decision feed ev
 
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError
 
 from tests.workflows.admin_support import halt as signed_halt
 from tests.workflows.admin_support import operator_key
@@ -48,15 +45,7 @@ async def sign_resume(h: Harness, handle: WorkflowHandle[NetworkHaltWorkflow, Ne
         signer_id=guardian, signature=peers.sign(key, bytes.fromhex(status.digest))))
 
 
-@pytest.fixture
-async def no_watch_left(harness: Harness) -> AsyncIterator[None]:
-    """The network's watch (a fixed id) does not outlive the test, whatever happens in it."""
-    yield
-    with contextlib.suppress(RPCError):
-        await harness.client.get_workflow_handle(WATCH_ID).terminate("test over")
-
-
-@pytest.mark.usefixtures("no_watch_left")
+@pytest.mark.usefixtures("fresh_watch")
 async def test_creeping_takeover_is_caught_halts_everything_until_guardians_resume(harness: Harness) -> None:
     h = harness
     net = await network(h, 200, peers_n=5, guardians_n=3)

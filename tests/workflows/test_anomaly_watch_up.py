@@ -30,6 +30,7 @@ from workflows.anomaly_watch import AnomalyWatchWorkflow
 TIGHT = AnomalyConfig(concentration_warn_pct=4, concentration_critical_pct=8, denials_warn=3)
 
 
+@pytest.mark.usefixtures("fresh_watch")
 async def test_up_starts_the_default_watch_once_and_the_setting_turns_it_off(harness: Harness) -> None:
     h = harness
     off = h.settings.model_copy(update={"task_queue": h.task_queue, "anomaly_watch": False})
@@ -69,6 +70,7 @@ async def test_up_starts_the_default_watch_once_and_the_setting_turns_it_off(har
         await handle.terminate("test over")
 
 
+@pytest.mark.usefixtures("fresh_watch")
 async def test_reconfigure_is_validated_audited_takes_effect_at_once_and_is_carried(harness: Harness) -> None:
     h = harness
     net = await network(h, 200, peers_n=5, guardians_n=3)

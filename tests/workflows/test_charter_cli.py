@@ -12,11 +12,13 @@ import yaml
 
 from activities.charter_chain import DEFAULT_CHARTER_FILE
 from tests.charter_support import charter_settings
+from tests.fixtures.fixed_ids import free_fixed_id
 from tests.fixtures.prometheus import PrometheusServer
 from tests.workflows.conftest import Harness, eventually
 from tests.workflows.test_cli_json import cli
 from westworld.charter import charter_hash
 from westworld.charter_sync import CharterSyncInput, CharterSyncState
+from westworld.keys import CHARTER_SYNC_ID
 from westworld.vote import DaoVoteInput, VoteBackend
 from workers.cli.common import EXIT_FAILED, EXIT_OK
 from workers.gate import server as charter_gate
@@ -108,8 +110,9 @@ async def test_status_shows_chain_sync_gate_and_kernel(harness: Harness, gate: c
     del gate
     closed = (await cli(harness, "charter", "status", "--json", **env(harness))).json()
     assert closed["gate"]["charter"]["version"] == 0 and closed["sync"] is None
+    await free_fixed_id(harness.client, CHARTER_SYNC_ID)
     handle = await harness.client.start_workflow(CharterSyncWorkflow.run, CharterSyncInput(poll_interval=1.0),
-                                                 id="charter-sync", task_queue=harness.task_queue)
+                                                 id=CHARTER_SYNC_ID, task_queue=harness.task_queue)
     try:
         await eventually(lambda: handle.query(CharterSyncWorkflow.state),
                          lambda s: isinstance(s, CharterSyncState) and s.applied_version == 1, timeout=30)
@@ -118,4 +121,4 @@ async def test_status_shows_chain_sync_gate_and_kernel(harness: Harness, gate: c
         assert "charter: kernel filter not loaded (not requested (charter_kernel is off)); the userspace gate " \
                "enforces" in text.out, text.out
     finally:
-        await handle.cancel()
+        await free_fixed_id(harness.client, CHARTER_SYNC_ID, "test over")

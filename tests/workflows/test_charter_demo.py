@@ -23,12 +23,13 @@ from web3.types import RPCEndpoint
 from activities.chain import ChainClient
 from activities.charter_chain import LOCAL_CHARTER_NAME
 from tests.charter_support import audited, charter_settings, gate_job
+from tests.fixtures.fixed_ids import free_fixed_id
 from tests.fixtures.prometheus import PrometheusServer
 from tests.workflows.conftest import Harness
 from westworld.chain import CHARTER, TIMELOCK, Deployment
 from westworld.charter import charter_hash
 from westworld.charter_sync import CharterSyncInput
-from westworld.keys import CHARTER_SYNC_ID
+from westworld.keys import CHARTER_SYNC_ID, REPORT_INTAKE_ID
 from workers.demo.charter import run_charter_demo
 from workers.gate import server as charter_gate
 from workers.stack.committee import write_local_charter
@@ -75,14 +76,17 @@ async def test_the_charter_demo_runs_on_the_stack(harness: Harness, local_charte
                                                   prometheus: PrometheusServer) -> None:
     lines: list[str] = []
     with gate_job(prometheus, [f"127.0.0.1:{harness.settings.charter_gate_port}"]):
-        handle = await harness.client.start_workflow(CharterSyncWorkflow.run, CharterSyncInput(poll_interval=1.0),
-                                                     id=CHARTER_SYNC_ID, task_queue=harness.task_queue)
+        await free_fixed_id(harness.client, CHARTER_SYNC_ID)
+        await free_fixed_id(harness.client, REPORT_INTAKE_ID)
+        await harness.client.start_workflow(CharterSyncWorkflow.run, CharterSyncInput(poll_interval=1.0),
+                                             id=CHARTER_SYNC_ID, task_queue=harness.task_queue)
         try:
             # the demo starts workflows on the settings' task queue: the harness's worker listens on its own
             await run_charter_demo(harness.settings.model_copy(update={"task_queue": harness.task_queue}),
                                    lines.append)
         finally:
-            await handle.cancel()
+            await free_fixed_id(harness.client, CHARTER_SYNC_ID, "test over")
+            await free_fixed_id(harness.client, REPORT_INTAKE_ID, "test over")
     text = "\n".join(lines)
     print(text)
     assert "version 2" in text and "(in force)" in text

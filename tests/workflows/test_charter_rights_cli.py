@@ -5,7 +5,6 @@ submitted (its receipt code printed once), followed with the code, claimed and d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import sys
@@ -15,8 +14,8 @@ from typing import Any
 
 import pytest
 from eth_account import Account
-from temporalio.service import RPCError
 
+from tests.fixtures.fixed_ids import free_fixed_id
 from tests.fixtures.harness import Harness, eventually
 from tests.workflows.charter_rights_support import make_committee, write_charter
 from westworld import keys
@@ -65,8 +64,7 @@ async def test_report_followed_and_decided_by_the_committee(harness: Harness, tm
     report.write_text("A node exposes user_location on its /metrics.")
     # The intake has one fixed id on the session's shared server: one left running by another test (the charter
     # demo's) polls that test's task queue, whose worker is gone — the submit would wait on it forever.
-    with contextlib.suppress(RPCError):
-        await harness.client.get_workflow_handle(keys.REPORT_INTAKE_ID).terminate("a fresh intake for this test")
+    await free_fixed_id(harness.client, keys.REPORT_INTAKE_ID)
     out = await cli(harness, "report", "submit", str(report))
     found = re.search(r"case (case:[0-9a-f]{32})", out)
     assert found is not None
