@@ -106,7 +106,7 @@ class ReportSubmission(BaseModel):
 
 class CaseSource(StrEnum):
     REPORTER = "reporter"
-    SYSTEM = "system"  # a violation the system found itself (an export overdue)
+    SYSTEM = "system"  # a violation the system found itself (an export overdue, a forbidden metric seen)
 
 
 class CaseInput(BaseModel):

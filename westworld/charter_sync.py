@@ -12,7 +12,7 @@ the charter's metric names (and the gate's own counters) and, per metric, only i
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -93,6 +93,11 @@ class CharterSyncInput(BaseModel):
     applied_hash: str = ""
     refused_key: str = Field("", description="Handed over: the (version, hash, file) refusal already audited.")
     audited_drops: dict[str, int] = Field(default_factory=dict, description="Handed over: drops already audited.")
+    forbidden_case_every: timedelta = Field(
+        timedelta(hours=24), description="Forbidden metrics seen open a violation case, at most one per this "
+                                         "period (the drops between are in the audit log and in the next case).")
+    forbidden_case_at: datetime | None = Field(None, description="Handed over: when the last such case was opened.")
+    violation_cases: list[str] = Field(default_factory=list, description="Handed over: the cases opened so far.")
 
 
 class CharterSyncState(BaseModel):
@@ -105,6 +110,22 @@ class CharterSyncState(BaseModel):
     refused: str = ""
     layers: list[LayerState] = Field(default_factory=list)
     polls: int = 0
+    violation_cases: list[str] = Field(default_factory=list, description="Cases the sync opened itself: "
+                                       "forbidden metrics a node tried to send (newest last).")
+    case_problem: str = Field("", description="Why the last such case could not be opened (empty: it was).")
+
+
+# Drops that mean a node tried to collect what the charter forbids (not a consent or a format problem): each opens a
+# violation case, as the charter asks ("violations the system finds itself ... open cases too").
+FORBIDDEN_DROPS = frozenset({"gate:blocked", "gate:not_whitelisted", "gate:malformed_name", "kernel:not_allowed"})
+
+
+def forbidden_report(delta: dict[str, int], totals: dict[str, int], version: int) -> str:
+    """The text sealed to the committee for a case the sync opens: counts only (no node or user identifier)."""
+    seen = ", ".join(f"{k} {v}" for k, v in sorted(delta.items()) if k in FORBIDDEN_DROPS)
+    return (f"Forbidden metrics were sent under charter version {version} and dropped before collection: {seen} "
+            f"since the last audited poll (totals so far: {dict(sorted(totals.items()))}). The drops are in the "
+            "audit log (charter.drops); the gate's /status names the metric-name hashes the kernel dropped.")
 
 
 def _alternation(names: list[str]) -> str:

@@ -7,6 +7,10 @@ chain, and push it to the gate, its kernel filter and the scrape rules. Audited:
 version) and the drops counted since the last entry (``charter.drops``, by layer and reason). Only versions, hashes,
 layer states and counts enter history; the file is read inside the activity.
 
+Forbidden metrics seen (drops for a blocked or not whitelisted name, at the gate or in the kernel) open a violation
+case (a ``ViolationReportWorkflow`` of source ``system``, sealed to the committee, counts only), at most one per
+``forbidden_case_every`` (24 h); audited as ``charter.forbidden.case``.
+
 Standing: workflow id ``charter-sync``, started by `westworld up`; it continues as new every
 ``continue_after_polls`` polls, handing over what it applied and audited.
 """
@@ -14,31 +18,43 @@ Standing: workflow id ``charter-sync``, started by `westworld up`; it continues 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from westworld import keys
+    from westworld.charter_cases import CaseInput, CaseSource
     from westworld.charter_sync import (
+        FORBIDDEN_DROPS,
         CharterEnforceInput,
         CharterEnforceResult,
         CharterOnChain,
         CharterSyncInput,
         CharterSyncState,
+        forbidden_report,
     )
     from workflows.audit import append_audit
     from workflows.steps import set_step
+    from workflows.violation_report import ViolationReportWorkflow
 
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 IN_FORCE = ("applied", "unchanged")
+FORBIDDEN_CASES = "charter-sync-forbidden-cases"  # patch: forbidden metrics seen open a case
 
 
 @workflow.defn
 class CharterSyncWorkflow:
     @workflow.init
     def __init__(self, input: CharterSyncInput) -> None:
-        self._state = CharterSyncState(applied_version=input.applied_version, applied_hash=input.applied_hash)
+        self._state = CharterSyncState(applied_version=input.applied_version, applied_hash=input.applied_hash,
+                                       violation_cases=list(input.violation_cases))
+        self._input = input
+        self._case_at = input.forbidden_case_at
         self._refused_key = input.refused_key
         self._audited = dict(input.audited_drops)
         self._poke = False
@@ -65,7 +81,8 @@ class CharterSyncWorkflow:
         s = self._state
         workflow.continue_as_new(input.model_copy(update={
             "applied_version": s.applied_version, "applied_hash": s.applied_hash,
-            "refused_key": self._refused_key, "audited_drops": self._audited}))
+            "refused_key": self._refused_key, "audited_drops": self._audited, "forbidden_case_at": self._case_at,
+            "violation_cases": s.violation_cases[-20:]}))
 
     async def _poll(self) -> None:
         chain: CharterOnChain = await workflow.execute_activity(
@@ -97,12 +114,45 @@ class CharterSyncWorkflow:
                     "layers": [x.model_dump() for x in result.layers],
                     "previous": {"version": s.applied_version, "hash": s.applied_hash}})
                 s.applied_version, s.applied_hash = chain.version, chain.policy_hash
-        await self._audit_drops(subject, result.drops)
+        await self._audit_drops(subject, result.drops, chain.version)
 
-    async def _audit_drops(self, subject: str, drops: dict[str, int]) -> None:
+    async def _audit_drops(self, subject: str, drops: dict[str, int], version: int) -> None:
         if any(v < self._audited.get(k, 0) for k, v in drops.items()):
             self._audited = {}  # the gate restarted: its counters began again
         delta = {k: v - self._audited.get(k, 0) for k, v in sorted(drops.items()) if v > self._audited.get(k, 0)}
         if delta:
             await append_audit("charter.drops", subject, {"dropped_since_last_entry": delta, "totals": drops})
             self._audited = dict(drops)
+            in_force = self._state.applied_version > 0 and not self._state.refused  # a closed gate drops all
+            if in_force and FORBIDDEN_DROPS & delta.keys() and workflow.patched(FORBIDDEN_CASES):
+                await self._forbidden_case(subject, delta, drops, version)
+
+    async def _forbidden_case(self, subject: str, delta: dict[str, int], drops: dict[str, int], version: int) -> None:
+        """Open a violation case for forbidden metrics seen, unless one was opened within the period."""
+        now = workflow.now()
+        if self._case_at is not None and now - self._case_at < self._input.forbidden_case_every:
+            return
+        self._case_at = now
+        forbidden = {k: v for k, v in delta.items() if k in FORBIDDEN_DROPS}
+        try:
+            sealed = await workflow.execute_activity(
+                "charter_seal_for_committee", forbidden_report(delta, drops, version), result_type=str,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=READ_RETRY)
+        except ActivityError as err:  # e.g. the charter names no committee key: say so, keep enforcing
+            reason = str(err.cause or err)
+            self._state.case_problem = reason
+            await append_audit("charter.forbidden.uncased", subject, {
+                "reason": reason, "forbidden_since_last_entry": forbidden})
+            return
+        self._state.case_problem = ""
+        info = workflow.info()
+        receipt = hashlib.sha256(f"westworld-system-case/v1\n{info.workflow_id}\n{info.run_id}\n"
+                                 f"{self._state.polls}".encode()).hexdigest()
+        case = keys.case_id(receipt)
+        await workflow.start_child_workflow(
+            ViolationReportWorkflow.run, CaseInput(sealed_report=sealed, receipt_hash=receipt,
+                                                   source=CaseSource.SYSTEM),
+            id=case, parent_close_policy=ParentClosePolicy.ABANDON,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        self._state.violation_cases.append(case)
+        await append_audit("charter.forbidden.case", subject, {"case": case, "forbidden_since_last_entry": forbidden})

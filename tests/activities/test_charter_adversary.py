@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -164,6 +165,23 @@ async def test_the_adversarial_node_gets_nothing_past_the_charter(
             assert totals.get("gate:no_consent", 0) >= 1
             [applied] = await audited(harness.resources, "charter.applied")
             assert applied.payload["version"] == 1
+
+            # forbidden metrics seen would open a violation case; the shipped charter names no committee key to
+            # seal it to, so the sync says so in the audit log (once per period) and goes on enforcing
+            [uncased] = await eventually(lambda: audited(harness.resources, "charter.forbidden.uncased"),
+                                         lambda e: len(e) >= 1, timeout=30)
+            assert "committee_public_key" in uncased.payload["reason"] and uncased.payload["forbidden_since_last_entry"]
+            state = await handle.query(CharterSyncWorkflow.state)
+            assert not state.violation_cases and "committee_public_key" in state.case_problem
+            before = len(await audited(harness.resources, "charter.drops"))
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for _ in range(3):
+                    sock.sendto(b"user_location:1|g", ("127.0.0.1", gate.udp_port))
+            await eventually(lambda: audited(harness.resources, "charter.drops"), lambda e: len(e) > before,
+                             timeout=30)
+            assert len(await audited(harness.resources, "charter.forbidden.uncased")) == 1, "once per period"
+            polls = (await handle.query(CharterSyncWorkflow.state)).polls
+            await eventually(lambda: handle.query(CharterSyncWorkflow.state), lambda st: st.polls > polls, timeout=30)
         finally:
             for proc in (node, adversary):
                 if proc is not None:

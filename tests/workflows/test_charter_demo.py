@@ -92,6 +92,7 @@ async def test_the_charter_demo_runs_on_the_stack(harness: Harness, local_charte
     assert "version 2" in text and "(in force)" in text
     assert "none outside the charter" in text
     assert "gate drops:" in text and "no_consent" in text
+    assert re.search(r"forbidden metrics seen: the charter sync opened violation case case:[0-9a-f]{32}", text), text
     if gate.state.kernel is not None:
         assert "kernel filter: loaded at tc egress of lo" in text
     # consent: the withdrawal purged the one series at the gate and in Prometheus, none left

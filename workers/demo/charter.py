@@ -108,4 +108,24 @@ async def _chain_and_adversary(s: Settings, echo: Echo) -> Charter:
     echo(f"gate drops: {({k: v for k, v in gate.items() if v})}; labels stripped "
          f"{after['gate']['stripped_labels'] - before['gate']['stripped_labels']}; the charter sync audits them "
          "(charter.drops) at its next poll")
+    state = await _wait_forbidden_case(s)
+    if state.violation_cases:
+        echo(f"forbidden metrics seen: the charter sync opened violation case {state.violation_cases[-1]} "
+             "(source system, sealed to the committee; `westworld charter cases list`)")
+    else:
+        echo(f"forbidden metrics seen, but no case could be opened: {state.case_problem}")
     return charter
+
+
+async def _wait_forbidden_case(s: Settings, timeout: float = 60.0) -> CharterSyncState:
+    """The sync's next polls audit the drops and open a case for the forbidden names (or say why it cannot)."""
+    handle = (await connect(s)).get_workflow_handle(CHARTER_SYNC_ID)
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        await handle.signal("sync_now")
+        state: CharterSyncState = await handle.query("state", result_type=CharterSyncState)
+        if state.violation_cases or state.case_problem:
+            return state
+        if asyncio.get_running_loop().time() > deadline:
+            raise DemoTimeout(f"the charter sync opened no case for the forbidden metrics within {timeout:.0f} s")
+        await asyncio.sleep(1.0)
