@@ -19,13 +19,16 @@ import hashlib
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from eth_utils.address import is_address, to_checksum_address
 from nacl.exceptions import BadSignatureError
 from nacl.public import PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 from pydantic import BaseModel, ConfigDict, Field
 
+from westworld.chain import TOKEN, TOKEN_SYMBOL, OnChainCall
 from westworld.charter_rights import HEX32, CaseAction, sha256_hex
 from westworld.errors import CaseRefused, ReportRefused
+from westworld.vote import GOVERNOR_CHOICES, DaoVoteInput, Proposal, VoteBackend
 
 MAX_SEALED = 64 * 1024  # base64 characters of a sealed report, note or answer
 SEALED_B64 = r"^[A-Za-z0-9+/=_-]{48,65536}$"
@@ -227,3 +230,29 @@ def count_report(state: IntakeState, now: datetime) -> None:
         state.window_start, state.in_window = now, 0
     state.in_window += 1
     state.accepted += 1
+
+
+def bounty_vote(case: CaseResult, to: str, amount: int, proposal_id: str | None = None) -> DaoVoteInput:
+    """The governor-backend DAO vote paying a bounty for an upheld case: ``amount`` (wei) of the token from the DAO
+    treasury (the timelock, which executes the call) to ``to`` — an address the reporter chose, sent to the
+    committee in a sealed answer (a fresh one keeps the reporter anonymous). The DAO decides by voting on it; this
+    only refuses what can never be paid rightly."""
+    if case.outcome != "upheld":
+        raise CaseRefused(f"{case.case_id} was decided {case.outcome!r}: a bounty is paid only for an upheld case")
+    if not is_address(to):
+        raise CaseRefused(f"{to!r} is not an address (0x and 40 hex digits) to pay the bounty to")
+    if amount <= 0:
+        raise CaseRefused(f"a bounty must be a positive amount, not {amount} wei")
+    payee = to_checksum_address(to)
+    whole = amount / 10**18
+    return DaoVoteInput(
+        proposal=Proposal(
+            id=proposal_id or f"bounty-{case.case_id.removeprefix('case:')[:12]}",
+            title=f"Bounty for charter case {case.case_id}: {whole:g} {TOKEN_SYMBOL}",
+            body=(f"Pay {whole:g} {TOKEN_SYMBOL} from the DAO treasury (the timelock) to {payee}, the address its "
+                  f"reporter gave, for charter violation case {case.case_id}, decided 'upheld' "
+                  f"(audit entry {case.audit_seq}): {case.summary}"),
+            choices=list(GOVERNOR_CHOICES),
+            calls=[OnChainCall(target=TOKEN, signature="transfer(address,uint256)", args=[payee, amount])]),
+        backend=VoteBackend.GOVERNOR,
+    )

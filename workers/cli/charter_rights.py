@@ -19,23 +19,26 @@ from typing import Annotated, Any
 
 import typer
 from nacl.public import PrivateKey, PublicKey, SealedBox
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
 
 from activities.chain_tx import load_deployment
 from activities.charter_chain import read_charter_file
 from activities.charter_rights import open_bundle
 from activities.storage.ipfs import IpfsClient
 from westworld import keys
-from westworld.chain import CHARTER
+from westworld.chain import CHARTER, TIMELOCK, TOKEN_SYMBOL
 from westworld.charter_cases import (
     CaseDecision,
     CaseNote,
+    CaseResult,
     CaseState,
     IntakeInput,
     ReporterAnswer,
     ReportSubmission,
     answer_message,
+    bounty_vote,
     receipt_hash,
     reporter_box_key,
     reporter_sign_key,
@@ -44,11 +47,14 @@ from westworld.charter_cases import (
 from westworld.charter_consent import ConsentContext
 from westworld.charter_data import ExportInput, ExportState
 from westworld.charter_rights import CaseAction, ExportRequest, sha256_hex, sign_case_action, sign_export
+from westworld.errors import CaseRefused
 from workers.cli.common import DataDir, fail, settings_for
 from workers.cli.vote import read_key
+from workers.cli.vote_power import parse_tokens, tokens
 from workers.client import connect
 from workers.codec import build_data_converter, load_keyring
 from workers.settings import Settings
+from workers.stack.contracts import voting_power_of
 from workflows.data_export import DataExportWorkflow
 from workflows.violation_intake import ViolationIntakeWorkflow
 from workflows.violation_report import ViolationReportWorkflow
@@ -281,3 +287,50 @@ def cases_decide(case: str, outcome: Annotated[str, typer.Option(help="upheld | 
     state = _update(s, case, ViolationReportWorkflow.decide, decision)
     typer.echo(f"{case}: {len(state.decision_signatures)} of {state.threshold} signatures"
                + (f"; decided: {state.outcome}" if state.outcome else ""))
+
+
+@cases_app.command("bounty")
+def cases_bounty(
+    case: str,
+    to: Annotated[str, typer.Option("--to", help="The address the reporter gave (in a sealed answer) for the bounty.")],
+    amount: Annotated[str, typer.Option("--tokens", help=f"The bounty in {TOKEN_SYMBOL} (e.g. 500 or 0.5).")],
+    out: Annotated[Path | None, typer.Option(help="Write the vote input here (JSON) instead of printing it.")] = None,
+    proposal_id: Annotated[str | None, typer.Option("--id", help="Proposal id (default: bounty-<case>).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A governor-backend DaoVoteInput paying a bounty for an UPHELD case from the DAO treasury (the timelock):
+    start it with `westworld vote propose`; if the DAO approves, the timelock executes the transfer."""
+    s = settings_for(data_dir)
+    wei = parse_tokens(amount)
+
+    async def go() -> tuple[CaseResult, int, str]:
+        handle = (await connect(s)).get_workflow_handle(case, result_type=CaseResult)
+        try:
+            status = (await handle.describe()).status
+        except RPCError as err:
+            raise fail(f"no case {case} ({err.message})") from None
+        if status != WorkflowExecutionStatus.COMPLETED:
+            raise fail(f"{case} is not decided yet ({status.name if status else 'unknown'}): a bounty follows an "
+                       "upheld decision")
+        result = await handle.result()
+        dep = load_deployment(s.contracts_file, s.chain_rpc_url)
+        treasury = dep.address(TIMELOCK)
+        held, _, _ = await voting_power_of(s.chain_rpc_url, dep, treasury)
+        return result, held, treasury
+
+    result, held, treasury = asyncio.run(go())
+    try:
+        inp = bounty_vote(result, to, wei, proposal_id)
+    except CaseRefused as err:
+        raise fail(str(err)) from None
+    if held < wei:
+        raise fail(f"the DAO treasury (the timelock {treasury}) holds {tokens(held)} {TOKEN_SYMBOL}, fewer than the "
+                   f"{tokens(wei)} asked: it cannot pay this bounty (fund the treasury first; on the local dev "
+                   f"chain: `westworld vote faucet {treasury} --tokens N`)")
+    text = inp.model_dump_json(indent=2, exclude_none=True)
+    if out is None:
+        typer.echo(text)
+        return
+    out.write_text(text + "\n")
+    typer.echo(f"wrote {out}: start the vote with `westworld vote propose {out}` (treasury holds {tokens(held)} "
+               f"{TOKEN_SYMBOL})")
