@@ -12,15 +12,24 @@ A peer's discharge must carry ``action_digest = <the action's digest>`` and a ``
 policy's ``peers.discharge_ttl_max`` from now: it authorises only the action the peer was shown, for a short time.
 
 and returns the first failure as ``(caveat, reason)``. Root keys, randomness and time are passed in.
+
+Parsing a token and verifying its HMAC chain are pure functions of the token's and discharges' exact strings (and,
+for the chain, of the root key's bytes), and agents repeat the same token for many actions: both are memoized
+(bounded LRUs; only successes are kept, and only for inputs under :data:`MEMO_MAX_CHARS`). A memoized chain is one
+that verified under exactly these bytes with exactly this key, so a retired key (``root_key`` None) or a rotated
+one (other bytes) never finds an entry. Everything that depends on state or time is decided afresh every check.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 from pymacaroons import Macaroon, Verifier
 from pymacaroons.exceptions import MacaroonException
 
@@ -33,6 +42,8 @@ IDENTIFIER = re.compile(
 AGENT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 MAX_TOKEN = 64 * 1024
 MAX_CAVEATS = 64
+MEMO_MAX_CHARS = 16 * 1024  # a token and its discharges longer than this are parsed and verified every time
+MEMO_ENTRIES = 1024
 
 # Names of the checks that are not caveat lines; a denial names one of these or a caveat line.
 HALTED = "network-halted"
@@ -86,6 +97,9 @@ class ParsedToken(BaseModel, arbitrary_types_allowed=True):
     caveats: list[cv.Caveat]  # first-party caveats of the token and its discharges, in order
     peers: list[str]  # locations (peer node ids) of the third-party caveats
     discharge_caveats: list[tuple[str, list[cv.Caveat]]] = []  # (peer, first-party caveats of its discharge)
+    # the exact token and discharge strings it was parsed from (set by parse_token only: a hand-built
+    # ParsedToken is never taken for a memoized chain)
+    _source: tuple[str, tuple[str, ...]] = PrivateAttr(default=("", ()))
 
 
 def mint(root_key: bytes, identity: TokenIdentity, actions: Sequence[str]) -> str:
@@ -118,11 +132,25 @@ def identity_of(token: str) -> TokenIdentity:
 
 
 def parse_token(token: str, discharges: Sequence[str] = ()) -> ParsedToken:
-    """Deserialize a token and its bound discharges and parse every first-party caveat (unauthenticated).
+    """Deserialize a token and its bound discharges and parse every first-party caveat (unauthenticated). The
+    result is shared with other callers of the same strings (memoized): treat it as read-only.
 
     Raises:
         Denial: (``token``) malformed token, discharge or caveat.
     """
+    ds = tuple(discharges)
+    if isinstance(token, str) and all(isinstance(d, str) for d in ds) \
+            and len(token) + sum(map(len, ds)) <= MEMO_MAX_CHARS:
+        return _parse_memo(token, ds)
+    return _parse(token, ds)
+
+
+@functools.lru_cache(maxsize=MEMO_ENTRIES)
+def _parse_memo(token: str, discharges: tuple[str, ...]) -> ParsedToken:
+    return _parse(token, discharges)  # a Denial is raised, never cached
+
+
+def _parse(token: str, discharges: tuple[str, ...]) -> ParsedToken:
     m = _deserialize_or_deny(token)
     if m.location != LOCATION:
         raise Denial(MALFORMED, f"the token's location is {m.location!r}, not {LOCATION!r}")
@@ -152,8 +180,10 @@ def parse_token(token: str, discharges: Sequence[str] = ()) -> ParsedToken:
             per_discharge.append((str(mac.location), mine))
     if len(set(peers)) != len(peers):
         raise Denial(DISCHARGE, f"third-party caveats name the same peer twice: {sorted(peers)}")
-    return ParsedToken(identity=_identity(m), macaroon=m, discharges=ds, caveats=lines, peers=peers,
-                       discharge_caveats=per_discharge)
+    parsed = ParsedToken(identity=_identity(m), macaroon=m, discharges=ds, caveats=lines, peers=peers,
+                         discharge_caveats=per_discharge)
+    parsed._source = (token, discharges)
+    return parsed
 
 
 def halted(halt_epoch: int) -> CheckResult:
@@ -224,12 +254,32 @@ def _bound_to_action(peer: str, lines: Sequence[cv.Caveat], state: CheckState, f
                                 f"network policy allows (peers.discharge_ttl_max = {state.discharge_ttl_max})")
 
 
+_VERIFIED: OrderedDict[tuple[str, tuple[str, ...], bytes], None] = OrderedDict()
+_VERIFIED_LOCK = threading.Lock()  # checks run on the event loop and on the store's check thread
+
+
 def _verify_chain(parsed: ParsedToken, root_key: bytes) -> None:
-    """The HMAC chain of the token and of each discharge bound to it, by pymacaroons' own verifier.
+    """The HMAC chain of the token and of each discharge bound to it, by pymacaroons' own verifier; a chain that
+    verified before under the same strings and the same key bytes is not recomputed (the result cannot differ).
 
     Caveat meaning is evaluated by :func:`check` (to name the failing one), so here every well-formed
     first-party predicate is accepted; a caveat stripped, changed or reordered breaks the chain.
     """
+    token, discharges = parsed._source
+    memo = (token, discharges, bytes(root_key))
+    with _VERIFIED_LOCK:
+        if token and memo in _VERIFIED:
+            _VERIFIED.move_to_end(memo)
+            return
+    _verify_chain_uncached(parsed, root_key)
+    if token and len(token) + sum(map(len, discharges)) <= MEMO_MAX_CHARS:
+        with _VERIFIED_LOCK:
+            _VERIFIED[memo] = None
+            while len(_VERIFIED) > MEMO_ENTRIES:
+                _VERIFIED.popitem(last=False)
+
+
+def _verify_chain_uncached(parsed: ParsedToken, root_key: bytes) -> None:
     by_id = {d.identifier_bytes: d for d in parsed.discharges}
     for c in parsed.macaroon.caveats:
         if not c.first_party() and c.caveat_id_bytes not in by_id:

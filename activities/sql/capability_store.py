@@ -4,7 +4,11 @@ registries, the usage ledger behind the cumulative budget, every decision, and h
 Root keys are stored AES-GCM encrypted under a key-encryption key kept in a file in the data dir (key id as
 associated data); they are decrypted only inside this process. :meth:`CapabilityStore.check` reads the state,
 decides, records the decision and reserves the nodes it touches in ONE transaction (``BEGIN IMMEDIATE`` on
-SQLite, a per-agent advisory lock on PostgreSQL), so concurrent small actions cannot race past a budget.
+SQLite, a per-agent advisory lock on PostgreSQL), so concurrent small actions cannot race past a budget. On a
+SQLite file the check takes the group-committing path of :mod:`.capability_check` (its caches follow the
+generation counters that migration 0004's triggers keep); elsewhere it reads the state afresh every check. A
+decrypted root key is reused only while its stored row is unchanged: retired or replaced in any process, it
+is gone for the next check.
 
 The one writer of the ``cap_*`` tables except ``cap_operators`` and ``cap_admin_nonces`` (:mod:`.admin_store`).
 """
@@ -23,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from nacl.public import PrivateKey
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from activities.sql.capability_check import UNREGISTERED, SqliteCheck, decide, parse
 from activities.sql.database import Database
 from activities.sql.schema import cap_counters as counters
 from activities.sql.schema import cap_decisions as decisions
@@ -39,11 +44,11 @@ from westworld import capability as cap
 from westworld import caveats as cv
 from westworld.agents import CapabilityCheckInput, CapabilityCheckOutcome, HaltState
 from westworld.anomaly import AgentEvent
-from westworld.errors import Denial, InvalidInput
+from westworld.errors import InvalidInput
 
 REVOCATION_EPOCH = "revocation_epoch"
 SEAL_KEY_ID = "seal-1"
-UNREGISTERED = "registered-nodes"
+__all__ = ["UNREGISTERED", "CapabilityStore", "load_or_create_kek"]
 
 
 def load_or_create_kek(path: Path) -> bytes:
@@ -68,7 +73,16 @@ class CapabilityStore:
     def __init__(self, db: Database, kek: bytes) -> None:
         self._db = db
         self._aead = AESGCM(kek)
-        self._keys: dict[str, bytes] = {}
+        self._keys: dict[str, bytes] = {}  # key id -> the key, decrypted from the row in self._sealed
+        self._sealed: dict[str, str] = {}
+        path = db.url.database if db.dialect == "sqlite" else None
+        self._fast = SqliteCheck(path, self._unseal) if path and not path.startswith(("file:", ":memory:")) \
+            else None
+
+    def close(self) -> None:
+        """Close the SQLite check path's connection (the database itself is the caller's)."""
+        if self._fast is not None:
+            self._fast.close()
 
     # --- root keys -----------------------------------------------------------------------------------------
     async def rotate_key(self, now: datetime) -> str:
@@ -82,7 +96,8 @@ class CapabilityStore:
         return key_id
 
     async def retire_key(self, key_id: str) -> bool:
-        """Delete a root key: every token minted under it stops verifying."""
+        """Delete a root key: every token minted under it stops verifying (in every process, from the next
+        check on)."""
         async with self._db.engine.begin() as conn:
             gone = (await conn.execute(sa.delete(root_keys).where(root_keys.c.key_id == key_id))).rowcount
         self._keys.pop(key_id, None)
@@ -103,19 +118,21 @@ class CapabilityStore:
         return key_id, key
 
     async def _root_key(self, key_id: str, conn: AsyncConnection | None = None) -> bytes | None:
-        if key_id in self._keys:
-            return self._keys[key_id]
+        """The root key as stored now (read every time: only the decryption is cached, by the sealed row)."""
         query = sa.select(root_keys.c.sealed).where(root_keys.c.key_id == key_id)
         if conn is None:
             async with self._db.engine.connect() as c:
                 sealed = await c.scalar(query)
         else:
             sealed = await conn.scalar(query)
-        if sealed is None:
-            return None
+        return None if sealed is None else self._unseal(key_id, sealed)
+
+    def _unseal(self, key_id: str, sealed: str) -> bytes:
+        if self._sealed.get(key_id) == sealed and key_id in self._keys:
+            return self._keys[key_id]
         raw = bytes.fromhex(sealed)
         key = self._aead.decrypt(raw[:12], raw[12:], key_id.encode())
-        self._keys[key_id] = key
+        self._keys[key_id], self._sealed[key_id] = key, sealed
         return key
 
     async def mint(self, agent_id: str, actions: Sequence[str], token_id: str | None = None) -> str:
@@ -254,11 +271,9 @@ class CapabilityStore:
     async def check(self, inp: CapabilityCheckInput, now: datetime) -> CapabilityCheckOutcome:
         """Decide, record the decision and reserve the touched nodes atomically; a repeated ``action_id``
         answers with the decision recorded the first time."""
-        try:
-            parsed: cap.ParsedToken | None = cap.parse_token(inp.token, inp.discharges)
-            early: cap.CheckResult | None = None
-        except Denial as d:
-            parsed, early = None, cap.CheckResult(allowed=False, caveat=d.caveat, reason=d.reason)
+        if self._fast is not None:
+            return await self._fast.check(inp, now)
+        parsed, early = parse(inp)
         targets = sorted(set(inp.node_ids))
         async with self._db.engine.begin() as conn:
             if self._db.dialect == "postgresql":
@@ -270,18 +285,13 @@ class CapabilityStore:
                                               live_nodes=prior.live_nodes)
             state, regions = await self._state(conn, parsed, targets, now)
             state.discharge_ttl_max = inp.discharge_ttl_max
-            if parsed is None:
-                assert early is not None
-                result = cap.halted(state.halt_epoch) if state.halt_epoch else early
-            else:
+            windows: dict[int, int] = {}
+            key: bytes | None = None
+            if parsed is not None:
                 windows = {w: await self._window_usage(conn, inp.agent_id, targets, now - timedelta(seconds=w))
                            for w in cv.budget_windows(parsed.caveats)}
-                result = cap.check(parsed, await self._root_key(parsed.identity.key_id, conn), state, inp.agent_id,
-                                   _facts(inp, regions, state, windows))
-                unknown = [n for n in targets if n not in regions]
-                if result.allowed and unknown:
-                    result = result.model_copy(update={"allowed": False, "caveat": UNREGISTERED, "reason": (
-                        f"{len(unknown)} target nodes are not registered, e.g. {unknown[:5]}")})
+                key = await self._root_key(parsed.identity.key_id, conn)
+            result = decide(inp, parsed, early, state, regions, windows, key)
             await conn.execute(sa.insert(decisions).values(
                 action_id=inp.action_id, agent_id=inp.agent_id, action=inp.action, at=now,
                 live_nodes=state.live_nodes, node_ids=json.dumps(targets), result=result.model_dump_json()))
@@ -390,9 +400,3 @@ def _halt_state(row: Any) -> HaltState:
     return HaltState(halted=row.resumed_at is None, epoch=row.epoch, reason=row.reason,
                      since=_utc(row.started_at), resumed_at=_utc(row.resumed_at), resumed_by=json.loads(row.resumed_by))
 
-
-def _facts(inp: CapabilityCheckInput, regions: dict[str, str], state: cap.CheckState,
-           windows: dict[int, int]) -> cv.Facts:
-    return cv.Facts(action=inp.action, targets=[cv.Target(node_id=n, region=regions.get(n, ""))
-                                                for n in sorted(set(inp.node_ids))],
-                    live_nodes=state.live_nodes, now=state.now, window_usage=windows, action_digest=inp.action_digest)
