@@ -10,6 +10,8 @@ never needs the master private key. Ciphertexts are cached content-addressed at 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -21,6 +23,7 @@ from temporalio import activity
 from activities.sql.database import Database
 from activities.sql.document_store import DocumentStore, rewrap_all, utcnow
 from activities.sql.key_epoch_store import KeyEpochStore
+from activities.storage.blob_cache import BlobCache, Encrypted, sized
 from activities.storage.replicators import (
     TRANSIENT,
     ArweaveReplicator,
@@ -70,6 +73,28 @@ def stage_document(data_dir: Path, document_id: str, plaintext: bytes) -> Path:
     return path
 
 
+def _sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def _settle(encrypting: asyncio.Future[Encrypted] | None) -> Encrypted | None:
+    """The encrypted blob, or None if there was no staged plaintext (or it vanished before it was read)."""
+    if encrypting is None:
+        return None
+    try:
+        return await encrypting
+    except FileNotFoundError:
+        return None
+
+
+async def _discard(encrypting: asyncio.Future[Encrypted] | None) -> None:
+    """Wait for an encryption that is no longer wanted and drop its file."""
+    if encrypting is None:
+        return
+    with contextlib.suppress(Exception):  # its own failure (the staged file vanished) leaves no file behind
+        BlobCache.drop(await asyncio.shield(encrypting))
+
+
 class ShelterDocumentActivities:
     """Built with the database, the data dir (staging + cache) and one replicator per configured network."""
 
@@ -77,21 +102,8 @@ class ShelterDocumentActivities:
         self.store = DocumentStore(database)
         self.epochs = KeyEpochStore(database)
         self.data_dir = data_dir
-        self.cache_dir = data_dir / "shelter" / "cache"
+        self.cache = BlobCache(data_dir / "shelter" / "cache")
         self.replicators = dict(replicators)
-
-    def _cache_write(self, blob: bytes, digest: str) -> None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_dir / f".{digest}.tmp"
-        tmp.write_bytes(blob)
-        tmp.replace(self.cache_dir / digest)
-
-    def _cache_read(self, digest: str) -> bytes | None:
-        path = self.cache_dir / digest
-        if not path.exists():
-            return None
-        blob = path.read_bytes()
-        return blob if hashlib.sha256(blob).hexdigest() == digest else None
 
     @activity.defn(name="encrypt_document")
     async def encrypt_document(self, inp: EncryptDocumentInput) -> EncryptedDocument:
@@ -100,41 +112,62 @@ class ShelterDocumentActivities:
         info = activity.info()
         me = f"{info.workflow_id}/{info.workflow_run_id}"
         staged = staging_path(self.data_dir, inp.document_id)
+        data_key = secrets.token_bytes(32)
+        # The plaintext is encrypted into the cache (in pieces, in a thread) while the current key epoch is read;
+        # the index insert then says whether the id was free (a repeat or a taken id is told apart only then).
+        encrypting = (asyncio.ensure_future(sized(
+            staged.stat().st_size, self.cache.encrypt_into, staged, data_key, secrets.token_bytes(12),
+            content_aad(inp.document_id))) if staged.exists() else None)
+        try:
+            epoch = await self.epochs.current()
+        except BaseException:
+            await _discard(encrypting)
+            raise
+        blob = await _settle(encrypting)
+        if blob is None or epoch is None:
+            if blob is not None:
+                BlobCache.drop(blob)
+            return await self._refuse_or_resume(inp, me, staged, staged=blob is not None)
+        wrapped = envelope.seal(bytes.fromhex(epoch.master_public_key), data_key, data_key_aad(inp.document_id),
+                                secrets.token_bytes(32), secrets.token_bytes(12))
+        del data_key
+        doc = EncryptedDocument(document_id=inp.document_id, title=inp.title, key_epoch=epoch.epoch,
+                                wrapped_key=wrapped, ciphertext_sha256=blob.sha256, size=blob.size,
+                                plaintext_size=blob.plaintext_size)
+        self.cache.keep(blob)  # before the index row: a row must never name a ciphertext no one has
+        if not await self.store.insert(doc, me):  # the id is taken: by this run's earlier attempt, or another's
+            self.cache.remove(blob.sha256)  # this attempt's ciphertext (its key is gone) is of no use
+            return await self._refuse_or_resume(inp, me, staged, staged=True, taken=True)
+        staged.unlink(missing_ok=True)
+        return doc
+
+    async def _refuse_or_resume(self, inp: EncryptDocumentInput, me: str, path: Path, *, staged: bool,
+                                taken: bool = False) -> EncryptedDocument:
+        """The store cannot go on as new: finish this run's own earlier attempt, or refuse with what is missing."""
         owner = await self.store.created_by(inp.document_id)
         if owner is not None:
             record = await self.store.get(inp.document_id)
             assert record is not None
             if owner == me:  # this run's own earlier attempt got this far: finish it
-                staged.unlink(missing_ok=True)
+                path.unlink(missing_ok=True)
                 return EncryptedDocument.model_validate(record.model_dump(exclude={"replicas", "created_at"}))
             raise InvalidInput(f"document {inp.document_id} is already stored (by {owner}); choose another document "
-                               f"id. The staged plaintext at {staged} was left in place.")
-        if not staged.exists():
-            raise InvalidInput(f"no staged plaintext for document {inp.document_id} at {staged}: "
-                               "`westworld shelter store` writes it there before starting the workflow")
-        epoch = await self.epochs.current()
-        if epoch is None:
-            raise InvalidInput("no active shelter key epoch: run `westworld shelter guardians init` first "
-                               "(after each guardian made a key with `westworld shelter keygen`)")
-        plaintext = staged.read_bytes()
-        data_key = secrets.token_bytes(32)
-        blob = envelope.encrypt_blob(data_key, secrets.token_bytes(12), plaintext, content_aad(inp.document_id))
-        wrapped = envelope.seal(bytes.fromhex(epoch.master_public_key), data_key, data_key_aad(inp.document_id),
-                                secrets.token_bytes(32), secrets.token_bytes(12))
-        del data_key
-        digest = hashlib.sha256(blob).hexdigest()
-        doc = EncryptedDocument(document_id=inp.document_id, title=inp.title, key_epoch=epoch.epoch,
-                                wrapped_key=wrapped, ciphertext_sha256=digest, size=len(blob),
-                                plaintext_size=len(plaintext))
-        del plaintext
-        self._cache_write(blob, digest)
-        if not await self.store.insert(doc, me):  # a concurrent store of the same id won the race
+                               f"id. The staged plaintext at {path} was left in place.")
+        if taken:  # its row went between the insert and the look-up
             raise InvalidInput(f"document {inp.document_id} is already stored; choose another document id")
-        staged.unlink(missing_ok=True)
-        return doc
+        if not staged:
+            raise InvalidInput(f"no staged plaintext for document {inp.document_id} at {path}: "
+                               "`westworld shelter store` writes it there before starting the workflow")
+        raise InvalidInput("no active shelter key epoch: run `westworld shelter guardians init` first "
+                           "(after each guardian made a key with `westworld shelter keygen`)")
 
     async def _source(self, document_id: str, digest: str, skip: Network | None) -> tuple[bytes, str] | None:
-        """A good copy of the ciphertext: another network's replica read back and hashed, else the local cache."""
+        """A good copy of the ciphertext: the local cache if it still hashes right (no network or index round
+        trip), else another network's replica read back and hashed."""
+        size = self.cache.size(digest)
+        cached = await sized(size, self.cache.read, digest) if size is not None else None
+        if cached is not None:
+            return cached, "local cache"
         record = await self.store.get(document_id)
         for ref in record.replicas if record else []:
             replicator = self.replicators.get(ref.network)
@@ -146,8 +179,7 @@ class ShelterDocumentActivities:
                 continue
             if data is not None and hashlib.sha256(data).hexdigest() == digest:
                 return data, f"{ref.network.value}:{ref.locator}"
-        cached = self._cache_read(digest)
-        return (cached, "local cache") if cached is not None else None
+        return None
 
     async def _replicate(self, document_id: str, digest: str, network: Network, data: bytes) -> ReplicaRef:
         replicator = self.replicators[network]
@@ -155,8 +187,8 @@ class ShelterDocumentActivities:
             locator = await replicator.put(data, digest, document_id)
         except PermanentError as err:  # a network that does not answer raises a TransientError: retried
             raise InvalidInput(f"{network.value} refused document {document_id}: {err.message}") from err
-        back = await replicator.get(locator)
-        got = hashlib.sha256(back).hexdigest() if back is not None else ""
+        back = await replicator.get(locator)  # the read-back: what the network serves, hashed (off the event loop)
+        got = await sized(len(back), _sha256_hex, back) if back is not None else ""
         if got != digest:  # read-back failed: retry the activity (the put is idempotent)
             raise TransientError(f"{network.value} replica {locator} of {document_id} read back "
                                  f"{'nothing' if back is None else 'SHA-256 ' + got}, expected {digest}",

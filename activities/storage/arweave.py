@@ -10,10 +10,12 @@ Data is posted inline with the transaction (fine up to a few MiB; larger files w
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +147,26 @@ def build_transaction(wallet: Wallet, data: bytes, tags: dict[str, str], anchor:
     }
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A transaction anchor and fee for a post of ``size`` bytes (:meth:`ArweaveClient.prepare`)."""
+
+    anchor: str
+    reward: int
+    size: int
+
+
+@dataclass(frozen=True)
+class _Body:
+    id: str
+    json: bytes
+
+
+def _signed_body(wallet: Wallet, data: bytes, tags: dict[str, str], prepared: Prepared) -> _Body:
+    tx = build_transaction(wallet, data, tags, prepared.anchor, prepared.reward)
+    return _Body(id=str(tx["id"]), json=json.dumps(tx, separators=(",", ":")).encode())
+
+
 class ArweaveClient:
     """``url`` is a gateway (``http://127.0.0.1:1984`` for arlocal, ``https://arweave.net`` in production)."""
 
@@ -191,25 +213,37 @@ class ArweaveClient:
         edges = resp.json().get("data", {}).get("transactions", {}).get("edges", [])
         return str(edges[0]["node"]["id"]) if edges else None
 
-    async def post(self, data: bytes, tags: dict[str, str]) -> str:
-        """Sign and post ``data``; return the transaction id (on arlocal: funded and mined)."""
-        anchor = (await self._get("/tx_anchor")).text.strip()
-        reward = int((await self._get(f"/price/{len(data)}")).text.strip())
-        if await self.is_arlocal():
+    async def prepare(self, size: int) -> Prepared:
+        """What a post of ``size`` bytes needs from the gateway (anchor and fee asked at once; on arlocal the fee
+        is minted to the wallet). Fetch it while other work runs, then pass it to :meth:`post`."""
+        anchor, price, arlocal = await asyncio.gather(self._get("/tx_anchor"), self._get(f"/price/{size}"),
+                                                      self.is_arlocal())
+        reward = int(price.text.strip())
+        if arlocal:
             await self._get(f"/mint/{self.wallet.address}/{reward * 10 + 1_000_000_000_000}")
-        tx = build_transaction(self.wallet, data, tags, anchor, reward)
+        return Prepared(anchor=anchor.text.strip(), reward=reward, size=size)
+
+    async def post(self, data: bytes, tags: dict[str, str], prepared: Prepared | None = None) -> str:
+        """Sign and post ``data``; return the transaction id (on arlocal: funded and mined)."""
+        if prepared is None or prepared.size != len(data):
+            prepared = await self.prepare(len(data))
+        # hashing, signing and base64 of a large blob take a while: off the event loop, so other replicas go on
+        body = await asyncio.to_thread(_signed_body, self.wallet, data, tags, prepared)
+        tx_id = body.id
         try:
-            resp = await self._http.post(f"{self.url}/tx", json=tx)
+            resp = await self._http.post(f"{self.url}/tx", content=body.json,
+                                         headers={"Content-Type": "application/json"})
         except httpx.TransportError as err:
             raise ArweaveUnavailable(f"Arweave gateway {self.url} did not answer POST /tx: {err!r}") from err
+        del body
         if resp.status_code >= 500:
             raise ArweaveUnavailable(f"Arweave gateway {self.url} failed POST /tx: HTTP {resp.status_code}")
         if resp.status_code not in (200, 208):
-            raise ArweaveError(f"Arweave gateway {self.url} refused transaction {tx['id']}: "
+            raise ArweaveError(f"Arweave gateway {self.url} refused transaction {tx_id}: "
                                f"HTTP {resp.status_code} {resp.text[:200]}")
         if await self.is_arlocal():
             await self._get("/mine")
-        return str(tx["id"])
+        return tx_id
 
     async def data(self, tx_id: str) -> bytes | None:
         """The data of ``tx_id``, or None if the gateway does not have it."""

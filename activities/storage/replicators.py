@@ -3,6 +3,7 @@ corrupted copy. ``TRANSIENT`` are the clients' "did not answer" errors (retry, o
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from activities.storage.arweave import ArweaveClient
@@ -48,11 +49,13 @@ class ArweaveReplicator:
         self.client = client
 
     async def put(self, data: bytes, sha256: str, document_id: str) -> str:
-        existing = await self.client.find_by_tag(self.TAG, sha256)  # a retried post must not pay twice
+        # a retried post must not pay twice: look for an earlier one while the anchor and fee are fetched
+        existing, prepared = await asyncio.gather(self.client.find_by_tag(self.TAG, sha256),
+                                                  self.client.prepare(len(data)))
         if existing is not None and await self.client.data(existing) == data:
             return existing
         return await self.client.post(data, {"Content-Type": "application/octet-stream", self.TAG: sha256,
-                                             "Westworld-Document": document_id})
+                                             "Westworld-Document": document_id}, prepared)
 
     async def get(self, locator: str) -> bytes | None:
         return await self.client.data(locator)
