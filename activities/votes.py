@@ -7,7 +7,8 @@ the chain must end up with. Before storing, a ballot the chain could never count
 voted on the Governor (one vote each, never changed) or a ballot signed with another nonce than the Governor's.
 A relay that fails after the commit (the node down, the process killed) does not fail the batch: closing the vote
 relays every stored ballot the Governor has not counted yet, so its ``proposalVotes`` equal the final tally. A
-relay is never sent twice: ``hasVoted`` is read first and the Governor refuses a second vote anyway.
+ballot is counted on chain once: ``hasVoted`` is read before a relay is sent (a resend, a retried batch and the
+sweep send nothing for a counted voter), and the Governor reverts a second vote of a voter (two processes racing).
 """
 
 from __future__ import annotations

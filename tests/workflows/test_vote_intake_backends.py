@@ -285,7 +285,8 @@ async def test_snapshot_ballots_through_the_intake_are_published_once_with_what_
         v = VoteRequest(proposal_id=pid, voter=voter.address, choice=choice, signature="0x", timestamp=1_800_000_000)
         return v.model_copy(update={"signature": ballot.sign(v, ctx, voter.key.hex())})
 
-    alice, bob, carol = (signed(harness.voters[i], c) for i, c in ((10, "for"), (11, "against"), (12, "for")))
+    alice, bob, carol, dave = (signed(harness.voters[i], c) for i, c in ((10, "for"), (11, "against"), (12, "for"),
+                                                                        (13, "against")))
     async with serve_intake(harness) as url, aiohttp.ClientSession() as http:
         hub.answer("/", 200, {"id": "0xvote-alice"})
         first = await post_vote(http, url, alice.model_dump_json())
@@ -302,10 +303,15 @@ async def test_snapshot_ballots_through_the_intake_are_published_once_with_what_
         again = await asyncio.gather(*(post_vote(http, url, v.model_dump_json()) for v in [alice] * 5 + [carol] * 5))
         assert {(a.status, a.body["vote_hash"]) for a in again[:5]} == {(200, first.body["vote_hash"])}
         assert len({(a.status, a.body["vote_hash"]) for a in again[5:]}) == 1 and again[5].status == 200, again
+        # The hub has this exact message already (an earlier attempt published it, then its process died before
+        # the store committed): the hub's "duplicate message" answer means published, and the vote is kept.
+        hub.answer("/", 400, {"error": "client_error", "error_description": "duplicate message"})
+        dup = await post_vote(http, url, dave.model_dump_json())
+        assert dup.status == 200, dup.body
     votes = [body for path, body in hub.requests[1:] if path == "/"]
-    assert [v["address"] for v in votes] == [alice.voter, bob.voter, bob.voter, carol.voter]
-    assert await harness.resources.votes.count(pid) == 2  # the refused ballot is not kept here either
-    for published, vote in zip(votes, [alice, bob, bob, carol], strict=True):
+    assert [v["address"] for v in votes] == [alice.voter, bob.voter, bob.voter, carol.voter, dave.voter]
+    assert await harness.resources.votes.count(pid) == 3  # the refused ballot is not kept here either
+    for published, vote in zip(votes, [alice, bob, bob, carol, dave], strict=True):
         assert published == envelope(vote.voter, vote.signature, ballot.typed_data(vote, ctx))
         data = published["data"]  # what a hub checks first: the signature recovers to the voter
         full = {**data, "primaryType": "Vote", "types": {**data["types"], "EIP712Domain": [
@@ -315,5 +321,5 @@ async def test_snapshot_ballots_through_the_intake_are_published_once_with_what_
     hub.answer("/graphql", 200, SCORES)
     await harness.skipper.fast_forward(handle, timedelta(hours=73))
     result = await handle.result()
-    assert (result.snapshot_proposal, result.votes) == ("0xprop", 2)
+    assert (result.snapshot_proposal, result.votes) == ("0xprop", 3)
     assert result.tally == await recount_matches(harness, pid, inp.proposal.choices)
