@@ -47,6 +47,7 @@ USAGE_GENERATION = "usage_generation"
 UNREGISTERED = "registered-nodes"
 MAX_BATCH = 256
 MAX_AGENTS = 1024  # agents whose budget windows are cached
+MAX_ENTRIES = 65536  # token ids / node ids remembered per generation (they come from unverified input)
 _DIALECT = sqlite_dialect.dialect()
 _TS = sa.DateTime(timezone=True).dialect_impl(_DIALECT).bind_processor(_DIALECT)
 
@@ -250,22 +251,30 @@ class SqliteCheck:
 
     def _revoked(self, conn: sqlite3.Connection, token_id: str) -> bool:
         assert self._state is not None
-        if (found := self._state.revoked.get(token_id)) is None:
+        revoked = self._state.revoked
+        if (found := revoked.get(token_id)) is None:
             found = conn.execute("SELECT 1 FROM cap_revoked WHERE token_id = ?", (token_id,)).fetchone() is not None
-            self._state.revoked[token_id] = found
+            if len(revoked) >= MAX_ENTRIES:
+                revoked.clear()
+            revoked[token_id] = found
         return found
 
     def _key(self, conn: sqlite3.Connection, key_id: str) -> bytes | None:
         assert self._state is not None
-        if key_id not in self._state.keys:
+        keys = self._state.keys
+        if key_id not in keys:
             row = conn.execute("SELECT sealed FROM cap_root_keys WHERE key_id = ?", (key_id,)).fetchone()
-            self._state.keys[key_id] = None if row is None else self._unseal(key_id, row[0])
-        return self._state.keys[key_id]
+            if len(keys) >= MAX_ENTRIES:
+                keys.clear()
+            keys[key_id] = None if row is None else self._unseal(key_id, row[0])
+        return keys[key_id]
 
     def _regions(self, conn: sqlite3.Connection, targets: list[str]) -> dict[str, str]:
         assert self._state is not None
         known = self._state.regions
         missing = [n for n in targets if n not in known]
+        if len(known) + len(missing) > MAX_ENTRIES:
+            known.clear()
         for i in range(0, len(missing), 500):
             chunk = missing[i:i + 500]
             marks = ",".join("?" * len(chunk))  # placeholders only: the ids are bound
