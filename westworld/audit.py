@@ -15,8 +15,9 @@ Checking the log against heads kept apart from it (signed heads, on-chain anchor
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, computed_field
@@ -61,7 +62,10 @@ def canonical_json(value: Any) -> str:
     Raises:
         TypeError, ValueError: ``value`` is not plain JSON (or holds NaN/infinity).
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(value)
+
+
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def timestamp(at: datetime) -> str:
@@ -84,6 +88,43 @@ def entry_leaf(kind: str, subject: str, payload_json: str, created_at: datetime)
     """The leaf data of one entry (``payload_json`` is the stored canonical payload text, parsed strictly)."""
     body = {"kind": kind, "subject": subject, "payload": parse_json(payload_json), "created_at": timestamp(created_at)}
     return canonical_json(body).encode()
+
+
+def canonical_leaf(kind: str, subject: str, payload_json: str, created_at: str) -> bytes:
+    """:func:`entry_leaf` for a payload already in canonical form and a time already in :func:`timestamp` form,
+    without parsing anything: the body's keys sort as created_at, kind, payload, subject."""
+    return (f'{{"created_at":{encode_basestring(created_at)},"kind":{encode_basestring(kind)},'
+            f'"payload":{payload_json},"subject":{encode_basestring(subject)}}}').encode()
+
+
+def canonical_payload(payload: Any) -> str:
+    """The canonical text of a payload to append: its bytes are exactly what :func:`canonical_json` makes of their
+    own parse (a payload keyed by numbers sorts as numbers, its stored text as strings: it is sorted again).
+
+    Raises:
+        TypeError, ValueError: ``payload`` is not plain JSON, or two of its keys are the same as text
+            (:class:`~westworld.errors.DuplicateKeyError`).
+    """
+    text = canonical_json(payload)
+    if canonical_json(json.loads(text)) != text:
+        text = canonical_json(parse_json(text))
+    return text
+
+
+def _readable_leaf(kind: str, subject: str, payload_json: str, leaf_hash: str, root_after: str,
+                   created_at: str) -> bytes | None:
+    """The recomputed leaf hash of a row that is readable and canonical, or None when the row needs the full
+    checks. Plain ``json.loads`` is exact here: text with a key twice, NaN or non-canonical bytes cannot equal
+    the canonical serialisation of its parse."""
+    try:
+        if canonical_json(json.loads(payload_json)) != payload_json:
+            return None
+        at = timestamp(parse_time(created_at))
+    except ValueError:
+        return None
+    if not (_hex64(leaf_hash) and _hex64(root_after)):
+        return None
+    return merkle.leaf_hash(canonical_leaf(kind, subject, payload_json, at))
 
 
 class AuditEntryInput(BaseModel):
@@ -243,10 +284,10 @@ def _changed(entry: StoredEntry) -> AuditProblem:
     )
 
 
-def _reordered(entry: StoredEntry) -> AuditProblem:
+def _reordered(seq: int, root_after: str) -> AuditProblem:
     return AuditProblem(
-        seq=entry.seq, kind="reordered",
-        message=f"entry {entry.seq}: the root recorded after it ({entry.root_after[:16]}…) does not follow from "
+        seq=seq, kind="reordered",
+        message=f"entry {seq}: the root recorded after it ({root_after[:16]}…) does not follow from "
                 f"the entries up to it although its own leaf hash is intact: entries were reordered (or replaced "
                 f"together with their leaf hashes)",
     )
@@ -284,46 +325,108 @@ def _unreadable(entry: StoredEntry) -> AuditProblem | None:
     return None
 
 
-def check_rows(entries: Sequence[StoredEntry]) -> tuple[list[bytes], list[AuditProblem]]:
+class RowChecker:
+    """:func:`check_rows` one row at a time, in constant memory, for logs too large to hold.
+
+    It keeps the tree over the *stored* leaf hashes (:attr:`stored`, which also checks the root chain) and, once
+    a recomputed leaf differs from its stored hash, a second tree over the recomputed leaves (:attr:`recomputed`).
+    A row's stored tree nodes (the perfect subtree roots its append completed, hex, level 1 first) are checked
+    against the stored leaf hashes (:meth:`stale_nodes`).
+    """
+
+    def __init__(self) -> None:
+        self.problems: list[AuditProblem] = []
+        self.rows = 0
+        self.stored = merkle.Frontier()
+        self._recomputed: merkle.Frontier | None = None
+        self._chain_ok = True
+        self._stale_first: int | None = None
+        self._stale_count = 0
+
+    @property
+    def recomputed(self) -> merkle.Frontier:
+        """The tree over the leaves recomputed from the payloads."""
+        return self._recomputed if self._recomputed is not None else self.stored
+
+    def feed(self, seq: int, kind: str, subject: str, payload_json: str, leaf_hash: str, root_after: str,
+             created_at: str, nodes: str | None = None) -> tuple[bytes, bytes, list[bytes]]:
+        """Check the next row; returns its recomputed leaf, the leaf counted in the stored tree, and the nodes
+        appending that leaf completed in the stored tree."""
+        expected, self.rows = self.rows, self.rows + 1
+        if self._chain_ok and seq != expected:
+            self.problems.append(_missing(expected, seq))
+            self._chain_ok = False  # later roots cover the removed leaves: they cannot be rechecked
+        leaf = _readable_leaf(kind, subject, payload_json, leaf_hash, root_after, created_at)
+        if leaf is not None and leaf.hex() == leaf_hash:
+            stored = leaf
+        else:
+            leaf, stored = self._full_check(StoredEntry(seq=seq, kind=kind, subject=subject, payload_json=payload_json,
+                                                        leaf_hash=leaf_hash, root_after=root_after,
+                                                        created_at=created_at))
+        if self._recomputed is None and leaf != stored:
+            self._recomputed = self.stored.copy()
+        completed = self.stored.append(stored)
+        if self._recomputed is not None:
+            self._recomputed.append(leaf)
+        if self._chain_ok and self.stored.root().hex() != root_after:
+            self.problems.append(_reordered(seq, root_after))
+            self._chain_ok = False  # every later root differs too: report the first break only
+        if nodes is not None and "".join(h.hex() for h in completed) != nodes:
+            self._stale_count += 1
+            self._stale_first = seq if self._stale_first is None else self._stale_first
+        return leaf, stored, completed
+
+    def _full_check(self, entry: StoredEntry) -> tuple[bytes, bytes]:
+        """The strict checks of a row the fast path could not clear; its (recomputed, stored-in-tree) leaves."""
+        if (bad := _unreadable(entry)) is not None:
+            self.problems.append(bad)
+            self._chain_ok = self._chain_ok and _hex64(entry.leaf_hash) and _hex64(entry.root_after)
+            leaf = bytes.fromhex(entry.leaf_hash) if _hex64(entry.leaf_hash) else merkle.EMPTY_ROOT
+            return leaf, leaf
+        leaf = merkle.leaf_hash(entry_leaf(entry.kind, entry.subject, entry.payload_json,
+                                           parse_time(entry.created_at)))
+        if leaf.hex() != entry.leaf_hash:
+            self.problems.append(_changed(entry))
+        return leaf, bytes.fromhex(entry.leaf_hash)
+
+    def finish(self) -> list[AuditProblem]:
+        """The problems found in the rows (stale tree nodes apart: :meth:`stale_nodes`)."""
+        return self.problems
+
+    def stale_nodes(self) -> AuditProblem | None:
+        """The first row whose stored tree nodes do not follow from the stored leaf hashes; for the caller to name
+        when nothing else was found (a rewrite leaves them stale too, and the rewrite is what to name)."""
+        if self._stale_first is None:
+            return None
+        first = self._stale_first
+        return AuditProblem(
+            seq=first, kind="bad_row",
+            message=f"entry {first}: the tree nodes stored with it (and with {self._stale_count - 1} later entries) "
+                    f"do not follow from the stored leaf hashes: proofs served from them would not verify (the "
+                    f"nodes column was edited)")
+
+
+def check_rows(entries: Iterable[StoredEntry]) -> tuple[list[bytes], list[AuditProblem]]:
     """Recompute each leaf and the root chain; returns the recomputed leaf hashes and the problems.
 
     An unreadable entry is reported and counts in the recomputed tree with its stored leaf hash (when that is a
     hash at all), so heads that cover it are not reported a second time for it.
     """
-    problems: list[AuditProblem] = []
-    leaves: list[bytes] = []
-    chain = merkle.Frontier()  # over the *stored* leaf hashes, so a changed payload is reported once
-    chain_ok = True
-    for expected, entry in enumerate(entries):
-        if chain_ok and entry.seq != expected:
-            problems.append(_missing(expected, entry.seq))
-            chain_ok = False  # later roots cover the removed leaves: they cannot be rechecked
-        if (bad := _unreadable(entry)) is not None:
-            problems.append(bad)
-            leaves.append(bytes.fromhex(entry.leaf_hash) if _hex64(entry.leaf_hash) else merkle.EMPTY_ROOT)
-            chain_ok = chain_ok and _hex64(entry.leaf_hash) and _hex64(entry.root_after)
-        else:
-            leaf = merkle.leaf_hash(entry_leaf(entry.kind, entry.subject, entry.payload_json,
-                                               parse_time(entry.created_at)))
-            leaves.append(leaf)
-            if leaf.hex() != entry.leaf_hash:
-                problems.append(_changed(entry))
-        if chain_ok:
-            chain.append(bytes.fromhex(entry.leaf_hash))
-            if chain.root().hex() != entry.root_after:
-                problems.append(_reordered(entry))
-                chain_ok = False  # every later root differs too: report the first break only
-    return leaves, problems
+    checker = RowChecker()
+    leaves = [checker.feed(e.seq, e.kind, e.subject, e.payload_json, e.leaf_hash, e.root_after, e.created_at)[0]
+              for e in entries]
+    return leaves, checker.finish()
 
 
-def check_trusted_head(leaves: Sequence[bytes], trusted: TreeHead) -> AuditProblem | None:
-    if trusted.tree_size > len(leaves):
+def check_trusted_head(n: int, root_at: str | None, trusted: TreeHead) -> AuditProblem | None:
+    """Check a log of ``n`` entries, whose recomputed root at the trusted size is ``root_at``, against ``trusted``."""
+    if trusted.tree_size > n:
         return AuditProblem(
-            seq=len(leaves), kind="head_mismatch",
-            message=f"the log has {len(leaves)} entries but a trusted head has {trusted.tree_size}: "
-                    f"entries {len(leaves)}..{trusted.tree_size - 1} were removed",
+            seq=n, kind="head_mismatch",
+            message=f"the log has {n} entries but a trusted head has {trusted.tree_size}: "
+                    f"entries {n}..{trusted.tree_size - 1} were removed",
         )
-    if merkle.root_of_hashes(leaves[: trusted.tree_size]).hex() != trusted.root:
+    if root_at != trusted.root:
         return AuditProblem(
             seq=max(trusted.tree_size - 1, 0), kind="head_mismatch",
             message=f"the first {trusted.tree_size} entries do not hash to the trusted root {trusted.root[:16]}…: "

@@ -9,11 +9,15 @@ one and recompute every hash after it, and the rows still chain. So :func:`verif
   after every append, so consecutive heads pin it down to one entry);
 - the **latest anchor on chain**: the same two checks, and the RFC 6962 consistency proof from the anchored
   (size, root) to today's head, which the report carries so a client holding only the chain can check it.
+
+:class:`LogVerifier` does all of it one row at a time: the sizes whose roots the heads need and the nodes of
+the anchor's proof are known before the rows are read, so a log of millions of entries is checked in constant
+memory, in one pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -21,12 +25,12 @@ from westworld import merkle
 from westworld.audit import (
     AuditEntry,
     AuditProblem,
+    ConsistencyProof,
+    RowChecker,
     StoredEntry,
     TreeHead,
     VerifyReport,
-    check_rows,
     check_trusted_head,
-    consistency_proof_of,
 )
 from westworld.audit_anchor import AnchoredHead, HeadLine, SignedHead, head_signature_ok
 
@@ -34,28 +38,15 @@ MAX_PROBLEMS = 200  # a report travels as one Temporal payload: name the first o
 MAX_SHOWN = 1000
 
 
-def _is_hash(value: str) -> bool:
-    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
-
-
-def _roots_at(leaves: Sequence[bytes], sizes: Sequence[int]) -> dict[int, str]:
-    """The recomputed root at each of ``sizes`` (those within the log), in one pass."""
-    wanted, roots, frontier = sorted({s for s in sizes if s <= len(leaves)}), {}, merkle.Frontier()
-    for size in wanted:
-        while frontier.size < size:
-            frontier.append(leaves[frontier.size])
-        roots[size] = frontier.root().hex()
-    return roots
-
-
 def _entries(lo: int, hi: int) -> str:
     return f"entry {lo}" if hi - lo <= 1 else f"one of entries {lo}..{hi - 1}"
 
 
 def check_signed_heads(
-    leaves: Sequence[bytes], lines: Sequence[HeadLine], public_key: str
+    n: int, roots: Mapping[int, str], lines: Sequence[HeadLine], public_key: str
 ) -> tuple[SignedHead | None, list[AuditProblem]]:
-    """Check the log against the signed heads; returns the latest validly signed head and the problems.
+    """Check the log of ``n`` entries, whose root at each head's size (within the log) is in ``roots``, against
+    the signed heads; returns the latest validly signed head and the problems.
 
     A signature is checked only where it decides something (an Ed25519 check costs far more than a root): the
     latest head (truncation), a head whose root the log does not match (rewritten, or a forged line), and the
@@ -76,7 +67,6 @@ def check_signed_heads(
                             f"under the log key {public_key[:16]}…: the heads file was edited"))
         return not forged[line]
 
-    n = len(leaves)
     latest = next(((line, head) for line, head in reversed(heads) if valid(line, head)), None)
     if latest is None:
         if n:
@@ -89,7 +79,6 @@ def check_signed_heads(
             seq=n, kind="truncated",
             message=f"the log has {n} entries but the signed head on line {latest[0]} (signed {latest[1].signed_at}) "
                     f"says {latest[1].tree_size} > {n}: entries {n}..{latest[1].tree_size - 1} were removed"))
-    roots = _roots_at(leaves, [h.tree_size for _, h in heads])
     for i, (line, head) in enumerate(heads):
         if head.tree_size > n:
             break
@@ -105,14 +94,15 @@ def check_signed_heads(
     return latest[1], problems
 
 
-def check_anchor(leaves: Sequence[bytes], anchor: AnchoredHead) -> list[AuditProblem]:
-    """Check the log against the latest on-chain anchor."""
-    n, where = len(leaves), f"the anchor on chain (tx {anchor.tx_hash}, block {anchor.block})"
+def check_anchor(n: int, root_at_anchor: str | None, anchor: AnchoredHead) -> list[AuditProblem]:
+    """Check the log of ``n`` entries, whose root at the anchor's size is ``root_at_anchor``, against the latest
+    on-chain anchor."""
+    where = f"the anchor on chain (tx {anchor.tx_hash}, block {anchor.block})"
     if anchor.tree_size > n:
         return [AuditProblem(seq=n, kind="truncated",
                              message=f"the log has {n} entries but {where} says {anchor.tree_size} > {n}: entries "
                                      f"{n}..{anchor.tree_size - 1} were removed")]
-    if merkle.root_of_hashes(leaves[:anchor.tree_size]).hex() != anchor.root:
+    if root_at_anchor != anchor.root:
         return [AuditProblem(seq=max(anchor.tree_size - 1, 0), kind="rewritten",
                              message=f"the first {anchor.tree_size} entries do not hash to the root "
                                      f"{anchor.root[:16]}… of {where}: an entry below {anchor.tree_size} was "
@@ -120,11 +110,90 @@ def check_anchor(leaves: Sequence[bytes], anchor: AnchoredHead) -> list[AuditPro
     return []
 
 
+class LogVerifier:
+    """:func:`verify_log` over rows fed one at a time (:meth:`feed`), for a log of ``size`` rows."""
+
+    def __init__(
+        self, size: int, *, heads: Sequence[HeadLine] | None = None, public_key: str = "",
+        anchor: AnchoredHead | None = None, trusted: TreeHead | None = None,
+    ) -> None:
+        self._size, self._heads, self._key, self._anchor, self._trusted = size, heads, public_key, anchor, trusted
+        self._rows = RowChecker()
+        # Heads are checked over the *stored* leaf hashes: content that no longer matches its stored hash is named
+        # by the row checks, and a rewrite whose hashes were recomputed shows here, so each change is named once.
+        sizes = {h.head.tree_size for h in heads or () if h.head is not None}
+        self._stored_at = {s: "" for s in sizes | ({anchor.tree_size} if anchor else set()) if s <= size}
+        self._recomputed_at = {trusted.tree_size: ""} if trusted is not None and trusted.tree_size <= size else {}
+        for roots in (self._stored_at, self._recomputed_at):
+            if 0 in roots:
+                roots[0] = merkle.EMPTY_ROOT.hex()
+        self._proof_plan = (merkle.consistency_nodes(anchor.tree_size, size)
+                            if anchor is not None and anchor.tree_size <= size else [])
+        self._wanted: dict[merkle.Node, bytes] = {n: b"" for part in self._proof_plan for n in part}
+
+    def feed(self, seq: int, kind: str, subject: str, payload_json: str, leaf_hash: str, root_after: str,
+             created_at: str, nodes: str | None = None) -> None:
+        """The next row, every column as stored text (``nodes``: the stored tree nodes, None if not stored)."""
+        index = self._rows.rows
+        _, stored, completed = self._rows.feed(seq, kind, subject, payload_json, leaf_hash, root_after, created_at,
+                                               nodes)
+        size = index + 1
+        if size in self._stored_at:
+            self._stored_at[size] = self._rows.stored.root().hex()
+        if size in self._recomputed_at:
+            self._recomputed_at[size] = self._rows.recomputed.root().hex()
+        if self._wanted:
+            if (0, index) in self._wanted:
+                self._wanted[(0, index)] = stored
+            for level, node in enumerate(completed, start=1):
+                if (level, index >> level) in self._wanted:
+                    self._wanted[(level, index >> level)] = node
+
+    def report(self) -> VerifyReport:
+        """The report over the rows fed.
+
+        Raises:
+            ValueError: fewer or more rows were fed than the size given.
+        """
+        n = self._rows.rows
+        if n != self._size:
+            raise ValueError(f"the verifier was told of {self._size} rows and fed {n}")
+        problems = self._rows.finish()
+        if self._trusted is not None and (head := check_trusted_head(
+                n, self._recomputed_at.get(self._trusted.tree_size), self._trusted)) is not None:
+            problems.append(head)
+        report = VerifyReport(tree_size=n, root=self._rows.recomputed.root().hex(), problems=problems,
+                              log_key=self._key)
+        if self._heads is not None:
+            report.signed_head, head_problems = check_signed_heads(n, self._stored_at, self._heads, self._key)
+            report.problems += head_problems
+            report.checked.append(
+                f"signed heads: {len(self._heads)} line(s), latest valid size "
+                f"{report.signed_head.tree_size if report.signed_head else '-'} (key {self._key[:16]}…)")
+        if (anchor := self._anchor) is not None:
+            report.anchor = anchor
+            anchor_problems = check_anchor(n, self._stored_at.get(anchor.tree_size), anchor)
+            report.problems += anchor_problems
+            if not anchor_problems:
+                report.anchor_proof = ConsistencyProof(
+                    old_size=anchor.tree_size, new_size=n, old_root=self._stored_at[anchor.tree_size],
+                    new_root=self._rows.stored.root().hex(),
+                    path=[merkle.fold([self._wanted[x] for x in part]).hex() for part in self._proof_plan])
+            report.checked.append(f"chain anchor: size {anchor.tree_size} in tx {anchor.tx_hash} "
+                                  f"(block {anchor.block})")
+        if not report.problems and (stale := self._rows.stale_nodes()) is not None:
+            report.problems.append(stale)  # named only when nothing else is: any rewrite leaves them stale too
+        if len(report.problems) > MAX_PROBLEMS:
+            report.omitted_problems = len(report.problems) - MAX_PROBLEMS
+            report.problems = report.problems[:MAX_PROBLEMS]
+        return report
+
+
 def verify_log(
-    entries: Sequence[StoredEntry], *, heads: Sequence[HeadLine] | None = None, public_key: str = "",
+    entries: Iterable[StoredEntry], *, heads: Sequence[HeadLine] | None = None, public_key: str = "",
     anchor: AnchoredHead | None = None, trusted: TreeHead | None = None,
 ) -> VerifyReport:
-    """Recompute the log (:func:`westworld.audit.check_rows`) and check it against the trusted heads given.
+    """Recompute the log (:class:`westworld.audit.RowChecker`) and check it against the trusted heads given.
 
     Args:
         entries: every row of the log in ascending ``seq``.
@@ -132,32 +201,11 @@ def verify_log(
         anchor: the latest anchor read from the chain for this log's key (None: none found or not checked).
         trusted: any other earlier head the log must extend.
     """
-    leaves, problems = check_rows(entries)
-    if trusted is not None and (head := check_trusted_head(leaves, trusted)) is not None:
-        problems.append(head)
-    report = VerifyReport(tree_size=len(entries), root=merkle.root_of_hashes(leaves).hex(), problems=problems,
-                          log_key=public_key)
-    # Heads are checked over the *stored* leaf hashes: content that no longer matches its stored hash is already
-    # named by check_rows, and a rewrite whose hashes were recomputed shows here, so each change is named once.
-    stored = [bytes.fromhex(e.leaf_hash) if _is_hash(e.leaf_hash) else leaf for e, leaf in zip(entries, leaves,
-                                                                                                 strict=True)]
-    if heads is not None:
-        report.signed_head, head_problems = check_signed_heads(stored, heads, public_key)
-        report.problems += head_problems
-        report.checked.append(
-            f"signed heads: {len(heads)} line(s), latest valid size "
-            f"{report.signed_head.tree_size if report.signed_head else '-'} (key {public_key[:16]}…)")
-    if anchor is not None:
-        report.anchor = anchor
-        anchor_problems = check_anchor(stored, anchor)
-        report.problems += anchor_problems
-        if not anchor_problems:
-            report.anchor_proof = consistency_proof_of(stored, anchor.tree_size)
-        report.checked.append(f"chain anchor: size {anchor.tree_size} in tx {anchor.tx_hash} (block {anchor.block})")
-    if len(report.problems) > MAX_PROBLEMS:
-        report.omitted_problems = len(report.problems) - MAX_PROBLEMS
-        report.problems = report.problems[:MAX_PROBLEMS]
-    return report
+    rows = entries if isinstance(entries, Sequence) else list(entries)
+    verifier = LogVerifier(len(rows), heads=heads, public_key=public_key, anchor=anchor, trusted=trusted)
+    for e in rows:
+        verifier.feed(e.seq, e.kind, e.subject, e.payload_json, e.leaf_hash, e.root_after, e.created_at)
+    return verifier.report()
 
 
 class AuditVerifyInput(BaseModel):

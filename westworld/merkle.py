@@ -6,6 +6,12 @@ generation follows RFC 6962 section 2.1.1 (``PATH``) and 2.1.2 (``PROOF``); veri
 sections 2.1.3.2 and 2.1.4.2. :class:`Frontier` keeps only the right edge of the tree (one subtree root
 per set bit of the size), so appending to an N-entry log costs O(log N) without reading its leaves.
 
+A stored tree answers proofs without its leaves: every hash a proof needs is the root of a *perfect* subtree,
+named by :data:`Node` ``(level, index)``, the root over leaves ``[index << level, (index + 1) << level)``.
+:func:`inclusion_nodes`, :func:`consistency_nodes` and :func:`range_nodes` say which nodes each proof element
+folds (:func:`fold`), so a proof at any size reads O(log N) stored nodes. :meth:`Frontier.append` returns the
+nodes each leaf completes, which is what a store keeps; :func:`node_slot` says where.
+
 :func:`root` takes raw leaf data; every other function takes leaf *hashes*.
 """
 
@@ -73,28 +79,117 @@ class Frontier:
         """The subtree roots, leftmost first (a copy, for saving)."""
         return list(self._nodes)
 
-    def append(self, leaf: bytes) -> None:
-        """Append one leaf hash (not leaf data)."""
+    def append(self, leaf: bytes) -> list[bytes]:
+        """Append one leaf hash (not leaf data); returns the perfect subtree roots it completes, level 1 first
+        (node ``(level, n >> level)`` for ``level`` 1, 2, ..., where ``n`` is the size before; none when it is even)."""
         self._nodes.append(leaf)
+        completed: list[bytes] = []
         carry = self._size
         while carry & 1:
             right = self._nodes.pop()
             self._nodes[-1] = node_hash(self._nodes[-1], right)
+            completed.append(self._nodes[-1])
             carry >>= 1
         self._size += 1
+        return completed
 
     def root(self) -> bytes:
         """The Merkle tree hash of the leaves appended so far."""
-        if not self._nodes:
-            return EMPTY_ROOT
-        acc = self._nodes[-1]
-        for left in reversed(self._nodes[:-1]):
-            acc = node_hash(left, acc)
-        return acc
+        return fold(self._nodes)
 
     def copy(self) -> Frontier:
         """An independent copy (append to it; keep it only once the append is durable)."""
         return Frontier(self._size, self._nodes)
+
+
+Node = tuple[int, int]
+"""``(level, index)``: the root of the perfect subtree over leaves ``[index << level, (index + 1) << level)``."""
+
+
+def node_slot(node: Node) -> tuple[int, int]:
+    """Where a store that keeps, with each leaf, the nodes :meth:`Frontier.append` returned for it finds ``node``:
+    ``(leaf index, slot)``, slot -1 for the leaf hash itself and ``level - 1`` in the completed list otherwise."""
+    level, index = node
+    return ((index + 1) << level) - 1, level - 1
+
+
+def range_nodes(lo: int, hi: int) -> list[Node]:
+    """The perfect subtrees whose roots :func:`fold` into ``MTH(D[lo:hi])``, largest first.
+
+    ``lo`` must be aligned as in RFC 6962's recursion (a multiple of the power of two at or above ``hi - lo``),
+    which every range of a proof or of a tree's root is.
+
+    Raises:
+        ValueError: the range is empty or not so aligned.
+    """
+    if not 0 <= lo < hi:
+        raise ValueError(f"empty or negative range [{lo}, {hi})")
+    nodes: list[Node] = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1
+        if lo & ((1 << level) - 1):
+            raise ValueError(f"range [{lo}, {hi}) is not aligned as RFC 6962 splits a tree")
+        nodes.append((level, lo >> level))
+        lo += 1 << level
+    return nodes
+
+
+def fold(hashes: Sequence[bytes]) -> bytes:
+    """The root over the subtree roots ``hashes`` of :func:`range_nodes` (largest first)."""
+    if not hashes:
+        return EMPTY_ROOT
+    acc, sha256 = hashes[-1], hashlib.sha256
+    for i in range(len(hashes) - 2, -1, -1):
+        acc = sha256(NODE_PREFIX + hashes[i] + acc).digest()  # node_hash, inlined: this runs once per append
+    return acc
+
+
+def inclusion_nodes(index: int, size: int) -> list[list[Node]]:
+    """For each hash of ``PATH(index, D[size])`` (leaf side first), the nodes that fold into it.
+
+    Raises:
+        ProofError: if ``index`` is not in ``[0, size)``.
+    """
+    if not 0 <= index < size:
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    path: list[list[Node]] = []
+    lo, hi = 0, size
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index < lo + k:
+            path.append(range_nodes(lo + k, hi))
+            hi = lo + k
+        else:
+            path.append(range_nodes(lo, lo + k))
+            lo += k
+    path.reverse()
+    return path
+
+
+def consistency_nodes(old_size: int, new_size: int) -> list[list[Node]]:
+    """For each hash of ``PROOF(old_size, D[new_size])``, the nodes that fold into it.
+
+    Raises:
+        ProofError: if ``old_size`` is not in ``[0, new_size]``.
+    """
+    if not 0 <= old_size <= new_size:
+        raise ProofError(f"old size {old_size} is outside [0, {new_size}]")
+    if old_size in (0, new_size):
+        return []
+    path: list[list[Node]] = []
+    lo, hi, m, complete = 0, new_size, old_size, True
+    while m != hi - lo:
+        k = _split(hi - lo)
+        if m <= k:
+            path.append(range_nodes(lo + k, hi))
+            hi = lo + k
+        else:
+            path.append(range_nodes(lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    if not complete:
+        path.append(range_nodes(lo, hi))
+    path.reverse()
+    return path
 
 
 def _range_root(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:

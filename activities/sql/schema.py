@@ -25,6 +25,8 @@ audit_entries = sa.Table(
     sa.Column("leaf_hash", sa.String(64), nullable=False),
     sa.Column("root_after", sa.String(64), nullable=False),
     sa.Column("created_at", TS, nullable=False),
+    # the Merkle tree's perfect subtree roots this entry completes, hex, level 1 first (revision 0005)
+    sa.Column("nodes", sa.Text, nullable=False, server_default=""),
 )
 
 # --- owner: activities/sql/vote_store.py (VoteStore) -----------------------------------------------------------

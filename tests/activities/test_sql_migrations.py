@@ -29,6 +29,8 @@ from activities.sql.database import Database
 from activities.sql.migrate import alembic_config, migrate
 from activities.sql.schema import metadata
 from activities.sql.vote_store import VoteStore
+from westworld import merkle
+from westworld.audit import TreeHead, canonical_json, entry_leaf
 from westworld.errors import CONFIG_ERROR, WestworldError
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -121,6 +123,21 @@ async def test_an_empty_database_migrates_to_the_schema(url: str) -> None:
     await assert_at_head_and_equal_to_metadata(url)
 
 
+async def previous_audit_append(conn: Any, seq: int, kind: str, subject: str, payload: dict[str, Any]) -> TreeHead:
+    """An audit entry as the code before revision 0005 wrote it (no tree nodes); the head after it (entry ``seq``
+    is appended to a log whose earlier leaves this helper wrote too)."""
+    at = datetime(2026, 12, 1, 12, seq, tzinfo=UTC)
+    leaf = merkle.leaf_hash(entry_leaf(kind, subject, canonical_json(payload), at))
+    earlier = [bytes.fromhex(h) for h in (await conn.execute(sa.text(
+        "SELECT leaf_hash FROM audit_entries ORDER BY seq"))).scalars()]
+    root = merkle.root_of_hashes([*earlier, leaf]).hex()
+    await conn.execute(sa.text("INSERT INTO audit_entries (seq, kind, subject, payload, leaf_hash, root_after, "
+                               "created_at) VALUES (:s, :k, :j, :p, :l, :r, :at)"),
+                       {"s": seq, "k": kind, "j": subject, "p": canonical_json(payload), "l": leaf.hex(), "r": root,
+                        "at": at})
+    return TreeHead(tree_size=seq + 1, root=root)
+
+
 async def test_the_previous_schema_is_recognised_stamped_and_its_rows_kept(url: str) -> None:
     await create_previous_schema(url)
     assert await run_sync(url, _tables) == previous_tables(url)  # every table of that code, no alembic_version
@@ -131,7 +148,7 @@ async def test_the_previous_schema_is_recognised_stamped_and_its_rows_kept(url: 
             await conn.execute(sa.text("INSERT INTO cap_nodes (node_id, region, public_key, added_at) "
                                        "VALUES ('n1', 'eu', NULL, :at)"), {"at": now})
             await conn.execute(sa.text("INSERT INTO cap_halts (epoch, request_key, reason) VALUES (1, 'k', 'r')"))
-        receipt = await AuditLog(db).append("vote.result", "p1", {"decision": "approved"})
+            receipt = await previous_audit_append(conn, 0, "vote.result", "p1", {"decision": "approved"})
     finally:
         await db.close()
 

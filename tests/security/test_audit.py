@@ -53,16 +53,18 @@ async def sql(db: Database, statement: str, **params: Any) -> None:
 
 
 async def rehash(db: Database) -> None:
-    """Recompute every leaf hash and root from the stored content, as an attacker covering an edit would."""
+    """Recompute every leaf hash, root and stored tree node from the stored content, as an attacker covering an
+    edit would."""
     async with db.engine.begin() as conn:
         rows = list(await conn.execute(sa.text(
             "SELECT seq, kind, subject, payload, CAST(created_at AS TEXT) FROM audit_entries ORDER BY seq")))
         frontier = merkle.Frontier()
         for seq, kind, subject, payload, created_at in rows:
             leaf = merkle.leaf_hash(entry_leaf(kind, subject, payload, parse_time(created_at)))
-            frontier.append(leaf)
-            await conn.execute(sa.text("UPDATE audit_entries SET leaf_hash = :l, root_after = :r WHERE seq = :s"),
-                               {"l": leaf.hex(), "r": frontier.root().hex(), "s": seq})
+            nodes = "".join(h.hex() for h in frontier.append(leaf))
+            await conn.execute(sa.text("UPDATE audit_entries SET leaf_hash = :l, root_after = :r, nodes = :n "
+                                       "WHERE seq = :s"), {"l": leaf.hex(), "r": frontier.root().hex(), "n": nodes,
+                                                            "s": seq})
 
 
 async def fill(log: AuditLog, n: int) -> None:
