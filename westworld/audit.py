@@ -111,18 +111,15 @@ def canonical_payload(payload: Any) -> str:
     return text
 
 
-def _readable_leaf(kind: str, subject: str, payload_json: str, leaf_hash: str, root_after: str,
-                   created_at: str) -> bytes | None:
-    """The recomputed leaf hash of a row that is readable and canonical, or None when the row needs the full
-    checks. Plain ``json.loads`` is exact here: text with a key twice, NaN or non-canonical bytes cannot equal
-    the canonical serialisation of its parse."""
+def _readable_leaf(kind: str, subject: str, payload_json: str, created_at: str) -> bytes | None:
+    """The recomputed leaf hash of a row whose payload is canonical JSON and whose time reads, or None when the row
+    needs the full checks. Plain ``json.loads`` is exact here: text with a key twice, NaN or non-canonical bytes
+    cannot equal the canonical serialisation of its parse."""
     try:
         if canonical_json(json.loads(payload_json)) != payload_json:
             return None
         at = timestamp(parse_time(created_at))
     except ValueError:
-        return None
-    if not (_hex64(leaf_hash) and _hex64(root_after)):
         return None
     return merkle.leaf_hash(canonical_leaf(kind, subject, payload_json, at))
 
@@ -356,25 +353,34 @@ class RowChecker:
         if self._chain_ok and seq != expected:
             self.problems.append(_missing(expected, seq))
             self._chain_ok = False  # later roots cover the removed leaves: they cannot be rechecked
-        leaf = _readable_leaf(kind, subject, payload_json, leaf_hash, root_after, created_at)
-        if leaf is not None and leaf.hex() == leaf_hash:
+        leaf = _readable_leaf(kind, subject, payload_json, created_at)
+        # A leaf that matches its stored hash proves that hash well-formed; root_after is proved by the chain check
+        # below while the chain holds, and checked here once it no longer does.
+        fast = leaf is not None and leaf.hex() == leaf_hash and (self._chain_ok or _hex64(root_after))
+        if leaf is not None and fast:
             stored = leaf
         else:
-            leaf, stored = self._full_check(StoredEntry(seq=seq, kind=kind, subject=subject, payload_json=payload_json,
-                                                        leaf_hash=leaf_hash, root_after=root_after,
-                                                        created_at=created_at))
+            leaf, stored = self._full_check(self._entry(seq, kind, subject, payload_json, leaf_hash, root_after,
+                                                        created_at))
         if self._recomputed is None and leaf != stored:
             self._recomputed = self.stored.copy()
         completed = self.stored.append(stored)
         if self._recomputed is not None:
             self._recomputed.append(leaf)
         if self._chain_ok and self.stored.root().hex() != root_after:
-            self.problems.append(_reordered(seq, root_after))
+            bad = _unreadable(self._entry(seq, kind, subject, payload_json, leaf_hash, root_after, created_at))
+            self.problems.append(bad if fast and bad is not None else _reordered(seq, root_after))
             self._chain_ok = False  # every later root differs too: report the first break only
         if nodes is not None and "".join(h.hex() for h in completed) != nodes:
             self._stale_count += 1
             self._stale_first = seq if self._stale_first is None else self._stale_first
         return leaf, stored, completed
+
+    @staticmethod
+    def _entry(seq: int, kind: str, subject: str, payload_json: str, leaf_hash: str, root_after: str,
+               created_at: str) -> StoredEntry:
+        return StoredEntry(seq=seq, kind=kind, subject=subject, payload_json=payload_json, leaf_hash=leaf_hash,
+                           root_after=root_after, created_at=created_at)
 
     def _full_check(self, entry: StoredEntry) -> tuple[bytes, bytes]:
         """The strict checks of a row the fast path could not clear; its (recomputed, stored-in-tree) leaves."""
