@@ -81,6 +81,9 @@ STORE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_
 MAX_BATCH = 200
 STORE_TALLY = "vote-store-tally"  # the patch: policy floors, tally and opening kept by the store, no carry
 INTAKE = "vote-intake"  # the patch: ballots also arrive through the HTTP intake; the tally is read from the store
+# the patch: a governor vote closes a margin before the Governor's own voting end, measured on the chain's clock (the
+# propose call and a slow worker take time the chain counts): ballots relayed at close still land in its period
+CHAIN_END = "vote-before-chain-end"
 # The safety net for a hint lost with a crashed intake: after ballots arrived, the store is read again after 2 s,
 # then at doubling intervals while nothing changes, up to 10 min (no timer at all while no ballot arrives).
 POLL_MIN, POLL_MAX = timedelta(seconds=2), timedelta(minutes=10)
@@ -221,6 +224,12 @@ class DaoVoteWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=CHAIN_RETRY,
             )
+        if inp.backend is VoteBackend.GOVERNOR and workflow.patched(CHAIN_END):
+            assert self._governor is not None
+            chain_now: int = await workflow.execute_activity(
+                "chain_time", result_type=int, start_to_close_timeout=timedelta(seconds=30), retry_policy=CHAIN_RETRY)
+            left = timedelta(seconds=self._governor.deadline - chain_now)
+            window = min(window, left - min(left / 50, timedelta(minutes=5)))
         self._deadline = workflow.now() + window
         if inp.backend is VoteBackend.SNAPSHOT:
             ref = await workflow.execute_activity(
