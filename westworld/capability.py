@@ -13,11 +13,12 @@ policy's ``peers.discharge_ttl_max`` from now: it authorises only the action the
 
 and returns the first failure as ``(caveat, reason)``. Root keys, randomness and time are passed in.
 
-Parsing a token and verifying its HMAC chain are pure functions of the token's and discharges' exact strings (and,
-for the chain, of the root key's bytes), and agents repeat the same token for many actions: both are memoized
-(bounded LRUs; only successes are kept, and only for inputs under :data:`MEMO_MAX_CHARS`). A memoized chain is one
-that verified under exactly these bytes with exactly this key, so a retired key (``root_key`` None) or a rotated
-one (other bytes) never finds an entry. Everything that depends on state or time is decided afresh every check.
+Parsing a token and verifying its HMAC chain are pure, and agents repeat the same token for many actions, so
+both are memoized (bounded LRUs; only successes are kept). :func:`parse_token_shared` answers the same strings
+with the same (read-only) parse. A chain is remembered by everything the HMAC verification reads — identifiers,
+signatures, every caveat's id, verification-key id and location, of the token and each discharge — and the root
+key's bytes, taken from the objects being checked: a macaroon altered after parsing, a retired key (``root_key``
+None) or a rotated one never finds an entry. Everything that depends on state or time is decided afresh.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pydantic import BaseModel, Field, PrivateAttr
+from pydantic import BaseModel, Field
 from pymacaroons import Macaroon, Verifier
 from pymacaroons.exceptions import MacaroonException
 
@@ -97,9 +98,6 @@ class ParsedToken(BaseModel, arbitrary_types_allowed=True):
     caveats: list[cv.Caveat]  # first-party caveats of the token and its discharges, in order
     peers: list[str]  # locations (peer node ids) of the third-party caveats
     discharge_caveats: list[tuple[str, list[cv.Caveat]]] = []  # (peer, first-party caveats of its discharge)
-    # the exact token and discharge strings it was parsed from (set by parse_token only: a hand-built
-    # ParsedToken is never taken for a memoized chain)
-    _source: tuple[str, tuple[str, ...]] = PrivateAttr(default=("", ()))
 
 
 def mint(root_key: bytes, identity: TokenIdentity, actions: Sequence[str]) -> str:
@@ -132,8 +130,17 @@ def identity_of(token: str) -> TokenIdentity:
 
 
 def parse_token(token: str, discharges: Sequence[str] = ()) -> ParsedToken:
-    """Deserialize a token and its bound discharges and parse every first-party caveat (unauthenticated). The
-    result is shared with other callers of the same strings (memoized): treat it as read-only.
+    """Deserialize a token and its bound discharges and parse every first-party caveat (unauthenticated); the
+    caller owns the result (it may add caveats to its macaroon).
+
+    Raises:
+        Denial: (``token``) malformed token, discharge or caveat.
+    """
+    return _parse(token, tuple(discharges))
+
+
+def parse_token_shared(token: str, discharges: Sequence[str] = ()) -> ParsedToken:
+    """:func:`parse_token` memoized: the same strings get the same object, shared by every caller — read-only.
 
     Raises:
         Denial: (``token``) malformed token, discharge or caveat.
@@ -180,10 +187,8 @@ def _parse(token: str, discharges: tuple[str, ...]) -> ParsedToken:
             per_discharge.append((str(mac.location), mine))
     if len(set(peers)) != len(peers):
         raise Denial(DISCHARGE, f"third-party caveats name the same peer twice: {sorted(peers)}")
-    parsed = ParsedToken(identity=_identity(m), macaroon=m, discharges=ds, caveats=lines, peers=peers,
-                         discharge_caveats=per_discharge)
-    parsed._source = (token, discharges)
-    return parsed
+    return ParsedToken(identity=_identity(m), macaroon=m, discharges=ds, caveats=lines, peers=peers,
+                       discharge_caveats=per_discharge)
 
 
 def halted(halt_epoch: int) -> CheckResult:
@@ -226,7 +231,7 @@ def check_token(token: str, discharges: Sequence[str], root_key: bytes | None, s
     if state.halt_epoch:
         return halted(state.halt_epoch)
     try:
-        parsed = parse_token(token, discharges)
+        parsed = parse_token_shared(token, discharges)
     except Denial as d:
         return CheckResult(allowed=False, caveat=d.caveat, reason=d.reason)
     return check(parsed, root_key, state, agent_id, facts)
@@ -254,29 +259,43 @@ def _bound_to_action(peer: str, lines: Sequence[cv.Caveat], state: CheckState, f
                                 f"network policy allows (peers.discharge_ttl_max = {state.discharge_ttl_max})")
 
 
-_VERIFIED: OrderedDict[tuple[str, tuple[str, ...], bytes], None] = OrderedDict()
+_Chain = tuple[str, bytes, bytes, tuple[tuple[bytes, bytes | None, str], ...]]
+_VERIFIED: OrderedDict[tuple[_Chain, tuple[_Chain, ...], bytes], None] = OrderedDict()
 _VERIFIED_LOCK = threading.Lock()  # checks run on the event loop and on the store's check thread
 
 
 def _verify_chain(parsed: ParsedToken, root_key: bytes) -> None:
     """The HMAC chain of the token and of each discharge bound to it, by pymacaroons' own verifier; a chain that
-    verified before under the same strings and the same key bytes is not recomputed (the result cannot differ).
+    verified before with the same contents and the same key bytes is not recomputed (the result cannot differ).
 
     Caveat meaning is evaluated by :func:`check` (to name the failing one), so here every well-formed
     first-party predicate is accepted; a caveat stripped, changed or reordered breaks the chain.
     """
-    token, discharges = parsed._source
-    memo = (token, discharges, bytes(root_key))
+    try:
+        memo = (_chain(parsed.macaroon), tuple(_chain(d) for d in parsed.discharges), bytes(root_key))
+    except Exception:  # a macaroon that cannot even be read is verified (and refused) the long way
+        memo = None
     with _VERIFIED_LOCK:
-        if token and memo in _VERIFIED:
+        if memo is not None and memo in _VERIFIED:
             _VERIFIED.move_to_end(memo)
             return
     _verify_chain_uncached(parsed, root_key)
-    if token and len(token) + sum(map(len, discharges)) <= MEMO_MAX_CHARS:
+    if memo is not None and _size(memo[0]) + sum(map(_size, memo[1])) <= MEMO_MAX_CHARS:
         with _VERIFIED_LOCK:
             _VERIFIED[memo] = None
             while len(_VERIFIED) > MEMO_ENTRIES:
                 _VERIFIED.popitem(last=False)
+
+
+def _chain(m: Macaroon) -> _Chain:
+    """Everything of a macaroon its HMAC verification reads (as bytes/str, so equal means equal)."""
+    return (m.location, m.identifier_bytes, m.signature_bytes,
+            tuple((c.caveat_id_bytes, c.verification_key_id, c.location) for c in m.caveats))
+
+
+def _size(chain: _Chain) -> int:
+    _location, identifier, _signature, caveats = chain
+    return len(identifier) + sum(len(cid) + len(vid or b"") for cid, vid, _loc in caveats)
 
 
 def _verify_chain_uncached(parsed: ParsedToken, root_key: bytes) -> None:

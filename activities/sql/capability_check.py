@@ -79,7 +79,7 @@ def decide(inp: CapabilityCheckInput, parsed: cap.ParsedToken | None, early: cap
 
 def parse(inp: CapabilityCheckInput) -> tuple[cap.ParsedToken | None, cap.CheckResult | None]:
     try:
-        return cap.parse_token(inp.token, inp.discharges), None
+        return cap.parse_token_shared(inp.token, inp.discharges), None
     except Denial as d:
         return None, cap.CheckResult(allowed=False, caveat=d.caveat, reason=d.reason)
 
