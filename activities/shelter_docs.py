@@ -177,7 +177,7 @@ class ShelterDocumentActivities:
                 data = await replicator.get(ref.locator)
             except (*TRANSIENT, WestworldError):
                 continue
-            if data is not None and hashlib.sha256(data).hexdigest() == digest:
+            if data is not None and await sized(len(data), _sha256_hex, data) == digest:
                 return data, f"{ref.network.value}:{ref.locator}"
         return None
 
@@ -187,12 +187,12 @@ class ShelterDocumentActivities:
             locator = await replicator.put(data, digest, document_id)
         except PermanentError as err:  # a network that does not answer raises a TransientError: retried
             raise InvalidInput(f"{network.value} refused document {document_id}: {err.message}") from err
-        back = await replicator.get(locator)  # the read-back: what the network serves, hashed (off the event loop)
-        got = await sized(len(back), _sha256_hex, back) if back is not None else ""
-        if got != digest:  # read-back failed: retry the activity (the put is idempotent)
+        back = await replicator.sha256(locator)  # the read-back: every byte the network serves, hashed
+        if back != digest:  # read-back failed: retry the activity (the put is idempotent)
             raise TransientError(f"{network.value} replica {locator} of {document_id} read back "
-                                 f"{'nothing' if back is None else 'SHA-256 ' + got}, expected {digest}",
+                                 f"{'nothing' if back is None else 'SHA-256 ' + back}, expected {digest}",
                                  type=REPLICA_NOT_VERIFIED)
+        got = back
         ref = ReplicaRef(network=network, locator=locator, sha256=got, verified_at=utcnow(), ok=True)
         await self.store.upsert_replica(document_id, ref)
         return ref
@@ -219,14 +219,13 @@ class ShelterDocumentActivities:
                                           "detail": f"no {ref.network.value} endpoint configured"})
         now = utcnow()
         try:
-            data = await replicator.get(ref.locator)
+            got = await replicator.sha256(ref.locator)
         except (*TRANSIENT, WestworldError) as err:
             return ref.model_copy(update={"ok": False, "state": ReplicaState.UNREACHABLE, "verified_at": now,
                                           "detail": str(err)[:500]})
-        if data is None:
+        if got is None:
             return ref.model_copy(update={"ok": False, "state": ReplicaState.MISSING, "verified_at": now,
                                           "detail": f"{ref.network.value} no longer has {ref.locator}"})
-        got = hashlib.sha256(data).hexdigest()
         if got != digest:
             return ref.model_copy(update={"ok": False, "state": ReplicaState.CORRUPTED, "verified_at": now,
                                           "sha256": got, "detail": f"read back SHA-256 {got}, expected {digest}"})

@@ -23,6 +23,7 @@ import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from activities.storage.ipfs import sha256_of
 from westworld.errors import ArweaveError, ArweaveUnavailable
 
 MAX_CHUNK = 256 * 1024
@@ -244,6 +245,18 @@ class ArweaveClient:
         if await self.is_arlocal():
             await self._get("/mine")
         return tx_id
+
+    async def data_sha256(self, tx_id: str) -> str | None:
+        """Hex SHA-256 of the data of ``tx_id`` as the gateway serves it (hashed as it arrives), or None."""
+        try:
+            async with self._http.stream("GET", f"{self.url}/{tx_id}") as resp:
+                if resp.status_code == 200:
+                    return await sha256_of(resp)
+        except httpx.TransportError as err:
+            raise ArweaveUnavailable(f"Arweave gateway {self.url} did not answer GET /{tx_id}: {err!r}") from err
+        if resp.status_code in (400, 404, 410):
+            return None
+        raise ArweaveUnavailable(f"Arweave gateway {self.url} answered HTTP {resp.status_code} for {tx_id}")
 
     async def data(self, tx_id: str) -> bytes | None:
         """The data of ``tx_id``, or None if the gateway does not have it."""

@@ -9,6 +9,7 @@ blockstore only (``offline=true``): a node that has lost a block must say so, no
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -18,6 +19,14 @@ from westworld.errors import IpfsError, IpfsUnavailable
 
 MISSING_MARKERS = ("not found", "timed out", "no link named", "blockservice: key not found", "could not find",
                    "context deadline exceeded", "timeout", "aborted")
+
+
+async def sha256_of(resp: httpx.Response) -> str:
+    """Hex SHA-256 of a streamed response body, hashed piece by piece as it arrives."""
+    digest = hashlib.sha256()
+    async for piece in resp.aiter_bytes():
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 class IpfsClient:
@@ -66,6 +75,24 @@ class IpfsClient:
         resp = await self._post("cat", params={"arg": cid, "offline": "true", "timeout": f"{timeout_s:g}s"})
         if resp.status_code == 200:
             return resp.content
+        message = self._message(resp)
+        if any(marker in message.lower() for marker in MISSING_MARKERS):
+            return None
+        raise IpfsError(f"IPFS cat {cid} failed: HTTP {resp.status_code}: {message}")
+
+    async def cat_sha256(self, cid: str, timeout_s: float = 10.0) -> str | None:
+        """Hex SHA-256 of the bytes of ``cid`` as this node serves them (hashed as they arrive, never held whole),
+        or None if the node does not have them."""
+        params = {"arg": cid, "offline": "true", "timeout": f"{timeout_s:g}s"}
+        try:
+            async with self._http.stream("POST", f"{self.api_url}/api/v0/cat", params=params) as resp:
+                if resp.status_code == 200:
+                    return await sha256_of(resp)
+                await resp.aread()
+        except httpx.TransportError as err:
+            raise IpfsUnavailable(f"IPFS daemon at {self.api_url} did not answer cat: {err!r}") from err
+        if resp.status_code >= 500 and not resp.content:
+            raise IpfsUnavailable(f"IPFS daemon at {self.api_url} failed cat: HTTP {resp.status_code}")
         message = self._message(resp)
         if any(marker in message.lower() for marker in MISSING_MARKERS):
             return None

@@ -21,6 +21,10 @@ class Replicator(Protocol):
 
     async def get(self, locator: str) -> bytes | None: ...
 
+    async def sha256(self, locator: str) -> str | None:
+        """Hex SHA-256 of the replica as the network serves it, read back in full but never held whole (None: the
+        network lost it): the read-back check of a put and of an audit."""
+
     async def discard(self, locator: str) -> None:
         """Drop a corrupted copy so a re-put writes fresh bytes (a no-op where a put overwrites)."""
 
@@ -34,6 +38,9 @@ class IpfsReplicator:
 
     async def get(self, locator: str) -> bytes | None:
         return await self.client.cat(locator)
+
+    async def sha256(self, locator: str) -> str | None:
+        return await self.client.cat_sha256(locator)
 
     async def discard(self, locator: str) -> None:
         # The blockstore keeps a block it already "has", even if its bytes rotted on disk: unpin and collect
@@ -52,13 +59,16 @@ class ArweaveReplicator:
         # a retried post must not pay twice: look for an earlier one while the anchor and fee are fetched
         existing, prepared = await asyncio.gather(self.client.find_by_tag(self.TAG, sha256),
                                                   self.client.prepare(len(data)))
-        if existing is not None and await self.client.data(existing) == data:
+        if existing is not None and await self.client.data_sha256(existing) == sha256:
             return existing
         return await self.client.post(data, {"Content-Type": "application/octet-stream", self.TAG: sha256,
                                              "Westworld-Document": document_id}, prepared)
 
     async def get(self, locator: str) -> bytes | None:
         return await self.client.data(locator)
+
+    async def sha256(self, locator: str) -> str | None:
+        return await self.client.data_sha256(locator)
 
     async def discard(self, locator: str) -> None:
         pass  # permanent storage: a repair posts a new transaction (found again by its content-hash tag)
@@ -73,6 +83,9 @@ class SiaReplicator:
 
     async def get(self, locator: str) -> bytes | None:
         return await self.client.get(locator)
+
+    async def sha256(self, locator: str) -> str | None:
+        return await self.client.get_sha256(locator)
 
     async def discard(self, locator: str) -> None:
         pass  # a PUT of the same key overwrites the object

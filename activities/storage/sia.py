@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
+from activities.storage.ipfs import sha256_of
 from westworld.errors import SiaError, SiaUnavailable
 
 
@@ -50,6 +51,21 @@ class SiaClient:
             raise SiaUnavailable(f"renterd at {self.url} did not answer GET {key}: {err!r}") from err
         if resp.status_code == 200:
             return resp.content
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 500:
+            raise SiaUnavailable(f"renterd at {self.url} failed GET {key}: HTTP {resp.status_code}")
+        raise SiaError(f"renterd at {self.url} refused GET {key}: HTTP {resp.status_code} {resp.text[:200]}")
+
+    async def get_sha256(self, key: str) -> str | None:
+        """Hex SHA-256 of object ``key`` as renterd serves it (hashed as it arrives), or None if there is none."""
+        try:
+            async with self._http.stream("GET", self._object_url(key), params={"bucket": self.bucket}) as resp:
+                if resp.status_code == 200:
+                    return await sha256_of(resp)
+                await resp.aread()
+        except httpx.TransportError as err:
+            raise SiaUnavailable(f"renterd at {self.url} did not answer GET {key}: {err!r}") from err
         if resp.status_code == 404:
             return None
         if resp.status_code >= 500:

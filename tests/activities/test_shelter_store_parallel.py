@@ -86,6 +86,10 @@ class ServesOtherBytes(IpfsReplicator):
         data = await super().get(locator)
         return None if data is None else data[:-1] + bytes([data[-1] ^ 1])
 
+    async def sha256(self, locator: str) -> str | None:
+        data = await self.get(locator)
+        return None if data is None else hashlib.sha256(data).hexdigest()
+
 
 async def test_a_replica_that_reads_back_other_bytes_is_never_recorded_verified(shelter: Shelter) -> None:
     s = shelter
