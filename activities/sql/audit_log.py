@@ -6,16 +6,14 @@ Appends are grouped: every append waiting while a transaction commits goes into 
 transaction. Each row also keeps the roots of the perfect subtrees its append completed (column ``nodes``), so a
 proof at any size reads O(log n) rows (:mod:`westworld.merkle`), and a restarted writer finds the right edge of
 the tree in O(log n) rows too. Verification streams the rows through :class:`westworld.audit_trust.LogVerifier`
-in constant memory, off the event loop.
+in constant memory, off the event loop. How proofs and verification read the table: :mod:`activities.sql.audit_reads`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +23,17 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from activities.audit_heads import HeadSigner, read_heads
+from activities.sql.audit_reads import (
+    COLUMNS,
+    Found,
+    SqliteReader,
+    edge,
+    log_size,
+    lookup,
+    stored_nodes,
+    text_of,
+    verify_rows,
+)
 from activities.sql.database import Database
 from activities.sql.schema import audit_entries
 from westworld import merkle
@@ -49,8 +58,6 @@ from westworld.errors import AuditTampered, AuditUnavailable, InvalidInput
 AUDIT_LOCK_KEY = 0x5745_5354_4155_4454  # "WESTAUDT": the PostgreSQL advisory lock serialising appends
 APPEND_ATTEMPTS = 5
 MAX_BATCH = 5000  # entries per transaction: enough to amortise the commit, small enough to keep it short
-READ_CHUNK = 10_000  # rows per fetch when verifying
-COLUMNS = ("seq", "kind", "subject", "payload", "leaf_hash", "root_after", "created_at", "nodes")
 PG_TYPES = ("bigint", "text", "text", "text", "text", "text", "timestamptz", "text")
 # Both statements are built from the constants above only (no input reaches them: values are bound).
 PG_INSERT = sa.text(f"INSERT INTO audit_entries ({', '.join(COLUMNS)}) SELECT * FROM unnest("  # noqa: S608
@@ -59,7 +66,6 @@ SQLITE_INSERT = f"INSERT INTO audit_entries ({', '.join(COLUMNS)}) VALUES ({', '
 log = logging.getLogger("westworld.audit")
 
 Item = tuple[str, str, str]  # kind, subject, canonical payload text
-Plan = Callable[[int], tuple[list[merkle.Node], list[int]]]  # tree size -> nodes to read, entries whose root to read
 
 
 def _utcnow() -> datetime:
@@ -88,7 +94,7 @@ class AuditLog:
         self._waiting: list[_Waiting] = []
         self._drain: asyncio.Task[None] | None = None
         self._sign_lock = asyncio.Lock()
-        self._reader = _SqliteReader(db.url.database or "")
+        self._reader = SqliteReader(db.url.database or "")
         self.heads = heads
 
     async def append(self, kind: str, subject: str, payload: dict[str, Any]) -> AuditReceipt:
@@ -234,12 +240,12 @@ class AuditLog:
     async def _restored(self, conn: AsyncConnection) -> merkle.Frontier:
         """The right edge of the stored tree from its nodes, when they agree with the last root and no row is
         missing; else the empty frontier (the caller then rebuilds it from every leaf hash and names a gap)."""
-        size = await _size(conn)
+        size = await log_size(conn)
         if not size or await conn.scalar(sa.select(sa.func.count()).select_from(audit_entries)) != size:
             return merkle.Frontier()
         edge = merkle.range_nodes(0, size)
         try:
-            found = await _nodes(conn, edge, size - 1)
+            found = await stored_nodes(conn, edge, size - 1)
         except AuditTampered:
             return merkle.Frontier()
         hashes = [found.nodes[n] for n in edge]
@@ -247,7 +253,7 @@ class AuditLog:
         return merkle.Frontier(size, hashes) if ok else merkle.Frontier()
 
     async def _sized(self, conn: AsyncConnection, tree_size: int | None) -> int:
-        size = await _size(conn)
+        size = await log_size(conn)
         if tree_size is None:
             return size
         if tree_size > size:
@@ -269,7 +275,7 @@ class AuditLog:
     async def head(self) -> TreeHead:
         """The current size and root."""
         async with self._db.engine.connect() as conn:
-            size = await _size(conn)
+            size = await log_size(conn)
         return TreeHead(tree_size=size, root=await self.root(size))
 
     async def inclusion_proof(self, seq: int, tree_size: int | None = None) -> InclusionProof:
@@ -282,7 +288,7 @@ class AuditLog:
             path = merkle.inclusion_nodes(seq, size)
             return [(0, seq), *merkle.range_nodes(0, size), *(n for part in path for n in part)], [size - 1]
 
-        size, found = await self._lookup(tree_size, plan)
+        size, found = await lookup(self._db, self._reader, tree_size, plan)
         path = merkle.inclusion_nodes(seq, size)
         return InclusionProof(seq=seq, tree_size=size, leaf_hash=found.nodes[(0, seq)].hex(),
                               root=self._checked_root(found, size),
@@ -296,41 +302,16 @@ class AuditLog:
             if not 0 <= old_size <= size:
                 raise InvalidInput(f"old size {old_size} is not within a log of {size} entries")
             path = merkle.consistency_nodes(old_size, size)
-            edges = [*_edge(old_size), *_edge(size)]
+            edges = [*edge(old_size), *edge(size)]
             return [*edges, *(n for part in path for n in part)], [old_size - 1, size - 1]
 
-        size, found = await self._lookup(new_size, plan)
+        size, found = await lookup(self._db, self._reader, new_size, plan)
         return ConsistencyProof(old_size=old_size, new_size=size, old_root=self._checked_root(found, old_size),
                                 new_root=self._checked_root(found, size),
                                 path=[merkle.fold([found.nodes[n] for n in part]).hex()
                                       for part in merkle.consistency_nodes(old_size, size)])
 
-    async def _lookup(self, tree_size: int | None, plan: Plan) -> tuple[int, _Found]:
-        """The tree size (``tree_size``, checked against the log, or the log's) and the nodes and roots ``plan``
-        asks for at that size: two index lookups on the driver's own connection, no write lock."""
-        path = self._db.url.database
-        if self._db.dialect == "sqlite" and path and not path.startswith(("file:", ":memory:")):
-            return await asyncio.to_thread(self._reader.lookup, tree_size, plan)
-        async with self._db.engine.connect() as conn:
-            if self._db.dialect == "postgresql":
-                driver = (await conn.get_raw_connection()).driver_connection
-                if driver is None:
-                    raise AuditUnavailable(f"audit log at {self._db.safe_url}: no database connection")
-                size = _checked_size(await driver.fetchval("SELECT max(seq) FROM audit_entries"), tree_size)
-                wanted, lasts = plan(size)
-                slots, seqs = _seqs(wanted, lasts)
-                rows = await driver.fetch("SELECT seq, leaf_hash, nodes, root_after FROM audit_entries "
-                                          "WHERE seq = ANY($1::bigint[])", seqs)
-            else:
-                size = _checked_size(await conn.scalar(sa.select(sa.func.max(audit_entries.c.seq))), tree_size)
-                wanted, lasts = plan(size)
-                slots, seqs = _seqs(wanted, lasts)
-                rows = list(await conn.execute(sa.select(
-                    audit_entries.c.seq, audit_entries.c.leaf_hash, audit_entries.c.nodes, audit_entries.c.root_after,
-                ).where(audit_entries.c.seq.in_(seqs))))
-        return size, _decode(slots, {r[0]: tuple(r) for r in rows}, lasts)
-
-    def _checked_root(self, found: _Found, size: int) -> str:
+    def _checked_root(self, found: Found, size: int) -> str:
         """The root folded from the stored nodes, which must be the root recorded after entry ``size - 1``."""
         if size == 0:
             return merkle.EMPTY_ROOT.hex()
@@ -362,130 +343,7 @@ class AuditLog:
         def verifier(size: int) -> LogVerifier:
             return LogVerifier(size, heads=heads, public_key=key, anchor=anchor, trusted=trusted)
 
-        path = self._db.url.database
-        if self._db.dialect == "sqlite" and path and not path.startswith(("file:", ":memory:")):
-            return await asyncio.to_thread(_verify_sqlite_file, path, verifier)
-        cols = [c if c.name == "seq" else sa.type_coerce(c, sa.String).label(c.name) for c in audit_entries.c]
-        async with self._db.engine.connect() as conn:
-            if self._db.dialect == "postgresql":
-                await conn.execution_options(isolation_level="REPEATABLE READ")  # one snapshot: count and rows
-            check = verifier(int(await conn.scalar(sa.select(sa.func.count()).select_from(audit_entries)) or 0))
-            result = await conn.stream(sa.select(*cols).order_by(audit_entries.c.seq))
-            async for chunk in result.partitions(READ_CHUNK):
-                await asyncio.to_thread(_feed, check, [tuple(r) for r in chunk])
-        return check.report()
-
-
-@dataclass
-class _Found:
-    """Stored nodes by (level, index), and the roots recorded after the entries asked for."""
-
-    nodes: dict[merkle.Node, bytes]
-    roots: dict[int, str]
-
-
-async def _size(conn: AsyncConnection) -> int:
-    """One past the highest ``seq`` (an index lookup, not a count)."""
-    top = await conn.scalar(sa.select(sa.func.max(audit_entries.c.seq)))
-    return 0 if top is None else int(top) + 1
-
-
-def _edge(size: int) -> list[merkle.Node]:
-    return merkle.range_nodes(0, size) if size else []
-
-
-def _checked_size(top: Any, tree_size: int | None) -> int:
-    size = 0 if top is None else int(top) + 1
-    if tree_size is None:
-        return size
-    if tree_size > size:
-        raise InvalidInput(f"the audit log has {size} entries, fewer than the tree size {tree_size} asked")
-    return tree_size
-
-
-def _seqs(wanted: Iterable[merkle.Node], lasts: Iterable[int]) -> tuple[dict[merkle.Node, tuple[int, int]], list[int]]:
-    """Where each wanted node is kept, and the rows to read (those, and the entries whose root is asked)."""
-    slots = {n: merkle.node_slot(n) for n in wanted}
-    return slots, sorted({seq for seq, _ in slots.values()} | {s for s in lasts if s >= 0})
-
-
-def _decode(
-    slots: dict[merkle.Node, tuple[int, int]], rows: dict[int, tuple[Any, ...]], lasts: Iterable[int]
-) -> _Found:
-    """The wanted nodes from rows ``seq -> (seq, leaf_hash, nodes, root_after)``.
-
-    Raises:
-        AuditTampered: a row that keeps one of the nodes is missing or does not keep it.
-    """
-    nodes: dict[merkle.Node, bytes] = {}
-    for node, (seq, slot) in slots.items():
-        row = rows.get(seq)
-        text = (row[1] if slot < 0 else row[2][64 * slot:64 * slot + 64]) if row is not None else ""
-        try:
-            nodes[node] = bytes.fromhex(text)
-        except ValueError:
-            text = ""
-        if len(text) != 64:
-            raise AuditTampered(f"audit log: entry {seq}, which keeps tree node {node}, is missing or does not keep "
-                                f"it: run `westworld audit verify`")
-    return _Found(nodes, {s: str(rows[s][3]) for s in lasts if s in rows})
-
-
-async def _nodes(conn: AsyncConnection, wanted: Iterable[merkle.Node], *lasts: int) -> _Found:
-    """The stored ``wanted`` nodes and the roots recorded after entries ``lasts``, in one query (in ``conn``'s
-    transaction)."""
-    slots, seqs = _seqs(wanted, lasts)
-    rows = {r[0]: tuple(r) for r in await conn.execute(
-        sa.select(audit_entries.c.seq, audit_entries.c.leaf_hash, audit_entries.c.nodes, audit_entries.c.root_after)
-        .where(audit_entries.c.seq.in_(seqs)))}
-    return _decode(slots, rows, lasts)
-
-
-class _SqliteReader:
-    """One plain connection to the SQLite file for proof reads, used from worker threads one at a time (opened on
-    first use; reads in WAL take no lock that holds up appends)."""
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def lookup(self, tree_size: int | None, plan: Plan) -> tuple[int, _Found]:
-        with self._lock:
-            if self._conn is None:
-                self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn = self._conn
-            conn.execute("BEGIN")  # one snapshot for the size and the rows
-            try:
-                size = _checked_size(conn.execute("SELECT max(seq) FROM audit_entries").fetchone()[0], tree_size)
-                wanted, lasts = plan(size)
-                slots, seqs = _seqs(wanted, lasts)
-                rows = conn.execute("SELECT seq, leaf_hash, nodes, root_after FROM audit_entries WHERE seq IN "  # noqa: S608
-                                    f"({', '.join('?' * len(seqs))})", seqs).fetchall()
-            finally:
-                conn.execute("COMMIT")
-        return size, _decode(slots, {r[0]: r for r in rows}, lasts)
-
-
-def _feed(check: LogVerifier, rows: Sequence[tuple[Any, ...]]) -> None:
-    for seq, kind, subject, payload, leaf_hash, root_after, created_at, nodes in rows:
-        check.feed(int(seq), *(v if type(v) is str else _text(v)
-                               for v in (kind, subject, payload, leaf_hash, root_after, created_at, nodes)))
-
-
-def _verify_sqlite_file(path: str, verifier: Callable[[int], LogVerifier]) -> VerifyReport:
-    """Verify in one read snapshot of an SQLite file, on a plain connection (no write lock: appends go on)."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("BEGIN")  # deferred: a WAL read snapshot for the count and the rows alike
-        check = verifier(conn.execute("SELECT count(*) FROM audit_entries").fetchone()[0])
-        cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM audit_entries ORDER BY seq")  # noqa: S608
-        while chunk := cursor.fetchmany(READ_CHUNK):
-            _feed(check, chunk)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-    return check.report()
+        return await verify_rows(self._db, verifier)
 
 
 def _sqlite_time(at: datetime) -> str:
@@ -497,21 +355,10 @@ def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [repr(err)])[0]
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, datetime):
-        return timestamp(value)
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return repr(value)
-    return "" if value is None else str(value)
-
-
 def stored_entry(row: Any) -> StoredEntry:
     """A row (a mapping of column name to stored value) as text for verification."""
-    return StoredEntry(seq=int(row["seq"]), payload_json=_text(row["payload"]), **{
-        k: _text(row[k]) for k in ("kind", "subject", "leaf_hash", "root_after", "created_at")})
+    return StoredEntry(seq=int(row["seq"]), payload_json=text_of(row["payload"]), **{
+        k: text_of(row[k]) for k in ("kind", "subject", "leaf_hash", "root_after", "created_at")})
 
 
 def readable_entry(e: StoredEntry) -> AuditEntry:
