@@ -26,7 +26,7 @@ from activities.audit_heads import HeadSigner, read_heads
 from activities.sql.audit_reads import (
     COLUMNS,
     Found,
-    SqliteReader,
+    ProofReader,
     edge,
     log_size,
     lookup,
@@ -94,7 +94,7 @@ class AuditLog:
         self._waiting: list[_Waiting] = []
         self._drain: asyncio.Task[None] | None = None
         self._sign_lock = asyncio.Lock()
-        self._reader = SqliteReader(db.url.database or "")
+        self._reader = ProofReader(db.url.database or "")
         self.heads = heads
 
     async def append(self, kind: str, subject: str, payload: dict[str, Any]) -> AuditReceipt:

@@ -25,6 +25,8 @@ from westworld.errors import AuditTampered, AuditUnavailable, InvalidInput
 
 READ_CHUNK = 10_000  # rows per fetch when verifying
 COLUMNS = ("seq", "kind", "subject", "payload", "leaf_hash", "root_after", "created_at", "nodes")
+PG_NODES_AND_SIZE = ("SELECT seq, leaf_hash, nodes, root_after, (SELECT max(seq) FROM audit_entries) "
+                     "FROM audit_entries WHERE seq = ANY($1::bigint[])")
 Plan = Callable[[int], tuple[list[merkle.Node], list[int]]]  # tree size -> nodes to read, entries whose root to read
 
 
@@ -95,11 +97,12 @@ async def stored_nodes(conn: AsyncConnection, wanted: Iterable[merkle.Node], *la
     return decode(slots, rows, lasts)
 
 
-class SqliteReader:
-    """One plain connection to the SQLite file for proof reads, used from worker threads one at a time (opened on
-    first use; reads in WAL take no lock that holds up appends)."""
+class ProofReader:
+    """What proof reads keep between calls: the log size last seen (PostgreSQL) and one plain connection to an
+    SQLite file, used from worker threads one at a time (opened on first use; reads in WAL hold up no append)."""
 
     def __init__(self, path: str) -> None:
+        self.size = 0
         self._path = path
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -142,22 +145,33 @@ def verify_sqlite_file(path: str, verifier: Callable[[int], LogVerifier]) -> Ver
     return check.report()
 
 
-async def lookup(db: Database, reader: SqliteReader, tree_size: int | None, plan: Plan) -> tuple[int, Found]:
+async def lookup(db: Database, reader: ProofReader, tree_size: int | None, plan: Plan) -> tuple[int, Found]:
     """The tree size (``tree_size``, checked against the log, or the log's) and the nodes and roots ``plan``
-    asks for at that size: two index lookups on the driver's own connection, no write lock."""
-    path = db.url.database
-    if db.dialect == "sqlite" and path and not path.startswith(("file:", ":memory:")):
+    asks for at that size, by index lookups on the driver's own connection (no write lock). On PostgreSQL one round
+    trip when the log's size is the one last seen (the rows and the size in one query), else two."""
+    if sqlite_file(db) is not None:
         return await asyncio.to_thread(reader.lookup, tree_size, plan)
     async with db.engine.connect() as conn:
         if db.dialect == "postgresql":
             driver = (await conn.get_raw_connection()).driver_connection
             if driver is None:
                 raise AuditUnavailable(f"audit log at {db.safe_url}: no database connection")
+            guess = tree_size if tree_size is not None else reader.size
+            try:
+                wanted, lasts = plan(guess) if guess else ([], [])
+            except InvalidInput:  # not within the size last seen: the log grew since
+                wanted, lasts = [], []
+            if wanted:
+                slots, seqs = node_seqs(wanted, lasts)
+                rows = await driver.fetch(PG_NODES_AND_SIZE, seqs)
+                if rows and (size := checked_size(rows[0][4], tree_size)) == guess:
+                    reader.size = size if tree_size is None else reader.size
+                    return size, decode(slots, {r[0]: tuple(r) for r in rows}, lasts)
             size = checked_size(await driver.fetchval("SELECT max(seq) FROM audit_entries"), tree_size)
+            reader.size = size if tree_size is None else reader.size
             wanted, lasts = plan(size)
             slots, seqs = node_seqs(wanted, lasts)
-            rows = await driver.fetch("SELECT seq, leaf_hash, nodes, root_after FROM audit_entries "
-                                      "WHERE seq = ANY($1::bigint[])", seqs)
+            rows = await driver.fetch(PG_NODES_AND_SIZE, seqs)
         else:
             size = checked_size(await conn.scalar(sa.select(sa.func.max(audit_entries.c.seq))), tree_size)
             wanted, lasts = plan(size)

@@ -77,6 +77,11 @@ async def test_proofs_from_stored_nodes_equal_the_reference_proofs(db: Database)
         await log.inclusion_proof(0, 38)
     with pytest.raises(InvalidInput, match="audit entry 37 is not in a tree of 37"):
         await log.inclusion_proof(37)
+    assert (await log.inclusion_proof(3)).tree_size == 37  # the size is now known to the reader
+    await AuditLog(db).append_many([("k", f"late{i}", {}) for i in range(5)])  # another writer grows the log
+    grown = await log.inclusion_proof(40)
+    assert grown.tree_size == 42 and grown.verify() and (await log.consistency_proof(37)).verify()
+    assert grown.root == merkle.root_of_hashes(await assert_exact_tree(db)).hex()
 
 
 async def test_concurrent_writers_and_batches_leave_one_exact_tree(db: Database) -> None:
