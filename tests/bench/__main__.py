@@ -12,6 +12,7 @@ Parts (each its own module, each runnable alone as `python -m tests.bench.<modul
   charter            kernel filter datagrams/s vs the pass-through program at the same TC egress; userspace gate
                      datagrams/s vs a bare UDP receive loop; data export of 10,000 records end to end and report
                      intake p50/p99 vs Temporal floors
+  audit              audit log appends/s, proof latency at two sizes, verify time vs a bare insert and a bare SHA-256
 With no part, all of them run with their quick defaults (the 100,000-vote figure is skipped: `votes --big N`).
 Arguments after `--` go to every chosen part.
 """
@@ -31,6 +32,7 @@ PARTS = {
     "shelter-emergency": ("tests.bench.shelter_emergency", []),
     "charter": ("tests.bench.charter", []),
     "idle": ("tests.bench.idle", ["--workflows", "2000", "--caches", "100,1000"]),
+    "audit": ("tests.bench.audit_log", ["--sizes", "100000,1000000"]),
 }
 
 
