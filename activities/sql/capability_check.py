@@ -1,11 +1,13 @@
 """The capability check's path on SQLite, part of :class:`activities.sql.capability_store.CapabilityStore`.
 
-One thread owns one plain ``sqlite3`` connection to the project database file. Checks queue up for it, and the
-thread runs every check waiting at that moment in ONE write transaction (``BEGIN IMMEDIATE``: SQLite's single
-writer lock, which every process takes to write) — group commit: a lone check costs one thread hop and one commit,
-fifty concurrent ones share theirs. Inside the transaction each check reads, decides and writes as the general
-path does (recorded decision by ``action_id``, state, budget window, decision row, reservation), one after the
-other, so a check sees the reservations of those before it in the batch and in every other process.
+One plain ``sqlite3`` connection to the project database file serves the checks. They queue up, and every check
+waiting at that moment runs in ONE write transaction (``BEGIN IMMEDIATE``: SQLite's single writer lock, which every
+process takes to write) — group commit: a lone check costs one commit, fifty concurrent ones share theirs. The
+batch runs on the event loop when the lock is free at once (no thread hop); when another connection holds it, a
+thread of its own waits for the lock instead, and the loop is never blocked on it. Inside the transaction each
+check reads, decides and writes as the general path does (recorded decision by ``action_id``, state, budget
+window, decision row, reservation), one after the other, so a check sees the reservations of those before it in
+the batch and in every other process.
 
 What a check reads is cached, and a cache is only ever used at the generation it was built at:
 
@@ -27,7 +29,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -46,6 +48,7 @@ STATE_GENERATION = "state_generation"
 USAGE_GENERATION = "usage_generation"
 UNREGISTERED = "registered-nodes"
 MAX_BATCH = 256
+CHECKPOINT_EVERY = 500  # commits between two WAL checkpoints, run on the check thread (never on the loop)
 MAX_AGENTS = 1024  # agents whose budget windows are cached
 MAX_ENTRIES = 65536  # token ids / node ids remembered per generation (they come from unverified input)
 _DIALECT = sqlite_dialect.dialect()
@@ -98,16 +101,39 @@ class _State:
 
 
 @dataclass
-class _AgentUsage:
-    since: str  # rows at or before this were not loaded
-    last: dict[str, str] = field(default_factory=dict)  # node -> newest non-released reservation time
+class _Window:
+    """One agent's non-released reservations in one rolling window: ``last`` holds each node's newest time after
+    ``since``, ``order`` the same times oldest first, so the window slides by popping its front (amortised O(1))."""
+
+    since: str
+    last: dict[str, str] = field(default_factory=dict)
+    order: deque[tuple[str, str]] = field(default_factory=deque)
+    stale: bool = False  # a row arrived out of time order: reload rather than slide
+
+    def add(self, node: str, at: str) -> None:
+        if at <= self.since:
+            return
+        if self.order and at < self.order[-1][0]:
+            self.stale = True
+        self.order.append((at, node))
+        if at > self.last.get(node, ""):
+            self.last[node] = at
+
+    def count(self, since: str, targets: list[str]) -> int:
+        """Distinct nodes with a reservation after ``since`` (not before ``self.since``), ``targets`` included."""
+        while self.order and self.order[0][0] <= since:
+            at, node = self.order.popleft()
+            if self.last.get(node) == at:
+                del self.last[node]
+        self.since = since
+        return len(self.last) + sum(1 for n in targets if n not in self.last)
 
 
 @dataclass
 class _Usage:
     generation: int | None = None
     high_water: int = 0
-    agents: OrderedDict[str, _AgentUsage] = field(default_factory=OrderedDict)
+    agents: OrderedDict[str, dict[int, _Window]] = field(default_factory=OrderedDict)  # agent -> seconds -> window
 
 
 @dataclass
@@ -127,7 +153,10 @@ class SqliteCheck:
         self._lock = threading.Lock()
         self._pending: list[_Pending] = []
         self._draining = False
-        self._conn: sqlite3.Connection | None = None  # used by the executor's thread only
+        self._conn: sqlite3.Connection | None = None  # used by one drainer at a time (loop or check thread)
+        self._waits: bool | None = None  # whether its busy timeout waits for the write lock
+        self._checkpointer: sqlite3.Connection | None = None  # the check thread's, for WAL checkpoints
+        self._commits = 0
         self._state: _State | None = None
         self._usage = _Usage()
 
@@ -137,8 +166,8 @@ class SqliteCheck:
         with self._lock:
             self._pending.append(item)
             start, self._draining = not self._draining, True
-        if start:
-            self._executor.submit(self._drain)
+        if start:  # the callers that arrive in this turn of the loop join the batch
+            loop.call_soon(self._drain_inline, loop)
         return await item.future
 
     def close(self) -> None:
@@ -146,43 +175,82 @@ class SqliteCheck:
         self._executor.submit(self._close)
         self._executor.shutdown(wait=True)
 
+    def _drain_inline(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the event loop: a batch whose write lock is free at once runs here (no thread hop; a transaction
+        takes well under a millisecond). If another connection holds the lock, the check thread waits for it
+        instead and drains the queue from then on, so one drainer at a time ever touches the caches."""
+        with self._lock:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+        try:
+            outcomes = self._run(batch, wait=False)
+        except _Busy:
+            self._executor.submit(self._drain, batch)
+            return
+        except BaseException as err:
+            _answer(batch, err)
+        else:
+            _answer(batch, outcomes)
+        with self._lock:
+            if not self._pending:
+                self._draining = False
+                return
+        loop.call_soon(self._drain_inline, loop)
+
     # --- on the check thread ------------------------------------------------------------------------------
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        for conn in (self._conn, self._checkpointer):
+            if conn is not None:
+                conn.close()
+        self._conn = self._checkpointer = None
 
-    def _drain(self) -> None:
-        while True:
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database file (PASSIVE: it waits for no one and blocks no writer). The
+        check connection does not checkpoint on commit, so its commits never pay this on the event loop."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self._path, isolation_level=None, timeout=10,
+                                                 check_same_thread=False)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _drain(self, batch: list[_Pending]) -> None:
+        while batch:
+            try:
+                outcomes = self._run(batch, wait=True)
+            except BaseException as err:  # every waiting caller hears of it; the thread keeps serving
+                _answer(batch, err)
+            else:
+                _answer(batch, outcomes)
             with self._lock:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 if not batch:
                     self._draining = False
-                    return
-            try:
-                outcomes = self._run(batch)
-            except BaseException as err:  # every waiting caller hears of it; the thread keeps serving
-                for item in batch:
-                    _call(item.loop, _fail, item.future, err)
-            else:
-                for item, outcome in zip(batch, outcomes, strict=True):
-                    _call(item.loop, _resolve, item.future, outcome)
 
-    def _connect(self) -> sqlite3.Connection:
+    # --- on whichever drains ------------------------------------------------------------------------------
+    def _connect(self, wait: bool) -> sqlite3.Connection:
         if self._conn is None:
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=10)
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=10000", "foreign_keys=ON"):
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=10, check_same_thread=False)
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "wal_autocheckpoint=0"):
                 conn.execute(f"PRAGMA {pragma}")
-            self._conn = conn
+            self._conn, self._waits = conn, None
+        if self._waits is not wait:
+            self._conn.execute(f"PRAGMA busy_timeout={10000 if wait else 0}")
+            self._waits = wait
         return self._conn
 
-    def _run(self, batch: list[_Pending]) -> list[CapabilityCheckOutcome]:
-        conn = self._connect()
-        conn.execute("BEGIN IMMEDIATE")
+    def _run(self, batch: list[_Pending], wait: bool) -> list[CapabilityCheckOutcome]:
+        conn = self._connect(wait)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as err:
+            if not wait and err.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                raise _Busy from None
+            raise
         try:
             self._refresh(conn)
             outcomes = [self._one(conn, item.inp, item.now) for item in batch]
             conn.execute("COMMIT")
+            self._commits += 1
+            if self._commits % CHECKPOINT_EVERY == 0:
+                self._executor.submit(self._checkpoint)
         except BaseException:
             self._state, self._usage = None, _Usage()
             if conn.in_transaction:
@@ -203,6 +271,8 @@ class SqliteCheck:
         if usage_gen is None or self._usage.generation != usage_gen:
             top = conn.execute("SELECT max(id) FROM cap_usage").fetchone()[0]
             self._usage = _Usage(generation=usage_gen, high_water=int(top or 0))
+        else:
+            self._follow_usage(conn)
 
     def _follow_usage(self, conn: sqlite3.Connection) -> None:
         """Bring the cached agents' windows up to the ledger: the rows added since the last look."""
@@ -211,9 +281,9 @@ class SqliteCheck:
                 "SELECT id, agent_id, node_id, at, state FROM cap_usage WHERE id > ? ORDER BY id",
                 (usage.high_water,)):
             usage.high_water = row_id
-            cached = usage.agents.get(agent)
-            if cached is not None and state != "released" and at > cached.last.get(node, ""):
-                cached.last[node] = at
+            if state != "released":
+                for window in usage.agents.get(agent, {}).values():
+                    window.add(node, at)
 
     def _one(self, conn: sqlite3.Connection, inp: CapabilityCheckInput, now: datetime) -> CapabilityCheckOutcome:
         prior = conn.execute("SELECT result, live_nodes FROM cap_decisions WHERE action_id = ?",
@@ -232,9 +302,7 @@ class SqliteCheck:
         key: bytes | None = None
         if parsed is not None:
             if windows_wanted := cv.budget_windows(parsed.caveats):
-                self._follow_usage(conn)  # the rows this batch added before this check
-                windows = {w: self._window(conn, inp.agent_id, targets, now - timedelta(seconds=w))
-                           for w in windows_wanted}
+                windows = {w: self._window(conn, inp.agent_id, targets, w, now) for w in windows_wanted}
             key = self._key(conn, parsed.identity.key_id)
         result = decide(inp, parsed, early, state, regions, windows, key)
         at = stored_time(now)
@@ -245,9 +313,25 @@ class SqliteCheck:
             conn.execute("INSERT INTO cap_events (action_id, agent_id, at, allowed, caveat, node_ids, endorsed_by) "
                          "VALUES (?, ?, ?, 0, ?, '[]', '[]')", (inp.action_id, inp.agent_id, at, result.caveat))
         elif targets:
-            conn.executemany("INSERT INTO cap_usage (agent_id, node_id, action_id, at, state) "
-                             "VALUES (?, ?, ?, ?, 'reserved')", [(inp.agent_id, n, inp.action_id, at) for n in targets])
+            self._reserve(conn, inp.agent_id, inp.action_id, targets, at)
         return CapabilityCheckOutcome(result=result, live_nodes=state.live_nodes)
+
+    def _reserve(self, conn: sqlite3.Connection, agent: str, action_id: str, targets: list[str], at: str) -> None:
+        """Insert the reservations, and add them to the cached windows: no other writer runs inside this
+        transaction, so the rows above the high-water mark are these (SQLite numbers each new row max + 1)."""
+        usage = self._usage
+        for i in range(0, len(targets), 100):
+            chunk = targets[i:i + 100]
+            rows = ",".join("(?, ?, ?, ?, 'reserved')" for _ in chunk)  # placeholders only: values are bound
+            cur = conn.execute(f"INSERT INTO cap_usage (agent_id, node_id, action_id, at, state) VALUES {rows}",  # noqa: S608
+                               [v for n in chunk for v in (agent, n, action_id, at)])
+            if cur.lastrowid != usage.high_water + len(chunk):  # not numbered as expected: follow the table
+                self._follow_usage(conn)
+                continue
+            usage.high_water = cur.lastrowid
+            for window in usage.agents.get(agent, {}).values():
+                for node in chunk:
+                    window.add(node, at)
 
     def _revoked(self, conn: sqlite3.Connection, token_id: str) -> bool:
         assert self._state is not None
@@ -283,20 +367,36 @@ class SqliteCheck:
             known.update({n: found.get(n) for n in chunk})
         return {n: r for n in targets if (r := known[n]) is not None}
 
-    def _window(self, conn: sqlite3.Connection, agent: str, targets: list[str], since_at: datetime) -> int:
-        """Distinct nodes the agent holds non-released reservations on after ``since_at``, with ``targets``."""
-        since = stored_time(since_at)
+    def _window(self, conn: sqlite3.Connection, agent: str, targets: list[str], seconds: int, now: datetime) -> int:
+        """Distinct nodes the agent holds non-released reservations on within ``seconds`` before ``now``, with
+        ``targets`` (as ``SELECT DISTINCT node_id ... WHERE at > since`` would count them)."""
+        since = stored_time(now - timedelta(seconds=seconds))
         agents = self._usage.agents
-        cached = agents.get(agent)
-        if cached is None or since < cached.since:
-            cached = _AgentUsage(since=since, last=dict(conn.execute(
-                "SELECT node_id, max(at) FROM cap_usage WHERE agent_id = ? AND at > ? AND state != 'released' "
-                "GROUP BY node_id", (agent, since)).fetchall()))
-            agents[agent] = cached
-            while len(agents) > MAX_AGENTS:
-                agents.popitem(last=False)
+        windows = agents.setdefault(agent, {})
         agents.move_to_end(agent)
-        return len({n for n, at in cached.last.items() if at > since}.union(targets))
+        while len(agents) > MAX_AGENTS:
+            agents.popitem(last=False)
+        window = windows.get(seconds)
+        if window is None or window.stale or since < window.since:
+            window = _Window(since=since)
+            for node, at in conn.execute(
+                    "SELECT node_id, max(at) AS newest FROM cap_usage WHERE agent_id = ? AND at > ? "
+                    "AND state != 'released' GROUP BY node_id ORDER BY newest", (agent, since)):
+                window.add(node, at)
+            windows[seconds] = window
+        return window.count(since, targets)
+
+
+class _Busy(Exception):
+    """Another connection holds the write lock (a drainer that must not wait hands over to the thread)."""
+
+
+def _answer(batch: list[_Pending], outcomes: list[CapabilityCheckOutcome] | BaseException) -> None:
+    for i, item in enumerate(batch):
+        if isinstance(outcomes, BaseException):
+            _call(item.loop, _fail, item.future, outcomes)
+        else:
+            _call(item.loop, _resolve, item.future, outcomes[i])
 
 
 def _call(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
