@@ -7,6 +7,7 @@ Each test first warms the checking store's caches with an allowed check, then ch
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -171,3 +172,33 @@ async def test_no_check_that_starts_after_a_revocation_commits_passes(store: Cap
     after = [allowed for started, allowed in seen if started > committed]
     assert after and not any(after), f"{sum(after)} of {len(after)} checks after the revocation passed"
     assert any(allowed for started, allowed in seen if started < committed)
+
+
+async def test_a_check_waiting_for_another_writer_blocks_not_the_loop_and_sees_its_revocation(
+        sqlite_url: str, tmp_path: Path) -> None:
+    """SQLite: another connection holds the write lock (and revokes the token inside it); the check waits on its
+    own thread while the event loop keeps running, then decides on what that writer committed."""
+    db = await fresh_database(sqlite_url)
+    store = CapabilityStore(db, load_or_create_kek(tmp_path / "kek.key"))
+    try:
+        await store.rotate_key(NOW)
+        await store.add_node("n001", "eu", None, NOW)
+        token = await store.mint("a1", ["set_config"])
+        await warm(store, token)
+        holder = sqlite3.connect(str(db.url.database), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        holder.execute("INSERT INTO cap_revoked (token_id, reason, at) VALUES (?, 'held', '2026-03-01 12:00:00')",
+                       (cap.identity_of(token).token_id,))
+        pending = asyncio.create_task(store.check(ask(token, ["n001"]), NOW))
+        ticks = 0
+        for _ in range(20):  # the loop runs while the check waits for the lock
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not pending.done()
+        holder.execute("COMMIT")
+        holder.close()
+        res = (await asyncio.wait_for(pending, timeout=15)).result
+        assert (res.allowed, res.caveat) == (False, cap.REVOKED)
+    finally:
+        store.close()
+        await db.close()
