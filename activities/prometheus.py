@@ -5,6 +5,10 @@ heartbeats the points so far each interval. After a retry (a worker crash, a tim
 heartbeat: ticks it missed are evaluated at their own timestamps (Prometheus keeps the history), so the series
 has no holes. Give the activity a ``heartbeat_timeout`` of a few intervals.
 
+``watch_metrics`` evaluates a canary step's queries right after each fresh scrape of its canary nodes, so a
+breach is seen one scrape after it happens rather than at the next analysis tick; it stops as soon as the spec's
+tolerance confirms the breach (``westworld.canary.confirmed_breach``).
+
 Errors: Prometheus unreachable or answering 5xx is ``MetricsUnavailable`` and retryable; a query Prometheus
 refuses (syntax, type) or one that returns several series for one key is a non-retryable ``InvalidInput``
 naming the query.
@@ -13,13 +17,16 @@ naming the query.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import statistics
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from temporalio import activity
 
+from westworld.canary import WatchInput, WatchResult, WatchSample, confirmed_breach, sample_row
 from westworld.errors import (
     METRICS_UNAVAILABLE,
     InvalidInput,
@@ -94,6 +101,63 @@ class PrometheusActivities:
             values[query.name] = {key: await self.evaluate(query, key, labels, None)
                                   for key, labels in inp.selectors.items()}
         return InstantQueryResult(values=values)
+
+    @activity.defn(name="watch_metrics")
+    async def watch_metrics(self, inp: WatchInput) -> WatchResult:
+        """Evaluate every query after each fresh scrape of the canary nodes for ``span`` (at most ``max_samples``
+        of them); return early with ``breach`` once the samples confirm one. Heartbeats each look (cancel it
+        when the analysis tick comes).
+
+        A scrape is fresh once every canary node has been scraped since the last evaluation (the oldest of their
+        latest sample times moved). Between two, it sleeps until just before the next scrape is due (the scrape
+        period read from the nodes' own ``up`` samples), then looks every ``poll``.
+        """
+        names = {q.name for q in inp.queries}
+        if missing := [m.name for m in inp.metrics if f"{m.name}.canary" not in names]:
+            raise InvalidInput(f"watch_metrics: no canary query for {', '.join(missing)}")
+        fresh_query = MetricQuery(name="fresh scrape", promql=f"min(timestamp({inp.targets}))")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + inp.span.total_seconds()
+        poll = inp.poll.total_seconds()
+        period = await self._scrape_period(inp.targets)
+        samples: list[WatchSample] = []
+        last: float | None = None
+        while loop.time() < end:
+            scraped = await self.evaluate(fresh_query, "canary", {}, None)
+            if scraped is not None and last is not None and scraped > last:
+                values = {q.name: await self.evaluate(q, "group", {}, None) for q in inp.queries}
+                row = sample_row(inp.metrics, values, inp.reference)
+                samples.append(WatchSample(scraped_at=datetime.fromtimestamp(scraped, UTC), measurements=row))
+                if confirmed_breach(inp.metrics, [s.measurements for s in samples]) is not None:
+                    return WatchResult(samples=samples, breach=True)
+                if len(samples) >= inp.max_samples:
+                    break
+            if scraped is not None and (last is None or scraped > last):
+                last = scraped
+            activity.heartbeat(len(samples))
+            wait = poll
+            if period is not None and last is not None:
+                wait = min(period, max(poll, last + period - datetime.now(UTC).timestamp() - poll))
+            await asyncio.sleep(max(0.0, min(wait, end - loop.time())))
+        return WatchResult(samples=samples, breach=False)
+
+    async def _scrape_period(self, targets: str) -> float | None:
+        """The shortest median gap between two scrapes of one of the ``targets`` over the last minute (None when
+        Prometheus has too few samples to tell: the watch then looks every ``poll``)."""
+        try:
+            answer = await self._http.get(f"{self._url}/api/v1/query", params={"query": f"{targets}[1m]"})
+        except httpx.TransportError as err:
+            raise TransientError(f"Prometheus at {self._url} is unreachable: {err!r}",
+                                 type=METRICS_UNAVAILABLE) from err
+        if answer.status_code in (400, 422):
+            raise InvalidInput(f"scrape targets {targets!r} were refused by Prometheus: "
+                               f"{_json(answer).get('error', answer.text)}")
+        gaps = []
+        for series in _json(answer).get("data", {}).get("result", []) if answer.status_code == 200 else []:
+            times = [float(t) for t, _ in series.get("values", [])]
+            if len(times) >= 3:
+                gaps.append(statistics.median(b - a for a, b in itertools.pairwise(times)))
+        return min(gaps) if gaps else None
 
     @activity.defn(name="collect_metrics")
     async def collect_metrics(self, inp: CollectInput) -> CollectResult:

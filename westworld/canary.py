@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
 from westworld.experiment import MetricSpec, format_path, step_count
 from westworld.judge import MetricStatus, regression, relative_change, run_outcome, threshold_ok
-from westworld.series import SELECTOR, escape_label_value
+from westworld.series import SELECTOR, MetricQuery, escape_label_value
+
+TARGETS_QUERY = "up{selector}"  # one series per scraped node: its samples are the node's scrapes
 
 
 class PlannedStep(BaseModel):
@@ -124,6 +127,67 @@ def analyse_step(metrics: Sequence[MetricSpec], history: Sequence[Sequence[Measu
                         failures=failures)
 
 
+class WatchInput(BaseModel):
+    """Input of the ``watch_metrics`` activity: evaluate a step's queries after each fresh scrape of its canary
+    nodes (every one of them scraped since the last evaluation) for ``span``, and stop early once a metric's breach
+    is confirmed (:func:`confirmed_breach`)."""
+
+    metrics: list[MetricSpec]
+    queries: list[MetricQuery] = Field(description="``<metric>.canary`` and, with stable nodes, "
+                                       "``<metric>.stable`` for every metric.")
+    targets: str = Field(description="Series selector of the canary nodes' scrapes (``TARGETS_QUERY`` over the "
+                         "canary); no series: nothing is evaluated until the span ends.")
+    reference: dict[str, float | None] = Field(default_factory=dict, description="Stable value per metric "
+                                               "where there are no stable nodes left to query.")
+    span: timedelta = Field(gt=timedelta(0), description="How long to watch at most (one analysis interval).")
+    max_samples: int = Field(8, ge=1, le=1000, description="Stop after this many fresh samples (a watch holds "
+                             "an activity slot and real time: time-skipped tests cannot skip it).")
+    poll: timedelta = Field(timedelta(milliseconds=50), gt=timedelta(0),
+                            description="Shortest time between two looks for a fresh scrape.")
+
+
+class WatchSample(BaseModel):
+    """One evaluation right after a fresh scrape of every canary node."""
+
+    scraped_at: datetime = Field(description="The scrape that made this sample fresh.")
+    measurements: list[Measurement]
+
+
+class WatchResult(BaseModel):
+    samples: list[WatchSample]
+    breach: bool = Field(description="The watch stopped early: the last samples confirm a breach.")
+
+
+def sample_row(metrics: Sequence[MetricSpec], values: Mapping[str, float | None],
+               reference: Mapping[str, float | None]) -> list[Measurement]:
+    """Judge one evaluation of a step's queries (``<metric>.canary``/``.stable``) metric by metric; a metric with
+    no stable query is compared with ``reference``."""
+    return [measure(m, values.get(f"{m.name}.canary"),
+                    values[f"{m.name}.stable"] if f"{m.name}.stable" in values else reference.get(m.name))
+            for m in metrics]
+
+
+def confirmed_breach(metrics: Sequence[MetricSpec], samples: Sequence[Sequence[Measurement]]) -> StepAnalysis | None:
+    """A breach seen between two analyses, confirmed: some metric failed on its last ``failure_limit + 1`` fresh
+    samples in a row (the tolerance is the spec's, as at each analysis). ROLLBACK naming it, or None."""
+    reasons: list[str] = []
+    failures: dict[str, int] = {}
+    for m in metrics:
+        run: list[Measurement] = []
+        for row in reversed(samples):
+            x = next((x for x in row if x.metric == m.name), None)
+            if x is None or x.ok is not False:
+                break
+            run.append(x)
+        failures[m.name] = len(run)
+        if len(run) > m.failure_limit:
+            reasons.append(f"{run[0].reason} ({len(run)} failed measurement(s) in a row after fresh scrapes; "
+                           f"{m.failure_limit} tolerated)")
+    if not reasons:
+        return None
+    return StepAnalysis(decision=Decision.ROLLBACK, reasons=reasons, failures=failures)
+
+
 def group_query(promql: str, labels: dict[str, str], node_label: str, node_ids: Sequence[str]) -> str:
     """``promql`` with ``{selector}`` matching the given nodes (a regex over ``node_label``) and ``labels``."""
     parts = [f'{k}="{escape_label_value(v)}"' for k, v in sorted(labels.items())]
@@ -148,14 +212,20 @@ def _pct(change: float) -> str:
 
 
 __all__ = [
+    "TARGETS_QUERY",
     "Decision",
     "Measurement",
     "PlannedStep",
     "StepAnalysis",
+    "WatchInput",
+    "WatchResult",
+    "WatchSample",
     "analyse_step",
+    "confirmed_breach",
     "format_path",
     "group_query",
     "measure",
     "order_nodes",
     "plan_steps",
+    "sample_row",
 ]

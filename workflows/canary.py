@@ -14,19 +14,34 @@ or an exhausted budget must never trap the mesh half-way on a build the analysis
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from westworld import keys
     from westworld import sealed as sl
     from westworld.agents import AgentActionInput, AgentActionResult, RegisterNodesInput, ResealInput
-    from westworld.canary import Decision, Measurement, PlannedStep, analyse_step, group_query, measure, plan_steps
+    from westworld.canary import (
+        TARGETS_QUERY,
+        Decision,
+        Measurement,
+        PlannedStep,
+        StepAnalysis,
+        WatchInput,
+        WatchResult,
+        analyse_step,
+        confirmed_breach,
+        group_query,
+        measure,
+        plan_steps,
+    )
     from westworld.errors import INVALID_INPUT, StepDenied, WestworldError
     from westworld.rollout import (
         CanaryInput,
@@ -63,6 +78,12 @@ with workflow.unsafe.imports_passed_through():
 ACTION_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=20),
                            maximum_attempts=10)
 QUERY_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=500), maximum_attempts=3)
+WATCH_PATCH = "canary-watch-fresh-scrapes"
+
+
+def _ignore_outcome(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 @workflow.defn
@@ -177,10 +198,14 @@ class CanaryRolloutWorkflow:
         """Analyse every interval until the bake is done (advance), a metric fails (roll back) or an operator
         acts. Returns a final result, or None to go on with the next step."""
         self._to(RolloutPhase.BAKING, f"baking step {step.label}")
-        started, rows = workflow.now(), []
+        started = workflow.now()
+        rows: list[list[Measurement]] = []
         wait = self._in.bake_time > timedelta(0)  # no bake: one analysis right away, no timer
         while True:
-            if wait:
+            breach: StepAnalysis | None = None
+            if wait and not rows and self._in.metrics and workflow.patched(WATCH_PATCH):
+                breach = await self._watch(step)  # the step just went live: watch its first interval closely
+            elif wait:
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(lambda: self._abort or self._promote is not None,
                                                   timeout=self._in.analysis_interval)
@@ -189,9 +214,13 @@ class CanaryRolloutWorkflow:
                 return await self._rollback("aborted by an operator", RolloutPhase.ABORTED)
             if self._promote is not None:
                 return await self._promoted(step)
-            if self._in.metrics:
-                rows.append(await self._measure(step))
-            analysis = analyse_step(self._in.metrics, rows, bake_done=workflow.now() - started >= self._in.bake_time)
+            if breach is not None:
+                analysis = breach
+            else:
+                if self._in.metrics:
+                    rows.append(await self._measure(step))
+                analysis = analyse_step(self._in.metrics, rows,
+                                        bake_done=workflow.now() - started >= self._in.bake_time)
             self._history[-1].decision, self._history[-1].reasons = analysis.decision.value, analysis.reasons
             if analysis.decision is Decision.ROLLBACK:
                 self._status_times["breach_at"] = workflow.now()
@@ -212,6 +241,56 @@ class CanaryRolloutWorkflow:
                         continue
                 return None
 
+    async def _watch(self, step: PlannedStep) -> StepAnalysis | None:
+        """Wait the step's first analysis interval while the ``watch_metrics`` activity evaluates it after each
+        fresh scrape of its canary nodes (at most ``WatchInput.max_samples`` of them): a breach the spec's tolerance
+        confirms (``failure_limit + 1`` failing samples in a row) ends the wait at once and is returned; else None
+        at the tick (or on an operator's signal), and the step is analysed as before. A faulty build shows itself
+        when it goes live, which is when this watch runs; later in the bake the ticks analyse as they always did
+        (a watch holds real time, which a time-skipped bake could not skip). The watch only adds earlier
+        rollbacks: if it fails, the tick still comes."""
+        deadline = workflow.now() + self._in.analysis_interval
+        watch: workflow.ActivityHandle[WatchResult] | None = workflow.start_activity(
+            "watch_metrics", self._watch_input(step), result_type=WatchResult,
+            start_to_close_timeout=self._in.analysis_interval + timedelta(seconds=30),
+            heartbeat_timeout=timedelta(seconds=30), retry_policy=RetryPolicy(maximum_attempts=1))
+        try:
+            while (remaining := deadline - workflow.now()) > timedelta(0):
+                try:
+                    await workflow.wait_condition(self._woken(watch), timeout=remaining)
+                except TimeoutError:
+                    return None
+                if self._abort or self._promote is not None or watch is None:
+                    return None
+                done, watch = watch, None
+                try:
+                    result = done.result()
+                except ActivityError as err:  # the watch is an early warning only; the tick measures anyway
+                    workflow.logger.warning("canary %s: watching step %s failed: %s", self._in.name, step.label, err)
+                    continue
+                rows = [sample.measurements for sample in result.samples]
+                if result.breach and (breach := confirmed_breach(self._in.metrics, rows)) is not None:
+                    self._measurements = rows[-1]
+                    return breach
+            return None
+        finally:
+            if watch is not None and not watch.done():
+                watch.cancel()  # the tick came first: its outcome (cancelled) is of no interest
+                watch.add_done_callback(_ignore_outcome)
+
+    def _woken(self, watch: workflow.ActivityHandle[WatchResult] | None) -> Callable[[], bool]:
+        return lambda: self._abort or self._promote is not None or (watch is not None and watch.done())
+
+    def _watch_input(self, step: PlannedStep) -> WatchInput:
+        assert self._target is not None
+        queries = self._queries(step)
+        if self._in.canary_labels is not None:
+            targets = expand(TARGETS_QUERY, self._in.canary_labels)
+        else:
+            targets = group_query(TARGETS_QUERY, self._labels, self._in.node_label, step.nodes)
+        return WatchInput(metrics=self._in.metrics, queries=queries, targets=targets,
+                          reference=dict(self._reference), span=self._in.analysis_interval)
+
     async def _promoted(self, step: PlannedStep) -> CanaryResult | None:
         request, self._promote = self._promote, None
         assert request is not None
@@ -223,10 +302,13 @@ class CanaryRolloutWorkflow:
             self._plan = [*self._plan[: step.index + 1], rest]
         return None
 
-    async def _measure(self, step: PlannedStep) -> list[Measurement]:
+    def _stable(self, step: PlannedStep) -> list[str]:
         assert self._target is not None
-        canary = step.nodes
-        stable = [n.id for n in self._target.nodes if n.id not in set(canary)]
+        return [n.id for n in self._target.nodes if n.id not in set(step.nodes)]
+
+    def _queries(self, step: PlannedStep) -> list[MetricQuery]:
+        """Per metric: ``<name>.canary`` over the step's nodes and, while there are any, ``<name>.stable``."""
+        canary, stable = step.nodes, self._stable(step)
         queries = []
         for m in self._in.metrics:
             if self._in.canary_labels is not None and self._in.stable_labels is not None:
@@ -239,6 +321,11 @@ class CanaryRolloutWorkflow:
             if stable:
                 queries.append(MetricQuery(name=f"{m.name}.stable",
                                            promql=group_query(m.query, self._labels, self._in.node_label, stable)))
+        return queries
+
+    async def _measure(self, step: PlannedStep) -> list[Measurement]:
+        stable = self._stable(step)
+        queries = self._queries(step)
         result = await workflow.execute_activity(
             "query_metrics", InstantQueryInput(queries=queries, selectors={"group": {}}),
             result_type=InstantQueryResult, start_to_close_timeout=timedelta(seconds=30), retry_policy=QUERY_RETRY)

@@ -56,4 +56,5 @@ async def open_activities(settings: Settings, database: Database, audit: AuditLo
         prometheus = PrometheusActivities(http, settings.resolved_prometheus_url)
         evidence = EvidenceActivities(settings.data_dir / "evidence")
         yield [*sandbox.activities(), prometheus.collect_metrics, prometheus.query_metrics, prometheus.await_scraped,
+               prometheus.watch_metrics,
                evidence.store_evidence]
