@@ -187,9 +187,9 @@ class SqliteCheck:
             self._executor.submit(self._drain, batch)
             return
         except BaseException as err:
-            _answer(batch, err)
+            _answer(batch, err, loop)
         else:
-            _answer(batch, outcomes)
+            _answer(batch, outcomes, loop)
         with self._lock:
             if not self._pending:
                 self._draining = False
@@ -391,10 +391,17 @@ class _Busy(Exception):
     """Another connection holds the write lock (a drainer that must not wait hands over to the thread)."""
 
 
-def _answer(batch: list[_Pending], outcomes: list[CapabilityCheckOutcome] | BaseException) -> None:
+def _answer(batch: list[_Pending], outcomes: list[CapabilityCheckOutcome] | BaseException,
+            running: asyncio.AbstractEventLoop | None = None) -> None:
+    """Hand each caller its outcome: directly on ``running`` (the loop this runs on), thread-safely elsewhere."""
     for i, item in enumerate(batch):
         if isinstance(outcomes, BaseException):
-            _call(item.loop, _fail, item.future, outcomes)
+            if item.loop is running:
+                _fail(item.future, outcomes)
+            else:
+                _call(item.loop, _fail, item.future, outcomes)
+        elif item.loop is running:
+            _resolve(item.future, outcomes[i])
         else:
             _call(item.loop, _resolve, item.future, outcomes[i])
 
