@@ -202,3 +202,21 @@ async def test_a_check_waiting_for_another_writer_blocks_not_the_loop_and_sees_i
     finally:
         store.close()
         await db.close()
+
+
+async def test_a_reservation_inserted_by_hand_below_the_highest_id_counts(store: CapabilityStore,
+                                                                           db: Database) -> None:
+    """New reservations are followed by id; one an operator inserts with a lower (freed) id is seen too."""
+    token = cap.attenuate(await store.mint("c1", ["set_config"]), ["budget = 3/3600s"])
+    first = ask(token, ["n001"], "c1")
+    assert (await store.check(first, NOW)).result.allowed
+    assert (await store.check(ask(token, ["n002"], "c1"), NOW)).result.allowed
+    async with db.engine.begin() as conn:
+        freed = await conn.scalar(sa.text("SELECT id FROM cap_usage WHERE action_id = :a"), {"a": first.action_id})
+        await conn.execute(sa.text("DELETE FROM cap_usage WHERE id = :i"), {"i": freed})
+    assert (await store.check(ask(token, ["n003"], "c1"), NOW)).result.allowed  # the window is cached again
+    async with db.engine.begin() as conn:
+        await conn.execute(sa.text("INSERT INTO cap_usage (id, agent_id, node_id, action_id, at, state) "
+                                   "VALUES (:i, 'c1', 'n009', 'by-hand', :at, 'reserved')"), {"i": freed, "at": NOW})
+    res = (await store.check(ask(token, ["n004"], "c1"), NOW)).result
+    assert (res.allowed, res.caveat) == (False, "budget = 3/3600s"), res.reason

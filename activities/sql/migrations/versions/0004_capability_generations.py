@@ -2,9 +2,10 @@
 
 ``cap_counters`` gets two rows: ``state_generation`` goes up with every change of what a check reads (root keys,
 revocations, the revocation epoch, the node registry, halts), ``usage_generation`` with every change of the usage
-ledger other than an insert or a reservation confirmed (a release, a delete). Triggers bump them in the writing
-transaction, whoever writes (the store, another worker, an operator's SQL), so a check that reads the counters in
-its own transaction can trust a cache built at the same generation and must rebuild it otherwise.
+ledger other than a new row or a reservation confirmed (a release, a delete, on SQLite a row inserted below the
+highest id). Triggers bump them in the writing transaction, whoever writes (the store, another worker, an
+operator's SQL), so a check that reads the counters in its own transaction can trust a cache built at the same
+generation and must rebuild it otherwise.
 
 Revision ID: 0004
 Revises: 0003
@@ -46,6 +47,9 @@ def _sqlite() -> list[str]:
     out.append(f"CREATE TRIGGER cap_usage_gen_update AFTER UPDATE ON cap_usage WHEN NOT ({CONFIRMED}) "
                f"BEGIN {_bump(USAGE)}; END")
     out.append(f"CREATE TRIGGER cap_usage_gen_delete AFTER DELETE ON cap_usage BEGIN {_bump(USAGE)}; END")
+    # The SQLite check follows new rows by id (each new row gets max + 1): a row given a lower id by hand is a change.
+    out.append(f"CREATE TRIGGER cap_usage_gen_insert AFTER INSERT ON cap_usage "  # noqa: S608
+               f"WHEN NEW.id < (SELECT max(id) FROM cap_usage) BEGIN {_bump(USAGE)}; END")
     return out
 
 
@@ -81,7 +85,7 @@ def downgrade() -> None:
              [f"{t}_gen_{e}" for t in STATE_TABLES for e in ("insert", "update", "delete")])
     names += [f"cap_counters_gen_{e}" for e in ("insert", "update", "delete")]
     names += ["cap_counters_gen_truncate"] if postgres else []
-    names += ["cap_usage_gen_update", "cap_usage_gen_delete"]
+    names += ["cap_usage_gen_update", "cap_usage_gen_delete"] + ([] if postgres else ["cap_usage_gen_insert"])
     for name in names:
         on = name.split("_gen")[0]
         op.execute(f"DROP TRIGGER IF EXISTS {name} ON {on}" if postgres else f"DROP TRIGGER IF EXISTS {name}")
