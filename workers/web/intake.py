@@ -8,13 +8,14 @@ from the store, where it is kept. In order:
    deadline, whether votes may change; immutable, so cached) with whether the vote closed it;
 2. refused after the deadline (``VoteAfterDeadline``) or once the workflow closed it (``VotingClosed``);
 3. the EIP-712 signature is verified in a process pool (``Verifier``: every core);
-4. the voter is weighed at the snapshot (cached per (timepoint, voter), looked up in JSON-RPC batches);
-5. the ballot is recorded by the store's one record path (``VoteActivities.record_votes``, the local activity the
+4. the ballot is recorded by the store's one record path (``VoteActivities.record_votes``, the local activity the
    workflow uses): ballots that arrive while a transaction runs wait and go into the next one together (group
-   commit), a ballot sent again answers with its first receipt and counts nothing, another ballot of a voter who
-   voted is refused (``AlreadyVoted``) or replaces it if the proposal allows, and the store refuses every ballot
-   once the vote closed it — in the same transaction, so none slips in after the final count;
-6. the receipt is returned only after the commit: a crash before loses nothing that was receipted.
+   commit); the batch's voters are first weighed at the snapshot together (cached per (timepoint, voter), one
+   JSON-RPC batch per transaction rather than one per event-loop turn); a ballot sent again answers with its
+   first receipt and counts nothing, another ballot of a voter who voted is refused (``AlreadyVoted``) or
+   replaces it if the proposal allows, and the store refuses every ballot once the vote closed it — in the same
+   transaction, so none slips in after the final count;
+5. the receipt is returned only after the commit: a crash before loses nothing that was receipted.
 """
 
 from __future__ import annotations
@@ -121,7 +122,8 @@ class VoteIntake:
         self._unknown: dict[str, float] = {}
         self._queues: dict[str, list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]]] = {}
         self._committers: dict[str, asyncio.Task[None]] = {}
-        self.commits = 0  # transactions committed (a figure for the benchmark)
+        self.commits = 0  # transactions committed, and the ballots they took (figures for the benchmark)
+        self.ballots = 0
 
     async def hint_open_votes(self) -> int:
         """Hint every open vote once (at start: a hint the previous process owed may have died with it)."""
@@ -150,11 +152,6 @@ class VoteIntake:
             allow_change=opening.allow_vote_change, governor=governor,
             support=GOVERNOR_CHOICES.index(vote.choice) if governor else None,
             snapshot_typed_data=ballot.typed_data(vote, p.ctx) if opening.snapshot_proposal else None)
-        try:  # weighed before the ballot waits for a transaction (the record path finds it cached)
-            await self._votes.prefetch_power(vote.voter, record.timepoint)
-        except Exception as err:
-            raise VoteRejected(f"the chain did not answer for {vote.voter}'s voting power, try "
-                               f"again: {err}", type=VOTE_UNAVAILABLE) from err
         outcome = await self._commit(p, record)
         if outcome.error_type is not None:
             raise VoteRejected(outcome.error or "vote refused", type=outcome.error_type)
@@ -201,6 +198,9 @@ class VoteIntake:
         try:
             while queue:
                 batch, queue[:] = queue[:self._max_batch], queue[self._max_batch:]
+                batch = await self._weigh(batch)
+                if not batch:
+                    continue
                 try:
                     result = await self._votes.record_votes(RecordVotesInput(
                         votes=[r for r, _ in batch], proposal_id=opening.proposal_id,
@@ -218,12 +218,29 @@ class VoteIntake:
                                               type=VOTE_UNAVAILABLE))
                     continue
                 self.commits += 1
+                self.ballots += len(batch)
                 for (_, fut), outcome in zip(batch, result.outcomes, strict=True):
                     if not fut.done():
                         fut.set_result(outcome)
                 self._hints.poke(p.proposal.workflow_id)
         finally:
             del self._committers[opening.proposal_id]
+
+
+    async def _weigh(self, batch: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]]
+                     ) -> list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]]:
+        """Look the batch's voters up at the snapshot together (one JSON-RPC batch; the record path then finds
+        them cached); a voter the chain did not answer for is refused alone, before the transaction."""
+        looked_up = await asyncio.gather(*(self._votes.prefetch_power(r.request.voter, r.timepoint) for r, _ in batch),
+                                         return_exceptions=True)
+        kept = []
+        for (record, fut), err in zip(batch, looked_up, strict=True):
+            if not isinstance(err, BaseException):
+                kept.append((record, fut))
+            elif not fut.done():
+                fut.set_exception(VoteRejected(f"the chain did not answer for {record.request.voter}'s voting power, "
+                                               f"try again: {err}", type=VOTE_UNAVAILABLE))
+        return kept
 
 
 def _fail(batch: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]], err: VoteRejected) -> None:
