@@ -83,9 +83,10 @@ FLOOR = sa.Table("bench_floor", sa.MetaData(), sa.Column("id", sa.Integer, prima
                  sa.Column("v", sa.Text, nullable=False))
 
 
-async def insert_floors(db: Database, rows: int) -> tuple[float, float]:
-    """(seconds per bare one-row INSERT in its own transaction, seconds per row of a bare ``rows``-row executemany)
-    into a scratch table of the same database, through the same engine."""
+async def insert_floors(db: Database, rows: int) -> tuple[float, float, float]:
+    """(seconds per bare one-row INSERT in its own transaction, seconds per row of a bare ``rows``-row executemany,
+    seconds per bare one-row read by primary key) on a scratch table of the same database, through the same
+    engine."""
     async with db.engine.begin() as conn:
         await conn.run_sync(FLOOR.drop, checkfirst=True)
         await conn.run_sync(FLOOR.create)
@@ -102,9 +103,14 @@ async def insert_floors(db: Database, rows: int) -> tuple[float, float]:
         async with db.engine.begin() as conn:
             await conn.execute(sa.insert(FLOOR), batch)
         best = min(best, (time.perf_counter() - start) / rows)
+    start = time.perf_counter()
+    for i in range(n):
+        async with db.engine.connect() as conn:
+            await conn.scalar(sa.select(FLOOR.c.v).where(FLOOR.c.id == i))
+    read = (time.perf_counter() - start) / n
     async with db.engine.begin() as conn:
         await conn.run_sync(FLOOR.drop)
-    return one, best
+    return one, best, read
 
 
 def entry(i: int) -> tuple[str, str, dict[str, Any]]:
@@ -124,9 +130,9 @@ def reads_per_proof(seq: int, size: int) -> int:
     return len({merkle.node_slot(n)[0] for n in wanted} | {size - 1})
 
 
-def line(what: str, seconds: float, insert: float, sha: float, per: str = "") -> None:
-    print(f"  {what:44} {seconds * 1e3:10.3f} ms{per:6}  = {seconds / insert:8.3f}x bare insert  "
-          f"= {seconds / sha:10.0f}x bare SHA-256", flush=True)
+def line(what: str, seconds: float, insert: float, sha: float, read: float) -> None:
+    print(f"  {what:24} {seconds * 1e3:8.3f} ms = {seconds / insert:7.3f}x bare insert = {seconds / read:6.2f}x bare "
+          f"read by key = {seconds / sha:7.0f}x bare SHA-256", flush=True)
 
 
 async def bench_db(kind: str, url: str, sizes: list[int], appends: int, sha: float, tmp: Path) -> None:
@@ -136,10 +142,10 @@ async def bench_db(kind: str, url: str, sizes: list[int], appends: int, sha: flo
         await conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
     await db.migrate()
     print(f"\n--- {kind} ({db.safe_url}) ---", flush=True)
-    insert, batch_row = await insert_floors(db, MAX_BATCH)
+    insert, batch_row, read = await insert_floors(db, MAX_BATCH)
     print(f"  floors: bare one-row INSERT + commit {insert * 1e3:.3f} ms ({1 / insert:,.0f}/s); bare "
-          f"{MAX_BATCH}-row executemany {batch_row * 1e6:.2f} us/row ({1 / batch_row:,.0f} rows/s); bare SHA-256 "
-          f"{sha * 1e6:.3f} us", flush=True)
+          f"{MAX_BATCH}-row executemany {batch_row * 1e6:.2f} us/row ({1 / batch_row:,.0f} rows/s); bare one-row "
+          f"read by key {read * 1e3:.3f} ms; bare SHA-256 {sha * 1e6:.3f} us", flush=True)
     heads = tmp / kind
     heads.mkdir()
     log = AuditLog(db, HeadSigner.in_dir(heads))
@@ -200,8 +206,8 @@ async def bench_db(kind: str, url: str, sizes: list[int], appends: int, sha: flo
         reads = statistics.mean([reads_per_proof(rng.randrange(size), size) for _ in range(100)])
         print(f"  at {size:,} entries ({reads:.1f} rows read per inclusion proof, in one node query):", flush=True)
         for what, times in (("inclusion proof p50", incl), ("consistency proof p50", cons)):
-            line(what, statistics.median(times), insert, sha)
-            line(what.replace("p50", "p99"), statistics.quantiles(times, n=100)[98], insert, sha)
+            line(what, statistics.median(times), insert, sha, read)
+            line(what.replace("p50", "p99"), statistics.quantiles(times, n=100)[98], insert, sha, read)
 
         # (c) audit verify at this size (the whole log recomputed, signed heads checked)
         start = time.perf_counter()
