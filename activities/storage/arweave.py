@@ -148,6 +148,17 @@ def build_transaction(wallet: Wallet, data: bytes, tags: dict[str, str], anchor:
     }
 
 
+def _json(resp: httpx.Response, url: str, path: str) -> dict[str, Any]:
+    """A JSON object answer; anything else (an empty or cut body from a busy gateway) is a transient failure."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise ArweaveUnavailable(f"Arweave gateway {url} answered {path} with no JSON object: {resp.text[:200]!r}")
+    return body
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A transaction anchor and fee for a post of ``size`` bytes (:meth:`ArweaveClient.prepare`)."""
@@ -197,7 +208,7 @@ class ArweaveClient:
         if self._is_arlocal is None:
             resp = await self._get("/info")
             resp.raise_for_status()
-            self._is_arlocal = str(resp.json().get("network", "")).startswith("arlocal")
+            self._is_arlocal = str(_json(resp, self.url, "/info").get("network", "")).startswith("arlocal")
         return self._is_arlocal
 
     async def find_by_tag(self, name: str, value: str) -> str | None:
@@ -211,7 +222,7 @@ class ArweaveClient:
             raise ArweaveUnavailable(f"Arweave gateway {self.url} did not answer /graphql: {err!r}") from err
         if resp.status_code != 200:
             return None
-        edges = resp.json().get("data", {}).get("transactions", {}).get("edges", [])
+        edges = _json(resp, self.url, "/graphql").get("data", {}).get("transactions", {}).get("edges", [])
         return str(edges[0]["node"]["id"]) if edges else None
 
     async def prepare(self, size: int) -> Prepared:

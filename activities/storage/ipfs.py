@@ -67,8 +67,12 @@ class IpfsClient:
                                 files={"file": ("blob", data, "application/octet-stream")})
         if resp.status_code != 200:
             raise IpfsError(f"IPFS add of {len(data)} bytes failed: {self._message(resp)}")
-        last = [line for line in resp.text.splitlines() if line.strip()][-1]
-        return str(json.loads(last)["Hash"])
+        lines = [line for line in resp.text.splitlines() if line.strip()]
+        try:
+            return str(json.loads(lines[-1])["Hash"])
+        except (IndexError, ValueError, KeyError, TypeError) as err:  # a cut answer from a busy daemon: retry
+            raise IpfsUnavailable(f"IPFS daemon at {self.api_url} answered add of {len(data)} bytes without a CID: "
+                                  f"{resp.text[:200]!r}") from err
 
     async def cat(self, cid: str, timeout_s: float = 10.0) -> bytes | None:
         """The bytes of ``cid`` from this node's blockstore, or None if the node does not have them."""
