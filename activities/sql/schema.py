@@ -68,6 +68,7 @@ vote_proposals = sa.Table(  # who opened the proposal, what it opened with (writ
 )
 
 # --- owner: activities/sql/capability_store.py (CapabilityStore) -----------------------------------------------
+# (its SQLite check path, activities/sql/capability_check.py, writes cap_usage, cap_decisions and cap_events for it)
 cap_root_keys = sa.Table(
     "cap_root_keys", metadata,
     sa.Column("key_id", sa.String(64), primary_key=True),
