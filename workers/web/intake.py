@@ -226,7 +226,6 @@ class VoteIntake:
         finally:
             del self._committers[opening.proposal_id]
 
-
     async def _weigh(self, batch: list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]]
                      ) -> list[tuple[RecordVoteInput, asyncio.Future[RecordVoteResult]]]:
         """Look the batch's voters up at the snapshot together (one JSON-RPC batch; the record path then finds
