@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -78,16 +79,17 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     assert "exists; not overwriting" in await cli(h, "shelter", "keygen", "--name", "g1", ok=False)
     pubs = [a for i in range(1, 6) for a in ("--guardian", str(keys / f"g{i}.key.pub"))]
     assert "3-of-5" in await cli(h, "shelter", "guardians", "init", "--threshold", "3", *pubs)
+    doc_id = f"minutes-{uuid.uuid4().hex[:6]}"  # document ids are workflow ids on the session's shared server
     doc = d / "minutes.txt"
     doc.write_text(TEXT)
-    stored = await cli(h, "shelter", "store", str(doc), "--id", "minutes", "--network", "ipfs",
+    stored = await cli(h, "shelter", "store", str(doc), "--id", doc_id, "--network", "ipfs",
                        "--network", "arweave")
-    assert "stored minutes" in stored and "ipfs" in stored and "arweave" in stored
-    assert not (d / "shelter" / "staging" / "minutes").exists()
+    assert f"stored {doc_id}" in stored and "ipfs" in stored and "arweave" in stored
+    assert not (d / "shelter" / "staging" / doc_id).exists()
 
     voter = d / "whale.key"
     voter.write_text(h.voters[30].key.hex())
-    out = await cli(h, "shelter", "request", "minutes", "--reason", "investigation", "--key",
+    out = await cli(h, "shelter", "request", doc_id, "--reason", "investigation", "--key",
                     str(keys / "journalist.key"), "--request-id", "minutes-j1")
     assert "started access:minutes-j1" in out
     await approve(h, vote_id(access_proposal_id("minutes-j1")), voter)
@@ -114,7 +116,7 @@ async def test_store_request_vote_share_open_emergency_and_rotate(harness: Harne
     assert "does not open" in wrong and not (d / "x.txt").exists()
 
     await cli(h, "shelter", "keygen", "--name", "activist")
-    out = await cli(h, "shelter", "emergency", "minutes", "--reason", "raid tonight", "--key",
+    out = await cli(h, "shelter", "emergency", doc_id, "--reason", "raid tonight", "--key",
                     str(keys / "activist.key"), "--request-id", "raid-1")
     assert "started emergency:raid-1" in out
     for g in ("g3", "g4", "g5"):
