@@ -12,6 +12,7 @@ import signal
 import sys
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -198,8 +199,14 @@ async def test_killing_the_intake_and_the_worker_mid_load_loses_and_doubles_noth
 
             load = asyncio.gather(*(one(b) for b in ballots))
             await eventually(lambda: _n(receipts), lambda n: n >= LOAD_VOTERS // 4, timeout=120)
+            checkers = children_of(web.pid)  # the signature-check processes it spawned
+            assert checkers, "the intake runs its signature checks in a process pool"
             web.send_signal(signal.SIGKILL)  # mid-load: requests in flight die with it
             web.wait()
+            # a killed web process runs no shutdown: its checkers notice they are orphaned and end
+            await eventually(lambda: asyncio.to_thread(lambda: [c for c in checkers if Path(f"/proc/{c}").exists()
+                                                                and not zombie(c)]),
+                             lambda alive: not alive, timeout=20)
             web = spawn("web", web_env, log)
             procs.append(web)
             await eventually(lambda: _n(receipts), lambda n: n >= LOAD_VOTERS // 2, timeout=120)
@@ -235,6 +242,26 @@ async def test_killing_the_intake_and_the_worker_mid_load_loses_and_doubles_noth
                 p.wait(timeout=15)
             except Exception:
                 os.kill(p.pid, signal.SIGKILL)
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 async def _n(receipts: dict[str, Posted]) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
@@ -43,12 +45,29 @@ def _warm() -> int:
     return os.getpid()
 
 
+def _exit_with(parent: int) -> None:
+    """Pool initializer: the worker ends when the web process that spawned it is gone (SIGKILLed, crashed). A
+    killed parent runs no shutdown, and its orphaned workers (≈ 160 MB each) would otherwise live on."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _pool(processes: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(processes, mp_context=get_context("spawn"), initializer=_exit_with,
+                               initargs=(os.getpid(),))
+
+
 class Verifier:
     """``await verifier.verify(vote, ctx)`` -> the vote hash, or raises ``VoteRejected``."""
 
     def __init__(self, processes: int | None = None) -> None:
         self.processes = processes or os.cpu_count() or 1
-        self._pool = ProcessPoolExecutor(self.processes, mp_context=get_context("spawn"))
+        self._pool = _pool(self.processes)
         self._pending: list[tuple[str, VoteRequest, asyncio.Future[Checked]]] = []
 
     async def start(self) -> None:
@@ -86,7 +105,7 @@ class Verifier:
             done = asyncio.get_running_loop().run_in_executor(self._pool, verify_chunk, ctx_json, votes)
         except BrokenProcessPool:  # a worker died (killed, out of memory): a new pool for these and later votes
             self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=get_context("spawn"))
+            self._pool = _pool(self.processes)
             done = asyncio.get_running_loop().run_in_executor(self._pool, verify_chunk, ctx_json, votes)
 
         def settle(f: asyncio.Future[list[Checked]]) -> None:
