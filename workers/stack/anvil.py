@@ -27,8 +27,12 @@ def find_anvil() -> Path:
 
 def anvil_args(port: int, state_file: Path | None = None) -> list[str]:
     """Command line of a local dev chain (id 31337) on 127.0.0.1:``port``, persisted to ``state_file`` if given."""
+    # --max-persisted-states 0: anvil spills every historical block state beyond those it keeps in memory to
+    # ~/.foundry/anvil/tmp and never removes them (22 GB for one test session here, until the disk was full);
+    # nothing reads a state that old (no call names a past block: the Governor and the token keep their own
+    # checkpoints), so states past the in-memory ones are dropped instead
     args = [str(find_anvil()), "--host", "127.0.0.1", "--port", str(port), "--silent",
-            "--chain-id", str(DEV_CHAIN_ID)]
+            "--chain-id", str(DEV_CHAIN_ID), "--max-persisted-states", "0"]
     if state_file is not None:
         args += ["--state", str(state_file)]
     return args
