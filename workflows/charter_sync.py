@@ -18,17 +18,13 @@ Standing: workflow id ``charter-sync``, started by `westworld up`; it continues 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from westworld import keys
-    from westworld.charter_cases import CaseInput, CaseSource
     from westworld.charter_sync import (
         FORBIDDEN_DROPS,
         CharterEnforceInput,
@@ -40,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.audit import append_audit
     from workflows.steps import set_step
-    from workflows.violation_report import ViolationReportWorkflow
+    from workflows.violation_report import open_system_case, seal_for_committee
 
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 IN_FORCE = ("applied", "unchanged")
@@ -135,9 +131,7 @@ class CharterSyncWorkflow:
         self._case_at = now
         forbidden = {k: v for k, v in delta.items() if k in FORBIDDEN_DROPS}
         try:
-            sealed = await workflow.execute_activity(
-                "charter_seal_for_committee", forbidden_report(delta, drops, version), result_type=str,
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=READ_RETRY)
+            sealed = await seal_for_committee(forbidden_report(delta, drops, version))
         except ActivityError as err:  # e.g. the charter names no committee key: say so, keep enforcing
             reason = str(err.cause or err)
             self._state.case_problem = reason
@@ -146,13 +140,6 @@ class CharterSyncWorkflow:
             return
         self._state.case_problem = ""
         info = workflow.info()
-        receipt = hashlib.sha256(f"westworld-system-case/v1\n{info.workflow_id}\n{info.run_id}\n"
-                                 f"{self._state.polls}".encode()).hexdigest()
-        case = keys.case_id(receipt)
-        await workflow.start_child_workflow(
-            ViolationReportWorkflow.run, CaseInput(sealed_report=sealed, receipt_hash=receipt,
-                                                   source=CaseSource.SYSTEM),
-            id=case, parent_close_policy=ParentClosePolicy.ABANDON,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        case = await open_system_case(sealed, info.workflow_id, info.run_id, self._state.polls)
         self._state.violation_cases.append(case)
         await append_audit("charter.forbidden.case", subject, {"case": case, "forbidden_since_last_entry": forbidden})

@@ -16,17 +16,14 @@ own (a ``ViolationReportWorkflow`` child, sealed to the committee, that outlives
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from westworld import keys
-    from westworld.charter_cases import CaseInput, CaseSource
     from westworld.charter_data import (
         BuildExportInput,
         CommitteeNotice,
@@ -40,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     from westworld.errors import ExportRefused
     from workflows.audit import append_audit
     from workflows.steps import set_step
-    from workflows.violation_report import ViolationReportWorkflow
+    from workflows.violation_report import open_system_case, seal_for_committee
 
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 BUILD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=10))
@@ -125,15 +122,7 @@ class DataExportWorkflow:
         """The 24 h promise is broken: open a case sealed to the committee (it names the export, so the user)."""
         wid = workflow.info().workflow_id
         self._step("export overdue: violation case opened")
-        sealed = await workflow.execute_activity(
-            "charter_seal_for_committee", f"Data export {wid} was not delivered within its deadline ({deadline}).",
-            result_type=str, start_to_close_timeout=timedelta(seconds=30), retry_policy=READ_RETRY)
-        receipt = hashlib.sha256(f"westworld-system-case/v1\n{wid}\n{workflow.info().run_id}".encode()).hexdigest()
-        case = keys.case_id(receipt)
-        await workflow.start_child_workflow(
-            ViolationReportWorkflow.run, CaseInput(sealed_report=sealed, receipt_hash=receipt,
-                                                   source=CaseSource.SYSTEM),
-            id=case, parent_close_policy=ParentClosePolicy.ABANDON,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+        sealed = await seal_for_committee(f"Data export {wid} was not delivered within its deadline ({deadline}).")
+        case = await open_system_case(sealed, wid, workflow.info().run_id)
         self._state.violation_case = case
         await append_audit("charter.export.overdue", self._state.subject, {"export_id": wid, "case": case})

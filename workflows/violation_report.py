@@ -21,11 +21,13 @@ and published redacted (the ``charter_cases`` row: outcome, summary, who decided
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from westworld import keys
@@ -59,7 +61,8 @@ with workflow.unsafe.imports_passed_through():
 
 READ_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 NOTIFY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=5), maximum_interval=timedelta(minutes=5))
-SYSTEM_PARENTS = ("export:",)  # workflows that may open a case without a reporter's proof of work
+SYSTEM_PARENTS = ("export:",)  # workflows that may open a case without a reporter's proof of work (by id prefix)
+SYSTEM_PARENT_IDS = (keys.CHARTER_SYNC_ID,)  # ... and by exact id: the standing charter sync (forbidden metrics)
 
 
 def _typed(err: CaseRefused | ReportRefused) -> ApplicationError:
@@ -129,9 +132,11 @@ class ViolationReportWorkflow:
                                    "`westworld charter report submit`), which holds the rate limit and the windows",
                                    type=REPORT_REFUSED, non_retryable=True)
         if input.source is CaseSource.SYSTEM:
-            if parent is None or not parent.workflow_id.startswith(SYSTEM_PARENTS):
+            if parent is None or not (parent.workflow_id.startswith(SYSTEM_PARENTS)
+                                      or parent.workflow_id in SYSTEM_PARENT_IDS):
                 raise ApplicationError("a system case is opened only by a workflow that found a violation (an "
-                                       "export), never by a caller", type=REPORT_REFUSED, non_retryable=True)
+                                       "export, the charter sync), never by a caller", type=REPORT_REFUSED,
+                                       non_retryable=True)
             return
         try:
             check_pow(input.receipt_hash, input.sealed_report, input.pow_nonce, committee.pow_bits)
@@ -272,3 +277,25 @@ class ViolationReportWorkflow:
         if self._state.decision_signatures.get(member) == (decision.action.action.removeprefix("decide:"),
                                                            decision.action.digest):
             raise ApplicationError(f"{member} already signed this decision", type=CASE_REFUSED, non_retryable=True)
+
+
+SEAL_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+
+async def seal_for_committee(text: str) -> str:
+    """``text`` sealed to the committee's key (inside the activity: only the sealed box enters history)."""
+    sealed: str = await workflow.execute_activity(
+        "charter_seal_for_committee", text, result_type=str, start_to_close_timeout=timedelta(seconds=30),
+        retry_policy=SEAL_RETRY)
+    return sealed
+
+
+async def open_system_case(sealed: str, *seed: object) -> str:
+    """Start a case the system found itself (an abandoned child of the calling workflow); its id, derived from
+    ``seed`` — which must be unique to this finding (e.g. the workflow id, run id and poll)."""
+    receipt = hashlib.sha256("\n".join(["westworld-system-case/v1", *map(str, seed)]).encode()).hexdigest()
+    case = keys.case_id(receipt)
+    await workflow.start_child_workflow(
+        ViolationReportWorkflow.run, CaseInput(sealed_report=sealed, receipt_hash=receipt, source=CaseSource.SYSTEM),
+        id=case, parent_close_policy=ParentClosePolicy.ABANDON, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+    return case

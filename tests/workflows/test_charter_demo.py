@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from eth_utils.address import to_checksum_address
+from temporalio.client import WorkflowExecutionStatus
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.types import RPCEndpoint
 
@@ -25,7 +26,7 @@ from activities.charter_chain import LOCAL_CHARTER_NAME
 from tests.charter_support import audited, charter_settings, gate_job
 from tests.fixtures.fixed_ids import free_fixed_id
 from tests.fixtures.prometheus import PrometheusServer
-from tests.workflows.conftest import Harness
+from tests.workflows.conftest import Harness, eventually
 from westworld.chain import CHARTER, TIMELOCK, Deployment
 from westworld.charter import charter_hash
 from westworld.charter_sync import CharterSyncInput
@@ -92,7 +93,12 @@ async def test_the_charter_demo_runs_on_the_stack(harness: Harness, local_charte
     assert "version 2" in text and "(in force)" in text
     assert "none outside the charter" in text
     assert "gate drops:" in text and "no_consent" in text
-    assert re.search(r"forbidden metrics seen: the charter sync opened violation case case:[0-9a-f]{32}", text), text
+    opened = re.search(r"forbidden metrics seen: the charter sync opened violation case (case:[0-9a-f]{32})", text)
+    assert opened, text
+    # its first workflow task has run (a refused opening would have failed it there): accepted, and open
+    case = await eventually(harness.client.get_workflow_handle(opened[1]).describe,
+                            lambda d: d.status is not WorkflowExecutionStatus.RUNNING or d.history_length >= 4)
+    assert case.status is WorkflowExecutionStatus.RUNNING, case.status
     if gate.state.kernel is not None:
         assert "kernel filter: loaded at tc egress of lo" in text
     # consent: the withdrawal purged the one series at the gate and in Prometheus, none left
